@@ -1,0 +1,3 @@
+"""IPsec peering edge agent."""
+
+__version__ = "0.1.0"
