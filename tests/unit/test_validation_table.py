@@ -1,0 +1,485 @@
+"""Bad add-tunnel inputs, each a mutation of the protocol document's example.
+
+Every case asserts the exact operator-facing message (field, rendered value,
+reason, allowed values), so a change in wording is a deliberate test change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.jobs.validation import JobRejected, ValidationPolicy, normalize_add_tunnel
+
+PROTOCOL_DOC = Path(__file__).resolve().parents[3] / "shared/reference/controller-protocol.md"
+DELETE = object()
+
+STRONG_DH = (
+    "modp-2048, modp-3072, modp-4096, modp-6144, modp-8192, ecp-256, ecp-384, ecp-521, "
+    "modp-1024-160, modp-2048-224, modp-2048-256"
+)
+HMACS = "sha1-96, hmac-sha2-256-128, hmac-sha2-384-192, hmac-sha2-512-256"
+IKE_CIPHERS = "aes-cbc, aes-gcm-16, chacha20-poly1305"
+ESP_CIPHERS = "aes-cbc, aes-ctr, aes-gcm-16, chacha20-poly1305, null"
+DNS = (
+    "a DNS name: dot-separated labels of 1-63 letters, digits or hyphens "
+    "(no hyphen at either end), at most 253 characters"
+)
+HOST = "a bare host name such as monitoring.example.com (no scheme, path or port)"
+UNICAST = "a unicast IPv4 address (not 0.0.0.0, loopback, multicast, broadcast or 240/4)"
+PSK = "8-1024 printable ASCII characters without whitespace"
+NOT_INT = "not an integer; allowed: an integer (JSON number or string of digits)"
+WEAK = "weak, refused by policy (allow_weak_crypto is off)"
+SLASH31 = "an IPv4 /31 interface address such as 10.100.0.16/31"
+
+
+def example_params() -> dict[str, Any]:
+    """The params of the document's complete add-tunnel example, parsed from the document."""
+    section = PROTOCOL_DOC.read_text().split("## add-tunnel for a peer: a complete example", 1)[1]
+    block: list[str] = []
+    for line in section.splitlines()[1:]:
+        if not line.strip() and block:
+            break
+        if line.startswith("    "):
+            block.append(line[4:])
+    params: dict[str, Any] = json.loads("\n".join(block))["params"]
+    return params
+
+
+def mutate(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Apply {"a.b.c": value} changes (DELETE removes the key) to a deep copy."""
+    out = copy.deepcopy(params)
+    for path, value in changes.items():
+        *parents, leaf = path.split("/")
+        node = out
+        for key in parents:
+            node = node[key]
+        if value is DELETE:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return out
+
+
+# (id, {path: value}, expected message). Paths use "/" because field names contain dots.
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "encryption-mode",
+        {"encryption-mode": "psk"},
+        "encryption-mode: 'psk': not supported for peer tunnels; allowed: ikev2",
+    ),
+    ("tunnel-id-zero", {"tunnel-id": 0}, "tunnel-id: 0: out of range; allowed: 1-65535"),
+    ("tunnel-id-text", {"tunnel-id": "7a"}, f"tunnel-id: '7a': {NOT_INT}"),
+    ("tunnel-id-bool", {"tunnel-id": True}, f"tunnel-id: true: {NOT_INT}"),
+    ("tunnel-id-float", {"tunnel-id": 7.5}, f"tunnel-id: 7.5: {NOT_INT}"),
+    (
+        "dev-id-empty",
+        {"dev_id": ""},
+        "dev_id: '': not an interface id; allowed: the non-empty dev_id of a WAN interface",
+    ),
+    (
+        "src-bad-octet",
+        {"src": "192.168.1.300"},
+        "src: '192.168.1.300': not an IPv4 address; allowed: a dotted-quad IPv4 address",
+    ),
+    (
+        "src-ipv6",
+        {"src": "2001:db8::1"},
+        "src: '2001:db8::1': IPv6 is not supported; allowed: an IPv4 address",
+    ),
+    (
+        "dst-multicast",
+        {"dst": "224.0.0.5"},
+        f"dst: '224.0.0.5': not a unicast address; allowed: {UNICAST}",
+    ),
+    (
+        "dst-equals-src",
+        {"dst": "192.168.1.10"},
+        "dst: '192.168.1.10': same as src; allowed: the peer's public IPv4 address",
+    ),
+    ("src-port-range", {"srcPort": "70000"}, "srcPort: 70000: out of range; allowed: 0-65535"),
+    (
+        "peer-addr-no-prefix",
+        {"peer/addr": "10.100.0.16"},
+        f"peer.addr: '10.100.0.16': no prefix length; allowed: {SLASH31}",
+    ),
+    (
+        "peer-addr-30",
+        {"peer/addr": "10.100.0.16/30"},
+        f"peer.addr: '10.100.0.16/30': prefix length /30; allowed: {SLASH31}",
+    ),
+    (
+        "peer-addr-garbage",
+        {"peer/addr": "10.100.0.300/31"},
+        f"peer.addr: '10.100.0.300/31': not an IPv4 interface address; allowed: {SLASH31}",
+    ),
+    (
+        "peer-addr-contains-dst",
+        {"peer/addr": "203.0.113.11/31"},
+        "peer.addr: '203.0.113.11/31': the /31 contains dst 203.0.113.10; "
+        "allowed: a /31 not containing src or dst",
+    ),
+    (
+        "peer-routing",
+        {"peer/routing": "rip"},
+        "peer.routing: 'rip': unknown routing; allowed: ospf, bgp",
+    ),
+    ("peer-mtu-small", {"peer/mtu": 500}, "peer.mtu: 500: out of range; allowed: 576-9000"),
+    ("peer-mtu-text", {"peer/mtu": "jumbo"}, f"peer.mtu: 'jumbo': {NOT_INT}"),
+    (
+        "peer-mss-above-mtu",
+        {"peer/tcp-mss-clamp": 1461},
+        "peer.tcp-mss-clamp: 1461: out of range; allowed: 536-1460",
+    ),
+    ("peer-ospf-cost", {"peer/ospf-cost": 0}, "peer.ospf-cost: 0: out of range; allowed: 1-65535"),
+    (
+        "peer-ospf-area",
+        {"peer/ospf-area": "backbone"},
+        "peer.ospf-area: 'backbone': not an OSPF area id; "
+        "allowed: an integer 0-4294967295 or a dotted quad",
+    ),
+    (
+        "peer-ospf-area-bool",
+        {"peer/ospf-area": True},
+        "peer.ospf-area: true: not a string or an integer; allowed: a string or an integer",
+    ),
+    (
+        "monitor-ip-short",
+        {"peer/ips": ["8.8.8"]},
+        "peer.ips[0]: '8.8.8': not an IPv4 address; allowed: a dotted-quad IPv4 address",
+    ),
+    (
+        "monitor-ip-loopback",
+        {"peer/ips": ["8.8.8.8", "127.0.0.1"]},
+        f"peer.ips[1]: '127.0.0.1': not a unicast address; allowed: {UNICAST}",
+    ),
+    (
+        "monitor-ips-not-list",
+        {"peer/ips": "8.8.8.8"},
+        "peer.ips: a string: not a list; allowed: a JSON list",
+    ),
+    (
+        "monitor-url-scheme",
+        {"peer/urls": ["https://monitoring.example.com"]},
+        f"peer.urls[0]: 'https://monitoring.example.com': a URL, not a host name; allowed: {HOST}",
+    ),
+    (
+        "monitor-url-path",
+        {"peer/urls": ["monitoring.example.com/health"]},
+        f"peer.urls[0]: 'monitoring.example.com/health': contains a path; allowed: {HOST}",
+    ),
+    (
+        "monitor-url-port",
+        {"peer/urls": ["monitoring.example.com:443"]},
+        f"peer.urls[0]: 'monitoring.example.com:443': contains a port; allowed: {HOST}",
+    ),
+    (
+        "monitor-url-hyphen",
+        {"peer/urls": ["-bad.example.com"]},
+        "peer.urls[0]: '-bad.example.com': not a valid host name "
+        f"(label '-bad' starts or ends with a hyphen); allowed: {HOST}",
+    ),
+    (
+        "monitor-url-long-label",
+        {"peer/urls": ["a" * 64 + ".com"]},
+        f"peer.urls[0]: '{'a' * 64}...': not a valid host name "
+        f"(label of 64 characters, more than 63); allowed: {HOST}",
+    ),
+    (
+        "monitor-url-ip",
+        {"peer/urls": ["8.8.4.4"]},
+        "peer.urls[0]: '8.8.4.4': not a valid host name "
+        f"(numeric top-level label (an IP address is not a DNS name)); allowed: {HOST}",
+    ),
+    (
+        "multilink-label",
+        {"peer/multilink": {"labels": ["has space"]}},
+        "peer.multilink.labels[0]: 'has space': not a path-label id; "
+        "allowed: non-empty ids without whitespace",
+    ),
+    (
+        "role",
+        {"ikev2/role": "both"},
+        "ikev2.role: 'both': unknown role; allowed: initiator, responder",
+    ),
+    (
+        "mode",
+        {"ikev2/mode": "cert"},
+        "ikev2.mode: 'cert': not supported for peer tunnels; allowed: psk",
+    ),
+    ("psk-short", {"ikev2/psk": "Sh0rt!"}, f"ikev2.psk: 6 bytes: too short; allowed: {PSK}"),
+    (
+        "psk-space",
+        {"ikev2/psk": "has a space in it"},
+        f"ikev2.psk: 17 bytes: contains whitespace; allowed: {PSK}",
+    ),
+    ("psk-long", {"ikev2/psk": "x" * 1025}, f"ikev2.psk: 1025 bytes: too long; allowed: {PSK}"),
+    (
+        "psk-non-ascii",
+        {"ikev2/psk": "p\u00e4sswort-geheim"},
+        f"ikev2.psk: 16 bytes: contains non-printable or non-ASCII characters; allowed: {PSK}",
+    ),
+    ("psk-number", {"ikev2/psk": 12345678}, f"ikev2.psk: a number: not a string; allowed: {PSK}"),
+    ("psk-missing", {"ikev2/psk": DELETE}, f"ikev2.psk: (missing): required field; allowed: {PSK}"),
+    (
+        "local-id-type",
+        {"ikev2/local-device-id-type": "ip6-addr"},
+        "ikev2.local-device-id-type: 'ip6-addr': unknown ID type; allowed: fqdn, ip4-addr, rfc822",
+    ),
+    (
+        "local-id-ip4",
+        {"ikev2/local-device-id": "198.51.100"},
+        "ikev2.local-device-id: '198.51.100': not an IPv4 address; "
+        "allowed: a dotted-quad IPv4 address",
+    ),
+    (
+        "remote-id-fqdn-underscore",
+        {"ikev2/remote-device-id": "gw_1.example"},
+        "ikev2.remote-device-id: 'gw_1.example': not a valid fqdn identity (label 'gw_1' has "
+        f"characters other than letters, digits and hyphen); allowed: {DNS}",
+    ),
+    (
+        "remote-id-fqdn-too-long",
+        {"ikev2/remote-device-id": ".".join(["a" * 50] * 5)},
+        f"ikev2.remote-device-id: '{('a' * 50 + '.' + 'a' * 13)}...': not a valid fqdn identity "
+        f"(254 characters, more than 253); allowed: {DNS}",
+    ),
+    (
+        "remote-id-rfc822-no-at",
+        {"ikev2/remote-device-id-type": "rfc822"},
+        "ikev2.remote-device-id: 'gw.cloud.example': not an rfc822 identity (no local@domain); "
+        "allowed: local@domain, e.g. tunnel@example.com",
+    ),
+    (
+        "remote-id-rfc822-domain",
+        {"ikev2/remote-device-id-type": "rfc822", "ikev2/remote-device-id": "t1@-x.example"},
+        "ikev2.remote-device-id: 't1@-x.example': invalid domain of rfc822 identity "
+        "(label '-x' starts or ends with a hyphen); allowed: local@domain, e.g. tunnel@example.com",
+    ),
+    (
+        "child-lifetime",
+        {"ikev2/lifetime": 100},
+        "ikev2.lifetime: 100: out of range; allowed: 300-86400 seconds",
+    ),
+    (
+        "ike-lifetime",
+        {"ikev2/ike_lifetime": 700000},
+        "ikev2.ike_lifetime: 700000: out of range; allowed: 300-604800 seconds",
+    ),
+    (
+        "pfs-string",
+        {"ikev2/pfs": "false"},
+        "ikev2.pfs: 'false': not a boolean; allowed: true or false",
+    ),
+    (
+        "ike-aes-ctr",
+        {"ikev2/ike/crypto-alg": "aes-ctr"},
+        "ikev2.ike.crypto-alg: 'aes-ctr': aes-ctr is for ESP only, not IKE; "
+        f"allowed: {IKE_CIPHERS}",
+    ),
+    (
+        "ike-blowfish",
+        {"ikev2/ike/crypto-alg": "blowfish"},
+        "ikev2.ike.crypto-alg: 'blowfish': not supported by VPP's IKEv2 plugin; "
+        f"allowed: {IKE_CIPHERS}",
+    ),
+    (
+        "ike-unknown-cipher",
+        {"ikev2/ike/crypto-alg": "rot13"},
+        f"ikev2.ike.crypto-alg: 'rot13': unknown encryption algorithm; allowed: {IKE_CIPHERS}",
+    ),
+    (
+        "ike-3des",
+        {"ikev2/ike/crypto-alg": "3des"},
+        f"ikev2.ike.crypto-alg: '3des': {WEAK}; allowed: {IKE_CIPHERS}",
+    ),
+    (
+        "ike-null",
+        {"ikev2/ike/crypto-alg": "null"},
+        f"ikev2.ike.crypto-alg: 'null': {WEAK}; allowed: {IKE_CIPHERS}",
+    ),
+    (
+        "ike-key-size",
+        {"ikev2/ike/key-size": 512},
+        "ikev2.ike.key-size: 512: not a key size of aes-cbc; allowed: 128, 192, 256",
+    ),
+    (
+        "ike-key-size-missing",
+        {"ikev2/ike/key-size": DELETE},
+        "ikev2.ike.key-size: (missing): required with aes-cbc; allowed: 128, 192, 256",
+    ),
+    (
+        "ike-chacha-128",
+        {"ikev2/ike/crypto-alg": "chacha20-poly1305", "ikev2/ike/key-size": 128},
+        "ikev2.ike.key-size: 128: not a key size of chacha20-poly1305; allowed: 256",
+    ),
+    (
+        "ike-alias-conflict",
+        {"ikev2/ike/crypto-alg": "aes-cbc-128"},
+        "ikev2.ike.key-size: 256: conflicts with 'aes-cbc-128' which implies 128; allowed: 128",
+    ),
+    (
+        "ike-integ-none",
+        {"ikev2/ike/integ-alg": "none"},
+        "ikev2.ike.integ-alg: 'none': an integrity algorithm is required with aes-cbc; "
+        f"allowed: {HMACS}",
+    ),
+    (
+        "ike-integ-md5",
+        {"ikev2/ike/integ-alg": "md5-96"},
+        f"ikev2.ike.integ-alg: 'md5-96': {WEAK}; allowed: {HMACS}",
+    ),
+    (
+        "ike-integ-gmac",
+        {"ikev2/ike/integ-alg": "aes-128-gmac"},
+        f"ikev2.ike.integ-alg: 'aes-128-gmac': AES-GMAC is for ESP only, not IKE; allowed: {HMACS}",
+    ),
+    (
+        "ike-integ-xcbc",
+        {"ikev2/ike/integ-alg": "aes-xcbc-96"},
+        "ikev2.ike.integ-alg: 'aes-xcbc-96': not supported by VPP's IKEv2 plugin; "
+        f"allowed: {HMACS}",
+    ),
+    (
+        "ike-dh-empty",
+        {"ikev2/ike/dh-group": ""},
+        f"ikev2.ike.dh-group: '': a DH group is required for IKE; allowed: {STRONG_DH}",
+    ),
+    (
+        "ike-dh-none",
+        {"ikev2/ike/dh-group": "none"},
+        f"ikev2.ike.dh-group: 'none': a DH group is required for IKE; allowed: {STRONG_DH}",
+    ),
+    (
+        "ike-dh-unknown",
+        {"ikev2/ike/dh-group": "modp-9999"},
+        f"ikev2.ike.dh-group: 'modp-9999': unknown DH group; allowed: {STRONG_DH}",
+    ),
+    (
+        "ike-dh-ecp192",
+        {"ikev2/ike/dh-group": "ecp-192"},
+        f"ikev2.ike.dh-group: 'ecp-192': {WEAK}; allowed: {STRONG_DH}",
+    ),
+    (
+        "ike-dh-modp1024",
+        {"ikev2/ike/dh-group": "modp-1024"},
+        f"ikev2.ike.dh-group: 'modp-1024': {WEAK}; allowed: {STRONG_DH}",
+    ),
+    (
+        "ike-not-object",
+        {"ikev2/ike": "aes-cbc"},
+        "ikev2.ike: a string: not an object; allowed: a JSON object",
+    ),
+    (
+        "esp-gcm-with-hmac",
+        {"ikev2/esp/crypto-alg": "aes-gcm-16"},
+        "ikev2.esp.integ-alg: 'hmac-sha2-256-128': must be none with AEAD cipher aes-gcm-16; "
+        "allowed: none",
+    ),
+    (
+        "esp-null-with-hmac",
+        {"ikev2/esp/crypto-alg": "null"},
+        "ikev2.esp.integ-alg: 'hmac-sha2-256-128': null encryption needs AES-GMAC integrity; "
+        "allowed: aes-128-gmac, aes-192-gmac, aes-256-gmac",
+    ),
+    (
+        "esp-gmac-with-cbc",
+        {"ikev2/esp/integ-alg": "aes-256-gmac"},
+        "ikev2.esp.integ-alg: 'aes-256-gmac': AES-GMAC integrity only with null encryption; "
+        f"allowed: {HMACS}",
+    ),
+    (
+        "esp-integ-none",
+        {"ikev2/esp/integ-alg": "none"},
+        "ikev2.esp.integ-alg: 'none': an integrity algorithm is required with aes-cbc; "
+        f"allowed: {HMACS}",
+    ),
+    (
+        "esp-des",
+        {"ikev2/esp/crypto-alg": "des"},
+        f"ikev2.esp.crypto-alg: 'des': {WEAK}; allowed: {ESP_CIPHERS}",
+    ),
+    ("esp-key-size-text", {"ikev2/esp/key-size": "abc"}, f"ikev2.esp.key-size: 'abc': {NOT_INT}"),
+    (
+        "esp-dh-without-pfs",
+        {"ikev2/esp/dh-group": "modp-2048"},
+        "ikev2.esp.dh-group: 'modp-2048': a PFS group with pfs false; "
+        "allowed: '' or none unless pfs is true",
+    ),
+    (
+        "esp-dh-none-with-pfs",
+        {"ikev2/pfs": True, "ikev2/esp/dh-group": "none"},
+        "ikev2.esp.dh-group: 'none': pfs is true but the group is none; "
+        "allowed: '' (the IKE group) or a DH group",
+    ),
+    (
+        "esp-pfs-weak-group",
+        {"ikev2/pfs": True, "ikev2/esp/dh-group": "modp-768"},
+        f"ikev2.esp.dh-group: 'modp-768': {WEAK}; allowed: {STRONG_DH}",
+    ),
+    (
+        "ts-protocol",
+        {"ikev2/local-ts/protocol": "sctp"},
+        "ikev2.local-ts.protocol: 'sctp': unknown protocol; allowed: any, icmp, tcp, udp",
+    ),
+    (
+        "ts-any-with-ports",
+        {"ikev2/local-ts/start-port": "80"},
+        "ikev2.local-ts.protocol: 'any': protocol any cannot restrict ports (80-65535); "
+        "allowed: ports 0-65535 with protocol any; tcp, udp or icmp for a port range",
+    ),
+    (
+        "ts-ports-reversed",
+        {
+            "ikev2/remote-ts/protocol": "tcp",
+            "ikev2/remote-ts/start-port": "100",
+            "ikev2/remote-ts/end-port": "50",
+        },
+        "ikev2.remote-ts.end-port: 50: lower than start-port 100; allowed: end-port >= start-port",
+    ),
+    (
+        "ts-port-range",
+        {"ikev2/remote-ts/end-port": "65536"},
+        "ikev2.remote-ts.end-port: 65536: out of range; allowed: 0-65535",
+    ),
+    (
+        "ts-addrs-reversed",
+        {"ikev2/remote-ts/start-addr": "10.0.0.10", "ikev2/remote-ts/end-addr": "10.0.0.1"},
+        "ikev2.remote-ts.end-addr: '10.0.0.1': lower than start-addr 10.0.0.10; "
+        "allowed: end-addr >= start-addr",
+    ),
+    (
+        "ts-addr-ipv6",
+        {"ikev2/remote-ts/start-addr": "::"},
+        "ikev2.remote-ts.start-addr: '::': IPv6 is not supported; allowed: an IPv4 address",
+    ),
+    (
+        "dst-missing",
+        {"dst": DELETE},
+        "dst: (missing): required field; allowed: the peer's public IPv4 address",
+    ),
+]
+
+
+def test_table_is_large_enough_and_ids_unique() -> None:
+    assert len(CASES) >= 45
+    assert len({case_id for case_id, _, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_rejected_with_exact_message(changes: dict[str, Any], expected: str) -> None:
+    params = mutate(example_params(), changes)
+    with pytest.raises(JobRejected) as info:
+        normalize_add_tunnel(params, ValidationPolicy())
+    exc = info.value
+    assert exc.message == expected
+    assert str(exc) == expected
+    assert len(exc.problems) == 1
+    # The structured parts match the message: the controller path comes first.
+    assert expected.startswith(f"{exc.field}: {exc.value}: ")
+    assert expected.endswith(f"; allowed: {exc.allowed}")
+    assert "S3cr3tPSK" not in exc.message
