@@ -1,0 +1,83 @@
+"""Desired state on disk: sqlite, one transaction per job, fsync'd before replying.
+
+Two tables: `peers` (the acknowledged desired state) and `intents` (tunnel ids a
+job is about to touch). Intents are written before VPP is programmed and cleared
+in the same transaction that commits the job, so after a SIGKILL at any point
+the agent knows which VPP objects may be half-made and reconciles them to the
+last acknowledged state. The file holds PSKs: it is created 0600 in a 0700 dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from agent.peers.codec import canonical_json, spec_from_dict
+from agent.peers.spec import PeerSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (tunnel_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS intents (tunnel_id INTEGER PRIMARY KEY);
+"""
+
+
+class PeerStore:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = state_dir / "peers.sqlite"
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+        os.chmod(path, 0o600)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def load(self) -> tuple[dict[int, PeerSpec], set[int]]:
+        peers = {
+            int(tid): spec_from_dict(json.loads(text))
+            for tid, text in self._db.execute("SELECT tunnel_id, spec FROM peers")
+        }
+        intents = {int(r[0]) for r in self._db.execute("SELECT tunnel_id FROM intents")}
+        return peers, intents
+
+    def begin(self, tunnel_ids: Iterable[int]) -> None:
+        """Record that these tunnels are about to change in VPP."""
+        with self._tx():
+            self._db.executemany("INSERT OR IGNORE INTO intents VALUES (?)",
+                                 [(t,) for t in tunnel_ids])
+
+    def commit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int]) -> None:
+        """Make a job's outcome the acknowledged state and clear all intents."""
+        with self._tx():
+            self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?)",
+                                 [(s.tunnel_id, canonical_json(s)) for s in upserts])
+            self._db.executemany("DELETE FROM peers WHERE tunnel_id = ?",
+                                 [(t,) for t in deletes])
+            self._db.execute("DELETE FROM intents")
+
+    def clear_intents(self) -> None:
+        with self._tx():
+            self._db.execute("DELETE FROM intents")
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

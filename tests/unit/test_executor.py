@@ -1,0 +1,106 @@
+"""All-or-nothing execution against a fake VPP that records and can fail."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.vpp.errors import VppApiError
+from agent.vpp.executor import ApplyError, Executor
+from agent.vpp.plan import VppFacts, plan_add_ops
+from tests.spec_factory import numbered_spec
+
+
+class FakeVpp:
+    """Counts objects like VPP would: adds and deletes must balance after a rollback."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_at = fail_at
+        self.next_index = 10
+        self.attempts = 0
+
+    async def call(self, name: str, /, *, _timeout: float | None = None, _check: bool = True,
+                   **fields: Any) -> Any:
+        n = self.attempts
+        self.attempts += 1
+        if n == self.fail_at:
+            raise VppApiError(name, -1)  # like VPP: a failed request changes nothing
+        self.calls.append((name, fields))
+        self.next_index += 1
+        return SimpleNamespace(retval=0, sw_if_index=self.next_index)
+
+
+def _net_effect(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+    """+1 per create, -1 per delete, by object kind (setters count 0)."""
+    effect: dict[str, int] = {}
+    for name, f in calls:
+        kind, delta = {
+            "ipip_add_tunnel": ("tunnel", 1), "ipip_del_tunnel": ("tunnel", -1),
+        }.get(name, (name, 0))
+        if "is_add" in f:
+            delta = 1 if f["is_add"] else -1
+        if name == "mss_clamp_enable_disable":
+            delta = 1 if f["ipv4_direction"] else -1
+        if name == "sw_interface_set_flags":
+            delta = 1 if f["flags"] else -1
+        effect[kind] = effect.get(kind, 0) + delta
+    return {k: v for k, v in effect.items() if v}
+
+
+async def test_success_resolves_refs_in_order() -> None:
+    vpp = FakeVpp()
+    refs: dict[str, int] = {}
+    ops = plan_add_ops(numbered_spec(3), VppFacts(1))
+    await Executor(vpp).apply([ops], refs)
+    assert refs == {"tun:3": 11}
+    assert vpp.calls[1][1]["sw_if_index"] == 11
+    assert len(vpp.calls) == len(ops)  # the tunnel index from the first reply
+
+
+@pytest.mark.parametrize("fail_at", range(19))
+async def test_failure_at_every_step_is_rolled_back(fail_at: int) -> None:
+    ops = plan_add_ops(numbered_spec(3), VppFacts(1))
+    assert len(ops) == 19
+    vpp = FakeVpp(fail_at)
+    executor = Executor(vpp)
+    with pytest.raises(ApplyError) as info:
+        await executor.apply([ops], {})
+    assert info.value.rolled_back
+    assert info.value.op is ops[fail_at]
+    assert "restored to its previous state" in str(info.value)
+    assert _net_effect(vpp.calls) == {}
+
+
+async def test_concurrent_chains_all_roll_back_when_one_fails() -> None:
+    chains = [plan_add_ops(numbered_spec(n), VppFacts(1)) for n in range(1, 6)]
+    vpp = FakeVpp(fail_at=40)
+    with pytest.raises(ApplyError):
+        await Executor(vpp).apply(chains, {})
+    assert _net_effect(vpp.calls) == {}
+
+
+async def test_cancellation_rolls_back_before_stopping() -> None:
+    class SlowVpp(FakeVpp):
+        stalled: bool
+        async def call(self, name: str, /, *, _timeout: float | None = None,
+                       _check: bool = True, **fields: Any) -> Any:
+            if len(self.calls) == 5 and not self.stalled:
+                self.stalled = True
+                await asyncio.sleep(10)  # VPP stalls on the 6th step; the job times out
+            return await super().call(name, **fields)
+
+    vpp = SlowVpp()
+    vpp.stalled = False
+    task = asyncio.ensure_future(Executor(vpp).apply([plan_add_ops(numbered_spec(3),
+                                                                   VppFacts(1))], {}))
+    while len(vpp.calls) < 5:
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _net_effect(vpp.calls) == {}

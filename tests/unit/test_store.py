@@ -1,0 +1,53 @@
+"""Desired state on disk: round trip, permissions, intents, hash."""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import replace
+from pathlib import Path
+
+from agent.peers.codec import cfg_hash, spec_from_dict, spec_to_dict
+from agent.peers.store import PeerStore
+from tests.spec_factory import TEST_PSK, example_spec, numbered_spec
+
+
+def test_codec_round_trip_is_exact() -> None:
+    spec = example_spec()
+    assert spec_from_dict(spec_to_dict(spec)) == spec
+
+
+def test_store_survives_reopen_and_is_private(tmp_path: Path) -> None:
+    store = PeerStore(tmp_path / "state")
+    a, b = numbered_spec(1), numbered_spec(2)
+    store.begin([1, 2])
+    store.commit([a, b], [])
+    store.close()
+    mode = stat.S_IMODE(os.stat(tmp_path / "state" / "peers.sqlite").st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+    again = PeerStore(tmp_path / "state")
+    peers, intents = again.load()
+    assert peers == {1: a, 2: b}
+    assert intents == set()
+    assert peers[1].psk.reveal() == TEST_PSK
+
+
+def test_intents_outlive_a_crash_until_commit(tmp_path: Path) -> None:
+    store = PeerStore(tmp_path)
+    store.begin([9])
+    # simulated crash: a new process opens the same file
+    peers, intents = PeerStore(tmp_path).load()
+    assert (peers, intents) == ({}, {9})
+    store.commit([numbered_spec(9)], [])
+    assert PeerStore(tmp_path).load()[1] == set()
+    store.commit([], [9])
+    assert PeerStore(tmp_path).load()[0] == {}
+
+
+def test_cfg_hash_is_deterministic_and_sensitive() -> None:
+    a, b = numbered_spec(1), numbered_spec(2)
+    assert cfg_hash([a, b]) == cfg_hash([b, a])
+    assert cfg_hash([a]) != cfg_hash([a, b])
+    assert cfg_hash([a]) != cfg_hash([replace(a, child_lifetime=7200)])
+    assert len(cfg_hash([])) == 64
