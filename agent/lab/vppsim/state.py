@@ -1,0 +1,621 @@
+"""VPP-like state of one vppsim instance, and its operations (no I/O).
+
+Every operation validates first and changes nothing when it fails, raising
+ApiError with VPP's own VNET_API_ERROR code (vnet/api_errno.h).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+NO_INDEX = 0xFFFFFFFF
+IPSEC_UDP_PORT_NONE = 0xFFFF
+
+# vnet/api_errno.h
+UNSPECIFIED = -1
+INVALID_SW_IF_INDEX = -2
+NO_SUCH_FIB = -3
+NO_SUCH_ENTRY = -6
+INVALID_VALUE = -7
+NO_PATHS_IN_ROUTE = -52
+ADDRESS_NOT_FOUND_FOR_INTERFACE = -60
+IF_ALREADY_EXISTS = -79
+ADDRESS_IN_USE = -105
+INSTANCE_IN_USE = -147
+
+ADMIN_UP = 1
+LINK_UP = 2
+
+# ikev2_state enum
+SA_INIT, AUTH_FAILED, AUTHENTICATED = 1, 3, 4
+TS_UNACCEPTABLE, NO_PROPOSAL_CHOSEN = 6, 7
+STATE_NAMES = {
+    0: "UNKNOWN",
+    1: "SA_INIT",
+    2: "DELETED",
+    3: "AUTH_FAILED",
+    4: "AUTHENTICATED",
+    5: "NOTIFY_AND_DELETE",
+    6: "TS_UNACCEPTABLE",
+    7: "NO_PROPOSAL_CHOSEN",
+}
+ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
+
+
+class ApiError(Exception):
+    """A request failed with a VNET_API_ERROR code."""
+
+    def __init__(self, retval: int, why: str, **reply: Any) -> None:
+        super().__init__(why)
+        self.retval = retval
+        self.reply = reply
+
+
+@dataclass
+class Interface:
+    sw_if_index: int
+    name: str
+    kind: str  # "local", "ethernet", "ipip"
+    admin_up: bool = False
+    link_mtu: int = 1500
+    mtu: list[int] = field(default_factory=lambda: [1500, 0, 0, 0])
+    mac: bytes = b"\x00" * 6
+    dev_type: str = ""
+
+    @property
+    def flags(self) -> int:
+        # No carrier to model: link follows admin (as VPP does for tunnels).
+        if self.kind == "local" or not self.admin_up:
+            return 0
+        return ADMIN_UP | LINK_UP
+
+
+@dataclass
+class Tunnel:
+    sw_if_index: int
+    instance: int
+    src: IpAddress
+    dst: IpAddress
+    table_id: int
+    flags: int
+    mode: int
+    dscp: int
+
+
+@dataclass
+class Profile:
+    index: int
+    name: str
+    auth_method: int = 0
+    auth_hex: bool = False
+    auth_data: bytes = b""
+    loc_id: tuple[int, bytes] = (0, b"")
+    rem_id: tuple[int, bytes] = (0, b"")
+    loc_ts: dict[str, Any] | None = None
+    rem_ts: dict[str, Any] | None = None
+    responder_sw_if_index: int = NO_INDEX
+    responder_addr: IpAddress | None = None
+    responder_hostname: str = ""
+    ike: dict[str, int] | None = None
+    esp: dict[str, int] | None = None
+    lifetime: int = 0
+    lifetime_jitter: int = 0
+    handover: int = 0
+    lifetime_maxdata: int = 0
+    tun_itf: int = NO_INDEX
+    udp_encap: bool = False
+    natt_disabled: bool = False
+    ipsec_over_udp_port: int = IPSEC_UDP_PORT_NONE
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "auth": {"method": self.auth_method, "hex": self.auth_hex, "data": self.auth_data},
+            "loc_id": self.loc_id,
+            "rem_id": self.rem_id,
+            "loc_ts": self.loc_ts,
+            "rem_ts": self.rem_ts,
+            "responder": (self.responder_sw_if_index, self.responder_addr, self.responder_hostname),
+            "ike": self.ike,
+            "esp": self.esp,
+            "lifetime": (
+                self.lifetime,
+                self.lifetime_jitter,
+                self.handover,
+                self.lifetime_maxdata,
+            ),
+            "tun_itf": self.tun_itf,
+            "udp_encap": self.udp_encap,
+            "natt_disabled": self.natt_disabled,
+            "ipsec_over_udp_port": self.ipsec_over_udp_port,
+        }
+
+
+@dataclass
+class ChildSa:
+    index: int
+    i_spi: int
+    r_spi: int
+    encr: tuple[int, int]  # (alg, key bits)
+    integ: int
+    created: float
+    tsi: dict[str, Any] | None
+    tsr: dict[str, Any] | None
+    keys: dict[str, bytes]
+
+
+@dataclass
+class IkeSa:
+    index: int
+    profile: str
+    state: int
+    ispi: int
+    rspi: int
+    iaddr: IpAddress
+    raddr: IpAddress
+    i_id: tuple[int, bytes]
+    r_id: tuple[int, bytes]
+    ike: dict[str, int]
+    created: float
+    auth_time: float = 0.0
+    children: list[ChildSa] = field(default_factory=list)
+    n_rekey: int = 0
+    keys: dict[str, bytes] = field(default_factory=dict)
+    nonces: tuple[bytes, bytes] = (b"", b"")
+    next_child: int = 0
+
+
+@dataclass
+class Route:
+    table_id: int
+    prefix: IpNetwork
+    paths: list[dict[str, Any]]
+
+
+InterfaceListener = Callable[[int, int, bool], None]
+
+
+def swap64(v: int) -> int:
+    return int.from_bytes(v.to_bytes(8, "big"), "little")
+
+
+def swap32(v: int) -> int:
+    return int.from_bytes(v.to_bytes(4, "big"), "little")
+
+
+class SimState:
+    """Interfaces, addresses, tunnels, routes, IKEv2, linux-cp and MSS clamp."""
+
+    def __init__(self, wan: list[tuple[str, str]], clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.boot = clock()
+        self.interfaces: dict[int, Interface] = {}
+        self.addresses: dict[int, list[IpInterface]] = {}
+        self.unnumbered: dict[int, int] = {}
+        self.tunnels: dict[int, Tunnel] = {}
+        self.tables: dict[tuple[bool, int], str] = {
+            (False, 0): "ipv4-VRF:0",
+            (True, 0): "ipv6-VRF:0",
+        }
+        self.routes: dict[tuple[int, IpNetwork], Route] = {}
+        self.profiles: dict[str, Profile] = {}
+        self.next_profile_index = 0
+        self.sas: dict[int, IkeSa] = {}
+        self.next_sa_index = 0
+        self.liveness = (30, 3)
+        self.lcp: dict[int, dict[str, Any]] = {}
+        self.mss: dict[int, tuple[int, int, int, int]] = {}
+        self.ike_log_level = 0
+        self.event_log: list[str] = []
+        self.listeners: list[InterfaceListener] = []
+        self._add_interface(Interface(0, "local0", "local", link_mtu=0, mtu=[0, 0, 0, 0]))
+        for name, cidr in wan:
+            idx = len(self.interfaces)
+            mac = bytes([0x02, 0xFE, 0, 0, 0, idx])
+            itf = Interface(idx, name, "ethernet", admin_up=True, mac=mac, dev_type="dpdk")
+            self._add_interface(itf)
+            self.addresses[idx].append(ipaddress.ip_interface(cidr))
+
+    # -- helpers ---------------------------------------------------------
+    def _add_interface(self, itf: Interface) -> None:
+        self.interfaces[itf.sw_if_index] = itf
+        self.addresses[itf.sw_if_index] = []
+
+    def log(self, text: str) -> None:
+        self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
+
+    def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
+        itf = self.interfaces.get(sw_if_index)
+        if itf is None:
+            raise ApiError(retval, f"no interface with sw_if_index {sw_if_index}")
+        return itf
+
+    def set_admin(self, sw_if_index: int, up: bool) -> None:
+        itf = self.interface(sw_if_index)
+        before = itf.flags
+        itf.admin_up = up
+        if itf.flags != before:
+            for listener in list(self.listeners):
+                listener(sw_if_index, itf.flags, False)
+
+    def profile(self, name: str) -> Profile:
+        p = self.profiles.get(name)
+        if p is None:
+            raise ApiError(UNSPECIFIED, f"unknown profile {name!r}")
+        return p
+
+    # -- interfaces --------------------------------------------------------
+    def set_flags(self, sw_if_index: int, flags: int) -> None:
+        self.interface(sw_if_index)
+        self.set_admin(sw_if_index, bool(flags & ADMIN_UP))
+
+    def set_mtu(self, sw_if_index: int, mtu: list[int]) -> None:
+        itf = self.interface(sw_if_index)
+        if itf.kind == "local":
+            raise ApiError(INVALID_VALUE, "local0 has no MTU")
+        for value in mtu[:4]:
+            if itf.kind == "ethernet" and value > 9216:
+                raise ApiError(INVALID_VALUE, f"mtu {value} above the hardware maximum")
+        for i, value in enumerate(mtu[:4]):
+            if value:
+                itf.mtu[i] = value
+
+    def add_del_address(
+        self, sw_if_index: int, is_add: bool, del_all: bool, prefix: IpInterface
+    ) -> None:
+        self.interface(sw_if_index)
+        mine = self.addresses[sw_if_index]
+        if del_all:
+            mine.clear()
+            return
+        if is_add:
+            if prefix in mine:
+                return  # VPP accepts re-adding the same address
+            for other, addrs in self.addresses.items():
+                for a in addrs:
+                    if a.version != prefix.version:
+                        continue
+                    overlap = a.network.overlaps(prefix.network)
+                    same_itf = other == sw_if_index
+                    if overlap and not (
+                        same_itf and a.network.prefixlen == prefix.network.prefixlen
+                    ):
+                        raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {a} on {other}")
+            mine.append(prefix)
+        else:
+            if prefix not in mine:
+                raise ApiError(ADDRESS_NOT_FOUND_FOR_INTERFACE, f"{prefix} not on {sw_if_index}")
+            mine.remove(prefix)
+
+    def set_unnumbered(self, sw_if_index: int, unnumbered: int, is_add: bool) -> None:
+        self.interface(sw_if_index)
+        self.interface(unnumbered, -10)  # INVALID_SW_IF_INDEX_2
+        if is_add:
+            self.unnumbered[unnumbered] = sw_if_index
+        else:
+            self.unnumbered.pop(unnumbered, None)
+
+    # -- ipip ---------------------------------------------------------------
+    def ipip_add(self, t: dict[str, Any]) -> int:
+        src, dst = t["src"], t["dst"]
+        if src.version != dst.version:
+            raise ApiError(INVALID_VALUE, "src and dst address families differ")
+        for existing in self.tunnels.values():
+            if (existing.src, existing.dst, existing.table_id, existing.mode) == (
+                src,
+                dst,
+                t["table_id"],
+                t["mode"],
+            ):
+                raise ApiError(IF_ALREADY_EXISTS, "tunnel exists", sw_if_index=existing.sw_if_index)
+        if (t["table_id"] != 0) and (src.version == 6, t["table_id"]) not in self.tables:
+            raise ApiError(NO_SUCH_FIB, f"no table {t['table_id']}")
+        used = {tun.instance for tun in self.tunnels.values()}
+        instance = t["instance"]
+        if instance == NO_INDEX:
+            instance = 0
+            while instance in used:
+                instance += 1
+        elif instance in used:
+            raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
+        idx = max(self.interfaces) + 1
+        self._add_interface(
+            Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
+        )
+        self.tunnels[idx] = Tunnel(
+            idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
+        )
+        return idx
+
+    def ipip_del(self, sw_if_index: int) -> None:
+        if sw_if_index not in self.tunnels:
+            raise ApiError(NO_SUCH_ENTRY, f"no ipip tunnel {sw_if_index}")
+        if self.interfaces[sw_if_index].admin_up:
+            self.set_admin(sw_if_index, False)
+        del self.tunnels[sw_if_index]
+        del self.interfaces[sw_if_index]
+        del self.addresses[sw_if_index]
+        self._drop_lcp(sw_if_index)
+        self.mss.pop(sw_if_index, None)
+        for listener in list(self.listeners):
+            listener(sw_if_index, 0, True)
+
+    # -- ip -----------------------------------------------------------------
+    def table_add_del(self, is_add: bool, is_ip6: bool, table_id: int, name: str) -> None:
+        key = (is_ip6, table_id)
+        if is_add:
+            if key not in self.tables:
+                self.tables[key] = name or f"ipv{6 if is_ip6 else 4}-VRF:{table_id}"
+            return
+        if table_id == 0:
+            return  # the default table cannot go
+        if key not in self.tables:
+            raise ApiError(NO_SUCH_FIB, f"no table {table_id}")
+        del self.tables[key]
+        for rk in [
+            k for k in self.routes if k[0] == table_id and k[1].version == (6 if is_ip6 else 4)
+        ]:
+            del self.routes[rk]
+
+    def route_add_del(
+        self,
+        is_add: bool,
+        is_multipath: bool,
+        table_id: int,
+        prefix: IpNetwork,
+        paths: list[dict[str, Any]],
+    ) -> None:
+        if (prefix.version == 6, table_id) not in self.tables:
+            raise ApiError(NO_SUCH_FIB, f"no table {table_id}")
+        for p in paths:
+            if p["sw_if_index"] != NO_INDEX and p["sw_if_index"] not in self.interfaces:
+                raise ApiError(INVALID_SW_IF_INDEX, f"no interface {p['sw_if_index']}")
+        key = (table_id, prefix)
+        route = self.routes.get(key)
+        if is_add:
+            if not paths:
+                raise ApiError(NO_PATHS_IN_ROUTE, "no paths")
+            if route is None or not is_multipath:
+                self.routes[key] = Route(table_id, prefix, list(paths))
+            else:
+                route.paths.extend(p for p in paths if p not in route.paths)
+            return
+        if route is None:
+            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {table_id}")
+        if is_multipath and paths:
+            remaining = [p for p in route.paths if p not in paths]
+            if remaining:
+                route.paths = remaining
+                return
+        del self.routes[key]
+
+    # -- linux-cp / mss -------------------------------------------------
+    def lcp_add_del(
+        self, is_add: bool, sw_if_index: int, host_if_name: str, host_type: int, netns: str
+    ) -> int:
+        itf = self.interface(sw_if_index)
+        if not is_add:
+            if sw_if_index not in self.lcp:
+                raise ApiError(INVALID_SW_IF_INDEX, f"no pair for {sw_if_index}")
+            self._drop_lcp(sw_if_index)
+            return NO_INDEX
+        if sw_if_index in self.lcp:
+            raise ApiError(-81, f"pair exists for {sw_if_index}")  # VALUE_EXIST
+        if itf.kind == "ipip" and host_type == 0:
+            raise ApiError(INVALID_VALUE, "TAP is not possible for a tunnel interface")
+        host_idx = max(self.interfaces) + 1
+        # The host-side interface (tap/tun) becomes a VPP interface too.
+        self._add_interface(
+            Interface(host_idx, f"tap{host_idx}" if host_type == 0 else f"tun{host_idx}", "virtio")
+        )
+        self.lcp[sw_if_index] = {
+            "host_sw_if_index": host_idx,
+            "host_if_name": host_if_name,
+            "host_if_type": host_type,
+            "netns": netns,
+            "vif_index": 100 + host_idx,
+        }
+        return host_idx
+
+    def _drop_lcp(self, sw_if_index: int) -> None:
+        """linux-cp deletes the host tap/tun it created together with the pair."""
+        pair = self.lcp.pop(sw_if_index, None)
+        if pair is None:
+            return
+        host = pair["host_sw_if_index"]
+        self.interfaces.pop(host, None)
+        self.addresses.pop(host, None)
+
+    def mss_set(self, sw_if_index: int, v4: int, v6: int, d4: int, d6: int) -> None:
+        self.interface(sw_if_index)
+        if d4 == 0 and d6 == 0:
+            self.mss.pop(sw_if_index, None)
+        else:
+            self.mss[sw_if_index] = (v4, v6, d4, d6)
+
+    # -- ikev2 ----------------------------------------------------------------
+    def profile_add_del(self, name: str, is_add: bool) -> list[IkeSa]:
+        if is_add:
+            if name in self.profiles:
+                raise ApiError(UNSPECIFIED, f"profile {name!r} exists")
+            self.profiles[name] = Profile(self.next_profile_index, name)
+            self.next_profile_index += 1
+            return []
+        self.profile(name)
+        removed = [sa for sa in self.sas.values() if sa.profile == name]
+        for sa in removed:
+            self.remove_sa(sa.index)
+        del self.profiles[name]
+        return removed
+
+    def set_auth(self, name: str, method: int, is_hex: bool, data: bytes) -> None:
+        if not 0 < len(data) <= 1024:
+            raise ApiError(INVALID_VALUE, "auth data must be 1..1024 bytes")
+        p = self.profile(name)
+        if method not in (1, 2):
+            raise ApiError(UNSPECIFIED, f"unsupported auth method {method}")
+        p.auth_method, p.auth_hex, p.auth_data = method, is_hex, bytes(data)
+
+    def set_id(self, name: str, is_local: bool, id_type: int, data: bytes) -> None:
+        if not 0 < len(data) <= 255:
+            raise ApiError(INVALID_VALUE, "id data must be 1..255 bytes")
+        p = self.profile(name)
+        if id_type not in ID_TYPES:
+            raise ApiError(UNSPECIFIED, f"unsupported identity type {id_type}")
+        if (id_type == 1 and len(data) != 4) or (id_type == 5 and len(data) != 16):
+            raise ApiError(UNSPECIFIED, "address identity has the wrong length")
+        if is_local:
+            p.loc_id = (id_type, bytes(data))
+        else:
+            p.rem_id = (id_type, bytes(data))
+
+    def set_ts(self, name: str, ts: dict[str, Any]) -> None:
+        p = self.profile(name)
+        if ts["start_addr"].version != ts["end_addr"].version:
+            raise ApiError(UNSPECIFIED, "IP address version mismatch")
+        clean = {
+            k: ts[k] for k in ("protocol_id", "start_port", "end_port", "start_addr", "end_addr")
+        }
+        if ts["is_local"]:
+            p.loc_ts = clean
+        else:
+            p.rem_ts = clean
+
+    def set_responder(
+        self, name: str, sw_if_index: int, addr: IpAddress, hostname: str = ""
+    ) -> None:
+        p = self.profile(name)
+        self.interface(sw_if_index)
+        p.responder_sw_if_index, p.responder_addr, p.responder_hostname = (
+            sw_if_index,
+            addr,
+            hostname,
+        )
+
+    def set_tunnel(self, name: str, sw_if_index: int) -> None:
+        self.interface(sw_if_index)
+        self.profile(name).tun_itf = sw_if_index
+
+    def first_address(self, sw_if_index: int, version: int) -> IpAddress | None:
+        for a in self.addresses.get(sw_if_index, []):
+            if a.version == version:
+                return a.ip
+        return None
+
+    def new_sa(self, p: Profile) -> IkeSa:
+        """Create the SA_INIT SA of an initiation; the caller validated the profile."""
+        assert p.responder_addr is not None
+        iaddr = self.first_address(p.responder_sw_if_index, p.responder_addr.version)
+        assert iaddr is not None
+        sa = IkeSa(
+            index=self.next_sa_index,
+            profile=p.name,
+            state=SA_INIT,
+            ispi=secrets.randbits(64) | 1,
+            rspi=0,
+            iaddr=iaddr,
+            raddr=p.responder_addr,
+            i_id=p.loc_id,
+            r_id=p.rem_id,
+            ike=dict(p.ike or {}),
+            created=self.clock(),
+            nonces=(secrets.token_bytes(32), b""),
+        )
+        self.next_sa_index += 1
+        self.sas[sa.index] = sa
+        return sa
+
+    def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
+        esp = p.esp or {}
+        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8
+        child = ChildSa(
+            index=sa.next_child,
+            i_spi=secrets.randbits(32) | 1,
+            r_spi=secrets.randbits(32) | 1,
+            encr=(esp.get("crypto_alg", 0), esp.get("crypto_key_size", 0)),
+            integ=esp.get("integ_alg", 0),
+            created=self.clock(),
+            tsi=p.loc_ts,
+            tsr=p.rem_ts,
+            keys={
+                "sk_ei": secrets.token_bytes(key_bytes),
+                "sk_er": secrets.token_bytes(key_bytes),
+                "sk_ai": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
+                "sk_ar": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
+            },
+        )
+        sa.next_child += 1
+        sa.children.append(child)
+        if p.tun_itf in self.interfaces:
+            self.set_admin(p.tun_itf, True)
+        return child
+
+    def remove_child(self, sa: IkeSa, child: ChildSa) -> None:
+        sa.children.remove(child)
+        if not sa.children:
+            self._tunnel_down(sa.profile)
+
+    def remove_sa(self, sa_index: int) -> None:
+        sa = self.sas.pop(sa_index, None)
+        if sa is not None and sa.children:
+            sa.children.clear()
+            self._tunnel_down(sa.profile)
+
+    def _tunnel_down(self, profile_name: str) -> None:
+        p = self.profiles.get(profile_name)
+        if p is None or p.tun_itf not in self.interfaces:
+            return
+        still_up = any(s.children for s in self.sas.values() if s.profile == profile_name)
+        if not still_up:
+            self.set_admin(p.tun_itf, False)
+
+    def find_sa_by_request_spi(self, ispi: int) -> IkeSa:
+        want = swap64(ispi)
+        for sa in self.sas.values():
+            if sa.ispi == want:
+                return sa
+        raise ApiError(UNSPECIFIED, "IKE SA not found")
+
+    def find_child_by_request_spi(self, ispi: int) -> tuple[IkeSa, ChildSa]:
+        want = swap32(ispi)
+        for sa in self.sas.values():
+            for child in sa.children:
+                if child.i_spi == want:
+                    return sa, child
+        raise ApiError(UNSPECIFIED, "Child SA not found")
+
+    # -- whole state ----------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """Deterministic view for before/after equality (no SPIs/keys/times)."""
+        return {
+            "interfaces": {
+                i: (itf.name, itf.kind, itf.flags, itf.link_mtu, tuple(itf.mtu))
+                for i, itf in sorted(self.interfaces.items())
+            },
+            "addresses": {i: sorted(str(a) for a in v) for i, v in sorted(self.addresses.items())},
+            "unnumbered": dict(sorted(self.unnumbered.items())),
+            "tunnels": {
+                i: (t.instance, str(t.src), str(t.dst), t.table_id, t.flags, t.mode, t.dscp)
+                for i, t in sorted(self.tunnels.items())
+            },
+            "tables": sorted(self.tables.items()),
+            "routes": sorted(
+                (r.table_id, str(r.prefix), repr(r.paths)) for r in self.routes.values()
+            ),
+            "profiles": {n: p.snapshot() for n, p in sorted(self.profiles.items())},
+            "sas": sorted(
+                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.sas.values()
+            ),
+            "liveness": self.liveness,
+            "lcp": dict(sorted(self.lcp.items())),
+            "mss": dict(sorted(self.mss.items())),
+        }
