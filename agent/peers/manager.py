@@ -306,6 +306,7 @@ class PeerManager:
             try:
                 await self.executor.apply(list(chains.values()), refs)
             except ApplyError as e:
+                self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
                     self.store.clear_intents()
                 else:

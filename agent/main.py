@@ -1,0 +1,77 @@
+"""`peering-agent`: the daemon and its admin subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from agent import __version__
+from agent.logsetup import configure_logging
+from agent.vpp.client import VppClient
+from agent.vpp.errors import VppError
+from agent.vpp.readers import VppSummary, read_summary
+
+
+def _print_summary(s: VppSummary, socket: str) -> None:
+    print(f"VPP at {socket}: version {s.version} (built {s.build_date})")
+    print(f"ikev2 plugin: {s.ikev2_plugin or 'absent'}; profiles {s.profiles}, IKE SAs {s.sas}")
+    print("interfaces:")
+    width = max((len(i.name) for i, _ in s.interfaces), default=4)
+    for info, addrs in s.interfaces:
+        state = "up" if info.admin_up else "down"
+        print(f"  {info.sw_if_index:>3} {info.name:<{width}} {state:<4} mtu {info.mtu:<5} "
+              f"{' '.join(addrs) or '-'}")
+    if s.missing:
+        print("missing messages the agent needs:")
+        for problem in s.missing.values():
+            print(f"  {problem}")
+    else:
+        print("all messages the agent needs are present")
+    print(f"optional capabilities: {', '.join(s.optional_present) or 'none (stock VPP)'}")
+
+
+async def _vpp_info(socket: str, timeout: float, as_json: bool) -> int:
+    client = VppClient(socket, connect_timeout=timeout, call_timeout=timeout)
+    await client.start()
+    try:
+        await client.wait_connected(timeout)
+        summary = await read_summary(client)
+    except VppError as e:
+        print(f"peering-agent: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    if as_json:
+        print(json.dumps(asdict(summary), indent=2, default=str))
+    else:
+        _print_summary(summary, socket)
+    return 0 if not summary.missing else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peering-agent", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"peering-agent {__version__}")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    info = sub.add_parser("vpp-info", help="connect to VPP and print what the agent finds")
+    info.add_argument("--socket", default="/run/vpp/api.sock", help="VPP API socket")
+    info.add_argument("--timeout", type=float, default=5.0)
+    info.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "vpp-info":
+        return asyncio.run(_vpp_info(args.socket, args.timeout, args.json))
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
