@@ -1,0 +1,386 @@
+"""The agent's configuration: a TOML file, overridable from the environment.
+
+`peering-agent run --config FILE` calls `load_config(FILE, os.environ)` once at
+start; everything downstream receives the resulting (frozen) `AgentConfig`.
+
+Environment overrides
+---------------------
+``PEERING_AGENT_<SECTION>__<KEY>=value`` overrides ``[section] key`` (names are
+case-insensitive, the separator is a double underscore because keys themselves
+contain single underscores), e.g. ``PEERING_AGENT_CONTROLLER__URL=wss://x`` or
+``PEERING_AGENT_CONTROLLER__ALLOW_INSECURE=true``. Values are text and are
+converted like the TOML value would be (``true``/``false``, numbers).
+The ``[interfaces]`` table is keyed by dev_ids that cannot be spelled in an
+environment variable name, so ``PEERING_AGENT_INTERFACES`` takes a JSON object
+that replaces the whole table. A ``PEERING_AGENT_*__*`` variable that names no
+setting is an error (a typo must not be silently ignored); other
+``PEERING_AGENT_*`` variables are left alone.
+
+Every error names the key (and the variable when it came from the environment),
+so a bad configuration stops the agent at start with an actionable message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+ENV_PREFIX = "PEERING_AGENT_"
+
+_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class ConfigError(Exception):
+    """An invalid configuration; `str()` is one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ControllerConfig(_Section):
+    url: str = Field(
+        default="wss://manage.example.net",
+        description="controller base URL; wss:// (TLS verified), ws:// only with allow_insecure",
+    )
+    machine_id: str = Field(
+        default="",
+        description="device machine id in the websocket URL; empty: read /etc/machine-id",
+    )
+    token_file: Path = Field(
+        default=Path("/etc/peering-agent/device.token"),
+        description="device token written by `peering-agent register` (mode 0600)",
+    )
+    ca_file: str = Field(
+        default="", description="optional extra CA bundle (PEM) trusted for the controller"
+    )
+    allow_insecure: bool = Field(
+        default=False,
+        description="allow plain ws:// / http:// (lab use only; the token travels in clear)",
+    )
+    fwagent_version: str = Field(
+        default="6.3.0",
+        description="fwagent version advertised in User-Agent and at registration "
+        "(flexiManage refuses peering below major 5)",
+    )
+    connect_timeout: float = Field(
+        default=15.0, gt=0, description="seconds for TCP+TLS+websocket handshake"
+    )
+    backoff_min: float = Field(
+        default=1.0, gt=0, description="first reconnect delay bound, seconds"
+    )
+    backoff_max: float = Field(
+        default=60.0, gt=0, description="reconnect delay cap, seconds (full jitter below it)"
+    )
+    refused_backoff: float = Field(
+        default=600.0,
+        gt=0,
+        description="delay after a permanent refusal (HTTP 400/401/402/403/404), seconds",
+    )
+    ping_interval: float = Field(
+        default=20.0, gt=0, description="agent keepalive ping interval, seconds"
+    )
+    silence_timeout: float = Field(
+        default=80.0,
+        gt=0,
+        description="connection with no inbound traffic this long is dead, seconds",
+    )
+    close_timeout: float = Field(
+        default=5.0, gt=0, description="websocket closing handshake bound, seconds"
+    )
+    max_frame_size: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="largest accepted incoming message, bytes"
+    )
+    job_timeout: float = Field(
+        default=170.0,
+        gt=0,
+        description="a job running longer is cancelled and fails (controller gives up at 180 s)",
+    )
+    query_timeout: float = Field(
+        default=20.0,
+        gt=0,
+        description="bound for answering get-device-info / get-device-stats, seconds",
+    )
+    register_timeout: float = Field(
+        default=30.0, gt=0, description="registration HTTP request bound, seconds"
+    )
+    journal_keep: int = Field(
+        default=10000, ge=100, description="job outcomes kept in the journal (oldest pruned)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        v = v.rstrip("/")
+        scheme, sep, rest = v.partition("://")
+        if not sep or scheme not in ("wss", "ws", "https", "http"):
+            raise PydanticCustomError("url", "must start with wss:// (or ws:// for lab use)")
+        if not rest or "?" in rest or "#" in rest:
+            raise PydanticCustomError("url", "must be scheme://host[:port][/path], no query")
+        return v
+
+    @field_validator("machine_id")
+    @classmethod
+    def _machine_id(cls, v: str) -> str:
+        if v and not _MACHINE_ID_RE.match(v):
+            raise PydanticCustomError(
+                "machine_id", "must be 1-128 characters of letters, digits, '.', '_' or '-'"
+            )
+        return v
+
+    @field_validator("fwagent_version")
+    @classmethod
+    def _fwagent_version(cls, v: str) -> str:
+        m = _VERSION_RE.match(v)
+        if not m:
+            raise PydanticCustomError("version", "must be X.Y.Z, e.g. 6.3.0")
+        if int(m.group(1)) < 5:
+            raise PydanticCustomError(
+                "version", "flexiManage refuses peering for fwagent majors below 5"
+            )
+        return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, v: str) -> str:
+        if v and not Path(v).is_file():
+            raise PydanticCustomError("ca_file", "file not found")
+        return v
+
+    @property
+    def secure(self) -> bool:
+        return self.url.startswith(("wss://", "https://"))
+
+    @model_validator(mode="after")
+    def _cross(self) -> ControllerConfig:
+        if not self.secure and not self.allow_insecure:
+            scheme = self.url.partition("://")[0]
+            raise PydanticCustomError(
+                "insecure",
+                "controller.url: {scheme}:// requires controller.allow_insecure = true",
+                {"scheme": scheme},
+            )
+        if self.backoff_min > self.backoff_max:
+            raise PydanticCustomError(
+                "backoff", "controller.backoff_min: must not exceed controller.backoff_max"
+            )
+        return self
+
+
+class VppConfig(_Section):
+    api_socket: Path = Field(default=Path("/run/vpp/api.sock"), description="VPP binary API socket")
+    call_timeout: float = Field(
+        default=5.0, gt=0, description="bound for one VPP API call, seconds"
+    )
+
+
+class StateConfig(_Section):
+    dir: Path = Field(
+        default=Path("/var/lib/peering-agent"),
+        description="persistent state (desired peers, job journal)",
+    )
+
+
+class SecurityConfig(_Section):
+    allow_weak_crypto: bool = Field(
+        default=False, description="accept weak transforms (3des, sha1-96, modp-768/1024, null)"
+    )
+
+
+class MonitorConfig(_Section):
+    interval: float = Field(default=1.0, gt=0, description="probe interval per target, seconds")
+    window: int = Field(default=30, ge=1, description="probes per health window (rtt, drop rate)")
+
+
+class AdminConfig(_Section):
+    socket: Path = Field(
+        default=Path("/run/peering-agent/admin.sock"),
+        description="local admin socket used by peerctl",
+    )
+
+
+class LoggingConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="log level"
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+class MetricsConfig(_Section):
+    listen: str = Field(
+        default="", description="host:port for the metrics endpoint; empty disables it"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v:
+            host, sep, port = v.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise PydanticCustomError("listen", "must be host:port, e.g. 127.0.0.1:9465")
+        return v
+
+
+class AgentConfig(_Section):
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    vpp: VppConfig = Field(default_factory=VppConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    interfaces: dict[str, str] = Field(
+        default_factory=dict, description="dev_id (as the controller names it) -> VPP interface"
+    )
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("interfaces")
+    @classmethod
+    def _interfaces(cls, v: dict[str, str]) -> dict[str, str]:
+        for dev_id, name in v.items():
+            if not dev_id or not name or len(dev_id) > 128 or len(name) > 63:
+                raise PydanticCustomError(
+                    "interfaces", "dev_id and interface name must be non-empty (name <= 63 chars)"
+                )
+        return v
+
+
+_Overrides = tuple[dict[str, dict[str, Any]], dict[str, str], list[str]]
+
+
+def _env_overrides(env: Mapping[str, str]) -> _Overrides:
+    """Collect overrides: ({section: {key: value}}, {"section.key": var}, problems)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    origin: dict[str, str] = {}
+    problems: list[str] = []
+    sections = AgentConfig.model_fields
+    for var, value in sorted(env.items()):
+        if not var.upper().startswith(ENV_PREFIX):
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        if rest == "interfaces":
+            try:
+                table = json.loads(value)
+            except ValueError:
+                table = None
+            if not isinstance(table, dict):
+                problems.append(f"interfaces (from {var}): must be a JSON object of dev_id -> name")
+                continue
+            overrides["interfaces"] = table
+            origin["interfaces"] = var
+            continue
+        if "__" not in rest:
+            continue  # not a setting (e.g. a variable of the service wrapper)
+        section, key = rest.split("__", 1)
+        model = sections.get(section)
+        sub = model.annotation if model is not None else None
+        if section == "interfaces" or not (isinstance(sub, type) and issubclass(sub, _Section)):
+            problems.append(f"{var}: no configuration section [{section}]")
+            continue
+        if key not in sub.model_fields:
+            problems.append(f"{var}: no setting {section}.{key}")
+            continue
+        overrides.setdefault(section, {})[key] = value
+        origin[f"{section}.{key}"] = var
+    return overrides, origin, problems
+
+
+def _format_errors(exc: ValidationError, origin: Mapping[str, str]) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if key in origin:
+            key = f"{key} (from {origin[key]})"
+        elif key.startswith("interfaces") and "interfaces" in origin:
+            key = f"{key} (from {origin['interfaces']})"
+        # cross-field rules name their keys themselves; their loc is only the section
+        problems.append(msg if _names_own_key(msg) else f"{key}: {msg}")
+    return problems
+
+
+def _names_own_key(msg: str) -> bool:
+    head = msg.split(":", 1)[0]
+    return "." in head and " " not in head
+
+
+def parse_config(data: Mapping[str, Any], env: Mapping[str, str]) -> AgentConfig:
+    """Validate already-parsed TOML data with environment overrides applied."""
+    overrides, origin, problems = _env_overrides(env)
+    merged: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for section, values in overrides.items():
+        if section == "interfaces":
+            merged["interfaces"] = values
+            continue
+        base = merged.get(section)
+        merged[section] = {**(base if isinstance(base, dict) else {}), **values}
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return AgentConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> AgentConfig:
+    """Read FILE (TOML), apply `PEERING_AGENT_*` overrides, validate; raises ConfigError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read configuration: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, env)
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, dict):
+        return "{}"
+    return repr(value)
+
+
+def config_reference() -> list[tuple[str, str, str]]:
+    """(key, default, meaning) for every setting, in file order, for the README."""
+    rows: list[tuple[str, str, str]] = []
+    for section, field in AgentConfig.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, _Section):
+            for key, f in sub.model_fields.items():
+                rows.append((f"{section}.{key}", _default_text(f.default), f.description or ""))
+        else:
+            rows.append((section, "{}", field.description or ""))
+    return rows
+
+
+def config_reference_markdown() -> str:
+    """The reference as a Markdown table (the README's configuration section)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for key, default, meaning in config_reference():
+        lines.append(f"| `{key}` | `{default}` | {meaning} |")
+    return "\n".join(lines) + "\n"
