@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from agent import __version__
+from agent.config import AgentConfig, ConfigError, load_config
 from agent.logsetup import configure_logging
+from agent.secret import Secret
 from agent.vpp.client import VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.readers import VppSummary, read_summary
@@ -52,12 +56,51 @@ async def _vpp_info(socket: str, timeout: float, as_json: bool) -> int:
     return 0 if not summary.missing else 2
 
 
+DEFAULT_CONFIG = Path("/etc/peering-agent/agent.toml")
+
+
+def _load(path: Path) -> AgentConfig:
+    try:
+        return load_config(path, os.environ)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"peering-agent: {path}: {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OSError as e:
+        print(f"peering-agent: cannot read {path}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _run(cfg: AgentConfig) -> int:
+    from agent.app import Agent, run_until_signalled
+
+    await run_until_signalled(Agent(cfg))
+    return 0
+
+
+async def _register(cfg: AgentConfig, token: Secret) -> int:
+    from agent.link.register import RegistrationError, register
+
+    try:
+        result = await register(cfg, token)
+    except RegistrationError as e:
+        print(f"peering-agent: registration failed: {e}", file=sys.stderr)
+        return 1
+    print(f"registered; device token stored in {result.token_file} (mode 0600)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peering-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"peering-agent {__version__}")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    reg = sub.add_parser("register", help="register this device with the controller")
+    reg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    reg.add_argument("--token", help="organisation token (default: read from stdin)")
     info = sub.add_parser("vpp-info", help="connect to VPP and print what the agent finds")
     info.add_argument("--socket", default="/run/vpp/api.sock", help="VPP API socket")
     info.add_argument("--timeout", type=float, default=5.0)
@@ -67,7 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        cfg = _load(args.config)
+        configure_logging(cfg.logging.level)
+        return asyncio.run(_run(cfg))
     configure_logging(args.log_level)
+    if args.command == "register":
+        cfg = _load(args.config)
+        token = args.token if args.token is not None else sys.stdin.readline().strip()
+        if not token:
+            print("peering-agent: register needs an organisation token", file=sys.stderr)
+            return 2
+        return asyncio.run(_register(cfg, Secret(token)))
     if args.command == "vpp-info":
         return asyncio.run(_vpp_info(args.socket, args.timeout, args.json))
     raise AssertionError(args.command)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import traceback
 from ipaddress import IPv4Address, IPv4Interface
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,25 +36,12 @@ from agent.peers.spec import (
     TrafficSelector,
 )
 from agent.secret import Secret
+from tests.protocol_doc import example_request
 
-PROTOCOL_DOC = Path(__file__).resolve().parents[3] / "shared/reference/controller-protocol.md"
 POLICY = ValidationPolicy()
 WEAK_OK = ValidationPolicy(allow_weak_crypto=True)
 FULL_TS = TrafficSelector(0, 0, 65535, FULL_START, FULL_END)
 NOT_INT = "not an integer; allowed: an integer (JSON number or string of digits)"
-
-
-def example_request() -> dict[str, Any]:
-    """The document's complete add-tunnel example (entity, message, params), parsed from it."""
-    section = PROTOCOL_DOC.read_text().split("## add-tunnel for a peer: a complete example", 1)[1]
-    block: list[str] = []
-    for line in section.splitlines()[1:]:
-        if not line.strip() and block:
-            break
-        if line.startswith("    "):
-            block.append(line[4:])
-    request: dict[str, Any] = json.loads("\n".join(block))
-    return request
 
 
 def example_params(**ikev2: Any) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""The daemon: the one place where the agent's parts are created and wired.
+
+No module keeps global state; everything the daemon runs hangs off `Agent` and
+lives inside one TaskGroup, so a failure in any long-running part stops the
+daemon (systemd restarts it) instead of leaving a half-working process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from agent.config import AgentConfig
+from agent.jobs.dispatch import JobDispatcher
+from agent.jobs.validation import ValidationPolicy
+from agent.link.journal import Journal
+from agent.link.session import LinkSession
+from agent.peers.manager import PeerManager
+from agent.peers.store import PeerStore
+from agent.vpp.client import ConnectInfo, VppClient
+from agent.vpp.errors import VppError
+
+log = structlog.get_logger(__name__)
+
+ReadyCallback = Callable[[], None]
+
+
+class Agent:
+    """All long-lived parts of one daemon instance."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        state_dir = Path(cfg.state.dir)
+        self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
+        self.store = PeerStore(state_dir)
+        self.manager = PeerManager(self.vpp, self.store, cfg.interfaces)
+        self.vpp_version = ""
+        self.dispatcher = JobDispatcher(
+            self.manager,
+            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
+            vpp_version=lambda: self.vpp_version,
+        )
+        self.journal = Journal(state_dir / "link-journal.sqlite3",
+                               keep=cfg.controller.journal_keep)
+        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
+        self._ready = asyncio.Event()
+
+    async def _on_vpp_connect(self, info: ConnectInfo) -> None:
+        try:
+            self.vpp_version = str((await self.vpp.call("show_version")).version)
+        except VppError as e:
+            log.warning("VPP version unknown", error=str(e))
+        await self.manager.on_vpp_connect(info)
+        self._ready.set()
+
+    async def run(self, on_ready: ReadyCallback | None = None) -> None:
+        """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
+        self.manager.load()
+        self.vpp.add_connect_listener(self._on_vpp_connect)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self.vpp.start()
+                tg.create_task(self.link.run(), name="controller-link")
+                tg.create_task(self.manager.supervise_forever(), name="sa-supervisor")
+                for make in self.extra_tasks:
+                    tg.create_task(make())
+                await self._ready.wait()
+                log.info("agent ready", peers=len(self.manager.desired),
+                         vpp=self.vpp_version, controller=self.link.url)
+                if on_ready is not None:
+                    on_ready()
+        finally:
+            await self.vpp.close()
+            self.journal.close()
+            self.store.close()
+
+
+async def run_until_signalled(agent: Agent, on_ready: ReadyCallback | None = None) -> None:
+    """Run the agent; SIGTERM/SIGINT stop it cleanly."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await agent.run(on_ready)
+    log.info("agent stopped")

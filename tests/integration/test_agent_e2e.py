@@ -1,0 +1,178 @@
+"""The whole daemon over a real websocket (controller double) into vppsim."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.app import Agent
+from agent.config import AgentConfig, parse_config
+from agent.lab.controller_double import ControllerDouble
+from agent.lab.vppsim.server import VppSim
+from agent.logsetup import configure_logging
+from agent.vpp.readers import read_observed
+from tests.protocol_doc import example_request
+
+MACHINE = "3f1c0000-0000-4000-8000-00000000e2e0"
+DEVICE_TOKEN = "device-token-e2e-never-logged"
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Rig:
+    sim: VppSim
+    ctl: ControllerDouble
+    agent: Agent
+    logs: io.StringIO
+
+
+def make_config(ctl: ControllerDouble, sim: VppSim, state: Path) -> AgentConfig:
+    token_file = state.parent / "device.token"
+    token_file.write_text(DEVICE_TOKEN)
+    token_file.chmod(0o600)
+    return parse_config({
+        "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token_file),
+                       "allow_insecure": True, "backoff_min": 0.05, "backoff_max": 0.3,
+                       "ping_interval": 0.5, "silence_timeout": 5.0},
+        "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
+        "state": {"dir": str(state)},
+        "logging": {"level": "debug"},
+    }, {})
+
+
+@contextlib.asynccontextmanager
+async def running_agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Rig]:
+    logs = io.StringIO()
+    configure_logging("debug", json=True, stream=logs)
+    ctl = ControllerDouble(machine_id=MACHINE, device_token=DEVICE_TOKEN, ping_interval=0.5,
+                           stats_interval=None, job_timeout=10.0)
+    await ctl.start()
+    agent = Agent(make_config(ctl, sim, short_dir / "state"))
+    task = asyncio.create_task(agent.run())
+    try:
+        await ctl.wait_connected(10)
+        yield Rig(sim, ctl, agent, logs)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await ctl.stop()
+        configure_logging("warning", json=True, stream=sys.stderr)
+
+
+def ok(reply: dict[str, Any]) -> Any:
+    msg = reply["msg"]
+    assert msg["ok"] == 1, msg
+    assert msg["entity"] == "agentReply"
+    assert len(msg["router-cfg-hash"]) == 64
+    return msg["message"]
+
+
+async def test_controller_drives_a_peer_through_its_whole_life(
+        sim: VppSim, short_dir: Path) -> None:
+    request = example_request()
+    psk = request["params"]["ikev2"]["psk"]
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: len(rig.ctl.info_replies) == 1)  # sent by the server on connect
+        await until(lambda: rig.agent.manager.in_sync)
+        info_reply = await rig.ctl.request("get-device-info", {"tunnels": [], "jobs": []})
+        info = ok(info_reply)
+        assert info["components"]["vpp"]["version"] == "v26.06-release"
+        assert info["tunnels"] == []
+        empty_hash = info_reply["msg"]["router-cfg-hash"]
+
+        reply = await rig.ctl.send_job("add-tunnel", request["params"], jobid=1001)
+        assert ok(reply) == "success"
+        assert reply["msg"]["router-cfg-hash"] != empty_hash
+        obs = await read_observed(rig.agent.vpp)
+        tun = obs.tunnels[7]
+        assert (tun.src, tun.dst) == (IPv4Address("192.168.1.10"), IPv4Address("203.0.113.10"))
+        assert obs.profiles["peer-7"].remote_id == (2, "gw.cloud.example")
+        assert obs.routes[tun.sw_if_index] == {IPv4Network("8.8.8.8/32")}
+
+        await until(lambda: rig.agent.manager.states[7].status == "up")
+        stats = ok(await rig.ctl.request("get-device-stats"))
+        assert stats[-1]["tunnel_stats"]["7"]["status"] == "up"
+
+        reply = await rig.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=1002)
+        assert ok(reply) == "success"
+        assert reply["msg"]["router-cfg-hash"] == empty_hash
+        obs = await read_observed(rig.agent.vpp)
+        assert obs.tunnels == {} and obs.profiles == {}
+        assert [v[0] for v in sim.snapshot()["interfaces"].values()] == [
+            "local0", "GigabitEthernet0/3/0"]
+
+        # the same jobid re-sent: one apply, two identical replies
+        first = await rig.ctl.send_job("add-tunnel", request["params"], jobid=1003)
+        writes = sim.write_count
+        second = await rig.ctl.send_job("add-tunnel", request["params"], jobid=1003)
+        assert sim.write_count == writes
+        assert first["msg"] == second["msg"]
+
+        # a rejected job names the problem and writes nothing
+        bad = example_request()["params"]
+        bad["ikev2"]["ike"]["dh-group"] = "modp-1024"
+        reply = await rig.ctl.send_job("add-tunnel", bad, jobid=1004)
+        assert reply["msg"]["ok"] == 0
+        assert "ikev2.ike.dh-group" in reply["msg"]["message"]
+        assert "modp-1024" in reply["msg"]["message"]
+        assert sim.write_count == writes
+
+        info = ok(await rig.ctl.request("get-device-info", {"jobs": [1001, 1004, 99]}))
+        outcomes = {j["id"]: j for j in info["jobs"]}
+        assert outcomes[1001]["ok"] == 1 and outcomes[1004]["ok"] == 0
+        assert outcomes[99]["state"] == "unknown"
+
+        from_device = "\n".join(str(f.data) for f in rig.ctl.frames if f.direction == "in")
+        assert "success" in from_device
+        log_text = rig.logs.getvalue()
+        assert "job done" in log_text  # the log capture saw the agent's work
+        for secret in (psk, DEVICE_TOKEN):
+            assert secret not in from_device
+            assert secret not in log_text
+        for line in log_text.splitlines():
+            json.loads(line)  # JSON lines when not on a terminal
+
+
+async def test_agent_restart_keeps_state_and_writes_nothing(
+        sim: VppSim, short_dir: Path) -> None:
+    request = example_request()
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("add-tunnel", request["params"], jobid=2001))
+        cfg_hash = rig.agent.manager.cfg_hash()
+    writes = sim.write_count
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: len(rig.ctl.info_replies) >= 1)
+        assert rig.ctl.info_replies[-1]["msg"]["router-cfg-hash"] == cfg_hash
+        await until(lambda: rig.agent.manager.in_sync)
+        assert sim.write_count == writes
+        # the journal survived: the old job id still answers with its outcome
+        reply = await rig.ctl.send_job("add-tunnel", request["params"], jobid=2001)
+        assert ok(reply) == "success" and sim.write_count == writes
+
+
+@pytest.mark.parametrize("message", ["add-vxlan-tunnel", "start-router"])
+async def test_unsupported_messages_are_refused_clearly(
+        sim: VppSim, short_dir: Path, message: str) -> None:
+    async with running_agent(sim, short_dir) as rig:
+        reply = await rig.ctl.send_job(message, {})
+        assert reply["msg"]["ok"] == 0
+        assert "not supported" in reply["msg"]["message"]
