@@ -176,3 +176,29 @@ async def test_unsupported_messages_are_refused_clearly(
         reply = await rig.ctl.send_job(message, {})
         assert reply["msg"]["ok"] == 0
         assert "not supported" in reply["msg"]["message"]
+
+
+async def test_hostile_frames_leave_the_agent_up_and_vpp_untouched(
+        sim: VppSim, short_dir: Path) -> None:
+    from tests.integration.test_link_session import hostile_frames
+
+    frames, replies_expected = hostile_frames()
+    assert len(frames) >= 300
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        writes = sim.write_count
+        before = len(rig.ctl.replies)
+        for frame in frames:
+            await rig.ctl.send_raw(frame)
+        def hostile() -> list[dict[str, Any]]:
+            return [r for r in rig.ctl.replies[before:] if "hostile" in str(r.get("seq"))]
+
+        await rig.ctl.wait_for(lambda: len(hostile()) >= replies_expected, 10)
+        assert len(hostile()) == replies_expected
+        assert all(r["msg"]["ok"] == 0 for r in hostile())
+        assert sim.write_count == writes
+        assert "rejected" in rig.logs.getvalue()
+        # still serving real jobs on the same connection
+        reply = await rig.ctl.send_job("add-tunnel", example_request()["params"])
+        assert ok(reply) == "success"
+        assert len(rig.ctl.connections) == 1
