@@ -1,0 +1,88 @@
+"""SA supervision: states with reasons, re-initiation with capped backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from agent.lab.vppsim.server import VppSim
+from agent.peers.manager import AddPeer, PeerManager
+from agent.peers.store import PeerStore
+from agent.vpp.client import VppClient
+from tests.spec_factory import example_spec
+
+
+@pytest.fixture
+async def manager(sim: VppSim, short_dir: Path) -> AsyncIterator[PeerManager]:
+    vpp = VppClient(str(sim.socket_path), call_timeout=2.0)
+    store = PeerStore(short_dir / "state")
+    m = PeerManager(vpp, store, {}, reinit_backoff_min=0.1, reinit_backoff_max=0.4,
+                    sa_init_timeout=0.3)
+    m.load()
+    await vpp.start()
+    await vpp.wait_connected(5)
+    try:
+        yield m
+    finally:
+        await vpp.close()
+        store.close()
+
+
+async def supervise_until(m: PeerManager, tid: int, status: str, reason: str = "",
+                          timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        await m.supervise_once()
+        st = m.states[tid]
+        if st.status == status and reason in st.reason:
+            return
+        assert time.monotonic() < deadline, (st.status, st.reason)
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(("outcome", "reason"), [
+    ("AUTH_FAILED", "AUTH_FAILED: authentication failed"),
+    ("NO_PROPOSAL_CHOSEN", "NO_PROPOSAL_CHOSEN: the peer accepts none"),
+    ("TS_UNACCEPTABLE", "TS_UNACCEPTABLE: the peer refused our traffic selectors"),
+    ("TIMEOUT", "no answer from peer 203.0.113.10"),
+])
+async def test_failures_end_down_with_a_reason_naming_them(
+        sim: VppSim, manager: PeerManager, outcome: str, reason: str) -> None:
+    sim.ike.script("peer-7", outcome)
+    await manager.apply([AddPeer(example_spec())])
+    await supervise_until(manager, 7, "down", reason)
+    assert manager.states[7].child_sas == 0
+
+
+async def test_lost_sa_is_reinitiated_with_capped_backoff(
+        sim: VppSim, manager: PeerManager) -> None:
+    await manager.apply([AddPeer(example_spec())])
+    await supervise_until(manager, 7, "up")
+    # the peer fails authentication for a while: attempts back off, capped
+    sim.ike.script("peer-7", "AUTH_FAILED")
+    sim.ike.peer_restart("peer-7")
+    sim.message_counts.clear()
+    start = time.monotonic()
+    while time.monotonic() - start < 1.6:
+        await manager.supervise_once()
+        await asyncio.sleep(0.02)
+    attempts = sim.message_counts["ikev2_initiate_sa_init"]
+    # backoff 0.1, 0.2, 0.4, 0.4, ...: about 5 attempts in 1.6 s, never one per poll
+    assert 3 <= attempts <= 7, attempts
+    assert manager.states[7].status == "down"
+    # the peer is fixed: the next attempt brings the tunnel back up
+    sim.ike.script("peer-7", "UP")
+    await supervise_until(manager, 7, "up", timeout=3.0)
+    assert manager.states[7].reinitiations >= attempts
+    assert manager.states[7].child_sas == 1
+
+
+async def test_responder_waits_for_the_peer(sim: VppSim, manager: PeerManager) -> None:
+    await manager.apply([AddPeer(example_spec(role="responder"))])
+    await manager.supervise_once()
+    assert sim.message_counts["ikev2_initiate_sa_init"] == 0
+    assert manager.states[7].status != "up"
