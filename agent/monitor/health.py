@@ -1,0 +1,378 @@
+"""Per-tunnel health maths: sliding window, RTT/jitter/drop, status with hysteresis.
+
+Pure logic, no I/O and no clock of its own: every input carries the caller's
+monotonic timestamp, so tests drive it with synthetic streams and exact results.
+
+Decisions (the controller turns every status change into a user-visible
+"Tunnel N state changed" notification, so flapping is the thing to avoid):
+
+* A tunnel starts ``down`` and must prove it is up: with monitoring targets it
+  needs ``up_after`` consecutive probe replies (default 3) while its SA is up;
+  without targets it is up as soon as its SA is up.
+* It goes down after ``down_after`` consecutive lost probes (default 3, i.e. 3 s
+  at the 1 s default interval, quick enough for failover and immune to a single
+  lost packet), or at once when the IKE/child SA goes down (with its reason).
+  After an SA outage the success run starts again from zero.
+* Several targets per tunnel: every probe result, from whichever target, is one
+  sample of the tunnel's single window, in arrival order. The tunnel is a path;
+  one target that never answers (a filtered host) costs drop rate and alerts but
+  cannot make the tunnel flap as long as another target answers, because losses
+  interleaved with replies never add up to ``down_after`` consecutive ones.
+  Jitter compares each RTT with the previous RTT *of the same target*, so the
+  RTT difference between two targets is not mistaken for jitter.
+* Adding targets to a tunnel that is up keeps it up until the probes say
+  otherwise; removing the last target hands the status back to the SA.
+* ``rtt_ms`` is the mean over the window's successful probes, 0.0 when there is
+  none (what the controller expects with no target).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class Status(enum.StrEnum):
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    window: int = 30  # probes kept for rtt mean and drop rate
+    ewma_alpha: float = 0.125  # RFC 6298 SRTT gain
+    down_after: int = 3  # consecutive losses that take the tunnel down
+    up_after: int = 3  # consecutive replies that bring it back up
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 probe, got {self.window}")
+        if not 0.0 < self.ewma_alpha <= 1.0:
+            raise ValueError(f"ewma_alpha must be in (0, 1], got {self.ewma_alpha}")
+        if self.down_after < 1 or self.up_after < 1:
+            raise ValueError(
+                f"down_after and up_after must be >= 1, got {self.down_after}, {self.up_after}"
+            )
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """What the stats reply, peerctl and the alert evaluator read."""
+
+    status: Status
+    rtt_ms: float  # mean of successful probes in the window, 0.0 if none
+    jitter_ms: float  # RFC 3550 style estimator, per-target differences
+    drop_rate: float  # percent of the window's probes that were lost
+    ewma_ms: float | None  # smoothed RTT over all replies so far, None before the first
+    samples: int  # probes in the window
+    consecutive_ok: int
+    consecutive_lost: int
+    since: float  # monotonic time of the last status change (or creation)
+    reason: str  # why the status is what it is; "" when up
+    sa_up: bool
+    targets: int
+
+
+class TunnelHealth:
+    """Health of one tunnel, fed with probe results and SA state changes."""
+
+    def __init__(
+        self,
+        now: float,
+        config: HealthConfig | None = None,
+        *,
+        sa_up: bool = False,
+        sa_reason: str = "IKE SA not established",
+        targets: Iterable[Hashable] = (),
+    ) -> None:
+        self.config = config or HealthConfig()
+        self._window: deque[float | None] = deque(maxlen=self.config.window)
+        self._rtt_sum = 0.0
+        self._rtt_count = 0
+        self._ewma: float | None = None
+        self._jitter = 0.0
+        self._last_rtt: dict[Hashable, float] = {}
+        self._targets: set[Hashable] = set(targets)
+        self._ok_run = 0
+        self._lost_run = 0
+        self._sa_up = sa_up
+        self._sa_reason = "" if sa_up else sa_reason
+        self._status = Status.DOWN
+        self._since = now
+        self._reason = ""
+        if self._sa_up and not self._targets:
+            self._status = Status.UP
+        else:
+            self._reason = self._down_reason()
+
+    # -- inputs ---------------------------------------------------------------
+
+    def add_target(self, target: Hashable) -> None:
+        self._targets.add(target)
+
+    def remove_target(self, target: Hashable, now: float) -> None:
+        """Forget a target; the last one gone hands the status back to the SA."""
+        self._targets.discard(target)
+        self._last_rtt.pop(target, None)
+        if not self._targets:
+            self._reset_window()
+            self._set_status(Status.UP if self._sa_up else Status.DOWN, now)
+
+    def set_sa(self, up: bool, now: float, reason: str = "") -> None:
+        """Record the IKE/child SA state; down wins immediately, up needs proof."""
+        if up and not self._sa_up:
+            self._ok_run = 0  # replies from before the SA came up prove nothing
+        self._sa_up = up
+        self._sa_reason = "" if up else (reason or "IKE SA down")
+        if not up:
+            self._ok_run = 0
+            self._set_status(Status.DOWN, now)
+        elif not self._targets:
+            self._set_status(Status.UP, now)
+        elif self._status is Status.DOWN:
+            self._reason = self._down_reason()
+
+    def record(self, target: Hashable, rtt_ms: float | None, now: float) -> None:
+        """One probe result: its RTT in ms, or None when lost."""
+        if rtt_ms is not None and rtt_ms < 0:
+            raise ValueError(f"rtt_ms must be >= 0, got {rtt_ms}")
+        if len(self._window) == self._window.maxlen:
+            evicted = self._window[0]
+            if evicted is not None:
+                self._rtt_sum -= evicted
+                self._rtt_count -= 1
+        self._window.append(rtt_ms)
+        if rtt_ms is None:
+            self._lost_run += 1
+            self._ok_run = 0
+        else:
+            self._rtt_sum += rtt_ms
+            self._rtt_count += 1
+            self._ok_run += 1
+            self._lost_run = 0
+            self._ewma = (
+                rtt_ms
+                if self._ewma is None
+                else self._ewma + self.config.ewma_alpha * (rtt_ms - self._ewma)
+            )
+            previous = self._last_rtt.get(target)
+            if previous is not None:
+                self._jitter += (abs(rtt_ms - previous) - self._jitter) / 16.0
+            self._last_rtt[target] = rtt_ms
+        if not self._sa_up:
+            return  # the SA decides; probes cannot bring a tunnel without SA up
+        if self._status is Status.UP and self._lost_run >= self.config.down_after:
+            self._set_status(Status.DOWN, now)
+        elif self._status is Status.DOWN and self._ok_run >= self.config.up_after:
+            self._set_status(Status.UP, now)
+        elif self._status is Status.DOWN:
+            self._reason = self._down_reason()
+
+    # -- outputs --------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    def snapshot(self) -> HealthSnapshot:
+        samples = len(self._window)
+        lost = samples - self._rtt_count
+        return HealthSnapshot(
+            status=self._status,
+            rtt_ms=self._rtt_sum / self._rtt_count if self._rtt_count else 0.0,
+            jitter_ms=self._jitter,
+            drop_rate=100.0 * lost / samples if samples else 0.0,
+            ewma_ms=self._ewma,
+            samples=samples,
+            consecutive_ok=self._ok_run,
+            consecutive_lost=self._lost_run,
+            since=self._since,
+            reason=self._reason,
+            sa_up=self._sa_up,
+            targets=len(self._targets),
+        )
+
+    # -- internals ------------------------------------------------------------
+
+    def _reset_window(self) -> None:
+        self._window.clear()
+        self._rtt_sum = 0.0
+        self._rtt_count = 0
+        self._ok_run = 0
+        self._lost_run = 0
+        self._jitter = 0.0
+        self._last_rtt.clear()
+
+    def _down_reason(self) -> str:
+        if not self._sa_up:
+            return self._sa_reason
+        if self._lost_run >= self.config.down_after:
+            return f"{self._lost_run} consecutive probes lost"
+        return (
+            f"waiting for {self.config.up_after} consecutive probe replies"
+            f" ({self._ok_run} so far)"
+        )
+
+    def _set_status(self, status: Status, now: float) -> None:
+        if status is not self._status:
+            self._status = status
+            self._since = now
+        self._reason = "" if status is Status.UP else self._down_reason()
+
+
+# -- alerts -------------------------------------------------------------------
+
+RTT_EVENT = "Link/Tunnel round trip time"
+DROP_EVENT = "Link/Tunnel default drop rate"
+
+
+class Severity(enum.IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """Thresholds (controller defaults) and the sample counts that debounce alerts.
+
+    An alert is raised when at least ``raise_after`` of the last ``samples``
+    evaluations reached its severity and cleared once ``clear_after`` of them
+    are below it, so one bad stats period neither raises nor clears an alert.
+    """
+
+    drop_warning: float = 5.0  # percent
+    drop_critical: float = 20.0
+    rtt_warning: float = 300.0  # ms
+    rtt_critical: float = 600.0
+    samples: int = 10
+    raise_after: int = 6
+    clear_after: int = 6
+
+    def __post_init__(self) -> None:
+        if not 0 < self.raise_after <= self.samples or not 0 < self.clear_after <= self.samples:
+            raise ValueError(
+                f"raise_after ({self.raise_after}) and clear_after ({self.clear_after}) "
+                f"must be between 1 and samples ({self.samples})"
+            )
+        if self.drop_warning > self.drop_critical or self.rtt_warning > self.rtt_critical:
+            raise ValueError("warning thresholds must not exceed critical thresholds")
+
+
+@dataclass(frozen=True)
+class Alert:
+    event: str
+    tunnel_id: int
+    severity: Severity
+    value: float
+    threshold: float
+    unit: str
+
+    def to_wire(self) -> dict[str, object]:
+        return {
+            "value": round(self.value, 3),
+            "threshold": self.threshold,
+            "severity": self.severity.name.lower(),
+            "unit": self.unit,
+            "type": "tunnel",
+        }
+
+
+@dataclass
+class _Track:
+    marks: deque[Severity] = field(default_factory=deque)
+    active: Severity = Severity.OK
+
+
+class AlertEvaluator:
+    """Device-side alert evaluation over successive health snapshots.
+
+    Call `evaluate` once per stats period with every tunnel's snapshot. Tunnels
+    that are down are skipped (their down state is the notification; alerts on
+    top would be symptoms) and keep their last alert state.
+    """
+
+    def __init__(self, config: AlertConfig | None = None) -> None:
+        self.config = config or AlertConfig()
+        self._tracks: dict[tuple[str, int], _Track] = {}
+        self._alerts: dict[tuple[str, int], Alert] = {}
+
+    def evaluate(self, snapshots: Mapping[int, HealthSnapshot]) -> dict[str, dict[str, object]]:
+        """Feed one period; return the active alerts in the controller's layout."""
+        for key in [k for k in self._tracks if k[1] not in snapshots]:
+            del self._tracks[key]
+            self._alerts.pop(key, None)
+        c = self.config
+        for tunnel_id, snap in snapshots.items():
+            if snap.status is not Status.UP or snap.targets == 0:
+                continue
+            self._feed(RTT_EVENT, tunnel_id, snap.rtt_ms, c.rtt_warning, c.rtt_critical, "ms")
+            self._feed(DROP_EVENT, tunnel_id, snap.drop_rate, c.drop_warning, c.drop_critical, "%")
+        return self.wire()
+
+    def active(self) -> list[Alert]:
+        return sorted(self._alerts.values(), key=lambda a: (a.event, a.tunnel_id))
+
+    def wire(self) -> dict[str, dict[str, object]]:
+        out: dict[str, dict[str, object]] = {}
+        for alert in self.active():
+            out.setdefault(alert.event, {})[str(alert.tunnel_id)] = alert.to_wire()
+        return out
+
+    def _feed(
+        self, event: str, tunnel_id: int, value: float, warning: float, critical: float, unit: str
+    ) -> None:
+        mark = (
+            Severity.CRITICAL
+            if value >= critical
+            else Severity.WARNING
+            if value >= warning
+            else Severity.OK
+        )
+        track = self._tracks.setdefault((event, tunnel_id), _Track())
+        track.marks.append(mark)
+        if len(track.marks) > self.config.samples:
+            track.marks.popleft()
+        at_least = {s: sum(1 for m in track.marks if m >= s) for s in Severity}
+        raised = Severity.OK
+        for severity in (Severity.CRITICAL, Severity.WARNING):
+            if at_least[severity] >= self.config.raise_after:
+                raised = severity
+                break
+        if raised > track.active:
+            track.active = raised
+        elif track.active is not Severity.OK and mark < track.active:
+            # clear (or step down) once enough periods were below the active level
+            below = len(track.marks) - at_least[track.active]
+            if below >= self.config.clear_after:
+                track.active = raised
+        key = (event, tunnel_id)
+        if track.active is Severity.OK:
+            self._alerts.pop(key, None)
+        else:
+            threshold = critical if track.active is Severity.CRITICAL else warning
+            self._alerts[key] = Alert(event, tunnel_id, track.active, value, threshold, unit)
+
+
+def alerts_hash(alerts: Mapping[str, Mapping[str, object]]) -> str:
+    """Hash of the alert set that ignores the changing value/threshold numbers.
+
+    Lets the controller skip unchanged alert sets; "" when there is no alert.
+    """
+    if not alerts:
+        return ""
+    stable = {
+        event: {
+            tid: {k: v for k, v in entry.items() if k not in ("value", "threshold")}
+            if isinstance(entry, Mapping)
+            else entry
+            for tid, entry in per_tunnel.items()
+        }
+        for event, per_tunnel in alerts.items()
+    }
+    blob = json.dumps(stable, sort_keys=True).encode()
+    return hashlib.md5(blob, usedforsecurity=False).hexdigest()
