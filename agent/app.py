@@ -21,6 +21,10 @@ from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
+from agent.monitor.health import HealthConfig
+from agent.monitor.icmp import ProbeEngine
+from agent.monitor.resolver import NameResolver
+from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import ConnectInfo, VppClient
@@ -34,16 +38,29 @@ ReadyCallback = Callable[[], None]
 class Agent:
     """All long-lived parts of one daemon instance."""
 
-    def __init__(self, cfg: AgentConfig) -> None:
+    def __init__(self, cfg: AgentConfig,
+                 name_resolver: Callable[..., NameResolver] = NameResolver) -> None:
+        """`name_resolver` builds the monitor's resolver (tests pass one without DNS)."""
         self.cfg = cfg
         state_dir = Path(cfg.state.dir)
         self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
         self.store = PeerStore(state_dir)
         self.manager = PeerManager(self.vpp, self.store, cfg.interfaces)
         self.vpp_version = ""
+        mon = cfg.monitor
+        self.monitor = MonitorService(
+            self.manager,
+            ProbeEngine(mon.interval, mon.timeout),
+            name_resolver,
+            bind=mon.bind,
+            health_config=HealthConfig(window=mon.window, down_after=mon.down_after,
+                                       up_after=mon.up_after),
+            stats_period=mon.stats_period,
+        )
         self.dispatcher = JobDispatcher(
             self.manager,
             ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
+            stats=self.monitor.device_stats,
             vpp_version=lambda: self.vpp_version,
         )
         self.journal = Journal(state_dir / "link-journal.sqlite3",
@@ -69,6 +86,7 @@ class Agent:
                 await self.vpp.start()
                 tg.create_task(self.link.run(), name="controller-link")
                 tg.create_task(self.manager.supervise_forever(), name="sa-supervisor")
+                tg.create_task(self.monitor.run(), name="monitor")
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()

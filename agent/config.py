@@ -201,7 +201,18 @@ class SecurityConfig(_Section):
 
 class MonitorConfig(_Section):
     interval: float = Field(default=1.0, gt=0, description="probe interval per target, seconds")
+    timeout: float = Field(default=1.0, gt=0, description="a probe unanswered this long is lost")
     window: int = Field(default=30, ge=1, description="probes per health window (rtt, drop rate)")
+    bind: Literal["device", "source"] = Field(
+        default="device",
+        description="probes leave through the tunnel's Linux interface (device) or from its "
+        "/31 address (source; needs a Linux route into the tunnel)",
+    )
+    stats_period: float = Field(
+        default=10.0, gt=0, description="seconds per get-device-stats history entry"
+    )
+    down_after: int = Field(default=3, ge=1, description="losses in a row that mark a tunnel down")
+    up_after: int = Field(default=3, ge=1, description="consecutive replies that mark it up again")
 
 
 class AdminConfig(_Section):

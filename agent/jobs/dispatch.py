@@ -8,8 +8,6 @@ by type only, details go to the log).
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -64,7 +62,7 @@ class JobDispatcher:
         manager: PeerManager,
         policy: ValidationPolicy,
         *,
-        stats: StatsProvider | None = None,
+        stats: StatsProvider,
         vpp_version: Callable[[], str] = lambda: "",
     ) -> None:
         self.manager = manager
@@ -130,43 +128,8 @@ class JobDispatcher:
         }
 
     async def device_stats(self) -> list[dict[str, Any]]:
-        if self._stats is not None:
-            return await self._stats()
-        return [self.basic_stats_entry()]
-
-    def basic_stats_entry(self) -> dict[str, Any]:
-        """Stats without probes: status follows the SA state (no monitor wired)."""
-        tunnel_stats = {
-            str(tid): {"status": "up" if st.status == "up" else "down", "rtt": 0.0,
-                       "drop_rate": 0.0}
-            for tid, st in sorted(self.manager.states.items())
-        }
-        return {"ok": 1, "running": True, "state": "running", "stateReason": "",
-                "period": 0, "utc": time.time(), "stats": {}, "tunnel_stats": tunnel_stats,
-                "health": host_health(), "alerts": {}, "alerts_hash": ""}
+        return await self._stats()
 
     def cfg_hash(self) -> str:
         return self.manager.cfg_hash()
 
-
-def host_health() -> dict[str, Any]:
-    """cpu (% of one core, from load), mem and disk usage in percent."""
-    cpus = os.cpu_count() or 1
-    load1 = os.getloadavg()[0]
-    mem_total = mem_avail = 0
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                key, value = line.split(":", 1)
-                if key == "MemTotal":
-                    mem_total = int(value.split()[0])
-                elif key == "MemAvailable":
-                    mem_avail = int(value.split()[0])
-    except OSError:
-        pass
-    disk = shutil.disk_usage("/")
-    return {
-        "cpu": [round(min(100.0, 100.0 * load1 / cpus), 1)],
-        "mem": round(100.0 * (mem_total - mem_avail) / mem_total, 1) if mem_total else 0.0,
-        "disk": round(100.0 * disk.used / disk.total, 1),
-    }

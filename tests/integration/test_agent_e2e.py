@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import sys
@@ -21,6 +22,7 @@ from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
+from agent.monitor.resolver import NameResolver
 from agent.vpp.readers import read_observed
 from tests.protocol_doc import example_request
 
@@ -34,6 +36,11 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met before the deadline")
         await asyncio.sleep(0.01)
+
+
+async def no_dns(name: str) -> list[IPv4Address]:
+    """Tests never query real DNS: every monitored name is unknown."""
+    raise OSError(f"{name}: not resolved in tests")
 
 
 @dataclass
@@ -65,7 +72,8 @@ async def running_agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Rig]:
     ctl = ControllerDouble(machine_id=MACHINE, device_token=DEVICE_TOKEN, ping_interval=0.5,
                            stats_interval=None, job_timeout=10.0)
     await ctl.start()
-    agent = Agent(make_config(ctl, sim, short_dir / "state"))
+    agent = Agent(make_config(ctl, sim, short_dir / "state"),
+                  name_resolver=functools.partial(NameResolver, resolve=no_dns))
     task = asyncio.create_task(agent.run())
     try:
         await ctl.wait_connected(10)
@@ -109,8 +117,14 @@ async def test_controller_drives_a_peer_through_its_whole_life(
         assert obs.routes[tun.sw_if_index] == {IPv4Network("8.8.8.8/32")}
 
         await until(lambda: rig.agent.manager.states[7].status == "up")
+        # vppsim has no Linux side for the tunnel: its probes cannot leave, so the
+        # monitored tunnel is reported down, with the reason in the agent's view
         stats = ok(await rig.ctl.request("get-device-stats"))
-        assert stats[-1]["tunnel_stats"]["7"]["status"] == "up"
+        entry = stats[-1]["tunnel_stats"]["7"]
+        assert set(entry) >= {"status", "rtt", "drop_rate", "jitter"}
+        await until(lambda: (rig.agent.monitor.snapshot(7) or {}).get("status") == "down")
+        snap = rig.agent.monitor.snapshot(7)
+        assert snap is not None and snap["unresolved"]  # monitoring.example.com
 
         reply = await rig.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=1002)
         assert ok(reply) == "success"
@@ -202,3 +216,27 @@ async def test_hostile_frames_leave_the_agent_up_and_vpp_untouched(
         reply = await rig.ctl.send_job("add-tunnel", example_request()["params"])
         assert ok(reply) == "success"
         assert len(rig.ctl.connections) == 1
+
+
+async def test_stats_of_a_tunnel_without_targets_follow_its_sa(
+        sim: VppSim, short_dir: Path) -> None:
+    params = example_request()["params"]
+    params["peer"]["ips"], params["peer"]["urls"] = [], []
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("add-tunnel", params))
+
+        async def status() -> str:
+            stats = ok(await rig.ctl.request("get-device-stats"))
+            entry = stats[-1]["tunnel_stats"]["7"]
+            assert (entry["rtt"], entry["drop_rate"]) == (0, 0)
+            return str(entry["status"])
+
+        deadline = time.monotonic() + 10
+        while await status() != "up":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        sim.ike.script("peer-7", "AUTH_FAILED")
+        sim.ike.peer_restart("peer-7")
+        while await status() != "down":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)

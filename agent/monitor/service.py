@@ -1,0 +1,484 @@
+"""The monitoring service: the peers layer's desired tunnels -> probes -> health -> stats.
+
+It owns no policy of its own; it wires the pieces together:
+
+* the peer manager's desired set decides which tunnels exist and what they
+  monitor (``monitor_ips`` and the addresses ``monitor_urls`` resolve to); it is
+  re-read on every change notification, so a job's effect on monitoring is
+  immediate and a removed tunnel leaves no probe behind;
+* the probe engine probes each target through its tunnel: bound to the tunnel's
+  Linux-side interface (``SO_BINDTODEVICE`` on the linux-cp host interface, the
+  default: the packet enters the tunnel whatever the routing tables say) or
+  from the device end of the tunnel's /31 (``source``: then host routing must
+  lead that address into the tunnel);
+* the resolver keeps ``monitor_urls`` resolved; every tunnel's resolved
+  addresses are handed to the manager as /32 routes through the tunnel, so the
+  data plane sends them where the probes are meant to go. A name that does not
+  resolve is reported, never fatal, and its last known addresses stay probed;
+* the manager's SA state (status ``up`` = IKE SA established, child SA
+  installed) feeds each tunnel's health, polled every ``sa_poll`` seconds;
+* every ``stats_period`` seconds one get-device-stats entry is recorded in a
+  bounded history, which `device_stats` hands out since the previous poll.
+
+Probe results arrive as callbacks on the event loop, so all state here is
+touched from one thread and needs no lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import structlog
+
+from agent.monitor.health import (
+    AlertConfig,
+    AlertEvaluator,
+    HealthConfig,
+    HealthSnapshot,
+    Status,
+    TunnelHealth,
+)
+from agent.monitor.icmp import ProbeResult, ResultCallback
+from agent.monitor.resolver import ChangeCallback, NameResolver, NameState
+from agent.monitor.stats import HostHealth, stats_entry, utc_now
+from agent.vpp.plan import host_if_name
+
+if TYPE_CHECKING:
+    from agent.peers.manager import PeerState
+    from agent.peers.spec import PeerSpec
+
+log = structlog.get_logger(__name__)
+
+Bind = Literal["device", "source"]
+BINDS: tuple[Bind, ...] = ("device", "source")
+
+
+class Engine(Protocol):
+    """What the service needs of `agent.monitor.icmp.ProbeEngine`."""
+
+    def add_target(
+        self,
+        key: Hashable,
+        address: IPv4Address,
+        on_result: ResultCallback,
+        *,
+        bind_device: str | None = None,
+        source: IPv4Address | None = None,
+    ) -> None: ...
+
+    def remove_target(self, key: Hashable) -> None: ...
+
+    async def run(self) -> None: ...
+
+
+class Resolver(Protocol):
+    """What the service needs of `agent.monitor.resolver.NameResolver`."""
+
+    def add(self, name: str) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def state(self, name: str) -> NameState | None: ...
+
+    def addresses(self, name: str) -> frozenset[IPv4Address]: ...
+
+    async def run(self) -> None: ...
+
+
+ResolverFactory = Callable[[ChangeCallback], Resolver]
+
+
+class Manager(Protocol):
+    """What the service reads of `agent.peers.manager.PeerManager`."""
+
+    @property
+    def desired(self) -> Mapping[int, PeerSpec]: ...
+
+    @property
+    def states(self) -> Mapping[int, PeerState]: ...
+
+    @property
+    def dynamic_routes(self) -> Mapping[int, tuple[IPv4Address, ...]]: ...
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None: ...
+
+    async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None: ...
+
+
+@dataclass
+class _Target:
+    address: IPv4Address
+    last: ProbeResult | None = None
+    replies: int = 0
+    lost: int = 0
+
+
+@dataclass
+class _Tunnel:
+    tunnel_id: int
+    spec: PeerSpec
+    health: TunnelHealth
+    device: str | None
+    source: IPv4Address | None
+    sa: tuple[bool, str]
+    status: Status
+    targets: dict[IPv4Address, _Target] = field(default_factory=dict)
+
+
+class MonitorService:
+    """Probes every desired tunnel's targets and turns the results into stats entries."""
+
+    def __init__(
+        self,
+        manager: Manager,
+        engine: Engine,
+        resolver: ResolverFactory = NameResolver,
+        *,
+        bind: Bind = "device",
+        bind_overrides: Mapping[int, Bind] | None = None,
+        health_config: HealthConfig | None = None,
+        alert_config: AlertConfig | None = None,
+        stats_period: float = 10.0,
+        history: int = 60,
+        sa_poll: float = 1.0,
+        route_retry: float = 5.0,
+        host_health: Callable[[], Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        utc: Callable[[], float] = utc_now,
+    ) -> None:
+        """``resolver`` is called with the service's change callback (``NameResolver``
+        itself, or e.g. ``functools.partial(NameResolver, refresh=60)``)."""
+        for mode in (bind, *(bind_overrides or {}).values()):
+            if mode not in BINDS:
+                raise ValueError(f"probe binding must be one of {', '.join(BINDS)}, got {mode!r}")
+        if stats_period <= 0 or sa_poll <= 0 or route_retry <= 0:
+            raise ValueError("stats_period, sa_poll and route_retry must be > 0 s")
+        if history < 1:
+            raise ValueError(f"history must keep at least 1 entry, got {history}")
+        self.manager = manager
+        self.engine = engine
+        self.resolver = resolver(self._on_name_change)
+        self.bind: Bind = bind
+        self.bind_overrides: dict[int, Bind] = dict(bind_overrides or {})
+        self.health_config = health_config or HealthConfig()
+        self.alerts = AlertEvaluator(alert_config)
+        self.stats_period = stats_period
+        self.sa_poll = sa_poll
+        self.route_retry = route_retry
+        self._host_health = host_health or HostHealth().sample
+        self._clock = clock
+        self._utc = utc
+        self._history: deque[dict[str, Any]] = deque(maxlen=history)
+        self._tunnels: dict[int, _Tunnel] = {}
+        self._name_users: dict[str, set[int]] = {}
+        self._routes_dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._running = False
+        manager.add_change_listener(self.sync)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Probe, resolve, push routes and record stats until `stop()` or cancellation.
+
+        One run per instance: a `stop()` that comes before the run has begun still
+        counts, so a shutdown racing the startup cannot be lost.
+        """
+        if self._running:
+            raise RuntimeError("MonitorService.run() is already running")
+        self._running = True
+        self.sync()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self.engine.run(), name="probe engine"),
+                    tg.create_task(self.resolver.run(), name="name resolver"),
+                    tg.create_task(self._stats_loop(), name="stats period"),
+                    tg.create_task(self._sa_loop(), name="SA state poll"),
+                    tg.create_task(self._routes_loop(), name="monitor routes"),
+                ]
+                await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            self._running = False
+
+    def stop(self) -> None:
+        """Ask `run()` to stop its tasks (probe sockets close) and return."""
+        self._stop.set()
+
+    # -- desired set ----------------------------------------------------------------
+
+    def sync(self) -> None:
+        """Re-read the manager's desired set: add, re-bind and remove tunnels and targets."""
+        desired = self.manager.desired
+        for tid in [t for t in self._tunnels if t not in desired]:
+            self._drop_tunnel(tid)
+        users: dict[str, set[int]] = {}
+        for tid, spec in desired.items():
+            for name in spec.monitor_urls:
+                users.setdefault(name, set()).add(tid)
+        gone = [n for n in self._name_users if n not in users]
+        new = [n for n in users if n not in self._name_users]
+        self._name_users = users  # before remove(): its callback must find no users
+        for name in new:
+            self.resolver.add(name)
+        for name in gone:
+            self.resolver.remove(name)
+        for tid, spec in sorted(desired.items()):
+            self._sync_tunnel(tid, spec)
+        self._routes_dirty.set()
+
+    def _binding(self, spec: PeerSpec) -> tuple[str | None, IPv4Address | None]:
+        mode = self.bind_overrides.get(spec.tunnel_id, self.bind)
+        if mode == "device":
+            return host_if_name(spec.tunnel_id), None
+        return None, spec.addr.ip
+
+    def _wanted(self, spec: PeerSpec) -> dict[IPv4Address, None]:
+        """The tunnel's probe targets, in a stable order: monitor IPs, then resolved ones."""
+        wanted: dict[IPv4Address, None] = dict.fromkeys(spec.monitor_ips)
+        for name in spec.monitor_urls:
+            wanted.update(dict.fromkeys(sorted(self.resolver.addresses(name))))
+        return wanted
+
+    def _resolved(self, spec: PeerSpec) -> tuple[IPv4Address, ...]:
+        addrs: set[IPv4Address] = set()
+        for name in spec.monitor_urls:
+            addrs |= self.resolver.addresses(name)
+        return tuple(sorted(addrs))
+
+    def _sync_tunnel(self, tid: int, spec: PeerSpec) -> None:
+        now = self._clock()
+        device, source = self._binding(spec)
+        t = self._tunnels.get(tid)
+        rebind: list[IPv4Address] = []
+        if t is None:
+            sa = self._sa_state(tid)
+            health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1])
+            t = _Tunnel(tid, spec, health, device, source, sa, health.status)
+            self._tunnels[tid] = t
+            log.info("monitoring tunnel", tunnel_id=tid, bind=device or str(source),
+                     ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
+        elif (t.device, t.source) != (device, source):
+            rebind = list(t.targets)
+            for addr in rebind:
+                self.engine.remove_target((tid, addr))
+            t.device, t.source = device, source
+        t.spec = spec
+        wanted = self._wanted(spec)
+        for addr in [a for a in t.targets if a not in wanted]:
+            self.engine.remove_target((tid, addr))
+            del t.targets[addr]
+            t.health.remove_target(addr, now)
+            log.info("probe target removed", tunnel_id=tid, address=str(addr))
+        for addr in rebind:
+            if addr in t.targets:
+                self._add_probe(t, addr)
+        for addr in wanted:
+            if addr not in t.targets:
+                t.targets[addr] = _Target(addr)
+                t.health.add_target(addr)
+                self._add_probe(t, addr)
+                log.info("probe target added", tunnel_id=tid, address=str(addr),
+                         bind=device or str(source))
+        self._note_status(t)
+
+    def _add_probe(self, t: _Tunnel, addr: IPv4Address) -> None:
+        self.engine.add_target(
+            (t.tunnel_id, addr), addr, functools.partial(self._on_result, t.tunnel_id),
+            bind_device=t.device, source=t.source,
+        )
+
+    def _drop_tunnel(self, tid: int) -> None:
+        t = self._tunnels.pop(tid)
+        for addr in t.targets:
+            self.engine.remove_target((tid, addr))
+        log.info("stopped monitoring tunnel", tunnel_id=tid)
+
+    # -- inputs: probe results, names, SA state ------------------------------------------
+
+    def _on_result(self, tid: int, result: ProbeResult) -> None:
+        t = self._tunnels.get(tid)
+        if t is None or result.address not in t.targets:
+            return  # removed while the probe was out
+        target = t.targets[result.address]
+        target.last = result
+        if result.ok:
+            target.replies += 1
+        else:
+            target.lost += 1
+        t.health.record(result.address, result.rtt_ms, self._clock())
+        self._note_status(t)
+
+    def _on_name_change(
+        self, name: str, added: frozenset[IPv4Address], removed: frozenset[IPv4Address]
+    ) -> None:
+        desired = self.manager.desired
+        for tid in sorted(self._name_users.get(name, ())):
+            spec = desired.get(tid)
+            if spec is not None:
+                self._sync_tunnel(tid, spec)
+        self._routes_dirty.set()
+
+    def _sa_state(self, tid: int) -> tuple[bool, str]:
+        st = self.manager.states.get(tid)
+        if st is None:
+            return False, "no SA state known yet"
+        if st.status == "up":
+            return True, ""
+        return False, f"SA {st.status}: {st.reason}"
+
+    def poll_sa(self) -> None:
+        """Feed the manager's current SA state into every tunnel's health."""
+        now = self._clock()
+        for tid, t in self._tunnels.items():
+            sa = self._sa_state(tid)
+            if sa != t.sa:
+                t.sa = sa
+                t.health.set_sa(sa[0], now, sa[1])
+                self._note_status(t)
+
+    def _note_status(self, t: _Tunnel) -> None:
+        status = t.health.status
+        if status is not t.status:
+            t.status = status
+            snap = t.health.snapshot()
+            log.info("tunnel health changed", tunnel_id=t.tunnel_id, status=status.value,
+                     reason=snap.reason, rtt_ms=round(snap.rtt_ms, 3),
+                     drop_rate=round(snap.drop_rate, 1))
+
+    # -- routes for resolved addresses -----------------------------------------------------
+
+    async def push_routes(self) -> bool:
+        """Give the manager every tunnel's resolved addresses as /32 routes; False on failure."""
+        ok = True
+        for tid in sorted(self._tunnels):
+            t = self._tunnels.get(tid)
+            if t is None:
+                continue
+            want = self._resolved(t.spec)
+            if tuple(sorted(self.manager.dynamic_routes.get(tid, ()))) == want:
+                continue
+            try:
+                await self.manager.set_dynamic_routes(tid, want)
+            except Exception as e:  # VPP down or refusing: keep probing, retry later
+                ok = False
+                log.warning("cannot install routes for monitored addresses; will retry",
+                            tunnel_id=tid, addresses=[str(a) for a in want], error=str(e))
+        return ok
+
+    async def _routes_loop(self) -> None:
+        while True:
+            await self._routes_dirty.wait()
+            self._routes_dirty.clear()
+            if not await self.push_routes():
+                asyncio.get_running_loop().call_later(self.route_retry, self._routes_dirty.set)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def collect(self) -> dict[str, Any]:
+        """Close one stats period: evaluate alerts and record an entry in the history."""
+        entry = self._entry(evaluate=True)
+        self._history.append(entry)
+        return entry
+
+    async def device_stats(self) -> list[dict[str, Any]]:
+        """Entries recorded since the previous call, oldest first; a fresh one if none."""
+        entries = list(self._history)
+        self._history.clear()
+        if not entries:
+            entries.append(self._entry(evaluate=False))
+        return entries
+
+    def _entry(self, *, evaluate: bool) -> dict[str, Any]:
+        self.poll_sa()
+        snaps: dict[int, HealthSnapshot] = {
+            tid: t.health.snapshot() for tid, t in sorted(self._tunnels.items())
+        }
+        if evaluate:
+            alerts = self.alerts.evaluate(snaps)
+        else:  # an entry on demand must not count as a period for alert debouncing
+            alerts = {
+                event: {k: v for k, v in per_tunnel.items() if int(k) in snaps}
+                for event, per_tunnel in self.alerts.wire().items()
+            }
+            alerts = {event: per_tunnel for event, per_tunnel in alerts.items() if per_tunnel}
+        return stats_entry(period=self.stats_period, utc=self._utc(), tunnels=snaps,
+                           health=self._host_health(), alerts=alerts)
+
+    def tunnel_ids(self) -> list[int]:
+        return sorted(self._tunnels)
+
+    def snapshot(self, tunnel_id: int) -> dict[str, Any] | None:
+        """One tunnel's monitoring state for peerctl and metrics (JSON-ready), None if unknown."""
+        t = self._tunnels.get(tunnel_id)
+        if t is None:
+            return None
+        snap = t.health.snapshot()
+        spec = t.spec
+        targets = []
+        for addr, target in t.targets.items():
+            origins = (["ip"] if addr in spec.monitor_ips else []) + [
+                name for name in spec.monitor_urls if addr in self.resolver.addresses(name)
+            ]
+            last = target.last
+            targets.append({
+                "address": str(addr),
+                "from": origins,
+                "replies": target.replies,
+                "lost": target.lost,
+                "last_rtt": None if last is None or last.rtt_ms is None
+                else round(last.rtt_ms, 3),
+                "last_error": None if last is None else last.error,
+            })
+        unresolved = []
+        for name in spec.monitor_urls:
+            state = self.resolver.state(name)
+            if state is None or not state.ok:
+                unresolved.append({
+                    "name": name,
+                    "reason": state.reason if state is not None else "not being resolved",
+                    "kept": sorted(str(a) for a in (state.addresses if state else ())),
+                })
+        return {
+            "tunnel_id": tunnel_id,
+            "status": snap.status.value,
+            "reason": snap.reason,
+            "rtt": round(snap.rtt_ms, 3),
+            "jitter": round(snap.jitter_ms, 3),
+            "drop_rate": round(snap.drop_rate, 3),
+            "ewma": None if snap.ewma_ms is None else round(snap.ewma_ms, 3),
+            "samples": snap.samples,
+            "consecutive_ok": snap.consecutive_ok,
+            "consecutive_lost": snap.consecutive_lost,
+            "status_age": round(max(0.0, self._clock() - snap.since), 3),
+            "sa_up": snap.sa_up,
+            "bind": {"device": t.device, "source": None if t.source is None else str(t.source)},
+            "targets": targets,
+            "unresolved": unresolved,
+        }
+
+    # -- periodic loops ----------------------------------------------------------------------
+
+    async def _stats_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + self.stats_period
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            self.collect()
+            next_at += self.stats_period
+            if next_at <= loop.time():  # the loop stalled: skip periods instead of bursting
+                next_at = loop.time() + self.stats_period
+
+    async def _sa_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sa_poll)
+            self.poll_sa()
