@@ -173,7 +173,8 @@ class PeerManager:
 
     @property
     def in_sync(self) -> bool:
-        return self._reconciled_generation == self.vpp.generation and self.reconcile_error is None
+        return (self.vpp.generation > 0 and self._reconciled_generation == self.vpp.generation
+                and self.reconcile_error is None)
 
     # -- VPP facts ------------------------------------------------------------------------
 
@@ -187,12 +188,15 @@ class PeerManager:
         has_lcp = self.vpp.has("lcp_itf_pair_add_del_v2")
         has_mss = self.vpp.has("mss_clamp_enable_disable")
         wan_addrs: dict[int, set[IPv4Interface]] = {}
+        wan_names: dict[str, str] = {}  # dev_id -> interface: resolved once per job
         out: dict[int, VppFacts] = {}
         for spec in specs:
             try:
-                name = resolve_dev_id(spec.dev_id, self.interfaces_cfg, names)
+                name = wan_names.get(spec.dev_id) or resolve_dev_id(
+                    spec.dev_id, self.interfaces_cfg, names)
             except DevIdError as e:
                 raise JobError(f"tunnel {spec.tunnel_id}: {e}") from None
+            wan_names[spec.dev_id] = name
             sw = by_name[name]
             if sw not in wan_addrs:
                 wan_addrs[sw] = await read_addresses(self.vpp, sw)
@@ -236,7 +240,7 @@ class PeerManager:
         if not self.vpp.connected:
             raise JobError(f"VPP is not connected: {self.vpp.last_error}")
         new = dict(self.desired)
-        dyn = dict(self.dynamic_routes)
+        endpoints = {(s.src, s.dst): t for t, s in new.items()}
         chains: dict[int, list[Op]] = {}
         notes: list[str] = []
         added: list[PeerSpec] = []
@@ -251,20 +255,20 @@ class PeerManager:
                     raise JobError(
                         f"tunnel-id {spec.tunnel_id} already exists with different parameters; "
                         "remove it first (or send sync-device)")
-                for other in new.values():
-                    if (other.src, other.dst) == (spec.src, spec.dst):
-                        raise JobError(
-                            f"tunnel {spec.tunnel_id}: src {spec.src} / dst {spec.dst} are "
-                            f"already used by tunnel {other.tunnel_id}; VPP allows one ipip "
-                            "tunnel per endpoint pair")
+                other = endpoints.get((spec.src, spec.dst))
+                if other is not None and other in new:
+                    raise JobError(
+                        f"tunnel {spec.tunnel_id}: src {spec.src} / dst {spec.dst} are "
+                        f"already used by tunnel {other}; VPP allows one ipip "
+                        "tunnel per endpoint pair")
                 new[spec.tunnel_id] = spec
+                endpoints[(spec.src, spec.dst)] = spec.tunnel_id
                 added.append(spec)
             elif isinstance(ch, RemovePeer):
                 if ch.tunnel_id not in new:
                     notes.append(f"tunnel {ch.tunnel_id} does not exist; nothing to remove")
                     continue
                 del new[ch.tunnel_id]
-                dyn.pop(ch.tunnel_id, None)
             else:
                 old = new.get(ch.tunnel_id)
                 if old is None:
@@ -332,6 +336,7 @@ class PeerManager:
                                                     if spec.role == "initiator" else None)
         self.desired = new
         self._notify()
+        warnings = _collapse(warnings)
         for w in warnings:
             log.warning("capability gap", detail=w)
         return JobResult(tuple(warnings), tuple(notes), writes)
@@ -379,12 +384,17 @@ class PeerManager:
             obs = await read_observed(self.vpp)
             facts_for: dict[int, VppFacts] = {}
             desired: dict[int, PeerSpec] = {}
-            for tid, spec in self.desired.items():
-                try:
-                    facts_for.update(await self._facts([spec], obs.interfaces))
-                    desired[tid] = spec
-                except JobError as e:
-                    self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+            try:
+                facts_for = await self._facts(self.desired.values(), obs.interfaces)
+                desired = dict(self.desired)
+            except JobError:
+                # some peer cannot be placed (its WAN is gone): find which, keep the rest
+                for tid, spec in self.desired.items():
+                    try:
+                        facts_for.update(await self._facts([spec], obs.interfaces))
+                        desired[tid] = spec
+                    except JobError as e:
+                        self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
             owned = self._intents | set(self.desired)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
@@ -493,6 +503,26 @@ class PeerManager:
         return {"status": st.status, "reason": st.reason, "ike_state": st.ike_state,
                 "child_sas": st.child_sas, "sa_uptime": st.sa_uptime,
                 "reinitiations": st.reinitiations}
+
+
+def _collapse(warnings: list[str]) -> list[str]:
+    """One line per distinct gap, naming its tunnels: 1000 peers must not mean 1000 lines."""
+    by_text: dict[str, list[str]] = {}
+    for w in warnings:
+        head, sep, text = w.partition(": ")
+        if sep and head.startswith("tunnel "):
+            by_text.setdefault(text, []).append(head.removeprefix("tunnel "))
+        else:
+            by_text.setdefault(w, [])
+    out = []
+    for text, tunnels in by_text.items():
+        if not tunnels:
+            out.append(text)
+        else:
+            shown = ", ".join(tunnels[:10]) + (f" and {len(tunnels) - 10} more"
+                                               if len(tunnels) > 10 else "")
+            out.append(f"tunnel{'s' if len(tunnels) > 1 else ''} {shown}: {text}")
+    return out
 
 
 def _only_targets_differ(a: PeerSpec, b: PeerSpec) -> bool:
