@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from apply import configure_logging, peer_params, running_agent, vppsim  # noqa: E402
+from apply import configure_logging, peer_params, running_agent, vppsim
 
 
 async def main(n: int) -> dict[str, Any]:
