@@ -16,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from agent.admin.backend import ManagerBackend
+from agent.admin.server import AdminServer
 from agent.config import AgentConfig
 from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.validation import ValidationPolicy
@@ -66,6 +68,11 @@ class Agent:
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.admin = AdminServer(
+            ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
+                           jobs=self.journal.recent, log_level=cfg.logging.level),
+            Path(cfg.admin.socket),
+        )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
 
@@ -81,6 +88,7 @@ class Agent:
         """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
         self.manager.load()
         self.vpp.add_connect_listener(self._on_vpp_connect)
+        await self.admin.start()
         try:
             async with asyncio.TaskGroup() as tg:
                 await self.vpp.start()
@@ -95,6 +103,7 @@ class Agent:
                 if on_ready is not None:
                     on_ready()
         finally:
+            await self.admin.stop()
             await self.vpp.close()
             self.journal.close()
             self.store.close()

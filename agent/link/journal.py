@@ -154,6 +154,17 @@ class Journal:
                     (count - self.keep,),
                 )
 
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest outcomes first, for `peerctl show jobs`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT jobid, message, ok, reply, recorded_at FROM outcomes "
+                "ORDER BY seqno DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [{"jobid": r[0], "message": r[1], "ok": bool(r[2]), "reply": json.loads(r[3]),
+                 "recorded_at": r[4]} for r in rows]
+
     def __len__(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT count(*) FROM outcomes").fetchone()

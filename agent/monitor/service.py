@@ -417,6 +417,11 @@ class MonitorService:
     def tunnel_ids(self) -> list[int]:
         return sorted(self._tunnels)
 
+    def health(self, tunnel_id: int) -> HealthSnapshot | None:
+        """The tunnel's current health numbers, None if it is not monitored."""
+        t = self._tunnels.get(tunnel_id)
+        return None if t is None else t.health.snapshot()
+
     def snapshot(self, tunnel_id: int) -> dict[str, Any] | None:
         """One tunnel's monitoring state for peerctl and metrics (JSON-ready), None if unknown."""
         t = self._tunnels.get(tunnel_id)

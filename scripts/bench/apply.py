@@ -102,6 +102,7 @@ async def running_agent(sock: Path, state: Path) -> AsyncIterator[tuple[Agent, C
                        "allow_insecure": True, "job_timeout": 600},
         "vpp": {"api_socket": str(sock), "call_timeout": 30.0},
         "state": {"dir": str(state)},
+        "admin": {"socket": str(state.parent / f"admin-{state.name}.sock")},
     }, {})
     agent = Agent(cfg)
     task = asyncio.create_task(agent.run())

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from agent.admin.peerctl import main as peerctl_main
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
@@ -61,6 +62,7 @@ def make_config(ctl: ControllerDouble, sim: VppSim, state: Path) -> AgentConfig:
                        "ping_interval": 0.5, "silence_timeout": 5.0},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(state)},
+        "admin": {"socket": str(state.parent / "admin.sock")},
         "logging": {"level": "debug"},
     }, {})
 
@@ -149,6 +151,22 @@ async def test_controller_drives_a_peer_through_its_whole_life(
         assert "ikev2.ike.dh-group" in reply["msg"]["message"]
         assert "modp-1024" in reply["msg"]["message"]
         assert sim.write_count == writes
+
+        # the engineer on call sees the peer and the jobs through peerctl
+        out, err = io.StringIO(), io.StringIO()
+        sock = str(short_dir / "admin.sock")
+        rc = await asyncio.to_thread(peerctl_main, ["--socket", sock, "--json", "show", "peers"],
+                                     stdout=out, stderr=err)
+        assert rc == 0, err.getvalue()
+        assert [p["tunnel_id"] for p in json.loads(out.getvalue())] == [7]
+        out = io.StringIO()
+        rc = await asyncio.to_thread(peerctl_main, ["--socket", sock, "show", "jobs"],
+                                     stdout=out, stderr=err)
+        assert rc == 0 and "1004" in out.getvalue()
+        out = io.StringIO()
+        rc = await asyncio.to_thread(peerctl_main, ["--socket", sock, "show", "ikev2", "profile"],
+                                     stdout=out, stderr=err)
+        assert rc == 0 and "peer-7" in out.getvalue() and psk not in out.getvalue()
 
         info = ok(await rig.ctl.request("get-device-info", {"jobs": [1001, 1004, 99]}))
         outcomes = {j["id"]: j for j in info["jobs"]}
