@@ -9,7 +9,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -26,17 +26,11 @@ from agent.logsetup import configure_logging
 from agent.monitor.resolver import NameResolver
 from agent.vpp.readers import read_observed
 from tests.protocol_doc import example_request
+from tests.waiting import until
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000e2e0"
 DEVICE_TOKEN = "device-token-e2e-never-logged"
 
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 async def no_dns(name: str) -> list[IPv4Address]:

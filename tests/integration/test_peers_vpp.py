@@ -6,7 +6,7 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -21,14 +21,7 @@ from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
 from agent.vpp.readers import read_observed
 from tests.spec_factory import TEST_PSK, example_spec, numbered_spec
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
+from tests.waiting import until
 
 
 class Agent:

@@ -22,6 +22,7 @@ from agent.logsetup import configure_logging
 from agent.vpp.client import ConnectInfo, VppClient, decode_ikev2_id
 from agent.vpp.errors import VppApiError, VppMissingMessage, VppTimeout, VppUnavailable
 from tests.conftest import WAN
+from tests.waiting import until
 
 PSK = b"Integration-PSK-never-logged"
 
@@ -36,13 +37,6 @@ async def connected(path: Path, **kwargs: Any) -> AsyncIterator[VppClient]:
     finally:
         await client.close()
 
-
-async def until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 async def program_peer(vpp: VppClient) -> int:

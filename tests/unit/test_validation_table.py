@@ -7,15 +7,13 @@ reason, allowed values), so a change in wording is a deliberate test change.
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.jobs.validation import JobRejected, ValidationPolicy, normalize_add_tunnel
+from tests.protocol_doc import example_request
 
-PROTOCOL_DOC = Path(__file__).resolve().parents[3] / "shared/reference/controller-protocol.md"
 DELETE = object()
 
 STRONG_DH = (
@@ -39,14 +37,7 @@ SLASH31 = "an IPv4 /31 interface address such as 10.100.0.16/31"
 
 def example_params() -> dict[str, Any]:
     """The params of the document's complete add-tunnel example, parsed from the document."""
-    section = PROTOCOL_DOC.read_text().split("## add-tunnel for a peer: a complete example", 1)[1]
-    block: list[str] = []
-    for line in section.splitlines()[1:]:
-        if not line.strip() and block:
-            break
-        if line.startswith("    "):
-            block.append(line[4:])
-    params: dict[str, Any] = json.loads("\n".join(block))["params"]
+    params: dict[str, Any] = example_request()["params"]
     return params
 
 
