@@ -268,6 +268,7 @@ class LinkSession:
         try:
             async for frame in ws:
                 await self._on_frame(ws, frame, queries)
+                del frame  # a job frame can be megabytes: do not keep it until the next one
         except ConnectionClosed as exc:
             if exc.sent is not None and exc.sent.code == 1009:
                 log.error(
@@ -423,6 +424,7 @@ class LinkSession:
                     self._pending.pop(req.jobid, None)
             if not await self._send(item.ws, req.seq, outcome):
                 log.warning("job outcome is journaled but the reply was lost", jobid=req.jobid)
+            del item, req  # the parsed job (all its params) is garbage from here on
 
     async def _execute(self, req: Request) -> Outcome:
         journal = self._journal

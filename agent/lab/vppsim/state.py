@@ -199,7 +199,13 @@ class SimState:
         self.clock = clock
         self.boot = clock()
         self.interfaces: dict[int, Interface] = {}
+        self._max_index = -1
         self.addresses: dict[int, list[IpInterface]] = {}
+        # (version, prefixlen) -> network as int -> [(sw_if_index, address)]: VPP finds
+        # overlapping interface prefixes through its FIB, not by scanning every interface
+        self._by_net: dict[tuple[int, int], dict[int, list[tuple[int, IpInterface]]]] = {}
+        self._tunnel_keys: dict[tuple[Any, Any, int, int], int] = {}
+        self._instances: set[int] = set()
         self.unnumbered: dict[int, int] = {}
         self.tunnels: dict[int, Tunnel] = {}
         self.tables: dict[tuple[bool, int], str] = {
@@ -223,12 +229,60 @@ class SimState:
             mac = bytes([0x02, 0xFE, 0, 0, 0, idx])
             itf = Interface(idx, name, "ethernet", admin_up=True, mac=mac, dev_type="dpdk")
             self._add_interface(itf)
-            self.addresses[idx].append(ipaddress.ip_interface(cidr))
+            self._addr_add(idx, ipaddress.ip_interface(cidr))
 
     # -- helpers ---------------------------------------------------------
     def _add_interface(self, itf: Interface) -> None:
         self.interfaces[itf.sw_if_index] = itf
         self.addresses[itf.sw_if_index] = []
+        self._max_index = max(self._max_index, itf.sw_if_index)
+
+    def _next_index(self) -> int:
+        return self._max_index + 1
+
+    def _del_interface(self, sw_if_index: int) -> None:
+        self._addr_clear(sw_if_index)
+        del self.interfaces[sw_if_index]
+        del self.addresses[sw_if_index]
+        if sw_if_index == self._max_index:
+            self._max_index = max(self.interfaces, default=-1)
+
+    def _addr_add(self, sw_if_index: int, a: IpInterface) -> None:
+        self.addresses[sw_if_index].append(a)
+        nets = self._by_net.setdefault((a.version, a.network.prefixlen), {})
+        nets.setdefault(int(a.network.network_address), []).append((sw_if_index, a))
+
+    def _addr_remove(self, sw_if_index: int, a: IpInterface) -> None:
+        self.addresses[sw_if_index].remove(a)
+        nets = self._by_net[(a.version, a.network.prefixlen)]
+        start = int(a.network.network_address)
+        nets[start].remove((sw_if_index, a))
+        if not nets[start]:
+            del nets[start]
+
+    def _addr_clear(self, sw_if_index: int) -> None:
+        for a in list(self.addresses.get(sw_if_index, [])):
+            self._addr_remove(sw_if_index, a)
+
+    def _overlapping(self, sw_if_index: int, prefix: IpInterface) -> tuple[int, IpInterface] | None:
+        """An address on the same FIB whose prefix overlaps `prefix`, other than a
+        second address of the same subnet on the same interface."""
+        v, bits = prefix.version, prefix.max_prefixlen
+        length, n = prefix.network.prefixlen, int(prefix.network.network_address)
+        end = n + (1 << (bits - length))
+        for (kv, plen), nets in self._by_net.items():
+            if kv != v or not nets:
+                continue
+            if plen <= length:  # a prefix containing the new one
+                start = (n >> (bits - plen)) << (bits - plen) if plen else 0
+                for other, a in nets.get(start, ()):
+                    if not (other == sw_if_index and plen == length):
+                        return other, a
+            else:  # prefixes inside the new one
+                for start, entries in nets.items():
+                    if n <= start < end and entries:
+                        return entries[0]
+        return None
 
     def log(self, text: str) -> None:
         self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
@@ -275,26 +329,19 @@ class SimState:
         self.interface(sw_if_index)
         mine = self.addresses[sw_if_index]
         if del_all:
-            mine.clear()
+            self._addr_clear(sw_if_index)
             return
         if is_add:
             if prefix in mine:
                 return  # VPP accepts re-adding the same address
-            for other, addrs in self.addresses.items():
-                for a in addrs:
-                    if a.version != prefix.version:
-                        continue
-                    overlap = a.network.overlaps(prefix.network)
-                    same_itf = other == sw_if_index
-                    if overlap and not (
-                        same_itf and a.network.prefixlen == prefix.network.prefixlen
-                    ):
-                        raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {a} on {other}")
-            mine.append(prefix)
+            clash = self._overlapping(sw_if_index, prefix)
+            if clash is not None:
+                raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {clash[1]} on {clash[0]}")
+            self._addr_add(sw_if_index, prefix)
         else:
             if prefix not in mine:
                 raise ApiError(ADDRESS_NOT_FOUND_FOR_INTERFACE, f"{prefix} not on {sw_if_index}")
-            mine.remove(prefix)
+            self._addr_remove(sw_if_index, prefix)
 
     def set_unnumbered(self, sw_if_index: int, unnumbered: int, is_add: bool) -> None:
         self.interface(sw_if_index)
@@ -309,17 +356,13 @@ class SimState:
         src, dst = t["src"], t["dst"]
         if src.version != dst.version:
             raise ApiError(INVALID_VALUE, "src and dst address families differ")
-        for existing in self.tunnels.values():
-            if (existing.src, existing.dst, existing.table_id, existing.mode) == (
-                src,
-                dst,
-                t["table_id"],
-                t["mode"],
-            ):
-                raise ApiError(IF_ALREADY_EXISTS, "tunnel exists", sw_if_index=existing.sw_if_index)
+        key = (src, dst, t["table_id"], t["mode"])
+        existing = self._tunnel_keys.get(key)
+        if existing is not None:
+            raise ApiError(IF_ALREADY_EXISTS, "tunnel exists", sw_if_index=existing)
         if (t["table_id"] != 0) and (src.version == 6, t["table_id"]) not in self.tables:
             raise ApiError(NO_SUCH_FIB, f"no table {t['table_id']}")
-        used = {tun.instance for tun in self.tunnels.values()}
+        used = self._instances
         instance = t["instance"]
         if instance == NO_INDEX:
             instance = 0
@@ -327,13 +370,15 @@ class SimState:
                 instance += 1
         elif instance in used:
             raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
-        idx = max(self.interfaces) + 1
+        idx = self._next_index()
         self._add_interface(
             Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
         )
         self.tunnels[idx] = Tunnel(
             idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
         )
+        self._tunnel_keys[key] = idx
+        self._instances.add(instance)
         return idx
 
     def ipip_del(self, sw_if_index: int) -> None:
@@ -341,9 +386,10 @@ class SimState:
             raise ApiError(NO_SUCH_ENTRY, f"no ipip tunnel {sw_if_index}")
         if self.interfaces[sw_if_index].admin_up:
             self.set_admin(sw_if_index, False)
-        del self.tunnels[sw_if_index]
-        del self.interfaces[sw_if_index]
-        del self.addresses[sw_if_index]
+        tun = self.tunnels.pop(sw_if_index)
+        self._tunnel_keys.pop((tun.src, tun.dst, tun.table_id, tun.mode), None)
+        self._instances.discard(tun.instance)
+        self._del_interface(sw_if_index)
         self._drop_lcp(sw_if_index)
         self.mss.pop(sw_if_index, None)
         for listener in list(self.listeners):
@@ -412,7 +458,7 @@ class SimState:
             raise ApiError(-81, f"pair exists for {sw_if_index}")  # VALUE_EXIST
         if itf.kind == "ipip" and host_type == 0:
             raise ApiError(INVALID_VALUE, "TAP is not possible for a tunnel interface")
-        host_idx = max(self.interfaces) + 1
+        host_idx = self._next_index()
         # The host-side interface (tap/tun) becomes a VPP interface too.
         self._add_interface(
             Interface(host_idx, f"tap{host_idx}" if host_type == 0 else f"tun{host_idx}", "virtio")
@@ -432,8 +478,8 @@ class SimState:
         if pair is None:
             return
         host = pair["host_sw_if_index"]
-        self.interfaces.pop(host, None)
-        self.addresses.pop(host, None)
+        if host in self.interfaces:
+            self._del_interface(host)
 
     def mss_set(self, sw_if_index: int, v4: int, v6: int, d4: int, d6: int) -> None:
         self.interface(sw_if_index)
