@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from agent import __version__
+from agent.jobs.outcome import Outcome
 from agent.jobs.validation import (
     AddRequest,
     JobRejected,
@@ -28,7 +29,6 @@ from agent.jobs.validation import (
     normalize_remove_tunnel,
     normalize_sync_device,
 )
-from agent.link.handler import Outcome
 from agent.peers.manager import (
     AddPeer,
     Change,

@@ -7,26 +7,16 @@ device-info and stats bodies). The daemon wires a concrete handler in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from agent.jobs.outcome import Outcome
+
+__all__ = ["GET_DEVICE_INFO", "GET_DEVICE_STATS", "QUERY_MESSAGES", "JobHandler", "Outcome"]
 
 # Non-job messages the link answers concurrently with a running job.
 GET_DEVICE_INFO = "get-device-info"
 GET_DEVICE_STATS = "get-device-stats"
 QUERY_MESSAGES = frozenset({GET_DEVICE_INFO, GET_DEVICE_STATS})
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The result of one job as the controller will see it.
-
-    `message` is shown to the administrator: on failure it says what was wrong
-    and with which value, and it never contains a secret (PSK, token).
-    It must be JSON-serialisable (usually a string).
-    """
-
-    ok: bool
-    message: Any = "success"
 
 
 class JobHandler(Protocol):

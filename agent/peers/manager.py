@@ -173,7 +173,7 @@ class PeerManager:
 
     @property
     def in_sync(self) -> bool:
-        return (self.vpp.generation > 0 and self._reconciled_generation == self.vpp.generation
+        return (self.vpp.connected and self._reconciled_generation == self.vpp.generation
                 and self.reconcile_error is None)
 
     # -- VPP facts ------------------------------------------------------------------------
@@ -214,7 +214,10 @@ class PeerManager:
     async def apply(self, changes: Sequence[Change]) -> JobResult:
         """Apply controller changes as one all-or-nothing transaction."""
         async with self._lock:
-            return await self._apply_locked(changes)
+            try:
+                return await self._apply_locked(changes)
+            except VppError as e:  # VPP went away while reading its state: nothing written
+                raise JobError(str(e)) from None
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         """Converge to exactly `specs`: unchanged peers are not touched."""
@@ -229,7 +232,10 @@ class PeerManager:
             for tid, spec in sorted(wanted.items()):
                 if self.desired.get(tid) != spec:
                     changes.append(AddPeer(spec))
-            result = await self._apply_locked(changes)
+            try:
+                result = await self._apply_locked(changes)
+            except VppError as e:
+                raise JobError(str(e)) from None
             if not changes:
                 result = await self._reconcile_locked()
             return result

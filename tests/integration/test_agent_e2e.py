@@ -252,3 +252,17 @@ async def test_stats_of_a_tunnel_without_targets_follow_its_sa(
         while await status() != "down":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
+
+
+async def test_jobs_while_vpp_is_away_fail_with_a_clear_reason(
+        sim: VppSim, short_dir: Path) -> None:
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        await sim.stop()
+        await until(lambda: not rig.agent.vpp.connected)
+        reply = await rig.ctl.send_job("add-tunnel", example_request()["params"])
+        assert reply["msg"]["ok"] == 0
+        assert "VPP is not connected" in reply["msg"]["message"]
+        await sim.start()
+        await until(lambda: rig.agent.manager.in_sync)
+        ok(await rig.ctl.send_job("add-tunnel", example_request()["params"]))
