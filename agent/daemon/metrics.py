@@ -1,0 +1,543 @@
+"""Optional localhost metrics endpoint in Prometheus text exposition format (0.0.4).
+
+`GET /metrics` renders a `MetricsSource` on each scrape: nothing is cached and no
+metric state lives here except the job recorder, which the job dispatcher feeds.
+The HTTP server is a deliberately tiny asyncio-streams implementation (one request
+per connection, bounded sizes and time, a cap on concurrent clients) and binds
+only loopback addresses: the endpoint has no authentication, and tunnel names and
+peer addresses are not for the network to read. Remote scraping goes through a
+local Prometheus agent or an SSH tunnel.
+
+Units follow Prometheus conventions (seconds, ratios 0..1), so the agent's
+millisecond/percent health numbers are converted here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "peering_agent_"
+
+# The controller messages the agent knows; any other name is counted as "other" so
+# that a misbehaving controller cannot create unbounded label values.
+JOB_MESSAGES: tuple[str, ...] = (
+    "add-tunnel", "remove-tunnel", "modify-tunnel", "aggregated", "sync-device",
+    "get-device-info", "get-device-stats",
+)
+# Jobs run from milliseconds (a query) to the controller's 180 s limit (a sync).
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0,
+)
+
+
+# --- the data the endpoint reads --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TunnelMetrics:
+    """One peer tunnel, in the agent's own units (ms, percent)."""
+
+    tunnel_id: int
+    peer: str  # the peer's public address, for humans reading a dashboard
+    up: bool  # probe health says up
+    rtt_ms: float
+    jitter_ms: float
+    drop_percent: float
+    sa_up: bool
+    sa_uptime_s: float | None  # None: no established IKE SA
+    reinitiations: int
+
+
+@dataclass(frozen=True)
+class HistogramSnapshot:
+    bounds: tuple[float, ...]  # upper bounds, ascending, without +Inf
+    counts: tuple[int, ...]  # per bucket (not cumulative), len(bounds) + 1 (the +Inf one)
+    total: float  # sum of observations, seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    outcomes: Mapping[tuple[str, str], int]  # (message, "ok"|"failed") -> jobs
+    durations: Mapping[str, HistogramSnapshot]  # message -> job duration histogram
+
+
+class MetricsSource(Protocol):
+    """What `GET /metrics` reads; each call must be cheap and must not block."""
+
+    def tunnels(self) -> Sequence[TunnelMetrics]: ...
+
+    def jobs(self) -> JobSnapshot: ...
+
+    def vpp_connected(self) -> bool: ...
+
+    def vpp_reconnects(self) -> int: ...
+
+
+class JobMetrics:
+    """Counts and durations of controller jobs; the dispatcher calls `observe` per job."""
+
+    def __init__(self, buckets: Iterable[float] = DEFAULT_BUCKETS,
+                 messages: Iterable[str] = JOB_MESSAGES) -> None:
+        self._bounds = tuple(sorted(set(float(b) for b in buckets)))
+        if not self._bounds or not all(math.isfinite(b) for b in self._bounds):
+            raise ValueError("buckets: need at least one finite upper bound")
+        self._messages = frozenset(messages)
+        self._outcomes: dict[tuple[str, str], int] = {}
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    def observe(self, message: str, ok: bool, seconds: float) -> None:
+        """Record one finished job (a failed or timed-out job too, with ok=False)."""
+        name = message if message in self._messages else "other"
+        key = (name, "ok" if ok else "failed")
+        self._outcomes[key] = self._outcomes.get(key, 0) + 1
+        if not math.isfinite(seconds) or seconds < 0:
+            seconds = 0.0  # a clock oddity must not poison _sum
+        counts = self._counts.setdefault(name, [0] * (len(self._bounds) + 1))
+        idx = next((i for i, b in enumerate(self._bounds) if seconds <= b), len(self._bounds))
+        counts[idx] += 1
+        self._sums[name] = self._sums.get(name, 0.0) + seconds
+
+    def snapshot(self) -> JobSnapshot:
+        return JobSnapshot(
+            outcomes=dict(self._outcomes),
+            durations={name: HistogramSnapshot(self._bounds, tuple(c), self._sums[name])
+                       for name, c in self._counts.items()},
+        )
+
+
+# --- exposition format ---------------------------------------------------------------
+
+
+def format_value(value: float) -> str:
+    """A sample value as Prometheus writes it (integers without '.0', +Inf, NaN)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs) + "}"
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = PREFIX + name
+        self.kind = kind
+        self.help = help_text
+        self.samples: list[str] = []
+
+    def add(self, value: float, labels: Sequence[tuple[str, str]] = (), suffix: str = "") -> None:
+        self.samples.append(f"{self.name}{suffix}{_labels(labels)} {format_value(value)}")
+
+    def lines(self) -> Iterator[str]:
+        yield f"# HELP {self.name} {escape_help(self.help)}"
+        yield f"# TYPE {self.name} {self.kind}"
+        yield from self.samples
+
+
+def _bound(b: float) -> str:
+    return repr(float(b))  # le="1.0", as the reference client writes bucket bounds
+
+
+def render_metrics(source: MetricsSource) -> str:
+    """The whole exposition text for one scrape."""
+    tunnels = sorted(source.tunnels(), key=lambda t: t.tunnel_id)
+    fam = {
+        "up": _Family("tunnel_up", "gauge", "Probe health of the tunnel: 1 up, 0 otherwise."),
+        "rtt": _Family("tunnel_rtt_seconds", "gauge",
+                       "Mean probe round-trip time over the health window."),
+        "jitter": _Family("tunnel_jitter_seconds", "gauge", "Probe round-trip jitter."),
+        "drop": _Family("tunnel_drop_ratio", "gauge",
+                        "Share of probes lost over the health window (0..1)."),
+        "sa_up": _Family("tunnel_sa_up", "gauge", "1 when the tunnel has an established IKE SA."),
+        "sa_uptime": _Family("tunnel_sa_uptime_seconds", "gauge",
+                             "Age of the established IKE SA (absent without one)."),
+        "reinit": _Family("tunnel_reinitiations_total", "counter",
+                          "IKE re-initiations the agent started for the tunnel."),
+    }
+    for t in tunnels:
+        labels = (("tunnel_id", str(t.tunnel_id)), ("peer", t.peer))
+        fam["up"].add(1 if t.up else 0, labels)
+        fam["rtt"].add(t.rtt_ms / 1000, labels)
+        fam["jitter"].add(t.jitter_ms / 1000, labels)
+        fam["drop"].add(t.drop_percent / 100, labels)
+        fam["sa_up"].add(1 if t.sa_up else 0, labels)
+        if t.sa_uptime_s is not None:
+            fam["sa_uptime"].add(t.sa_uptime_s, labels)
+        fam["reinit"].add(t.reinitiations, labels)
+    families = list(fam.values())
+
+    jobs = source.jobs()
+    total = _Family("jobs_total", "counter", "Controller jobs handled, by message and outcome.")
+    for (message, outcome), n in sorted(jobs.outcomes.items()):
+        total.add(n, (("message", message), ("outcome", outcome)))
+    duration = _Family("job_duration_seconds", "histogram",
+                       "Time from receiving a controller job to sending its reply.")
+    for message, h in sorted(jobs.durations.items()):
+        cumulative = 0
+        for bound, n in zip((*map(_bound, h.bounds), "+Inf"), h.counts, strict=True):
+            cumulative += n
+            duration.add(cumulative, (("message", message), ("le", bound)), "_bucket")
+        duration.add(h.total, (("message", message),), "_sum")
+        duration.add(h.count, (("message", message),), "_count")
+    families += [total, duration]
+
+    connected = _Family("vpp_connected", "gauge", "1 while the VPP API connection is up.")
+    connected.add(1 if source.vpp_connected() else 0)
+    reconnects = _Family("vpp_reconnects_total", "counter",
+                         "Times the VPP API connection was re-established.")
+    reconnects.add(source.vpp_reconnects())
+    families += [connected, reconnects]
+    return "\n".join(line for f in families for line in f.lines()) + "\n"
+
+
+# --- the data, read from the running agent ------------------------------------------
+
+
+class _Health(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def rtt_ms(self) -> float: ...
+    @property
+    def jitter_ms(self) -> float: ...
+    @property
+    def drop_rate(self) -> float: ...
+    @property
+    def sa_up(self) -> bool: ...
+
+
+class _Monitor(Protocol):
+    def health(self, tunnel_id: int) -> _Health | None: ...
+
+
+class _PeerState(Protocol):
+    @property
+    def sa_uptime(self) -> float | None: ...
+    @property
+    def reinitiations(self) -> int: ...
+
+
+class _Spec(Protocol):
+    @property
+    def dst(self) -> object: ...
+
+
+class _Manager(Protocol):
+    @property
+    def desired(self) -> Mapping[int, _Spec]: ...
+    @property
+    def states(self) -> Mapping[int, _PeerState]: ...
+
+
+class _Vpp(Protocol):
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def generation(self) -> int: ...
+
+
+class AgentMetricsSource:
+    """`MetricsSource` over the agent's parts (PeerManager, MonitorService, VppClient).
+
+    Typed structurally so this module needs none of them; every tunnel the manager
+    wants is listed, with zeros while the monitor has no numbers for it yet.
+    """
+
+    def __init__(self, manager: _Manager, monitor: _Monitor, vpp: _Vpp,
+                 jobs: JobMetrics) -> None:
+        self._manager = manager
+        self._monitor = monitor
+        self._vpp = vpp
+        self._jobs = jobs
+
+    def tunnels(self) -> list[TunnelMetrics]:
+        out = []
+        states = self._manager.states
+        for tid, spec in sorted(self._manager.desired.items()):
+            health = self._monitor.health(tid)
+            state = states.get(tid)
+            out.append(TunnelMetrics(
+                tunnel_id=tid,
+                peer=str(spec.dst),
+                up=health is not None and str(health.status) == "up",
+                rtt_ms=health.rtt_ms if health else 0.0,
+                jitter_ms=health.jitter_ms if health else 0.0,
+                drop_percent=health.drop_rate if health else 0.0,
+                sa_up=bool(health and health.sa_up),
+                sa_uptime_s=state.sa_uptime if state else None,
+                reinitiations=state.reinitiations if state else 0,
+            ))
+        return out
+
+    def jobs(self) -> JobSnapshot:
+        return self._jobs.snapshot()
+
+    def vpp_connected(self) -> bool:
+        return self._vpp.connected
+
+    def vpp_reconnects(self) -> int:
+        return max(0, self._vpp.generation - 1)  # generation 1 is the first connection
+
+
+# --- listen address ------------------------------------------------------------------
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`127.0.0.1:9465` / `[::1]:9465` -> (host, port); only loopback addresses.
+
+    Raises ValueError with a message for the operator (config validation calls it).
+    """
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{listen!r} must be host:port, e.g. 127.0.0.1:9465 or [::1]:9465")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"{listen!r}: host must be a loopback IP address (127.0.0.1 or ::1), not a name"
+        ) from None
+    if not addr.is_loopback:
+        raise ValueError(
+            f"{listen!r}: the metrics endpoint has no authentication and binds loopback "
+            "only (127.0.0.0/8 or ::1)"
+        )
+    return str(addr), int(port_text)
+
+
+# --- HTTP ----------------------------------------------------------------------------
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            408: "Request Timeout", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+_MAX_LINE = 8192
+_MAX_HEADERS = 64
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class MetricsServer:
+    """HTTP/1.x server for `GET /metrics` on a loopback address."""
+
+    def __init__(self, source: MetricsSource, host: str, port: int, *,
+                 max_clients: int = 8, read_timeout: float = 5.0) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"metrics endpoint binds loopback only, not {host}")
+        self._source = source
+        self._host = host
+        self._port = port
+        self._max_clients = max_clients
+        self._read_timeout = read_timeout
+        self._clients = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._log = log.bind(listen=f"{host}:{port}")
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        if self._server is None or not self._server.sockets:
+            return self._port
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self._host, self._port, limit=_MAX_LINE, reuse_address=True)
+        self._log = log.bind(listen=f"{self._host}:{self.port}")
+        self._log.info("metrics endpoint listening")
+
+    async def stop(self) -> None:
+        """Stop listening and end the connections in progress."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def serve_forever(self) -> None:
+        """Start, serve until cancelled, stop: a task for the agent's TaskGroup."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            if self._clients >= self._max_clients:
+                await self._shed(reader, writer)
+            else:
+                await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # only stop() cancels handlers; asyncio would log a handler task that ends
+            # cancelled as an "unhandled exception", so end it normally
+            pass
+        finally:
+            self._tasks.discard(task)
+
+    async def _shed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer 503 without parsing: a flood of scrapers must not cost more than this."""
+        try:
+            await self._respond(writer, 503, "too many concurrent scrapes\n", head=False)
+            await self._linger(reader, writer)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await self._close(writer)
+
+    @staticmethod
+    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """After an error reply: half-close, then discard what the client still sends.
+
+        Closing with unread input makes the kernel reset the connection, which can
+        destroy the reply on its way; this is bounded in bytes and time.
+        """
+        try:
+            writer.write_eof()
+            async with asyncio.timeout(1.0):
+                budget = 64 * 1024
+                while budget > 0:
+                    chunk = await reader.read(min(budget, 16 * 1024))
+                    if not chunk:
+                        break
+                    budget -= len(chunk)
+        except (ConnectionError, OSError, TimeoutError):
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients += 1
+        try:
+            try:
+                async with asyncio.timeout(self._read_timeout):
+                    method, path = await self._read_request(reader)
+            except _BadRequest as e:
+                await self._respond(writer, e.status, _REASONS[e.status] + "\n", head=False)
+                await self._linger(reader, writer)
+                return
+            except TimeoutError:
+                await self._respond(writer, 408, "request not received in time\n", head=False)
+                await self._linger(reader, writer)
+                return
+            await self._route(writer, method, path)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; nothing to answer
+        except Exception:
+            self._log.exception("metrics request failed")
+        finally:
+            self._clients -= 1
+            await self._close(writer)
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[str, str]:
+        line = await self._read_line(reader, 400)
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
+            raise _BadRequest(400)
+        for _ in range(_MAX_HEADERS):  # headers are read and ignored
+            if not await self._read_line(reader, 431):
+                return parts[0], parts[1]
+        raise _BadRequest(431)
+
+    @staticmethod
+    async def _read_line(reader: asyncio.StreamReader, too_long: int) -> str:
+        try:
+            raw = await reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            raise _BadRequest(too_long) from None
+        except asyncio.IncompleteReadError as e:
+            if e.partial:
+                raise _BadRequest(400) from None
+            raise
+        try:
+            return raw.decode("ascii").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise _BadRequest(400) from None
+
+    async def _route(self, writer: asyncio.StreamWriter, method: str, target: str) -> None:
+        path = target.split("?", 1)[0]
+        if path != "/metrics":
+            await self._respond(writer, 404, "not found; metrics are at /metrics\n",
+                                head=method == "HEAD")
+            return
+        if method not in ("GET", "HEAD"):
+            await self._respond(writer, 405, "only GET and HEAD\n", head=False,
+                                extra=(("Allow", "GET, HEAD"),))
+            return
+        try:
+            body = render_metrics(self._source)
+        except Exception:
+            self._log.exception("rendering metrics failed")
+            await self._respond(writer, 500, "metrics unavailable; see the agent log\n",
+                                head=method == "HEAD")
+            return
+        await self._respond(writer, 200, body, head=method == "HEAD", content_type=CONTENT_TYPE)
+
+    @staticmethod
+    async def _respond(writer: asyncio.StreamWriter, status: int, body: str, *, head: bool,
+                       content_type: str = "text/plain; charset=utf-8",
+                       extra: Sequence[tuple[str, str]] = ()) -> None:
+        data = body.encode("utf-8")
+        headers = [f"HTTP/1.1 {status} {_REASONS[status]}", f"Content-Type: {content_type}",
+                   f"Content-Length: {len(data)}", "Connection: close",
+                   *(f"{k}: {v}" for k, v in extra)]
+        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("ascii"))
+        if not head:
+            writer.write(data)
+        await writer.drain()
+
+
+async def run_metrics_server(source: MetricsSource, listen: str) -> None:
+    """Serve `source` on `listen` (host:port) until cancelled; returns at once if empty."""
+    if not listen:
+        return
+    host, port = parse_listen(listen)
+    await MetricsServer(source, host, port).serve_forever()
