@@ -19,7 +19,7 @@ import structlog
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
 from agent.config import AgentConfig
-from agent.jobs.dispatch import JobDispatcher
+from agent.jobs.dispatch import JobDispatcher, JobObserver
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
@@ -41,8 +41,10 @@ class Agent:
     """All long-lived parts of one daemon instance."""
 
     def __init__(self, cfg: AgentConfig,
-                 name_resolver: Callable[..., NameResolver] = NameResolver) -> None:
-        """`name_resolver` builds the monitor's resolver (tests pass one without DNS)."""
+                 name_resolver: Callable[..., NameResolver] = NameResolver,
+                 job_metrics: JobObserver | None = None) -> None:
+        """`name_resolver` builds the monitor's resolver (tests pass one without DNS);
+        `job_metrics` is told each job's message, outcome and duration."""
         self.cfg = cfg
         state_dir = Path(cfg.state.dir)
         self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
@@ -64,6 +66,7 @@ class Agent:
             ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
             stats=self.monitor.device_stats,
             vpp_version=lambda: self.vpp_version,
+            observe=job_metrics,
         )
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)

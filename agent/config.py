@@ -242,9 +242,12 @@ class MetricsConfig(_Section):
     @classmethod
     def _listen(cls, v: str) -> str:
         if v:
-            host, sep, port = v.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise PydanticCustomError("listen", "must be host:port, e.g. 127.0.0.1:9465")
+            from agent.daemon.metrics import parse_listen
+
+            try:
+                parse_listen(v)
+            except ValueError as e:
+                raise PydanticCustomError("listen", f"invalid value {e}") from None
         return v
 
 

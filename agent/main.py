@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.daemon.startup_conf import add_render_parser, render_startup_conf_cli
 from agent.logsetup import configure_logging
 from agent.secret import Secret
 from agent.vpp.client import VppClient
@@ -73,8 +74,23 @@ def _load(path: Path) -> AgentConfig:
 
 async def _run(cfg: AgentConfig) -> int:
     from agent.app import Agent, run_until_signalled
+    from agent.daemon.metrics import AgentMetricsSource, JobMetrics, run_metrics_server
+    from agent.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 
-    await run_until_signalled(Agent(cfg))
+    notifier = Notifier.from_env()
+    jobs = JobMetrics()
+    agent = Agent(cfg, job_metrics=jobs.observe)
+    agent.extra_tasks.append(lambda: watchdog_loop(notifier, watchdog_interval()))
+    if cfg.metrics.listen:
+        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs)
+        agent.extra_tasks.append(lambda: run_metrics_server(source, cfg.metrics.listen))
+    def ready() -> None:
+        notifier.ready(f"VPP {agent.vpp_version} connected, {len(agent.manager.desired)} peers")
+
+    try:
+        await run_until_signalled(agent, on_ready=ready)
+    finally:
+        notifier.stopping()
     return 0
 
 
@@ -101,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg = sub.add_parser("register", help="register this device with the controller")
     reg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     reg.add_argument("--token", help="organisation token (default: read from stdin)")
+    add_render_parser(sub, DEFAULT_CONFIG)
     info = sub.add_parser("vpp-info", help="connect to VPP and print what the agent finds")
     info.add_argument("--socket", default="/run/vpp/api.sock", help="VPP API socket")
     info.add_argument("--timeout", type=float, default=5.0)
@@ -115,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(cfg.logging.level)
         return asyncio.run(_run(cfg))
     configure_logging(args.log_level)
+    if args.command == "render-startup-conf":
+        return render_startup_conf_cli(args)
     if args.command == "register":
         cfg = _load(args.config)
         token = args.token if args.token is not None else sys.stdin.readline().strip()

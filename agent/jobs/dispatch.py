@@ -43,6 +43,7 @@ log = structlog.get_logger(__name__)
 
 SUPPORTED = ("add-tunnel", "remove-tunnel", "modify-tunnel", "aggregated", "sync-device")
 StatsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
+JobObserver = Callable[[str, bool, float], None]  # message, ok, seconds (metrics)
 
 
 def _change(req: SubRequest) -> Change:
@@ -64,15 +65,23 @@ class JobDispatcher:
         *,
         stats: StatsProvider,
         vpp_version: Callable[[], str] = lambda: "",
+        observe: JobObserver | None = None,
     ) -> None:
         self.manager = manager
+        self._observe = observe
         self.policy = policy
         self._stats = stats
         self._vpp_version = vpp_version
 
     async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
-        bound = log.bind(jobid=jobid, job=message)
         started = time.monotonic()
+        outcome = await self._run_job(message, params, jobid, started)
+        if self._observe is not None:
+            self._observe(message, outcome.ok, time.monotonic() - started)
+        return outcome
+
+    async def _run_job(self, message: str, params: Any, jobid: str, started: float) -> Outcome:
+        bound = log.bind(jobid=jobid, job=message)
         try:
             result = await self._run(message, params if params is not None else {})
         except JobRejected as e:

@@ -12,6 +12,7 @@ from agent.config import (
     config_reference,
     config_reference_markdown,
     load_config,
+    parse_config,
 )
 
 FULL = """
@@ -99,7 +100,7 @@ def test_plain_ws_needs_allow_insecure(tmp_path: Path) -> None:
         ("[controller]\nfwagent_version = '4.3.1'\n", {}, "controller.fwagent_version: flexi"),
         ("[controller]\nbackoff_min = 0\n", {}, "controller.backoff_min: Input should be greater"),
         ("[controller]\nca_file = '/nonexistent/ca.pem'\n", {}, "controller.ca_file: file not"),
-        ("[metrics]\nlisten = 'nope'\n", {}, "metrics.listen: must be host:port"),
+        ("[metrics]\nlisten = 'nope'\n", {}, "metrics.listen: invalid value 'nope' must be"),
         ("[logging]\nlevel = 'chatty'\n", {}, "logging.level: Input should be"),
         ("[controller]\nmachine_id = 'a/b'\n", {}, "controller.machine_id: must be 1-128"),
         ("[bogus]\nx = 1\n", {}, "bogus: unknown setting"),
@@ -153,3 +154,10 @@ def test_reference_lists_every_setting_with_its_default() -> None:
     table = config_reference_markdown()
     assert table.startswith("| key | default | meaning |")
     assert "| `controller.refused_backoff` | `600.0` |" in table
+
+
+def test_metrics_endpoint_must_stay_on_loopback() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config({"metrics": {"listen": "0.0.0.0:9465"}}, {})
+    assert "metrics.listen" in e.value.problems[0] and "loopback" in e.value.problems[0]
+    assert parse_config({"metrics": {"listen": "127.0.0.1:9465"}}, {}).metrics.listen
