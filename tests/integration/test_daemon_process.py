@@ -1,0 +1,91 @@
+"""`peering-agent run` as systemd runs it: a process, a notify socket, a watchdog, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from agent.lab.controller_double import ControllerDouble
+from agent.lab.vppsim.server import VppSim
+
+ROOT = Path(__file__).resolve().parents[2]
+MACHINE = "3f1c0000-0000-4000-8000-0000000da3e0"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def datagrams_until(sock: socket.socket, wanted: str, got: list[str],
+                          timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    while not any(wanted in d for d in got):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {wanted!r} within {timeout} s; got {got}"
+        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), left)
+        got.append(data.decode())
+
+
+async def test_daemon_notifies_ready_pings_watchdog_serves_metrics_and_stops_cleanly(
+        sim: VppSim, short_dir: Path) -> None:
+    ctl = ControllerDouble(machine_id=MACHINE, stats_interval=None)
+    await ctl.start()
+    token = short_dir / "device.token"
+    token.write_text("daemon-token")
+    token.chmod(0o600)
+    port = free_port()
+    config = short_dir / "agent.toml"
+    config.write_text(f"""
+[controller]
+url = "{ctl.url}"
+machine_id = "{MACHINE}"
+token_file = "{token}"
+allow_insecure = true
+[vpp]
+api_socket = "{sim.socket_path}"
+[state]
+dir = "{short_dir / 'state'}"
+[admin]
+socket = "{short_dir / 'admin.sock'}"
+[metrics]
+listen = "127.0.0.1:{port}"
+""")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(short_dir / "notify"))
+    notify.setblocking(False)
+    env = {**os.environ, "NOTIFY_SOCKET": str(short_dir / "notify"),
+           "WATCHDOG_USEC": "600000"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.main", "run", "--config", str(config),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    got: list[str] = []
+    try:
+        await datagrams_until(notify, "READY=1", got, 20)
+        assert sim.message_counts["sockclnt_create"] >= 1  # READY only after VPP
+        await ctl.wait_connected(10)
+        got.clear()
+        await datagrams_until(notify, "WATCHDOG=1", got, 5)  # every 0.3 s
+        body = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            .read().decode())
+        assert "peering_agent_vpp_connected 1" in body
+        proc.send_signal(signal.SIGTERM)
+        await datagrams_until(notify, "STOPPING=1", got, 10)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+        await ctl.stop()
+    assert not (short_dir / "admin.sock").exists()
