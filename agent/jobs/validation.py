@@ -590,12 +590,19 @@ def _integrity(
         else:
             p.add(fld, name, "unknown integrity algorithm", allowed)
         return None
-    if integ.weak:
-        if not policy.allow_weak_crypto:
-            p.add(fld, name, "weak, refused by policy (allow_weak_crypto is off)", allowed)
-            return None
-        p.weak_fields.append(fld)
-    return integ
+    return integ if _weak_allowed(p, fld, name, integ.weak, policy, allowed) else None
+
+
+def _weak_allowed(p: _Problems, fld: str, name: str, weak: bool, policy: ValidationPolicy,
+                  allowed: str) -> bool:
+    """Refuse a weak choice unless the policy allows it (then remember it for the log)."""
+    if not weak:
+        return True
+    if not policy.allow_weak_crypto:
+        p.add(fld, name, "weak, refused by policy (allow_weak_crypto is off)", allowed)
+        return False
+    p.weak_fields.append(fld)
+    return True
 
 
 def _dh(
@@ -612,12 +619,7 @@ def _dh(
     if required and group.iana == 0:
         p.add(fld, name, "a DH group is required for IKE", allowed)
         return None
-    if group.weak:
-        if not policy.allow_weak_crypto:
-            p.add(fld, name, "weak, refused by policy (allow_weak_crypto is off)", allowed)
-            return None
-        p.weak_fields.append(fld)
-    return group
+    return group if _weak_allowed(p, fld, name, group.weak, policy, allowed) else None
 
 
 def _ike_transforms(
