@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(iproute2 nftables iputils-ping fping procps)
+# the lab's packages (real IKEv2/ESP with strongSwan) are listed in scripts/lab_packages.txt
+mapfile -t LAB_PACKAGES < <(grep -v '^#' scripts/lab_packages.txt | grep -v '^$')
+DEB_PACKAGES=(iproute2 nftables iputils-ping fping procps systemd openssl "${LAB_PACKAGES[@]}")
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()

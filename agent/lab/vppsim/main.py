@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import structlog
 
-from agent.lab.vppsim.ike import OUTCOMES, InProcessIke
+from agent.lab.vppsim.ike import OUTCOMES, IkeBackend, InProcessIke
 from agent.lab.vppsim.server import VppSim
 
 
@@ -41,6 +43,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="PROFILE=OUTCOME",
         help=f"scripted IKE result per profile, one of {', '.join(OUTCOMES)}",
     )
+    p.add_argument(
+        "--ike",
+        choices=("model", "strongswan"),
+        default="model",
+        help="IKE backend: the in-process model, or a charon of vppsim's own in this "
+        "network namespace (real IKEv2/ESP; needs root and strongSwan)",
+    )
+    p.add_argument(
+        "--ike-workdir",
+        type=Path,
+        help="private directory for the strongSwan backend's charon (default: a new /tmp dir)",
+    )
     p.add_argument("--ike-default-outcome", default="UP", choices=OUTCOMES)
     p.add_argument("--ike-delay", type=float, default=0.01, help="seconds until an SA settles")
     p.add_argument("--omit-message", action="append", default=[], metavar="NAME")
@@ -50,12 +64,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> None:
-    ike = InProcessIke(
+def _backend(args: argparse.Namespace) -> IkeBackend:
+    if args.ike == "strongswan":
+        from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
+
+        missing = charon_available()
+        if missing:
+            raise ValueError(f"--ike strongswan: {missing}")
+        if args.ike_workdir is None:  # ours: removed again when vppsim stops
+            args.ike_workdir = Path(tempfile.mkdtemp(prefix="vppsim-ike-", dir="/tmp"))
+            args.ike_workdir_owned = True
+        return StrongswanIke(args.ike_workdir)
+    return InProcessIke(
         delay=args.ike_delay,
         default_outcome=args.ike_default_outcome,
         outcomes=dict(args.ike_outcome),
     )
+
+
+async def run(args: argparse.Namespace) -> None:
+    ike = _backend(args)
     sim = VppSim(
         args.socket,
         interfaces=list(args.interface),
@@ -77,6 +105,8 @@ async def run(args: argparse.Namespace) -> None:
         await sim.stop()
         if args.ready_file:
             args.ready_file.unlink(missing_ok=True)
+        if getattr(args, "ike_workdir_owned", False):
+            shutil.rmtree(args.ike_workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         asyncio.run(run(args))
-    except ValueError as e:  # bad --omit-*, --ike-outcome
+    except (ValueError, OSError) as e:  # bad --omit-*, --ike-outcome; charon failed
         print(f"vppsim: {e}", file=sys.stderr)
         return 2
     return 0

@@ -121,6 +121,9 @@ class VppSim:
         self.state.listeners.append(self._on_interface_change)
         self.handlers = Handlers(self.state, self.ike)
         self.ike.attach(self.state, self._loop)
+        backend_start = getattr(self.ike, "start", None)
+        if backend_start is not None:  # a backend with a process of its own (strongSwan)
+            await backend_start()
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +231,9 @@ class VppSim:
             return
         if name in WRITES:
             self.write_count += 1
+            changed = getattr(self.ike, "state_changed", None)
+            if changed is not None:  # a backend that mirrors VPP state to Linux
+                changed()
         for rname, fields in replies:
             fields["context"] = msg.context
             out.append(self._pack(rname, fields))
