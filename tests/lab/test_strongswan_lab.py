@@ -497,3 +497,32 @@ def test_a_lab_leaves_nothing_behind_even_when_its_user_fails() -> None:
         raise RuntimeError("boom")
     assert not any(n in namespaces() for n in names)
     assert responder.poll() is not None
+
+
+class ExportedPeerSettings(PeerSettings):
+    """The remote administrator loads exactly what `peerctl peer export --format swanctl`
+    printed for the device's tunnel (with --show-secrets), nothing typed by hand."""
+
+    def __init__(self, lab: Lab) -> None:
+        super().__init__()
+        self.params = add_tunnel_params(lab, self)
+
+    def swanctl_conf(self, lab: Lab) -> str:
+        from agent.admin.export import render_swanctl
+        from agent.jobs.validation import ValidationPolicy, normalize_add_tunnel
+
+        spec = normalize_add_tunnel(self.params, ValidationPolicy())
+        return render_swanctl(spec, show_secrets=True)
+
+
+def test_peerctl_export_loads_in_strongswan_and_establishes(lab: Lab, workdir: Path) -> None:
+    settings = ExportedPeerSettings(lab)
+
+    async def scenario(r: Rig) -> None:
+        ok(await r.ctl.send_job("add-tunnel", settings.params, jobid=41))
+        await until(lambda: r.agent.manager.states[7].status == "up", 15)
+        state = r.agent.manager.states[7]
+        assert state.ike_state == "AUTHENTICATED" and state.child_sas == 1
+        assert "peer-7" in r.peer.list_sas()  # the exported connection is the one that is up
+
+    run_lab(lab, workdir, settings, scenario)
