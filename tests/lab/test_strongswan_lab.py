@@ -3,7 +3,7 @@
 
 Every test runs the agent, vppsim and the controller double on an event loop in a
 thread that joined the lab's device namespace; the peer's charon runs in the peer
-namespace with its own swanctl.conf (tests/lab/peer.py).
+namespace with its own swanctl.conf (agent/lab/peer.py).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ import pytest
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, run_in_netns
 from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
 from agent.monitor.resolver import NameResolver
-from tests.lab.peer import PeerGateway, PeerSettings
 from tests.protocol_doc import example_request
 from tests.waiting import until
 
