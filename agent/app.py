@@ -49,7 +49,13 @@ class Agent:
         state_dir = Path(cfg.state.dir)
         self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
         self.store = PeerStore(state_dir)
-        self.manager = PeerManager(self.vpp, self.store, cfg.interfaces)
+        self.manager = PeerManager(
+            self.vpp, self.store, cfg.interfaces,
+            sa_poll_interval=cfg.peers.sa_poll_interval,
+            reinit_backoff_min=cfg.peers.reinit_backoff_min,
+            reinit_backoff_max=cfg.peers.reinit_backoff_max,
+            sa_init_timeout=cfg.peers.sa_init_timeout,
+        )
         self.vpp_version = ""
         mon = cfg.monitor
         self.monitor = MonitorService(
@@ -60,6 +66,7 @@ class Agent:
             health_config=HealthConfig(window=mon.window, down_after=mon.down_after,
                                        up_after=mon.up_after),
             stats_period=mon.stats_period,
+            sa_poll=mon.sa_poll,
         )
         self.dispatcher = JobDispatcher(
             self.manager,

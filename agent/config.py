@@ -213,6 +213,19 @@ class MonitorConfig(_Section):
     )
     down_after: int = Field(default=3, ge=1, description="losses in a row that mark a tunnel down")
     up_after: int = Field(default=3, ge=1, description="consecutive replies that mark it up again")
+    sa_poll: float = Field(default=1.0, gt=0, description="seconds between reads of the SA "
+                           "state that a tunnel's status follows")
+
+
+class PeersConfig(_Section):
+    sa_poll_interval: float = Field(default=2.0, gt=0, description="seconds between IKE SA "
+                                    "state polls (VPP has no IKE events)")
+    reinit_backoff_min: float = Field(default=2.0, gt=0, description="first re-initiation "
+                                      "delay after an SA is lost, seconds (doubles each try)")
+    reinit_backoff_max: float = Field(default=60.0, gt=0, description="re-initiation delay cap, "
+                                      "seconds")
+    sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
+                                   "this long is reported down: no answer from the peer")
 
 
 class AdminConfig(_Section):
@@ -259,6 +272,7 @@ class AgentConfig(_Section):
         default_factory=dict, description="dev_id (as the controller names it) -> VPP interface"
     )
     security: SecurityConfig = Field(default_factory=SecurityConfig)
+    peers: PeersConfig = Field(default_factory=PeersConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

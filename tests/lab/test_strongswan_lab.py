@@ -121,8 +121,10 @@ def _config(ctl: ControllerDouble, sim: VppSim, base: Path) -> AgentConfig:
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(base / "state")},
         "admin": {"socket": str(base / "admin.sock")},
+        # faster supervision than the daemon's defaults, so the lab stays quick
+        "peers": {"sa_poll_interval": 0.2, "reinit_backoff_min": 0.5},
         "monitor": {"interval": 0.05, "timeout": 0.4, "window": 20, "down_after": 2,
-                    "up_after": 2, "stats_period": 1.0},
+                    "up_after": 2, "stats_period": 1.0, "sa_poll": 0.1},
         "logging": {"level": "debug"},
     }, {})
 
@@ -142,10 +144,6 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
         await ctl.start()
         agent = Agent(_config(ctl, sim, base),
                       name_resolver=functools.partial(NameResolver, resolve=no_dns))
-        # faster supervision than the daemon's defaults, so the lab stays quick
-        agent.manager.sa_poll_interval = 0.2
-        agent.manager.reinit_backoff_min = 0.5
-        agent.monitor.sa_poll = 0.1
         task = asyncio.create_task(agent.run())
         try:
             await ctl.wait_connected(10)
