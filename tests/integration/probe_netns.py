@@ -7,19 +7,16 @@ there, and the root namespace is never given an address or a route.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
 import subprocess
-import threading
 import uuid
-from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
 
-T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
+from agent.lab.topology import run_in_netns
+
+__all__ = ["Lab", "netns_unavailable_reason", "run_in_netns"]
 
 
 def netns_unavailable_reason() -> str | None:
@@ -35,36 +32,6 @@ def netns_unavailable_reason() -> str | None:
         return f"'ip netns add' failed: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
-
-
-def run_in_netns(name: str, fn: Callable[[], T]) -> T:
-    """Run fn in a fresh thread that has joined namespace name; return or raise its outcome.
-
-    setns(2) changes only the calling thread, so the test process itself stays in
-    the root namespace.
-    """
-    outcome: dict[str, object] = {}
-
-    def body() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns into {name}: {os.strerror(err)}")
-        finally:
-            os.close(fd)
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # re-raised in the caller's thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=body, name=f"netns-{name}")
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["value"]  # type: ignore[return-value]
 
 
 class Lab:
