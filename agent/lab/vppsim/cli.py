@@ -311,8 +311,10 @@ class Cli:
         integ = f"integ:{_name(INTEG, c.integ)} " if c.integ else ""
         s = f"child sa {c.index}:\n    uptime: {now - c.created:f} (s)\n    {enc} {integ}esn:no \n"
         s += f"    spi(i) {c.i_spi:x} spi(r) {c.r_spi:x}\n"
-        s += f"    SK_e  i:{c.keys['sk_ei'].hex()}\n          r:{c.keys['sk_er'].hex()}\n"
-        if c.keys["sk_ai"]:
+        # a strongSwan-backed child has no keys to show (charon keeps them to itself)
+        k = c.keys
+        s += f"    SK_e  i:{k.get('sk_ei', b'').hex()}\n          r:{k.get('sk_er', b'').hex()}\n"
+        if k.get("sk_ai"):
             s += f"    SK_a  i:{c.keys['sk_ai'].hex()}\n          r:{c.keys['sk_ar'].hex()}\n"
         for label, ts in (("i", c.tsi), ("r", c.tsr)):
             s += f"    traffic selectors ({label}):"

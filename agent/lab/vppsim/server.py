@@ -23,7 +23,7 @@ import structlog
 from agent.lab.vppsim.api import HEADER, ApiCatalog, MessageDef, frame
 from agent.lab.vppsim.handlers import WRITES, Handlers
 from agent.lab.vppsim.ike import IkeBackend, InProcessIke
-from agent.lab.vppsim.state import ApiError, SimState
+from agent.lab.vppsim.state import UNSPECIFIED, ApiError, SimState
 
 log = structlog.get_logger(__name__)
 
@@ -217,7 +217,15 @@ class VppSim:
                 out.append(self._pack(reply_name, {"context": msg.context, "retval": injected}))
                 return
         try:
-            replies = handler(msg)
+            try:
+                replies = handler(msg)
+                packed = [self._pack(rname, {**fields, "context": msg.context})
+                          for rname, fields in replies]
+            except ApiError:
+                raise
+            except Exception as bug:  # VPP answers every request; so must its emulator
+                log.exception("vppsim failed on a request; answering UNSPECIFIED", message=name)
+                raise ApiError(UNSPECIFIED, f"emulator error: {bug!r}") from bug
         except ApiError as e:
             log.info("request failed", message=name, retval=e.retval, why=str(e))
             if (
@@ -234,9 +242,7 @@ class VppSim:
             changed = getattr(self.ike, "state_changed", None)
             if changed is not None:  # a backend that mirrors VPP state to Linux
                 changed()
-        for rname, fields in replies:
-            fields["context"] = msg.context
-            out.append(self._pack(rname, fields))
+        out.extend(packed)
 
     def _pack(self, name: str, fields: dict[str, Any]) -> bytes:
         md: MessageDef = self.catalog.by_name[name]
