@@ -97,9 +97,8 @@ async def test_cancellation_rolls_back_before_stopping() -> None:
     vpp.stalled = False
     task = asyncio.ensure_future(Executor(vpp).apply([plan_add_ops(numbered_spec(3),
                                                                    VppFacts(1))], {}))
-    while len(vpp.calls) < 5:
+    while not vpp.stalled:  # the 6th step is now waiting on VPP
         await asyncio.sleep(0)
-    await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
