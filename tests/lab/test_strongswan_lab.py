@@ -524,3 +524,23 @@ def test_peerctl_export_loads_in_strongswan_and_establishes(lab: Lab, workdir: P
         assert "peer-7" in r.peer.list_sas()  # the exported connection is the one that is up
 
     run_lab(lab, workdir, settings, scenario)
+
+
+def test_disjoint_selectors_end_down_with_ts_unacceptable(lab: Lab, workdir: Path) -> None:
+    """The device protects 172.16.0.0/24 behind the peer; the peer offers only its
+    198.51.100.0/24: no selector in common, the peer refuses the child SA."""
+    device_side = PeerSettings()
+    peer_side = PeerSettings(local_ts="198.51.100.0/24", remote_ts="10.100.0.16/31")
+
+    async def scenario(r: Rig) -> None:
+        params = add_tunnel_params(lab, device_side)
+        params["ikev2"]["remote-ts"]["start-addr"] = "172.16.0.0"
+        params["ikev2"]["remote-ts"]["end-addr"] = "172.16.0.255"
+        params["peer"]["ips"] = []
+        ok(await r.ctl.send_job("add-tunnel", params, jobid=61))
+        state = r.agent.manager.states
+        await until(lambda: 7 in state and state[7].status == "down"
+                    and state[7].reason.startswith("TS_UNACCEPTABLE"), 15)
+        assert r.agent.manager.peer_summary(7)["child_sas"] == 0
+
+    run_lab(lab, workdir, peer_side, scenario)
