@@ -19,6 +19,7 @@ from agent.vpp.plan import (
     AUTH_SHARED_KEY_MIC,
     Op,
     VppFacts,
+    delete_profile_op,
     host_if_name,
     plan_add_ops,
     plan_cleanup,
@@ -109,9 +110,8 @@ def plan_reconcile(
                  else profile_differences(spec, info, sw, facts.wan_sw_if_index))
         if diffs:
             if info is not None:
-                chain.append(Op("ikev2_profile_add_del",
-                                {"name": spec.profile_name, "is_add": False},
-                                f"tunnel {tid}: delete outdated profile", tunnel_id=tid))
+                chain.append(delete_profile_op(tid, spec.profile_name,
+                                               "delete outdated profile"))
             chain += profile_ops(spec, facts)
             plan.notes.append(f"tunnel {tid}: profile {', '.join(diffs)}: re-creating it")
         have_routes = obs.routes.get(sw, set())

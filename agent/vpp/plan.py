@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
@@ -164,63 +164,75 @@ def check_capabilities(spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
     return tuple(warnings)
 
 
+def _paired(message: str, on: dict[str, Any], off: dict[str, Any], what_on: str,
+            what_off: str, tid: int) -> Op:
+    """An op whose undo is the same message with the opposite arguments."""
+    undo = Op(message, off, f"tunnel {tid}: {what_off}", tunnel_id=tid)
+    return Op(message, on, f"tunnel {tid}: {what_on}", undo=(undo,), tunnel_id=tid)
+
+
+def address_op(tid: int, prefix: IPv4Interface, is_add: bool) -> Op:
+    def args(add: bool) -> dict[str, Any]:
+        return {"sw_if_index": tunnel_ref(tid), "is_add": add, "del_all": False,
+                "prefix": prefix}
+
+    add, delete = f"add address {prefix}", f"delete address {prefix}"
+    return _paired("sw_interface_add_del_address", args(is_add), args(not is_add),
+                   add if is_add else delete, delete if is_add else add, tid)
+
+
+def lcp_op(tid: int, name: str, is_add: bool) -> Op:
+    def args(add: bool) -> dict[str, Any]:
+        return {"is_add": add, "sw_if_index": tunnel_ref(tid), "host_if_name": name,
+                "host_if_type": LCP_HOST_TUN, "netns": ""}
+
+    add, delete = f"create Linux interface {name}", f"delete Linux interface {name}"
+    return _paired("lcp_itf_pair_add_del_v2", args(is_add), args(not is_add),
+                   add if is_add else delete, delete if is_add else add, tid)
+
+
+def mss_op(tid: int, mss: int) -> Op:
+    """Clamp to `mss`; 0 disables the clamp (the undo of a clamp)."""
+    def args(value: int) -> dict[str, Any]:
+        return {"sw_if_index": tunnel_ref(tid), "ipv4_mss": value, "ipv6_mss": 0,
+                "ipv4_direction": MSS_DIR_RX_TX if value else 0, "ipv6_direction": 0}
+
+    return _paired("mss_clamp_enable_disable", args(mss), args(0),
+                   f"clamp TCP MSS to {mss}" if mss else "disable MSS clamp",
+                   "disable MSS clamp", tid)
+
+
+def delete_tunnel_op(tid: int) -> Op:
+    return Op("ipip_del_tunnel", {"sw_if_index": tunnel_ref(tid)},
+              f"tunnel {tid}: delete ipip tunnel", tunnel_id=tid)
+
+
+def delete_profile_op(tid: int, name: str, what: str = "") -> Op:
+    return Op("ikev2_profile_add_del", {"name": name, "is_add": False},
+              f"tunnel {tid}: {what or f'delete IKEv2 profile {name}'}", tunnel_id=tid)
+
+
 def tunnel_ops(spec: PeerSpec, facts: VppFacts) -> list[Op]:
     """The route-based tunnel interface: ipip, /31, MTU, admin-up, MSS clamp, Linux side."""
     tid = spec.tunnel_id
     ref = tunnel_ref(tid)
-    ops: list[Op] = []
-    delete_tunnel = Op("ipip_del_tunnel", {"sw_if_index": ref},
-                       f"tunnel {tid}: delete ipip tunnel", tunnel_id=tid)
-    ops.append(Op(
+    ops: list[Op] = [Op(
         "ipip_add_tunnel",
         {"tunnel": {"instance": tunnel_instance(tid), "src": spec.src, "dst": spec.dst,
                     "table_id": 0, "flags": 0, "mode": 0, "dscp": 0}},
         f"tunnel {tid}: create ipip tunnel {spec.src} -> {spec.dst}",
-        undo=(delete_tunnel,), produces=ref.name, tunnel_id=tid,
-    ))
+        undo=(delete_tunnel_op(tid),), produces=ref.name, tunnel_id=tid,
+    )]
     if spec.mtu:
         ops.append(Op("sw_interface_set_mtu", {"sw_if_index": ref, "mtu": [spec.mtu, 0, 0, 0]},
                       f"tunnel {tid}: set MTU {spec.mtu}", tunnel_id=tid))
-    ops.append(Op(
-        "sw_interface_add_del_address",
-        {"sw_if_index": ref, "is_add": True, "del_all": False, "prefix": spec.addr},
-        f"tunnel {tid}: add address {spec.addr}",
-        undo=(Op("sw_interface_add_del_address",
-                 {"sw_if_index": ref, "is_add": False, "del_all": False, "prefix": spec.addr},
-                 f"tunnel {tid}: delete address {spec.addr}", tunnel_id=tid),),
-        tunnel_id=tid,
-    ))
-    ops.append(Op(
-        "sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
-        f"tunnel {tid}: set admin-up",
-        undo=(Op("sw_interface_set_flags", {"sw_if_index": ref, "flags": 0},
-                 f"tunnel {tid}: set admin-down", tunnel_id=tid),),
-        tunnel_id=tid,
-    ))
+    ops.append(address_op(tid, spec.addr, True))
+    ops.append(_paired("sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
+                       {"sw_if_index": ref, "flags": 0}, "set admin-up", "set admin-down", tid))
     if spec.tcp_mss_clamp:
-        ops.append(Op(
-            "mss_clamp_enable_disable",
-            {"sw_if_index": ref, "ipv4_mss": spec.tcp_mss_clamp, "ipv6_mss": 0,
-             "ipv4_direction": MSS_DIR_RX_TX, "ipv6_direction": 0},
-            f"tunnel {tid}: clamp TCP MSS to {spec.tcp_mss_clamp}",
-            undo=(Op("mss_clamp_enable_disable",
-                     {"sw_if_index": ref, "ipv4_mss": 0, "ipv6_mss": 0,
-                      "ipv4_direction": 0, "ipv6_direction": 0},
-                     f"tunnel {tid}: disable MSS clamp", tunnel_id=tid),),
-            tunnel_id=tid,
-        ))
+        ops.append(mss_op(tid, spec.tcp_mss_clamp))
     if facts.has_lcp:
-        ops.append(Op(
-            "lcp_itf_pair_add_del_v2",
-            {"is_add": True, "sw_if_index": ref, "host_if_name": host_if_name(tid),
-             "host_if_type": LCP_HOST_TUN, "netns": ""},
-            f"tunnel {tid}: create Linux interface {host_if_name(tid)}",
-            undo=(Op("lcp_itf_pair_add_del_v2",
-                     {"is_add": False, "sw_if_index": ref, "host_if_name": host_if_name(tid),
-                      "host_if_type": LCP_HOST_TUN, "netns": ""},
-                     f"tunnel {tid}: delete Linux interface {host_if_name(tid)}", tunnel_id=tid),),
-            tunnel_id=tid,
-        ))
+        ops.append(lcp_op(tid, host_if_name(tid), True))
     return ops
 
 
@@ -233,10 +245,10 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     def op(message: str, args: dict[str, Any], what: str) -> Op:
         return Op(message, {"name": name, **args}, f"tunnel {tid}: {what}", tunnel_id=tid)
 
-    delete_profile = op("ikev2_profile_add_del", {"is_add": False}, f"delete IKEv2 profile {name}")
     ops = [
         Op("ikev2_profile_add_del", {"name": name, "is_add": True},
-           f"tunnel {tid}: create IKEv2 profile {name}", undo=(delete_profile,), tunnel_id=tid),
+           f"tunnel {tid}: create IKEv2 profile {name}", undo=(delete_profile_op(tid, name),),
+           tunnel_id=tid),
         op("ikev2_profile_set_auth",
            {"auth_method": AUTH_SHARED_KEY_MIC, "is_hex": False,
             "data_len": len(spec.psk.reveal().encode()), "data": spec.psk},
@@ -339,33 +351,26 @@ def plan_cleanup(
     mss: bool = False,
     lcp_name: str | None = None,
 ) -> list[Op]:
-    """Delete what VPP shows of a tunnel the agent owns but no longer wants (reconcile)."""
+    """Delete what VPP shows of a tunnel the agent owns but no longer wants (reconcile).
+
+    Only the route deletions keep their undo; the rest is not re-created when a
+    cleanup fails half-way (it is simply tried again).
+    """
     tid = tunnel_id
-    ops: list[Op] = []
+    routes_off: list[Op] = []
+    rest: list[Op] = []
     if tunnel_sw_if_index is not None:
-        ref = tunnel_ref(tid)
-        ops += [route_op(tid, p, False) for p in routes]
+        routes_off = [route_op(tid, p, False) for p in routes]
     if profile is not None:
-        ops.append(Op("ikev2_profile_add_del", {"name": profile, "is_add": False},
-                      f"tunnel {tid}: delete IKEv2 profile {profile}", tunnel_id=tid))
+        rest.append(delete_profile_op(tid, profile))
     if tunnel_sw_if_index is not None:
         if lcp_name is not None:
-            ops.append(Op("lcp_itf_pair_add_del_v2",
-                          {"is_add": False, "sw_if_index": ref, "host_if_name": lcp_name,
-                           "host_if_type": LCP_HOST_TUN, "netns": ""},
-                          f"tunnel {tid}: delete Linux interface {lcp_name}", tunnel_id=tid))
+            rest.append(lcp_op(tid, lcp_name, False))
         if mss:
-            ops.append(Op("mss_clamp_enable_disable",
-                          {"sw_if_index": ref, "ipv4_mss": 0, "ipv6_mss": 0,
-                           "ipv4_direction": 0, "ipv6_direction": 0},
-                          f"tunnel {tid}: disable MSS clamp", tunnel_id=tid))
-        for a in addresses:
-            ops.append(Op("sw_interface_add_del_address",
-                          {"sw_if_index": ref, "is_add": False, "del_all": False, "prefix": a},
-                          f"tunnel {tid}: delete address {a}", tunnel_id=tid))
-        ops.append(Op("ipip_del_tunnel", {"sw_if_index": ref},
-                      f"tunnel {tid}: delete ipip tunnel", tunnel_id=tid))
-    return ops
+            rest.append(mss_op(tid, 0))
+        rest += [address_op(tid, a, False) for a in addresses]
+        rest.append(delete_tunnel_op(tid))
+    return routes_off + [replace(op, undo=()) for op in rest]
 
 
 def plan_routes(
