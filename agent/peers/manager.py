@@ -33,9 +33,9 @@ from agent.vpp.plan import (
     Op,
     VppFacts,
     check_capabilities,
-    inverse,
     liveness_op,
     plan_add_ops,
+    plan_remove,
     plan_routes,
     route_prefixes,
 )
@@ -179,7 +179,10 @@ class PeerManager:
     # -- VPP facts ------------------------------------------------------------------------
 
     async def _facts(self, specs: Iterable[PeerSpec],
-                     interfaces: dict[int, InterfaceInfo] | None = None) -> dict[int, VppFacts]:
+                     interfaces: dict[int, InterfaceInfo] | None = None, *,
+                     check_src: bool = True) -> dict[int, VppFacts]:
+        """Each spec's WAN interface and VPP capabilities; with `check_src`, refuse a
+        spec whose src is not an address of that interface (not needed to remove one)."""
         if interfaces is None:
             interfaces = await read_interfaces(self.vpp)
         names = [i.name for i in interfaces.values()]
@@ -198,6 +201,9 @@ class PeerManager:
                 raise JobError(f"tunnel {spec.tunnel_id}: {e}") from None
             wan_names[spec.dev_id] = name
             sw = by_name[name]
+            out[spec.tunnel_id] = VppFacts(sw, optional, has_lcp, has_mss)
+            if not check_src:
+                continue
             if sw not in wan_addrs:
                 wan_addrs[sw] = await read_addresses(self.vpp, sw)
             if spec.src not in {a.ip for a in wan_addrs[sw]}:
@@ -206,7 +212,6 @@ class PeerManager:
                     f"tunnel {spec.tunnel_id}: src {spec.src} is not an address of {name} "
                     f"(dev_id {spec.dev_id}, which has {have})"
                 )
-            out[spec.tunnel_id] = VppFacts(sw, optional, has_lcp, has_mss)
         return out
 
     # -- jobs ------------------------------------------------------------------------------
@@ -290,9 +295,10 @@ class PeerManager:
             except CapabilityError as e:
                 raise JobError(str(e)) from None
         # Net effect per tunnel, in job order: remove the old, then add / re-route.
+        touched = self._touched(changes)
         old_facts = await self._facts(
-            [self.desired[t] for t in self._touched(changes) if t in self.desired], interfaces)
-        for tid in self._touched(changes):
+            [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
+        for tid in touched:
             before, after = self.desired.get(tid), new.get(tid)
             chain: list[Op] = []
             if before == after:
@@ -303,7 +309,7 @@ class PeerManager:
                                          route_prefixes(after, extra_before)).ops)
             else:
                 if before is not None:
-                    chain += inverse(plan_add_ops(before, old_facts[tid], extra_before))
+                    chain += plan_remove(before, old_facts[tid], extra_before).ops
                 if after is not None:
                     chain += plan_add_ops(after, facts[tid])
             chains[tid] = chain

@@ -336,9 +336,11 @@ def inverse(ops: Sequence[Op]) -> list[Op]:
     return out
 
 
-def plan_remove(spec: PeerSpec, facts: VppFacts) -> Plan:
-    """Remove exactly what plan_add created; each step's undo re-creates its part."""
-    return Plan(tuple(inverse(plan_add_ops(spec, facts))))
+def plan_remove(spec: PeerSpec, facts: VppFacts,
+                extra_routes: Iterable[IPv4Address] = ()) -> Plan:
+    """Remove exactly what plan_add created (and the routes to resolved monitor
+    names); each step's undo re-creates its part."""
+    return Plan(tuple(inverse(plan_add_ops(spec, facts, extra_routes))))
 
 
 def plan_cleanup(

@@ -301,3 +301,18 @@ async def test_agent_sigkilled_mid_apply_leaks_nothing(
         assert second.store.load()[1] == set()
     finally:
         await second.close()
+
+
+async def test_a_peer_can_be_removed_after_its_wan_address_changed(
+        sim: VppSim, agent: Agent) -> None:
+    await agent.manager.apply([AddPeer(example_spec())])
+    # DHCP gave the WAN interface another address: the tunnel's src is gone
+    await agent.vpp.call("sw_interface_add_del_address", sw_if_index=1, is_add=False,
+                         prefix="192.168.1.10/24")
+    await agent.vpp.call("sw_interface_add_del_address", sw_if_index=1, is_add=True,
+                         prefix="192.168.1.77/24")
+    with pytest.raises(JobError, match="src 192.168.1.10 is not an address"):
+        await agent.manager.apply([AddPeer(numbered_spec(2))])
+    await agent.manager.apply([RemovePeer(7)])
+    obs = await read_observed(agent.vpp)
+    assert obs.tunnels == {} and obs.profiles == {}
