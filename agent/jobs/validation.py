@@ -948,31 +948,19 @@ def normalize_modify_tunnel(params: Mapping[str, Any]) -> ModifyRequest:
 
 def normalize_aggregated(params: Mapping[str, Any], policy: ValidationPolicy) -> list[SubRequest]:
     """Validate every request of an `aggregated` job; all must be valid or none is used."""
-    p = _Problems(secrets=_raw_psks(params))
-    model = _parse(RequestListParams, params, p)
-    out: list[SubRequest] = []
-    if model is not None:
-        for i, sub in enumerate(model.requests):
-            prefix = f"requests[{i}]."
-            if sub.entity != "agent":
-                p.add(prefix + "entity", sub.entity, "unknown entity", "agent")
-                continue
-            if sub.message not in TUNNEL_MESSAGES:
-                p.add(
-                    prefix + "message",
-                    sub.message,
-                    "not supported in aggregated",
-                    ", ".join(TUNNEL_MESSAGES),
-                )
-                continue
-            p.extend(_sub_request(sub.message, sub.params, policy, prefix + "params.", out))
-        _duplicate_adds(p, out)
-    p.raise_if_any()
-    return out
+    return _request_list(params, policy, "aggregated", TUNNEL_MESSAGES)
 
 
 def normalize_sync_device(params: Mapping[str, Any], policy: ValidationPolicy) -> list[PeerSpec]:
     """Validate the full desired set of peer tunnels sent by `sync-device`."""
+    out = _request_list(params, policy, "sync-device", ("add-tunnel",))
+    return [r.spec for r in out if isinstance(r, AddRequest)]
+
+
+def _request_list(
+    params: Mapping[str, Any], policy: ValidationPolicy, job: str, allowed: tuple[str, ...]
+) -> list[SubRequest]:
+    """The nested requests of `job`, each an `allowed` message for entity agent."""
     p = _Problems(secrets=_raw_psks(params))
     model = _parse(RequestListParams, params, p)
     out: list[SubRequest] = []
@@ -981,13 +969,14 @@ def normalize_sync_device(params: Mapping[str, Any], policy: ValidationPolicy) -
             prefix = f"requests[{i}]."
             if sub.entity != "agent":
                 p.add(prefix + "entity", sub.entity, "unknown entity", "agent")
-            elif sub.message != "add-tunnel":
-                p.add(prefix + "message", sub.message, "not supported in sync-device", "add-tunnel")
+            elif sub.message not in allowed:
+                p.add(prefix + "message", sub.message, f"not supported in {job}",
+                      ", ".join(allowed))
             else:
                 p.extend(_sub_request(sub.message, sub.params, policy, prefix + "params.", out))
         _duplicate_adds(p, out)
     p.raise_if_any()
-    return [r.spec for r in out if isinstance(r, AddRequest)]
+    return out
 
 
 def _sub_request(
