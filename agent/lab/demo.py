@@ -15,25 +15,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, TextIO
 
 from agent.config import parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, enter_netns
 from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from agent.monitor.resolver import NameResolver
 
 MACHINE = "3f1c0000-0000-4000-8000-0000000de770"
 WAN_NAME = "GigabitEthernet0/3/0"
@@ -61,8 +59,6 @@ def add_tunnel(lab: Lab, psk: str) -> dict[str, Any]:
     }
 
 
-async def no_dns(name: str) -> list[IPv4Address]:
-    raise OSError(f"{name}: the demo resolves no names")
 
 
 async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
@@ -86,7 +82,7 @@ async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
         "monitor": {"stats_period": 2.0},
         "logging": {"level": "error"},
     }, {})
-    agent = Agent(cfg, name_resolver=functools.partial(NameResolver, resolve=no_dns))
+    agent = Agent(cfg, name_resolver=offline_name_resolver)
     task = asyncio.create_task(agent.run())
     try:
         await ctl.wait_connected(15)

@@ -25,7 +25,7 @@ import ipaddress
 import json
 import random
 import struct
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -551,11 +551,3 @@ class VppClient:
         conn.api = _ApiTable(table, result.json, self._memclnt)
         self._table_check = check_table(table)
 
-
-async def gather_calls(calls: Iterable[Awaitable[Any]]) -> list[Any]:
-    """Await several pipelined calls; re-raise the first failure after all settle."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    return list(results)

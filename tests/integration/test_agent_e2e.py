@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import json
 import sys
@@ -21,9 +20,9 @@ from agent.admin.peerctl import main as peerctl_main
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from agent.monitor.resolver import NameResolver
 from agent.vpp.readers import read_observed
 from tests.protocol_doc import example_request
 from tests.waiting import until
@@ -33,9 +32,6 @@ DEVICE_TOKEN = "device-token-e2e-never-logged"
 
 
 
-async def no_dns(name: str) -> list[IPv4Address]:
-    """Tests never query real DNS: every monitored name is unknown."""
-    raise OSError(f"{name}: not resolved in tests")
 
 
 @dataclass
@@ -69,7 +65,7 @@ async def running_agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Rig]:
                            stats_interval=None, job_timeout=10.0)
     await ctl.start()
     agent = Agent(make_config(ctl, sim, short_dir / "state"),
-                  name_resolver=functools.partial(NameResolver, resolve=no_dns))
+                  name_resolver=offline_name_resolver)
     task = asyncio.create_task(agent.run())
     try:
         await ctl.wait_connected(10)

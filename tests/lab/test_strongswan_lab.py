@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import io
 import os
 import shutil
@@ -31,12 +30,12 @@ import pytest
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, run_in_netns
 from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from agent.monitor.resolver import NameResolver
 from tests.protocol_doc import example_request
 from tests.waiting import until
 
@@ -68,8 +67,6 @@ _REASON = _lab_unavailable()
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
 
 
-async def no_dns(name: str) -> list[IPv4Address]:
-    raise OSError(f"{name}: not resolved in tests")
 
 
 @pytest.fixture
@@ -143,7 +140,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
     try:
         await ctl.start()
         agent = Agent(_config(ctl, sim, base),
-                      name_resolver=functools.partial(NameResolver, resolve=no_dns))
+                      name_resolver=offline_name_resolver)
         task = asyncio.create_task(agent.run())
         try:
             await ctl.wait_connected(10)
