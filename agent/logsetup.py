@@ -48,3 +48,13 @@ def configure_logging(level: str = "info", *, json: bool | None = None,
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def debug_enabled() -> bool:
+    """Whether debug lines are emitted right now (follows run-time level changes).
+
+    Lets hot paths skip building the fields of a debug line that would be dropped.
+    """
+    wrapper = structlog.get_config()["wrapper_class"]
+    is_enabled_for = getattr(wrapper, "is_enabled_for", None)
+    return True if is_enabled_for is None else bool(is_enabled_for(None, logging.DEBUG))

@@ -370,7 +370,7 @@ class MetricsServer:
         self._clients = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
-        self._log = log.bind(listen=f"{host}:{port}")
+        self._log = structlog.get_logger(__name__, listen=f"{host}:{port}")
 
     @property
     def port(self) -> int:
@@ -382,7 +382,7 @@ class MetricsServer:
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._handle, self._host, self._port, limit=_MAX_LINE, reuse_address=True)
-        self._log = log.bind(listen=f"{self._host}:{self.port}")
+        self._log = structlog.get_logger(__name__, listen=f"{self._host}:{self.port}")
         self._log.info("metrics endpoint listening")
 
     async def stop(self) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 from vpp_papi.vpp_papi import VPPApiJSONFiles
 
+from agent.logsetup import debug_enabled
 from agent.vpp.errors import (
     VppApiError,
     VppError,
@@ -294,7 +295,8 @@ class VppClient:
         self.connect_timeout = connect_timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
-        self._log = structlog.get_logger(__name__).bind(vpp_socket=socket_path)
+        # a lazy logger (not .bind()): it follows log level changes made at run time
+        self._log = structlog.get_logger(__name__, vpp_socket=socket_path)
         self._conn: _Connection | None = None
         self._context = 0
         self._generation = 0
@@ -442,7 +444,8 @@ class VppClient:
                     {"_vl_msg_id": ping_entry.msg_id, "client_index": conn.client_index,
                      "context": context}
                 )
-        self._log.debug("vpp call", message=name, args=redact(name, fields))
+        if debug_enabled():  # the lazy logger is not free on this hot path
+            self._log.debug("vpp call", message=name, args=redact(name, fields))
         conn.pending[context] = pending
         try:
             conn.send(body)

@@ -227,3 +227,16 @@ async def test_debug_log_of_calls_redacts_the_psk(sim: VppSim) -> None:
     text = out.getvalue()
     assert "ikev2_profile_set_auth" in text
     assert PSK.decode() not in text and repr(PSK) not in text
+
+
+async def test_a_log_level_change_at_run_time_reaches_the_client(sim: VppSim) -> None:
+    """`peerctl log level debug` on a running agent must show the VPP calls."""
+    configure_logging("info", json=True, stream=io.StringIO())
+    async with connected(sim.socket_path) as vpp:
+        out = io.StringIO()
+        configure_logging("debug", json=True, stream=out)
+        try:
+            await vpp.call("show_version")
+        finally:
+            configure_logging("warning", json=True, stream=sys.stderr)
+    assert '"message": "show_version"' in out.getvalue()
