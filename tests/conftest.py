@@ -47,7 +47,7 @@ async def sim(short_dir: Path) -> AsyncIterator[VppSim]:
 # log records, where all of the agent's log lines land) is scanned for them; a
 # test whose run printed one fails, whatever it asserted itself.
 SUITE_SECRETS = (
-    "S3cr3tPSK",  # the protocol document's PSK, and a prefix of the factory's
+    "S3cr3tPSK",  # the add-tunnel fixture's PSK, and a prefix of the factory's
     "Integration-PSK-never-logged",
     "device-token-e2e-never-logged",
     "eyJorg.S3cr3t.token",

@@ -24,7 +24,7 @@ from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
 from agent.vpp.readers import read_observed
-from tests.protocol_doc import example_request
+from tests.fixtures import example_request
 from tests.waiting import until
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000e2e0"

@@ -36,7 +36,7 @@ from agent.lab.topology import Lab, run_in_netns
 from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from tests.protocol_doc import example_request
+from tests.fixtures import example_request
 from tests.waiting import until
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000ab00"

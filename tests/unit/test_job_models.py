@@ -36,7 +36,7 @@ from agent.peers.spec import (
     TrafficSelector,
 )
 from agent.secret import Secret
-from tests.protocol_doc import example_request
+from tests.fixtures import example_request
 
 POLICY = ValidationPolicy()
 WEAK_OK = ValidationPolicy(allow_weak_crypto=True)

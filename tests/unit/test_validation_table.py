@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.jobs.validation import JobRejected, ValidationPolicy, normalize_add_tunnel
-from tests.protocol_doc import example_request
+from tests.fixtures import example_request
 
 DELETE = object()
 
