@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 mapfile -t LAB_PACKAGES < <(grep -v '^#' scripts/lab_packages.txt | grep -v '^$')
 DEB_PACKAGES=(iproute2 nftables iputils-ping fping procps systemd openssl "${LAB_PACKAGES[@]}")
 
+if [ "${1:-}" = "--list-packages" ]; then  # what a fresh machine gets (checked by a test)
+    printf '%s\n' "${DEB_PACKAGES[@]}"
+    exit 0
+fi
+
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     missing=()
     for p in "${DEB_PACKAGES[@]}"; do

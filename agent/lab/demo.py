@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     missing = charon_available()
     if missing:
-        print(f"peering-demo: {missing} (scripts/bootstrap.sh installs strongSwan)",
-              file=sys.stderr)
+        print(f"peering-demo: {missing}", file=sys.stderr)
         return 2
     configure_logging("error")
     workdir = Path(tempfile.mkdtemp(prefix="peering-demo-", dir="/tmp"))

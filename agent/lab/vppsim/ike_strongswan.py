@@ -44,7 +44,7 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,48 @@ from agent.lab.vppsim.state import (
 log = structlog.get_logger(__name__)
 
 CHARON = Path("/usr/lib/ipsec/charon")
-# kdf: key derivation in 5.9.8; kernel-libipsec: ESP in user space (no kernel ESP here)
-PLUGINS = (
-    "random nonce openssl hmac kdf pem pkcs1 pubkey x509 curve25519 "
-    "kernel-libipsec kernel-netlink socket-default vici"
-)
+PLUGIN_DIR = Path("/usr/lib/ipsec/plugins")
+# Every plugin the lab's charons load, and the Debian (bookworm) package that ships it;
+# scripts/bootstrap.sh installs each of these packages (a lab test checks both facts).
+# kdf: key derivation in 5.9.8; openssl: the ciphers, hashes and DH groups;
+# kernel-libipsec: ESP in user space (no kernel ESP here).
+PLUGIN_PACKAGES: dict[str, str] = {
+    "random": "libstrongswan",
+    "nonce": "libstrongswan",
+    "openssl": "libstrongswan-standard-plugins",
+    "hmac": "libstrongswan",
+    "kdf": "libstrongswan",
+    "pem": "libstrongswan",
+    "pkcs1": "libstrongswan",
+    "pubkey": "libstrongswan",
+    "x509": "libstrongswan",
+    "kernel-libipsec": "libcharon-extra-plugins",
+    "kernel-netlink": "libstrongswan",
+    "socket-default": "strongswan-libcharon",
+    "vici": "strongswan-swanctl",
+}
+PLUGINS = " ".join(PLUGIN_PACKAGES)
+_LOAD_RE = re.compile(r"^\s*load\s*=\s*(.*?)\s*$", re.MULTILINE)
+
+
+def plugin_path(name: str) -> Path:
+    return PLUGIN_DIR / f"libstrongswan-{name}.so"
+
+
+def load_list(conf: str) -> list[str]:
+    """The plugins a strongswan.conf text tells charon to load."""
+    return [name for m in _LOAD_RE.finditer(conf) for name in m.group(1).split()]
+
+
+def missing_plugin(plugins: Iterable[str]) -> str | None:
+    """One line naming the first plugin that is not installed and the package to install."""
+    for name in plugins:
+        if not plugin_path(name).exists():
+            package = PLUGIN_PACKAGES.get(name)
+            fix = (f"install the Debian package {package} (scripts/bootstrap.sh does)"
+                   if package else "no Debian package known to ship it")
+            return f"strongSwan plugin '{name}' is not installed ({plugin_path(name)}): {fix}"
+    return None
 
 # --- IANA transform numbers (as VPP's API carries them) -> strongSwan keywords --
 _ENCR = {12: "aes{bits}", 13: "aes{bits}ctr", 20: "aes{bits}gcm16", 28: "chacha20poly1305",
@@ -272,10 +309,14 @@ class Charon:
         """Start charon and wait until its VICI socket answers."""
         if not CHARON.exists():
             raise CharonError(f"{CHARON} is missing (Debian package strongswan-charon)")
+        conf = self._conf or strongswan_conf(self.vici_path, self.log_path, self.table)
+        # A missing plugin makes charon dump a page of errors and exit 66: say it in one line.
+        problem = missing_plugin(load_list(conf))
+        if problem is not None:
+            raise CharonError(f"{self.label}: {problem}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(exist_ok=True)
-        self.conf_path.write_text(
-            self._conf or strongswan_conf(self.vici_path, self.log_path, self.table))
+        self.conf_path.write_text(conf)
         with contextlib.suppress(FileNotFoundError):
             self.vici_path.unlink()
         (self.run_dir / "charon.pid").unlink(missing_ok=True)
@@ -1004,9 +1045,9 @@ def charon_available() -> str | None:
     """Why a strongSwan lab cannot run here, or None."""
     if not CHARON.exists():
         return f"{CHARON} missing (install strongswan-charon)"
-    for plugin in ("kdf", "kernel-libipsec", "vici"):
-        if not Path(f"/usr/lib/ipsec/plugins/libstrongswan-{plugin}.so").exists():
-            return f"strongSwan plugin {plugin} missing (libcharon-extra-plugins / libstrongswan)"
+    problem = missing_plugin(PLUGIN_PACKAGES)
+    if problem is not None:
+        return problem
     if shutil.which("unshare") is None:
         return "unshare (util-linux) missing"
     try:
