@@ -13,7 +13,8 @@ from agent.lab.vppsim.api import DEFS_DIR, ApiCatalog
 from agent.lab.vppsim.catalog import MODULES
 
 REF = Path(__file__).parents[2].parent / "shared/vpp-api/v26.06"
-pytestmark = pytest.mark.skipif(not REF.is_dir(), reason=f"{REF} absent")
+pytestmark = pytest.mark.skipif(not REF.is_dir(),
+    reason=f"reference tier: {REF} absent (needs ../shared)")
 TYPE_RE = re.compile(r"^vl_api_(.+)_t$")
 
 
