@@ -19,7 +19,9 @@ import structlog
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
 from agent.config import AgentConfig
+from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
+from agent.jobs.info import detect_frr_version
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
@@ -31,6 +33,7 @@ from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
+from agent.vpp.readers import WanFacts, read_wan_facts
 
 log = structlog.get_logger(__name__)
 
@@ -68,11 +71,19 @@ class Agent:
             stats_period=mon.stats_period,
             sa_poll=mon.sa_poll,
         )
+        self.config_store = ConfigStore(state_dir)
+        ctl = cfg.controller
         self.dispatcher = JobDispatcher(
             self.manager,
-            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
+            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto,
+                             psk_min_length=cfg.security.psk_min_length),
             stats=self.monitor.device_stats,
+            config=self.config_store,
+            agent_version=ctl.fwagent_version,
             vpp_version=lambda: self.vpp_version,
+            vpp_fallback=ctl.vpp_version,
+            frr_version=detect_frr_version(ctl.frr_version),
+            facts=self._wan_facts,
             observe=job_metrics,
         )
         self.journal = Journal(state_dir / "link-journal.sqlite3",
@@ -85,6 +96,11 @@ class Agent:
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
+
+    async def _wan_facts(self) -> list[WanFacts]:
+        if not self.vpp.connected:
+            raise VppError("VPP is not connected")
+        return await read_wan_facts(self.vpp, self.cfg.interfaces)
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:
@@ -116,6 +132,7 @@ class Agent:
             await self.admin.stop()
             await self.vpp.close()
             self.journal.close()
+            self.config_store.close()
             self.store.close()
 
 

@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 
+def received_at_text(at: float | None) -> str:
+    """flexiagent's job time format, e.g. ``Jun 08, 2022, 05:01 AM`` (UTC; now if None)."""
+    return time.strftime("%b %d, %Y, %I:%M %p", time.gmtime(time.time() if at is None else at))
+
+
 @dataclass(frozen=True)
 class JournalEntry:
     jobid: str

@@ -89,7 +89,7 @@ def test_document_example_normalizes_to_the_expected_spec() -> None:
         mtu=1500,
         tcp_mss_clamp=1310,
         routing="ospf",
-        ospf_cost=100,
+        ospf_cost="100",
         ospf_area=None,
         labels=(),
         monitor_ips=(IPv4Address("8.8.8.8"),),
@@ -349,11 +349,11 @@ def test_all_problems_are_reported_together() -> None:
     exc = rejection(params)
     assert [p.field for p in exc.problems] == ["peer.mtu", "ikev2.role", "ikev2.ike_lifetime"]
     assert exc.message == (
-        "peer.mtu: 100: out of range; allowed: 576-9000"
+        "peer.mtu: 100: out of range; allowed: 500-9000"
         " | ikev2.role: 'boss': unknown role; allowed: initiator, responder"
         " | ikev2.ike_lifetime: 1: out of range; allowed: 300-604800 seconds"
     )
-    assert (exc.field, exc.value, exc.allowed) == ("peer.mtu", "100", "576-9000")
+    assert (exc.field, exc.value, exc.allowed) == ("peer.mtu", "100", "500-9000")
 
 
 def test_long_problem_lists_are_capped() -> None:
@@ -410,7 +410,7 @@ def all_text(exc: BaseException) -> str:
     "mutation",
     [
         pytest.param(lambda p: p["ikev2"].update(psk=PSK + " x"), id="psk-with-space"),
-        pytest.param(lambda p: p["ikev2"].update(psk=PSK + "\u00e9"), id="psk-non-ascii"),
+        pytest.param(lambda p: p["ikev2"].update(psk=PSK + "\u0007"), id="psk-control-char"),
         pytest.param(lambda p: p["ikev2"].update(psk=PSK * 60), id="psk-too-long"),
         pytest.param(lambda p: p["ikev2"].update(psk=[PSK]), id="psk-list"),
         pytest.param(lambda p: p["ikev2"].update(psk=47114711), id="psk-int"),
@@ -497,7 +497,20 @@ def test_modify_tunnel() -> None:
     assert request == ModifyRequest(
         7, (IPv4Address("1.1.1.1"), IPv4Address("9.9.9.9")), ("probe.example.net",)
     )
-    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyRequest(7, (), ())
+    # a list the REST caller left out is absent: None keeps the stored value
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyRequest(7, None, None)
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {"urls": []}}) == ModifyRequest(
+        7, None, ())
+
+
+def test_modify_tunnel_with_thresholds_and_no_peer() -> None:
+    """flexiManage's second modify-tunnel shape (per-tunnel alert thresholds)."""
+    settings = {"Link/Tunnel round trip time": {"warningThreshold": 300,
+                                                "criticalThreshold": 600, "thresholdUnit": "ms"},
+                "Link/Tunnel default drop rate": {"warningThreshold": 5.5,
+                                                  "criticalThreshold": 20, "thresholdUnit": "%"}}
+    request = normalize_modify_tunnel({"notificationsSettings": settings, "tunnel-id": 7})
+    assert request == ModifyRequest(7, None, None, settings)
 
 
 def test_modify_tunnel_rejections() -> None:
@@ -511,8 +524,10 @@ def test_modify_tunnel_rejections() -> None:
         " such as monitoring.example.com (no scheme, path or port)"
     )
     with pytest.raises(JobRejected) as info:
-        normalize_modify_tunnel({"tunnel-id": 7})
-    assert info.value.message == "peer: (missing): required field"
+        normalize_modify_tunnel({"tunnel-id": 7, "notificationsSettings": {"x": 5}})
+    assert info.value.message == (
+        "notificationsSettings.x: a number: not an object; allowed: "
+        "{warningThreshold, criticalThreshold, ...}")
 
 
 # --- aggregated / sync-device ---------------------------------------------------------------
@@ -543,7 +558,7 @@ def test_aggregated_with_nested_requests() -> None:
     assert out[0] == RemoveRequest(7)
     assert isinstance(out[1], AddRequest)
     assert (out[1].tunnel_id, out[1].spec.dst) == (7, IPv4Address("203.0.113.20"))
-    assert out[2] == ModifyRequest(9, (IPv4Address("1.1.1.1"),), ())
+    assert out[2] == ModifyRequest(9, (IPv4Address("1.1.1.1"),), None)
     assert normalize_aggregated({"requests": []}, POLICY) == []
 
 
@@ -565,8 +580,8 @@ def test_aggregated_reports_every_bad_request_with_its_path() -> None:
     with pytest.raises(JobRejected) as info:
         normalize_aggregated(params, POLICY)
     assert [str(p) for p in info.value.problems] == [
-        "requests[1].params.ikev2.psk: 4 bytes: too short; allowed: 8-1024 printable ASCII "
-        "characters without whitespace",
+        "requests[1].params.ikev2.psk: 4 bytes: too short for the device's security policy "
+        "([security] psk_min_length = 8); allowed: at least 8 bytes",
         "requests[2].message: 'aggregated': not supported in aggregated; "
         "allowed: add-tunnel, remove-tunnel, modify-tunnel",
         "requests[3].entity: 'system': unknown entity; allowed: agent",
