@@ -48,8 +48,10 @@ import secrets
 import ssl
 import string
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -238,6 +240,7 @@ class ControllerDouble:
         self._job_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._sync_task: asyncio.Task[Any] | None = None
+        self._http: ThreadingHTTPServer | None = None
         self.handshakes: list[Handshake] = []
         self.connections: list[Handshake] = []  # accepted ones
         self.frames: list[Frame] = []
@@ -295,6 +298,10 @@ class ControllerDouble:
         """Stop listening and drop every device (abort: no closing handshake, like a crash)."""
         if self._sync_task is not None:
             self._sync_task.cancel()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
         if self._server is None:
             return
         if abort:
@@ -351,6 +358,33 @@ class ControllerDouble:
         self.machine_id = form["machine_id"]
         self.device_versions["agent"] = form.get("fwagent_version", "")
         return 200, {"deviceToken": token, "server": f"{self.host}:{self.port}"}
+
+    def start_registration_server(self) -> int:
+        """Serve ``POST /api/connect/register`` on another loopback port (websockets
+        serves only GET); returns the port. Stopped by `stop()`."""
+        double = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                form = {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+                status, body = double.register(form) if self.path == "/api/connect/register" \
+                    else (404, {"error": "not found"})
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer((self.host, 0), Handler)
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        self._http = server
+        return int(server.server_address[1])
 
     # --- handshake ---------------------------------------------------------------
 
