@@ -32,8 +32,9 @@ from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import ConnectInfo, VppClient
+from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
-from agent.vpp.readers import WanFacts, read_wan_facts
+from agent.vpp.readers import WanFacts, read_tunnel_indexes, read_wan_facts
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +73,8 @@ class Agent:
             sa_poll=mon.sa_poll,
         )
         self.config_store = ConfigStore(state_dir)
+        self.stats_segment = (StatsSegment(Path(cfg.vpp.stats_socket))
+                              if cfg.vpp.stats_socket else None)
         ctl = cfg.controller
         self.dispatcher = JobDispatcher(
             self.manager,
@@ -84,6 +87,7 @@ class Agent:
             vpp_fallback=ctl.vpp_version,
             frr_version=detect_frr_version(ctl.frr_version),
             facts=self._wan_facts,
+            counters=self._counters,
             observe=job_metrics,
         )
         self.monitor.alert_rules = lambda: (
@@ -104,6 +108,18 @@ class Agent:
         if not self.vpp.connected:
             raise VppError("VPP is not connected")
         return await read_wan_facts(self.vpp, self.cfg.interfaces)
+
+    async def _counters(self) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        """Counter totals per WAN dev_id and per peer tunnel, from the stats segment."""
+        if self.stats_segment is None or not self.vpp.connected:
+            raise VppError("no VPP counters")
+        totals = await asyncio.to_thread(self.stats_segment.read)
+        wans = await read_wan_facts(self.vpp, self.cfg.interfaces)
+        tunnels = await read_tunnel_indexes(self.vpp)
+        by_dev = {f.dev_id: totals[f.sw_if_index] for f in wans if f.sw_if_index in totals}
+        by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()
+                     if sw in totals and tid in self.manager.desired}
+        return by_dev, by_tunnel
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:
@@ -136,6 +152,8 @@ class Agent:
             await self.vpp.close()
             self.journal.close()
             self.config_store.close()
+            if self.stats_segment is not None:
+                self.stats_segment.close()
             self.store.close()
 
 

@@ -228,6 +228,11 @@ class ControllerConfig(_Section):
 
 class VppConfig(_Section):
     api_socket: Path = Field(default=Path("/run/vpp/api.sock"), description="VPP binary API socket")
+    stats_socket: str = Field(
+        default="/run/vpp/stats.sock",
+        description="VPP stats segment socket (interface and tunnel rx/tx counters); "
+        "empty: no counters",
+    )
     call_timeout: float = Field(
         default=5.0, gt=0, description="bound for one VPP API call, seconds"
     )

@@ -57,12 +57,15 @@ from agent.peers.manager import (
     RemovePeer,
 )
 from agent.peers.spec import PeerSpec
+from agent.vpp.counters import Counters, delta
 from agent.vpp.readers import WanFacts
 
 log = structlog.get_logger(__name__)
 
 StatsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
 FactsProvider = Callable[[], Awaitable[list[WanFacts]]]
+# () -> (totals per dev_id, totals per tunnel id); raises when VPP's counters are unreadable
+CountersProvider = Callable[[], Awaitable[tuple[dict[str, Counters], dict[int, Counters]]]]
 JobObserver = Callable[[str, bool, float], None]  # message, ok, seconds (metrics)
 
 # Jobs that are not configuration, with flexiagent-compatible answers (section 15).
@@ -83,6 +86,10 @@ async def _no_facts() -> list[WanFacts]:
     return []
 
 
+async def _no_counters() -> tuple[dict[str, Counters], dict[int, Counters]]:
+    raise OSError("no counter source")
+
+
 class JobDispatcher:
     """The agent's JobHandler for the controller link."""
 
@@ -98,6 +105,8 @@ class JobDispatcher:
         vpp_fallback: str = "26.06",
         frr_version: str = "8.4.4",
         facts: FactsProvider = _no_facts,
+        counters: CountersProvider = _no_counters,
+        clock: Callable[[], float] = time.monotonic,
         observe: JobObserver | None = None,
     ) -> None:
         self.manager = manager
@@ -110,6 +119,9 @@ class JobDispatcher:
         self.agent_version = agent_version
         self.frr_version = frr_version
         self._facts = facts
+        self._counters = counters
+        self._clock = clock
+        self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
         self._last_interfaces: list[dict[str, Any]] = []
         self.items: Items
         self.items, meta = config.load()
@@ -353,7 +365,29 @@ class JobDispatcher:
                 health["cpu"] = [0]
         if entries:
             entries[-1].update(state=state, stateReason=reason, running=state == "running")
+            await self._add_counters(entries[-1])
         return entries
+
+    async def _add_counters(self, entry: dict[str, Any]) -> None:
+        """rx/tx counted since the previous reply, per interface dev_id and per peer
+        tunnel, in the newest entry, whose `period` becomes the time they cover (the
+        controller divides the counters by it)."""
+        try:
+            by_dev, by_tunnel = await self._counters()
+        except Exception as e:  # VPP or its stats segment away: no counters, not zeros
+            log.debug("interface counters unavailable", error=str(e))
+            return
+        now = self._clock()
+        previous = self._last_counters
+        self._last_counters = (now, by_dev, by_tunnel)
+        if previous is None or now <= previous[0]:
+            return  # the first reading is the baseline
+        entry["period"] = round(now - previous[0], 3)
+        entry["stats"] = {dev: c.wire() for dev, c in delta(previous[1], by_dev).items()}
+        tunnel_stats = entry.setdefault("tunnel_stats", {})
+        for tid, c in delta(previous[2], by_tunnel).items():
+            if str(tid) in tunnel_stats:
+                tunnel_stats[str(tid)].update(c.wire())
 
     def cfg_hash(self) -> str:
         return self.signature

@@ -284,6 +284,7 @@ class WanFacts:
     link_up: bool
     addr: IPv4Interface | None  # first IPv4 address
     gateway: str  # next hop of a default route through it, "" when none
+    sw_if_index: int = -1
 
 
 _ETH_NAME = re.compile(r"^[A-Za-z0-9]*Ethernet([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)$")
@@ -330,5 +331,12 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
         mac = ":".join(f"{b:02x}" for b in raw_mac) if any(raw_mac) else ""
         out.append(WanFacts(dev_id=dev_id, name=str(d.interface_name), mac=mac,
                             mtu=int(d.mtu[0]) or int(d.link_mtu), link_up=bool(int(d.flags) & 2),
-                            addr=addrs[0] if addrs else None, gateway=gateways.get(sw, "")))
+                            addr=addrs[0] if addrs else None, gateway=gateways.get(sw, ""),
+                            sw_if_index=sw))
     return out
+
+
+async def read_tunnel_indexes(vpp: VppClient) -> dict[int, int]:
+    """ipip instance (= controller tunnel id) -> sw_if_index."""
+    tunnels = await vpp.dump("ipip_tunnel_dump", sw_if_index=NO_INDEX)
+    return {int(t.tunnel.instance): int(t.tunnel.sw_if_index) for t in tunnels}

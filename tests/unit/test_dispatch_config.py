@@ -270,3 +270,45 @@ async def test_reconfig_changes_only_with_interface_facts(tmp_path: Path) -> Non
 
     d._facts = changed
     assert (await d.device_info({}))["reconfig"] != first
+
+
+async def test_stats_carry_interface_and_tunnel_counters_over_the_time_they_cover(
+        tmp_path: Path) -> None:
+    from agent.vpp.counters import Counters
+
+    now = [100.0]
+    totals = [Counters(1000, 10, 2000, 20)]
+
+    async def counters() -> tuple[dict[str, Counters], dict[int, Counters]]:
+        return {"pci:0000:00:03.00": totals[0]}, {7: totals[0]}
+
+    async def stats() -> list[dict[str, Any]]:
+        entry = (await no_stats())[0]
+        entry["tunnel_stats"] = {"7": {"status": "up", "rtt": 1.0, "drop_rate": 0.0}}
+        return [entry]
+
+    mgr = FakeManager()
+    d = JobDispatcher(mgr, ValidationPolicy(), stats=stats,  # type: ignore[arg-type]
+                      config=ConfigStore(tmp_path / "s"), counters=counters,
+                      clock=lambda: now[0])
+    first = await d.device_stats()
+    assert first[-1]["stats"] == {}  # the baseline reading
+    now[0], totals[0] = 130.0, Counters(4000, 40, 2600, 26)
+    entry = (await d.device_stats())[-1]
+    assert entry["period"] == 30.0
+    expected = {"rx_bytes": 3000, "rx_pkts": 30, "tx_bytes": 600, "tx_pkts": 6}
+    assert entry["stats"] == {"pci:0000:00:03.00": expected}
+    assert entry["tunnel_stats"]["7"] == {"status": "up", "rtt": 1.0, "drop_rate": 0.0,
+                                          **expected}
+    assert validate_stats([entry]) == []
+
+
+def test_stats_segment_counters_are_summed_over_threads_and_survive_resets() -> None:
+    from agent.vpp.counters import Counters, combine, delta
+
+    rx = [[(1, 100), (5, 500)], [(2, 200), (1, 100)]]  # threads x sw_if_index (pkts, bytes)
+    tx = [[(0, 0), (3, 300)], [(0, 0), (1, 100)]]
+    assert combine(rx, tx) == {0: Counters(300, 3, 0, 0), 1: Counters(600, 6, 400, 4)}
+    before = {1: Counters(600, 6, 400, 4)}
+    assert delta(before, {1: Counters(50, 1, 10, 1)}) == {1: Counters(50, 1, 10, 1)}
+    assert delta({}, {1: Counters(50, 1, 10, 1)}) == {1: Counters(0, 0, 0, 0)}
