@@ -101,6 +101,18 @@ def peer_addr(tunnel_id: int, base: str = "10.100") -> str:
     return f"{base}.{tunnel_id // 127}.{(tunnel_id % 127 + 1) * 2}/31"
 
 
+def peer_tunnel_job(params: Mapping[str, Any],
+                    routes: list[Mapping[str, Any]] | None = None) -> tuple[str, dict[str, Any]]:
+    """The job flexiManage sends to (re)create a peer tunnel (section 7): a bare
+    add-tunnel, or aggregated [add-route..., add-tunnel] when static routes use one of
+    the tunnel's /31 addresses. Removal mirrors it: [remove-route..., remove-tunnel]."""
+    if not routes:
+        return "add-tunnel", dict(params)
+    requests = [{"entity": "agent", "message": "add-route", "params": dict(r)} for r in routes]
+    requests.append({"entity": "agent", "message": "add-tunnel", "params": dict(params)})
+    return "aggregated", {"requests": requests}
+
+
 @dataclass
 class Handshake:
     """One connection attempt as the server saw it (the token itself is not kept)."""

@@ -478,7 +478,7 @@ class LinkSession:
             await asyncio.to_thread(journal.record, req.jobid, req.message, fingerprint, outcome)
         except Exception:
             log.exception(
-                "cannot journal the job outcome: a re-sent job would run again", jobid=req.jobid
+                "cannot journal the job outcome: get-device-info cannot report it", jobid=req.jobid
             )
         return outcome
 

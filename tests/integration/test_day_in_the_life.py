@@ -24,7 +24,7 @@ from typing import Any
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.jobs.info import interface_entry
-from agent.lab.controller_double import ControllerDouble, peer_addr
+from agent.lab.controller_double import ControllerDouble, peer_addr, peer_tunnel_job
 from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.link.register import default_facts, register
@@ -147,9 +147,9 @@ async def _day(ctl: ControllerDouble, sim: VppSim, short_dir: Path) -> None:
         via = "10.100.0.17"
         route = {"addr": "10.99.0.0/16", "via": via, "redistributeViaOSPF": False,
                  "redistributeViaBGP": False, "onLink": False}
-        reply = await ctl.send_job("aggregated", {"requests": [
-            {"entity": "agent", "message": "add-route", "params": route},
-            {"entity": "agent", "message": "add-tunnel", "params": params}]})
+        message, job = peer_tunnel_job(params, [route])
+        assert message == "aggregated"
+        reply = await ctl.send_job(message, job)
         ok(reply)
         assert reply["msg"]["router-cfg-hash"] == ctl.cfg_hash
         obs = await read_observed(agent.vpp)

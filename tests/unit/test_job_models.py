@@ -642,3 +642,27 @@ def test_sync_device_rejections() -> None:
     assert info.value.message == (
         "requests: (missing): required field; allowed: a list of {entity, message, params}"
     )
+
+
+@pytest.mark.parametrize("peer, expected", [
+    ({"mtu": 500, "tcp-mss-clamp": 310}, (500, 310, "100")),  # flexiManage's smallest
+    ({"mtu": 1500, "tcp-mss-clamp": 1310, "ospf-cost": "10.5"}, (1500, 1310, "10.5")),
+    ({"ospf-cost": "70000"}, (1500, 1310, "70000")),
+    ({"ospf-cost": 100}, (1500, 1310, "100")),
+])
+def test_peer_values_flexiManage_sends_are_accepted(
+        peer: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    params = example_request()["params"]
+    params["peer"].update(peer)
+    spec = normalize_add_tunnel(params, POLICY)
+    assert (spec.mtu, spec.tcp_mss_clamp, spec.ospf_cost) == expected
+
+
+def test_a_short_psk_is_a_policy_choice() -> None:
+    params = example_request()["params"]
+    params["ikev2"]["psk"] = "Sh0rt"
+    with pytest.raises(JobRejected) as info:
+        normalize_add_tunnel(params, POLICY)
+    assert "[security] psk_min_length = 8" in info.value.message
+    spec = normalize_add_tunnel(params, ValidationPolicy(psk_min_length=1))
+    assert spec.psk.reveal() == "Sh0rt"
