@@ -604,9 +604,24 @@ class ControllerDouble:
             self.trials += 1
             self._sync_task = asyncio.get_running_loop().create_task(self._auto_sync())
 
+    def sync_device_params(self) -> dict[str, Any]:
+        """The params of a sync-device as flexiManage builds it (6.1): the device's whole
+        configuration, always with an add-ospf, with add-vxlan-config for agents >= 6.2."""
+        requests = self.model.sync_requests()
+        messages = {r["message"] for r in requests}
+        agent = tuple(int(p) for p in self.device_versions.get("agent", "6.3").split(".")[:2])
+        defaults = []
+        if agent >= (6, 2) and "add-vxlan-config" not in messages:
+            defaults.append({"entity": "agent", "message": "add-vxlan-config",
+                             "params": {"port": "4789"}})
+        if "add-ospf" not in messages:
+            defaults.append({"entity": "agent", "message": "add-ospf",
+                             "params": {"custom": [], "redistributeBgp": False}})
+        return {"requests": defaults + requests}
+
     async def _auto_sync(self) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError):
-            await self.send_job("sync-device", {"requests": self.model.sync_requests()})
+            await self.send_job("sync-device", self.sync_device_params())
 
     def press_sync(self) -> None:
         """The admin's Sync button: trials and auto-sync reset."""

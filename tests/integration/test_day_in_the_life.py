@@ -186,9 +186,10 @@ async def _day(ctl: ControllerDouble, sim: VppSim, short_dir: Path) -> None:
         assert sim.write_count == writes
 
         # 8. sync-device with the full configuration: converges without touching VPP
-        before = copy.deepcopy(ctl.model.sync_requests())
-        assert {r["message"] for r in before} >= {"add-interface", "add-route", "add-tunnel",
-                                                  "add-notifications-config"}
+        before = copy.deepcopy(ctl.sync_device_params()["requests"])
+        assert {r["message"] for r in before} >= {
+            "add-vxlan-config", "add-ospf", "add-interface", "add-route", "add-tunnel",
+            "add-notifications-config"}
         reply = await ctl.send_job("sync-device", {"requests": before})
         assert ok(reply) == "success" and reply["msg"]["router-cfg-hash"] == ""
         assert sim.write_count == writes and ctl.cfg_hash == ""

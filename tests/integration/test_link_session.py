@@ -568,3 +568,44 @@ async def test_missing_token_file_is_reported_and_nothing_is_sent(env: Env) -> N
     async with running(session):
         await wait_until(lambda: bool(events(env.logs, "no device token")), 5)
     assert env.ctl.handshakes == [] and session.counters.attempts == 0
+
+
+async def test_the_double_disconnects_on_an_invalid_device_info(env: Env) -> None:
+    """flexiManage drops a device whose get-device-info fails its schemas (3.3)."""
+
+    class OldInfo(FakeHandler):
+        async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
+            version = {"version": "0.1.0"}
+            return {"device": "0.1.0", "components": {"agent": version, "router": version,
+                                                      "vpp": {"version": ""},
+                                                      "frr": {"version": ""}},
+                    "tunnels": [], "reconfig": "vpp-out-of-sync"}
+
+    session = env.session(OldInfo())
+    async with running(session):
+        await env.ctl.wait_for(lambda: len(env.ctl.info_replies) >= 2, 5)
+    assert not env.ctl.ready
+    assert any("frr.version is not allowed to be empty" in v for v in env.ctl.violations)
+    assert any("reconfig without network" in v for v in env.ctl.violations)
+    assert session.counters.connections >= 2  # dropped, reconnected, dropped again
+
+
+async def test_the_double_gives_up_after_two_automatic_syncs(env: Env) -> None:
+    """A device that never matches the chain gets two sync-device jobs, then not-synced."""
+    handler = FakeHandler()  # its hash is never flexiManage's chain; sync-device fails
+    async with running(env.session(handler)):
+        await env.ctl.wait_ready(5)
+        env.ctl.queue("add-ospf", {"custom": [], "redistributeBgp": False})  # hash advances
+        for trial in (1, 2):
+            await env.ctl.poll_stats(timeout=2)
+            assert env.ctl.sync_state == "syncing"
+            await env.ctl.wait_for(lambda t=trial: len(env.ctl.sync_jobs) == t  # type: ignore[misc]
+                                   and env.ctl.sync_jobs[-1].state == "failed", 5)
+        await env.ctl.poll_stats(timeout=2)
+        assert env.ctl.sync_state == "not-synced" and not env.ctl.auto_sync_on
+        await env.ctl.poll_stats(timeout=2)
+        assert len(env.ctl.sync_jobs) == 2
+    assert [c[0] for c in handler.calls] == ["sync-device", "sync-device"]
+    ospf = handler.calls[0][1]["requests"]
+    assert {"entity": "agent", "message": "add-ospf",
+            "params": {"custom": [], "redistributeBgp": False}} in ospf
