@@ -135,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    reg = sub.add_parser("register", help="register this device with the controller")
+    # no abbreviations: `--token SECRET` must not be taken for `--token-file SECRET`
+    reg = sub.add_parser("register", help="register this device with the controller",
+                         allow_abbrev=False)
     reg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     reg.add_argument("--token-file", type=Path, default=None,
                      help="file holding the organisation token (default: read it from stdin; "
@@ -163,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 token = args.token_file.read_text().strip()
             except OSError as e:
-                print(f"peering-agent: cannot read {args.token_file}: {e.strerror}",
+                print(f"peering-agent: cannot read the token file: {e.strerror}",
                       file=sys.stderr)
                 return 2
         else:

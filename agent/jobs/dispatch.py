@@ -46,6 +46,8 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
+    rejection,
+    render,
 )
 from agent.peers.manager import (
     AddPeer,
@@ -185,7 +187,7 @@ class JobDispatcher:
         else:
             raise JobError(f"{message} is not supported by this device (an IPsec peering "
                            "agent that records flexiManage's device configuration)")
-        result, items, router = await self._apply(application_order(requests))
+        result, items, router = await self._apply(application_order(requests), params)
         signature = self.signature
         if is_signed(message) and jobid:
             signature = advance(signature, original)
@@ -212,12 +214,12 @@ class JobDispatcher:
                 continue
             message = sub["message"]
             if sub.get("entity", "agent") != "agent":
-                problems.append(Problem(f"{fld}.entity", str(sub.get("entity"))[:32],
+                problems.append(Problem(f"{fld}.entity", render(sub.get("entity")),
                                         "unknown entity", "agent"))
                 continue
             allowed = is_config_message(message) and (allow_all or message.startswith("add-"))
             if not allowed:
-                problems.append(Problem(f"{fld}.message", message[:64],
+                problems.append(Problem(f"{fld}.message", render(message),
                                         f"not a configuration message accepted in {job}",
                                         "add-X" if not allow_all else "add-/remove-/modify-X, "
                                         "start-router, stop-router"))
@@ -228,24 +230,29 @@ class JobDispatcher:
             if req is not None:
                 out.append(req)
         if problems:
-            raise JobRejected(problems)
+            raise rejection(problems, params)
         return out
 
-    def _peer_changes(self, requests: Sequence[ConfigRequest]) -> list[Change]:
+    def _peer_changes(self, requests: Sequence[ConfigRequest], job_params: Any) -> list[Change]:
         """The peer-tunnel part of `requests` as manager changes (validated)."""
         view: dict[int, PeerSpec] = dict(self.manager.desired)
         changes: list[Change] = []
         problems: list[Problem] = []
+        added: set[int] = set()
         for req in requests:
             if req.item != "tunnel":
                 continue
-            prefix = _prefix(req)
             params = req.params if isinstance(req.params, Mapping) else {}
             try:
                 if req.verb == "add":
                     if "peer" not in params:
                         continue  # a site-to-site tunnel: recorded, not built by a peering agent
                     spec = normalize_add_tunnel(params, self.policy)
+                    if spec.tunnel_id in added:
+                        problems.append(Problem("requests", f"tunnel-id {spec.tunnel_id}",
+                                                "added twice in one job",
+                                                "one add-tunnel per tunnel-id"))
+                    added.add(spec.tunnel_id)
                     view[spec.tunnel_id] = spec
                     changes.append(AddPeer(spec))
                 elif req.verb == "remove":
@@ -262,34 +269,60 @@ class JobDispatcher:
                     urls = old.monitor_urls if mod.monitor_urls is None else mod.monitor_urls
                     changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
             except JobRejected as e:
-                problems += e.prefixed(prefix)
+                problems += e.prefixed(_prefix(req))
         if problems:
-            raise JobRejected(problems)
+            raise rejection(problems, job_params)
         return changes
 
-    async def _apply(self, requests: Sequence[ConfigRequest]) -> tuple[JobResult, Items, str]:
-        changes = self._peer_changes(requests)
-        result = await self.manager.apply(changes) if changes else JobResult(
-            notes=("recorded",))
+    def _recorded_specs(self, items: Items, job_params: Any) -> list[PeerSpec]:
+        """The peer tunnels of a recorded configuration, validated."""
+        specs: list[PeerSpec] = []
+        problems: list[Problem] = []
+        for key, (_, params) in sorted(items.items()):
+            if key.startswith("tunnel:") and isinstance(params, Mapping) and "peer" in params:
+                try:
+                    specs.append(normalize_add_tunnel(params, self.policy))
+                except JobRejected as e:
+                    problems += e.prefixed(f"{key}.")
+        if problems:
+            raise rejection(problems, job_params)
+        return specs
+
+    async def _apply(self, requests: Sequence[ConfigRequest],
+                     job_params: Any) -> tuple[JobResult, Items, str]:
+        """Record `requests`; program the peer tunnels while the router runs. A stopped
+        router (stop-router) has no peer data plane: its tunnels are removed from VPP,
+        changes are only recorded, and start-router brings the recorded peers back."""
         router = self.router_state
         for req in requests:
             if req.message == "start-router":
                 router = "running"
             elif req.message == "stop-router":
                 router = "stopped"
-        return result, apply_requests(self.items, requests), router
+        changes = self._peer_changes(requests, job_params)  # validates in every state
+        items = apply_requests(self.items, requests)
+        if router == "stopped":
+            result = await self.manager.sync([]) if self.manager.desired else JobResult(
+                notes=("recorded; the router is stopped",))
+        elif self.router_state == "stopped":
+            result = await self.manager.sync(self._recorded_specs(items, job_params))
+        elif changes:
+            result = await self.manager.apply(changes)
+        else:
+            result = JobResult(notes=("recorded",))
+        return result, items, router
 
     async def _sync(self, params: Any) -> tuple[JobResult, Items]:
         """Converge to exactly the configuration listed: the VPP part through the peer
         manager (unchanged peers untouched), the recorded part replaced."""
         requests = self._request_list(SYNC_DEVICE, params, allow_all=False)
-        specs: list[PeerSpec] = []
         problems: list[Problem] = []
         seen: set[str] = set()
+        specs: list[PeerSpec] = []
         for req in requests:
-            if req.key in seen and req.item != "":
-                problems.append(Problem(_prefix(req).rstrip("."), req.key,
-                                        "listed twice in sync-device", "one item per key"))
+            if req.key in seen:
+                problems.append(Problem(req.fld, render(req.key), "listed twice in sync-device",
+                                        "one item per key"))
             seen.add(req.key)
             if req.item == "tunnel" and isinstance(req.params, Mapping) \
                     and "peer" in req.params:
@@ -298,9 +331,11 @@ class JobDispatcher:
                 except JobRejected as e:
                     problems += e.prefixed(_prefix(req))
         if problems:
-            raise JobRejected(problems)
-        result = await self.manager.sync(specs)
-        return result, apply_requests({}, application_order(requests))
+            raise rejection(problems, params)
+        items = apply_requests({}, application_order(requests))
+        if self.router_state == "stopped":
+            return JobResult(notes=("recorded; the router is stopped",)), items
+        return await self.manager.sync(specs), items
 
     # -- what the controller reads --------------------------------------------------------
 

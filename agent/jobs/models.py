@@ -178,20 +178,6 @@ class ModifyTunnelParams(WireModel):
     notifications: dict[str, Any] | None = Field(default=None, alias="notificationsSettings")
 
 
-class SubRequestParams(WireModel):
-    """One request inside `aggregated` or `sync-device`."""
-
-    entity: WireStr
-    message: WireStr
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RequestListParams(WireModel):
-    """`aggregated` and `sync-device` params."""
-
-    requests: list[SubRequestParams]
-
-
 def describe_type(value: object) -> str:
     """A JSON-ish name for a value's type, for messages that must not show the value."""
     if value is None:

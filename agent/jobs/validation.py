@@ -50,7 +50,6 @@ from agent.jobs.models import (
     ModifyTunnelParams,
     PeerParams,
     RemoveTunnelParams,
-    RequestListParams,
     SelectorParams,
     TransformParams,
     describe_type,
@@ -93,7 +92,6 @@ UNICAST_ALLOWED = "a unicast IPv4 address (not 0.0.0.0, loopback, multicast, bro
 ROUTINGS = ("ospf", "bgp")
 _OSPF_COST = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 ROLES = ("initiator", "responder")
-TUNNEL_MESSAGES = ("add-tunnel", "remove-tunnel", "modify-tunnel")
 
 
 @dataclass(frozen=True)
@@ -159,15 +157,6 @@ class JobNotSupported(JobRejected):
 
 
 @dataclass(frozen=True)
-class AddRequest:
-    spec: PeerSpec
-
-    @property
-    def tunnel_id(self) -> int:
-        return self.spec.tunnel_id
-
-
-@dataclass(frozen=True)
 class RemoveRequest:
     tunnel_id: int
 
@@ -182,8 +171,6 @@ class ModifyRequest:
     monitor_urls: tuple[str, ...] | None
     notifications: Mapping[str, Any] | None = None
 
-
-SubRequest = AddRequest | RemoveRequest | ModifyRequest
 
 
 # ---------------------------------------------------------------------------
@@ -311,9 +298,6 @@ _REQUIRED_HINTS: Mapping[str, str] = MappingProxyType(
         "ikev2.remote-device-id": "an identity matching remote-device-id-type",
         "ikev2.ike": "an object with crypto-alg, integ-alg, dh-group, key-size",
         "ikev2.esp": "an object with crypto-alg, integ-alg, dh-group, key-size",
-        "requests": "a list of {entity, message, params}",
-        "requests[].entity": "agent",
-        "requests[].message": ", ".join(TUNNEL_MESSAGES),
     }
 )
 _SECRET_PATHS = frozenset({"ikev2.psk"})
@@ -982,70 +966,9 @@ def notification_problems(p: _Problems, fld: str, settings: Mapping[str, Any]) -
                 p.add(f"{fld}.{event}.{key}", value, "not a number", "a number or null")
 
 
-def normalize_aggregated(params: Mapping[str, Any], policy: ValidationPolicy) -> list[SubRequest]:
-    """Validate every request of an `aggregated` job; all must be valid or none is used."""
-    return _request_list(params, policy, "aggregated", TUNNEL_MESSAGES)
-
-
-def normalize_sync_device(params: Mapping[str, Any], policy: ValidationPolicy) -> list[PeerSpec]:
-    """Validate the full desired set of peer tunnels sent by `sync-device`."""
-    out = _request_list(params, policy, "sync-device", ("add-tunnel",))
-    return [r.spec for r in out if isinstance(r, AddRequest)]
-
-
-def _request_list(
-    params: Mapping[str, Any], policy: ValidationPolicy, job: str, allowed: tuple[str, ...]
-) -> list[SubRequest]:
-    """The nested requests of `job`, each an `allowed` message for entity agent."""
+def rejection(problems: Sequence[Problem], params: object) -> JobRejected:
+    """A `JobRejected` for problems found anywhere in a job, with every PSK of the job
+    (nested requests included) masked wherever it was pasted."""
     p = _Problems(secrets=_raw_psks(params))
-    model = _parse(RequestListParams, params, p)
-    out: list[SubRequest] = []
-    if model is not None:
-        for i, sub in enumerate(model.requests):
-            prefix = f"requests[{i}]."
-            if sub.entity != "agent":
-                p.add(prefix + "entity", sub.entity, "unknown entity", "agent")
-            elif sub.message not in allowed:
-                p.add(prefix + "message", sub.message, f"not supported in {job}",
-                      ", ".join(allowed))
-            else:
-                p.extend(_sub_request(sub.message, sub.params, policy, prefix + "params.", out))
-        _duplicate_adds(p, out)
-    p.raise_if_any()
-    return out
-
-
-def _sub_request(
-    message: str,
-    params: Mapping[str, Any],
-    policy: ValidationPolicy,
-    prefix: str,
-    out: list[SubRequest],
-) -> list[Problem]:
-    """Normalize one nested request into `out`; its problems with `prefix` otherwise."""
-    try:
-        if message == "add-tunnel":
-            out.append(AddRequest(normalize_add_tunnel(params, policy)))
-        elif message == "remove-tunnel":
-            out.append(normalize_remove_tunnel(params))
-        else:
-            out.append(normalize_modify_tunnel(params))
-    except JobRejected as exc:
-        return exc.prefixed(prefix)
-    return []
-
-
-def _duplicate_adds(p: _Problems, requests: Sequence[SubRequest]) -> None:
-    """Two add-tunnels for one tunnel-id in a job cannot both be the desired state."""
-    seen: set[int] = set()
-    for request in requests:
-        if not isinstance(request, AddRequest):
-            continue  # remove + add of one tunnel is how the controller replaces it
-        if request.tunnel_id in seen:
-            p.add(
-                "requests",
-                _Shown(f"tunnel-id {request.tunnel_id}"),
-                "added twice in one job",
-                "one add-tunnel per tunnel-id",
-            )
-        seen.add(request.tunnel_id)
+    p.extend(problems)
+    return JobRejected(p.items)

@@ -312,3 +312,65 @@ def test_stats_segment_counters_are_summed_over_threads_and_survive_resets() -> 
     before = {1: Counters(600, 6, 400, 4)}
     assert delta(before, {1: Counters(50, 1, 10, 1)}) == {1: Counters(50, 1, 10, 1)}
     assert delta({}, {1: Counters(50, 1, 10, 1)}) == {1: Counters(0, 0, 0, 0)}
+
+
+PSK = "S3cr3tPSK-nested-0001"
+
+
+def add_tunnel(tunnel_id: int, last_octet: int, psk: str = PSK) -> dict[str, Any]:
+    params = peer_params(tunnel_id)
+    params["ikev2"]["psk"] = psk
+    params["dst"] = f"203.0.113.{last_octet}"
+    params["peer"]["addr"] = f"10.100.0.{2 * tunnel_id}/31"
+    return job("add-tunnel", params)
+
+
+async def test_nested_problems_name_their_path_and_never_show_a_psk(tmp_path: Path) -> None:
+    d, mgr = make(tmp_path)
+    leaking = add_tunnel(8, 21, psk=PSK + "-other")
+    leaking["params"]["ikev2"]["remote-device-id"] = f"x {PSK}"  # another request's PSK
+    no_id = job("remove-tunnel", {"tunnel-id": "x"})
+    agg = job("aggregated", {"requests": [add_tunnel(7, 20), leaking, no_id,
+                                          add_tunnel(7, 23),
+                                          {"entity": "system", "message": "add-ospf"}]})
+    out = await run(d, agg)
+    assert not out.ok
+    assert "requests[4].entity: 'system': unknown entity" in out.message
+    assert "requests[2].params.tunnel-id: (not a number)" in out.message
+    del agg["params"]["requests"][4], agg["params"]["requests"][2]
+    out = await run(d, agg)  # keyable now: the tunnels themselves are validated
+    assert "requests[1].params.ikev2.remote-device-id" in out.message
+    assert "tunnel-id 7: added twice in one job" in out.message
+    assert PSK not in out.message
+    assert mgr.applied == [] and d.recorded_config() == [] and d.cfg_hash() == ""
+
+
+async def test_sync_device_refuses_duplicates_and_names_them(tmp_path: Path) -> None:
+    d, mgr = make(tmp_path)
+    out = await run(d, job("sync-device", {"requests": [add_tunnel(7, 20), add_tunnel(7, 21)]}))
+    assert not out.ok
+    assert "requests[1].params: 'tunnel:7': listed twice in sync-device" in out.message
+    out = await run(d, job("sync-device", {"requests": [job("remove-route", ROUTE)]}))
+    assert "requests[0].message: 'remove-route': not a configuration message accepted in " \
+           "sync-device" in out.message
+    out = await run(d, job("sync-device", {}))
+    assert not out.ok and "requests" in out.message
+    assert mgr.synced == []
+
+
+async def test_stop_router_takes_the_peers_down_and_start_router_brings_them_back(
+        tmp_path: Path) -> None:
+    d, mgr = make(tmp_path)
+    assert (await run(d, add_tunnel(7, 20))).ok
+    assert (await run(d, job("stop-router", {}))).ok
+    assert mgr.desired == {} and d.data_plane_state()[0] == "stopped"
+    # while stopped, changes are validated and recorded, not programmed
+    assert (await run(d, add_tunnel(8, 21))).ok
+    assert mgr.desired == {}
+    assert not (await run(d, add_tunnel(9, 22, psk="tiny"))).ok
+    assert (await run(d, job("start-router", {"interfaces": [INTERFACE]}))).ok
+    assert sorted(mgr.desired) == [7, 8] and d.data_plane_state()[0] == "running"
+    # the router state survives a restart
+    assert (await run(d, job("stop-router", {}))).ok
+    d2, _ = make(tmp_path, mgr)
+    assert d2.data_plane_state()[0] == "stopped"

@@ -13,17 +13,14 @@ from structlog.testing import capture_logs
 
 from agent.jobs.models import AddTunnelParams
 from agent.jobs.validation import (
-    AddRequest,
     JobNotSupported,
     JobRejected,
     ModifyRequest,
     RemoveRequest,
     ValidationPolicy,
     normalize_add_tunnel,
-    normalize_aggregated,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
-    normalize_sync_device,
 )
 from agent.peers.spec import (
     FULL_END,
@@ -531,117 +528,6 @@ def test_modify_tunnel_rejections() -> None:
 
 
 # --- aggregated / sync-device ---------------------------------------------------------------
-
-
-def add_request(tunnel_id: int, last_octet: int, psk: str = PSK) -> dict[str, Any]:
-    request = example_request()
-    params = with_psk(request["params"], psk)
-    params["tunnel-id"] = tunnel_id
-    params["dst"] = f"203.0.113.{last_octet}"
-    params["peer"]["addr"] = f"10.100.0.{2 * tunnel_id}/31"
-    return request
-
-
-def test_aggregated_with_nested_requests() -> None:
-    params = {
-        "requests": [
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": 7}},
-            add_request(7, 20),
-            {
-                "entity": "agent",
-                "message": "modify-tunnel",
-                "params": {"tunnel-id": "9", "peer": {"ips": ["1.1.1.1"]}},
-            },
-        ]
-    }
-    out = normalize_aggregated(params, POLICY)
-    assert out[0] == RemoveRequest(7)
-    assert isinstance(out[1], AddRequest)
-    assert (out[1].tunnel_id, out[1].spec.dst) == (7, IPv4Address("203.0.113.20"))
-    assert out[2] == ModifyRequest(9, (IPv4Address("1.1.1.1"),), None)
-    assert normalize_aggregated({"requests": []}, POLICY) == []
-
-
-def test_aggregated_reports_every_bad_request_with_its_path() -> None:
-    bad_psk = add_request(8, 21, psk="tiny")
-    no_peer = add_request(9, 22)
-    del no_peer["params"]["peer"]
-    params = {
-        "requests": [
-            add_request(7, 20),
-            bad_psk,
-            {"entity": "agent", "message": "aggregated", "params": {"requests": []}},
-            {"entity": "system", "message": "remove-tunnel", "params": {"tunnel-id": 7}},
-            no_peer,
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": "x"}},
-            add_request(7, 23),
-        ]
-    }
-    with pytest.raises(JobRejected) as info:
-        normalize_aggregated(params, POLICY)
-    assert [str(p) for p in info.value.problems] == [
-        "requests[1].params.ikev2.psk: 4 bytes: too short for the device's security policy "
-        "([security] psk_min_length = 8); allowed: at least 8 bytes",
-        "requests[2].message: 'aggregated': not supported in aggregated; "
-        "allowed: add-tunnel, remove-tunnel, modify-tunnel",
-        "requests[3].entity: 'system': unknown entity; allowed: agent",
-        "requests[4].params.peer: (missing): add-tunnel without peer is not supported: this agent "
-        "runs peer tunnels only; allowed: an add-tunnel with peer and ikev2",
-        "requests[5].params.tunnel-id: 'x': not an integer; allowed: an integer (JSON number or "
-        "string of digits)",
-        "requests: tunnel-id 7: added twice in one job; allowed: one add-tunnel per tunnel-id",
-    ]
-    assert PSK not in all_text(info.value)
-
-
-def test_aggregated_masks_a_psk_pasted_into_another_request() -> None:
-    leaking = add_request(8, 21)
-    leaking["params"]["ikev2"]["remote-device-id"] = f"x {PSK}"
-    with pytest.raises(JobRejected) as info:
-        normalize_aggregated(
-            {"requests": [add_request(7, 20, psk=PSK + "-other"), leaking]}, POLICY
-        )
-    assert info.value.field == "requests[1].params.ikev2.remote-device-id"
-    assert PSK not in all_text(info.value)
-
-
-def test_aggregated_shape_errors() -> None:
-    with pytest.raises(JobRejected) as info:
-        normalize_aggregated({"requests": [{"entity": "agent"}, "add-tunnel"]}, POLICY)
-    assert info.value.message == (
-        "requests[0].message: (missing): required field; allowed: add-tunnel, remove-tunnel, "
-        "modify-tunnel | requests[1]: a string: not an object; allowed: a JSON object"
-    )
-
-
-def test_sync_device_returns_the_desired_specs() -> None:
-    specs = normalize_sync_device({"requests": [add_request(7, 20), add_request(8, 21)]}, POLICY)
-    assert [(s.tunnel_id, str(s.dst), str(s.addr)) for s in specs] == [
-        (7, "203.0.113.20", "10.100.0.14/31"),
-        (8, "203.0.113.21", "10.100.0.16/31"),
-    ]
-    assert normalize_sync_device({"requests": []}, POLICY) == []
-
-
-def test_sync_device_rejections() -> None:
-    params = {
-        "requests": [
-            add_request(7, 20),
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": 3}},
-            add_request(7, 21),
-        ]
-    }
-    with pytest.raises(JobRejected) as info:
-        normalize_sync_device(params, POLICY)
-    assert info.value.message == (
-        "requests[1].message: 'remove-tunnel': not supported in sync-device; allowed: add-tunnel"
-        " | requests: tunnel-id 7: added twice in one job; allowed: one add-tunnel per tunnel-id"
-    )
-    with pytest.raises(JobRejected) as info:
-        normalize_sync_device({}, POLICY)
-    assert info.value.message == (
-        "requests: (missing): required field; allowed: a list of {entity, message, params}"
-    )
 
 
 @pytest.mark.parametrize("peer, expected", [
