@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from json.encoder import encode_basestring  # C-accelerated, leaves non-ASCII as is
 from typing import Any
 
 
@@ -67,7 +68,7 @@ def _write(value: Any, out: list[str]) -> None:
     elif isinstance(value, float):
         out.append(_js_number(value))
     elif isinstance(value, str):
-        out.append(json.dumps(value, ensure_ascii=False))
+        out.append(encode_basestring(value))
     elif isinstance(value, dict):
         out.append("{")
         first = True
@@ -75,7 +76,7 @@ def _write(value: Any, out: list[str]) -> None:
             if not first:
                 out.append(",")
             first = False
-            out.append(json.dumps(str(key), ensure_ascii=False))
+            out.append(encode_basestring(str(key)))
             out.append(":")
             _write(value[key], out)
         out.append("}")
