@@ -36,7 +36,12 @@ from agent.jobs.devcfg import (
     parse_request,
     recorded,
 )
-from agent.jobs.info import device_info_body, interface_entry, normalize_vpp_version
+from agent.jobs.info import (
+    device_info_body,
+    interface_entry,
+    normalize_vpp_version,
+    reconfig_hash,
+)
 from agent.jobs.outcome import Outcome
 from agent.jobs.signature import SYNC_DEVICE, advance, is_signed
 from agent.jobs.validation import (
@@ -400,6 +405,9 @@ class JobDispatcher:
                 health["cpu"] = [0]
         if entries:
             entries[-1].update(state=state, stateReason=reason, running=state == "running")
+            # flexiManage re-reads get-device-info when this changes (DHCP, link, MTU...)
+            interfaces = await self.interfaces()
+            entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
             await self._add_counters(entries[-1])
         return entries
 

@@ -154,6 +154,7 @@ class _Conn:
     record: Handshake
     ws: ServerConnection
     ready: bool = False
+    reconfig: str = ""  # the last reconfig seen on this connection
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
 
@@ -270,6 +271,7 @@ class ControllerDouble:
         self.sync_jobs: list[Job] = []
         self.device_versions: dict[str, str] = {}
         self.tunnel_status: dict[str, dict[str, Any]] = {}
+        self.reinfo_requests = 0
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -551,6 +553,8 @@ class ControllerDouble:
                 self._violation(f"get-device-info: {p}")
             return False
         body = msg["message"]
+        if self._current is not None and body.get("reconfig"):
+            self._current.reconfig = body["reconfig"]
         self.device_versions = {k: v["version"] for k, v in body["components"].items()}
         self.device_versions["device"] = body["device"]
         for entry in body.get("jobs", []):
@@ -585,6 +589,22 @@ class ControllerDouble:
         for tid, status in (entries[-1].get("tunnel_stats") or {}).items():
             self.tunnel_status[str(tid)] = dict(status)
         self._check_sync(str(msg.get("router-cfg-hash", "")), may_queue=True)
+        reconfig = entries[-1].get("reconfig")
+        conn = self._current
+        if reconfig and conn is not None and reconfig != conn.reconfig:
+            # changed interface facts: flexiManage asks for get-device-info again (9.1)
+            conn.reconfig = reconfig
+            self.reinfo_requests += 1
+            conn.tasks.append(asyncio.get_running_loop().create_task(self._reinfo(conn)))
+
+    async def _reinfo(self, conn: _Conn) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            reply = await self._request_on(conn, "get-device-info",
+                                           {"tunnels": [], "jobs": []}, "", self.job_timeout)
+            self.info_replies.append(reply)
+            if not self._accept_info(reply):
+                conn.ws.transport.abort()
+            await self._notify()
 
     def _check_sync(self, device_hash: str, *, may_queue: bool) -> None:
         if device_hash == self.cfg_hash:

@@ -197,6 +197,7 @@ async def _day(ctl: ControllerDouble, sim: VppSim, short_dir: Path) -> None:
             ok(await ctl.poll_stats())
             assert ctl.sync_state == "synced"
         assert ctl.sync_jobs[-1].state == "complete" and len(ctl.sync_jobs) == 1
+        assert ctl.reinfo_requests == 0  # interface facts unchanged: no get-device-info
         recorded = agent.dispatcher.recorded_config()
         assert sorted(r["message"] for r in recorded) == sorted(r["message"] for r in before)
 
@@ -228,3 +229,14 @@ async def _day(ctl: ControllerDouble, sim: VppSim, short_dir: Path) -> None:
         ok(await ctl.poll_stats())
         assert ctl.sync_state == "synced"
         assert all(r["message"] != "add-tunnel" for r in agent.dispatcher.recorded_config())
+
+        # 12. the WAN gets a new address: stats carry a new reconfig, flexiManage asks
+        # for get-device-info again and learns the address from network.interfaces
+        wan_sw = next(i for i in (await read_observed(agent.vpp)).interfaces.values()
+                      if i.name == "GigabitEthernet0/3/0").sw_if_index
+        await agent.vpp.call("sw_interface_add_del_address", sw_if_index=wan_sw, is_add=True,
+                             del_all=False, prefix="192.168.1.5/24")
+        ok(await ctl.poll_stats())
+        await ctl.wait_for(lambda: ctl.reinfo_requests == 1 and len(ctl.info_replies) >= 3, 5)
+        itf = ok(ctl.info_replies[-1])["network"]["interfaces"][0]
+        assert (itf["devId"], itf["IPv4"], itf["IPv4Mask"]) == (WAN_DEV, "192.168.1.5", "24")

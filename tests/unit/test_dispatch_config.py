@@ -374,3 +374,9 @@ async def test_stop_router_takes_the_peers_down_and_start_router_brings_them_bac
     assert (await run(d, job("stop-router", {}))).ok
     d2, _ = make(tmp_path, mgr)
     assert d2.data_plane_state()[0] == "stopped"
+
+
+async def test_stats_report_the_interface_facts_hash_of_device_info(tmp_path: Path) -> None:
+    d, _ = make(tmp_path)
+    info = await d.device_info({})
+    assert (await d.device_stats())[-1]["reconfig"] == info["reconfig"] != ""
