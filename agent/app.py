@@ -92,7 +92,8 @@ class Agent:
         )
         self.monitor.alert_rules = lambda: (
             self.dispatcher.notification_rules(), self.dispatcher.tunnel_notifications(),
-            self.dispatcher.data_plane_state()[0] == "running")
+            self.dispatcher.data_plane_state()[0] == "running",
+            self.dispatcher.tunnels_without_wan())
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)

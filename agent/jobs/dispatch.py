@@ -365,6 +365,17 @@ class JobDispatcher:
                     out[int(key[7:])] = settings
         return out
 
+    def tunnels_without_wan(self) -> set[int]:
+        """Peer tunnels whose WAN (last known facts) has no IPv4 address or no link:
+        flexiagent raises no tunnel alerts for them."""
+        wans = {e.get("devId"): e for e in self._last_interfaces}
+        out = set()
+        for tid, spec in self.manager.desired.items():
+            wan = wans.get(spec.dev_id)
+            if wan is not None and (not wan.get("IPv4") or wan.get("link") == "down"):
+                out.add(tid)
+        return out
+
     async def interfaces(self) -> list[dict[str, Any]]:
         """`network.interfaces` entries; the last known ones while VPP cannot answer."""
         try:

@@ -58,8 +58,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Bind = Literal["device", "source"]
-# () -> (org rules, per-tunnel notificationsSettings, router running)
-AlertRulesSource = Callable[[], tuple[Mapping[str, Any], Mapping[int, Mapping[str, Any]], bool]]
+# () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
+# has no address or link)
+AlertRulesSource = Callable[[], tuple[Mapping[str, Any], Mapping[int, Mapping[str, Any]], bool,
+                                      set[int]]]
 BINDS: tuple[Bind, ...] = ("device", "source")
 
 
@@ -413,9 +415,10 @@ class MonitorService:
         }
         health = self._host_health()
         if self.alert_rules is not None:
-            rules, per_tunnel, running = self.alert_rules()
+            rules, per_tunnel, running, wan_down = self.alert_rules()
             if evaluate:
-                samples = {tid: TunnelSample(s.status.value, s.rtt_ms, s.drop_rate)
+                samples = {tid: TunnelSample(s.status.value, s.rtt_ms, s.drop_rate,
+                                             wan_ok=tid not in wan_down)
                            for tid, s in snaps.items()}
                 alerts = self.device_alerts.evaluate(rules, per_tunnel, samples, health,
                                                      router_running=running)

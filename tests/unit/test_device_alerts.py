@@ -77,3 +77,10 @@ def test_device_events_and_hash_tracks_the_alert_set() -> None:
     h = alerts_hash(out)
     assert h and alerts_hash(feed(a, 10, 1, mem=91)) == h  # value changes: same hash
     assert alerts_hash(feed(a, 10, 6, mem=99)) != h  # severity changes: new hash
+
+
+def test_tunnels_whose_wan_is_down_are_skipped() -> None:
+    a = DeviceAlerts()
+    for _ in range(10):
+        out = a.evaluate(RULES, {}, {7: TunnelSample("up", 900, 0.0, wan_ok=False)}, {})
+    assert out == {}

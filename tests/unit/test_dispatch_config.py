@@ -380,3 +380,18 @@ async def test_stats_report_the_interface_facts_hash_of_device_info(tmp_path: Pa
     d, _ = make(tmp_path)
     info = await d.device_info({})
     assert (await d.device_stats())[-1]["reconfig"] == info["reconfig"] != ""
+
+
+async def test_tunnels_without_wan_follow_the_interface_facts(tmp_path: Path) -> None:
+    d, mgr = make(tmp_path)
+    assert (await run(d, job("add-tunnel", peer_params()))).ok
+    facts = await wan_facts()
+    await d.interfaces()
+    assert d.tunnels_without_wan() == set()
+
+    async def link_down() -> list[WanFacts]:
+        return [replace(facts[0], link_up=False), facts[1]]
+
+    d._facts = link_down
+    await d.interfaces()
+    assert d.tunnels_without_wan() == {7}
