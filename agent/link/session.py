@@ -126,7 +126,7 @@ class LinkCounters:
     rejected_frames: int = 0
     jobs_run: int = 0
     jobs_replayed: int = 0
-    jobs_dropped: int = 0
+    replies_held: int = 0  # job replies sent on a later connection
     last_refusal: int | None = None
 
 
@@ -444,6 +444,7 @@ class LinkSession:
         loop = asyncio.get_running_loop()
         self._held = [h for h in self._held if loop.time() - h[0] < HELD_REPLY_TTL]
         self._held = [*self._held, (loop.time(), seq, outcome)][-MAX_HELD_REPLIES:]
+        self.counters.replies_held += 1
         log.warning("job reply held until the controller connection is back", seq=seq)
 
     async def _flush_held(self, ws: ClientConnection) -> None:

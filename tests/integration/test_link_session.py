@@ -284,13 +284,16 @@ async def test_a_job_whose_connection_dropped_is_answered_on_the_next_one(env: E
     job's timer runs, so the device finishes the job and replies on the new socket."""
     handler = FakeHandler()
     handler.gate = asyncio.Event()
-    async with running(env.session(handler)):
+    session = env.session(handler)
+    async with running(session):
         await env.ctl.wait_ready(5)
         job = asyncio.create_task(env.ctl.send_job("add-tunnel", ADD, jobid=77))
         await asyncio.wait_for(handler.started.wait(), 5)
+        env.ctl.refuse_status = 503  # keep the device out until the job is done
         await env.ctl.drop()
-        await env.ctl.wait_connected(5, count=2)
         handler.gate.set()
+        await wait_until(lambda: session.counters.replies_held == 1, 5)
+        env.ctl.refuse_status = None
         reply = await asyncio.wait_for(job, 5)
     assert reply["msg"]["ok"] == 1 and env.ctl.jobs[77].state == "complete"
     sent = [json.loads(f.data) for f in env.ctl.frames if f.direction == "out"]

@@ -383,7 +383,7 @@ async def test_stats_report_the_interface_facts_hash_of_device_info(tmp_path: Pa
 
 
 async def test_tunnels_without_wan_follow_the_interface_facts(tmp_path: Path) -> None:
-    d, mgr = make(tmp_path)
+    d, _ = make(tmp_path)
     assert (await run(d, job("add-tunnel", peer_params()))).ok
     facts = await wan_facts()
     await d.interfaces()
