@@ -38,6 +38,7 @@ from agent.jobs.devcfg import (
 )
 from agent.jobs.info import (
     device_info_body,
+    distro_facts,
     interface_entry,
     normalize_vpp_version,
     reconfig_hash,
@@ -130,6 +131,7 @@ class JobDispatcher:
         self._clock = clock
         self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
         self._last_interfaces: list[dict[str, Any]] = []
+        self._distro = distro_facts()  # flexiManage stores it on every connect
         self.items: Items
         self.items, meta = config.load()
         self.signature = meta.get("signature", "")
@@ -391,7 +393,8 @@ class JobDispatcher:
         interfaces = await self.interfaces()
         body = device_info_body(agent_version=self.agent_version,
                                 vpp_version=self.vpp_version(),
-                                frr_version=self.frr_version, interfaces=interfaces)
+                                frr_version=self.frr_version, interfaces=interfaces,
+                                distro=self._distro)
         if not interfaces:
             body["reconfig"] = ""  # never a non-empty reconfig without interfaces (9.4)
         return body

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from agent.jobs.wirejson import canonical
@@ -67,6 +68,16 @@ def detect_frr_version(fallback: str) -> str:
     return parse_vtysh_version(done.stdout) or fallback
 
 
+def distro_facts(os_release: Path = Path("/etc/os-release")) -> dict[str, str]:
+    """``{version, codename}`` from os-release (flexiagent uses ``lsb_release -rscs``)."""
+    try:
+        lines = os_release.read_text().splitlines()
+    except OSError:
+        return {"version": "", "codename": ""}
+    info = {k: v.strip().strip('"') for k, v in (ln.split("=", 1) for ln in lines if "=" in ln)}
+    return {"version": info.get("VERSION_ID", ""), "codename": info.get("VERSION_CODENAME", "")}
+
+
 def interface_name(name: str) -> str:
     """flexiManage allows ``[a-zA-Z0-9_/.]{1,64}``: ``host-eth0`` -> ``host_eth0``."""
     return (_NAME_BAD.sub("_", name) or "if")[:64]
@@ -114,7 +125,8 @@ def reconfig_hash(entries: Iterable[dict[str, Any]]) -> str:
 
 
 def device_info_body(*, agent_version: str, vpp_version: str, frr_version: str,
-                     interfaces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                     interfaces: Sequence[dict[str, Any]],
+                     distro: dict[str, str] | None = None) -> dict[str, Any]:
     """The get-device-info `message` without `jobs` (the link adds them)."""
     return {
         "device": agent_version,
@@ -127,4 +139,5 @@ def device_info_body(*, agent_version: str, vpp_version: str, frr_version: str,
         "network": {"interfaces": list(interfaces)},
         "reconfig": reconfig_hash(interfaces),
         "tunnels": [],
+        **({"distro": distro} if distro else {}),
     }

@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 import structlog
 
 from agent.config import AgentConfig
-from agent.jobs.info import interface_entry
+from agent.jobs.info import distro_facts, interface_entry
 from agent.link.ident import (
     MACHINE_ID_FILE,
     registration_url,
@@ -91,16 +91,6 @@ class DeviceFacts:
     cpu_info: dict[str, Any] = field(default_factory=dict)
 
 
-def distro_facts(os_release: Path = Path("/etc/os-release")) -> dict[str, str]:
-    """``{version, codename}`` from os-release (flexiagent uses ``lsb_release -rscs``)."""
-    try:
-        lines = os_release.read_text().splitlines()
-    except OSError:
-        return {"version": "", "codename": ""}
-    info = {k: v.strip().strip('"') for k, v in (ln.split("=", 1) for ln in lines if "=" in ln)}
-    return {"version": info.get("VERSION_ID", ""), "codename": info.get("VERSION_CODENAME", "")}
-
-
 def dict_text(value: dict[str, Any]) -> str:
     """The text flexiManage parses after replacing ' by " (Python's dict text, as
     flexiagent sends it); quotes inside values would break that, so they are dropped."""
@@ -126,10 +116,15 @@ def configured_interfaces(cfg: AgentConfig) -> list[dict[str, Any]]:
 def default_facts(cfg: AgentConfig,
                   interfaces: list[dict[str, Any]] | None = None) -> DeviceFacts:
     """Facts knowable without VPP: host name, distribution, CPUs, configured interfaces."""
+    entries = configured_interfaces(cfg) if interfaces is None else interfaces
+    wan = next((e for e in entries if e.get("gateway")), None)
     return DeviceFacts(
         machine_name=machine_name(socket.gethostname()),
         distro=distro_facts(),
-        interfaces=configured_interfaces(cfg) if interfaces is None else interfaces,
+        ip_list=[e["IPv4"] for e in entries if e.get("IPv4")][:4],
+        default_route=wan["gateway"] if wan else "",
+        default_dev=wan["name"] if wan else "",
+        interfaces=entries,
         cpu_info={"hwCores": os.cpu_count() or 1, "grubCores": os.cpu_count() or 1,
                   "vppCores": 1, "configuredVppCores": 1, "powerSaving": False},
     )
