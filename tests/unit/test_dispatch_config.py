@@ -395,3 +395,14 @@ async def test_tunnels_without_wan_follow_the_interface_facts(tmp_path: Path) ->
     d._facts = link_down
     await d.interfaces()
     assert d.tunnels_without_wan() == {7}
+
+
+async def test_reset_device_wipes_and_forces_a_sync(tmp_path: Path) -> None:
+    d, mgr = make(tmp_path)
+    assert (await run(d, job("add-tunnel", peer_params()))).ok
+    assert (await run(d, job("add-route", ROUTE))).ok
+    assert (await run(d, job("reset-device"))).ok
+    assert mgr.desired == {} and d.recorded_config() == []
+    assert d.cfg_hash() not in ("", advance("", job("add-route", ROUTE)))  # never matches
+    assert (await run(d, job("sync-device", {"requests": [job("add-tunnel", peer_params())]}))).ok
+    assert d.cfg_hash() == "" and sorted(mgr.desired) == [7]
