@@ -19,7 +19,9 @@ import structlog
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
 from agent.config import AgentConfig
+from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
+from agent.jobs.info import detect_frr_version
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
@@ -30,7 +32,9 @@ from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import ConnectInfo, VppClient
+from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
+from agent.vpp.readers import WanFacts, read_tunnel_indexes, read_wan_facts
 
 log = structlog.get_logger(__name__)
 
@@ -68,13 +72,28 @@ class Agent:
             stats_period=mon.stats_period,
             sa_poll=mon.sa_poll,
         )
+        self.config_store = ConfigStore(state_dir)
+        self.stats_segment = (StatsSegment(Path(cfg.vpp.stats_socket))
+                              if cfg.vpp.stats_socket else None)
+        ctl = cfg.controller
         self.dispatcher = JobDispatcher(
             self.manager,
-            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
+            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto,
+                             psk_min_length=cfg.security.psk_min_length),
             stats=self.monitor.device_stats,
+            config=self.config_store,
+            agent_version=ctl.fwagent_version,
             vpp_version=lambda: self.vpp_version,
+            vpp_fallback=ctl.vpp_version,
+            frr_version=detect_frr_version(ctl.frr_version),
+            facts=self._wan_facts,
+            counters=self._counters,
             observe=job_metrics,
         )
+        self.monitor.alert_rules = lambda: (
+            self.dispatcher.notification_rules(), self.dispatcher.tunnel_notifications(),
+            self.dispatcher.data_plane_state()[0] == "running",
+            self.dispatcher.tunnels_without_wan())
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
@@ -85,6 +104,23 @@ class Agent:
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
+
+    async def _wan_facts(self) -> list[WanFacts]:
+        if not self.vpp.connected:
+            raise VppError("VPP is not connected")
+        return await read_wan_facts(self.vpp, self.cfg.interfaces)
+
+    async def _counters(self) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        """Counter totals per WAN dev_id and per peer tunnel, from the stats segment."""
+        if self.stats_segment is None or not self.vpp.connected:
+            raise VppError("no VPP counters")
+        totals = await asyncio.to_thread(self.stats_segment.read)
+        wans = await read_wan_facts(self.vpp, self.cfg.interfaces)
+        tunnels = await read_tunnel_indexes(self.vpp)
+        by_dev = {f.dev_id: totals[f.sw_if_index] for f in wans if f.sw_if_index in totals}
+        by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()
+                     if sw in totals and tid in self.manager.desired}
+        return by_dev, by_tunnel
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:
@@ -116,6 +152,9 @@ class Agent:
             await self.admin.stop()
             await self.vpp.close()
             self.journal.close()
+            self.config_store.close()
+            if self.stats_segment is not None:
+                self.stats_segment.close()
             self.store.close()
 
 

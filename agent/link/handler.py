@@ -7,6 +7,7 @@ device-info and stats bodies). The daemon wires a concrete handler in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.jobs.outcome import Outcome
@@ -22,19 +23,22 @@ QUERY_MESSAGES = frozenset({GET_DEVICE_INFO, GET_DEVICE_STATS})
 class JobHandler(Protocol):
     """Implemented by the agent's job layer (`agent.jobs`).
 
-    Idempotency: the link guarantees a job id is applied at most once *per
-    journaled outcome*; if the agent crashes after applying a job but before its
-    outcome reaches the journal, the controller re-sends it and `run_job` sees it
-    again. `run_job` must therefore be idempotent (adding an existing identical
-    tunnel is a no-op success, removing an absent one likewise).
+    Idempotency: flexiManage never re-sends a job it delivered (a lost reply
+    makes the job fail with "Send Timeout" and the hash mismatch brings a
+    sync-device). The link still journals outcomes so that a job id sent again
+    with the same content (e.g. by an operator tool) is answered without running
+    twice, and `run_job` is idempotent like flexiagent's configuration DB
+    (adding an identical item or removing an absent one is a no-op success).
 
     Cancellation: a job exceeding `controller.job_timeout` is cancelled; the
     handler must leave no half-applied state behind (roll back on CancelledError).
     """
 
-    async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
-        """Apply one job (`add-tunnel`, `remove-tunnel`, ...). Unknown messages
-        return Outcome(False, "<message> is not supported ...")."""
+    async def run_job(self, message: str, params: Any, jobid: str,
+                      original: Mapping[str, Any] | None = None) -> Outcome:
+        """Apply one job (`add-tunnel`, `remove-tunnel`, ...). `original` is the msg
+        object as received, which the configuration hash chain signs. Unknown
+        messages return Outcome(False, "<message> is not supported ...")."""
         ...
 
     async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -47,5 +51,5 @@ class JobHandler(Protocol):
         ...
 
     def cfg_hash(self) -> str:
-        """Hash of the stored desired configuration (`router-cfg-hash`)."""
+        """The configuration hash chain (`router-cfg-hash`), sent in every ok:1 reply."""
         ...

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from agent.monitor.alerts import DeviceAlerts, TunnelSample
 from agent.monitor.health import (
     AlertConfig,
     AlertEvaluator,
@@ -57,6 +58,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Bind = Literal["device", "source"]
+# () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
+# has no address or link)
+AlertRulesSource = Callable[[], tuple[Mapping[str, Any], Mapping[int, Mapping[str, Any]], bool,
+                                      set[int]]]
 BINDS: tuple[Bind, ...] = ("device", "source")
 
 
@@ -150,6 +155,7 @@ class MonitorService:
         sa_poll: float = 1.0,
         route_retry: float = 5.0,
         host_health: Callable[[], Mapping[str, Any]] | None = None,
+        alert_rules: AlertRulesSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         utc: Callable[[], float] = utc_now,
     ) -> None:
@@ -169,6 +175,10 @@ class MonitorService:
         self.bind_overrides: dict[int, Bind] = dict(bind_overrides or {})
         self.health_config = health_config or HealthConfig()
         self.alerts = AlertEvaluator(alert_config)
+        # With a rules source (the daemon), alerts follow the controller's notification
+        # configuration (flexiagent 6.3); without one, the fixed-threshold evaluator.
+        self.alert_rules = alert_rules
+        self.device_alerts = DeviceAlerts()
         self.stats_period = stats_period
         self.sa_poll = sa_poll
         self.route_retry = route_retry
@@ -403,6 +413,19 @@ class MonitorService:
         snaps: dict[int, HealthSnapshot] = {
             tid: t.health.snapshot() for tid, t in sorted(self._tunnels.items())
         }
+        health = self._host_health()
+        if self.alert_rules is not None:
+            rules, per_tunnel, running, wan_down = self.alert_rules()
+            if evaluate:
+                samples = {tid: TunnelSample(s.status.value, s.rtt_ms, s.drop_rate,
+                                             wan_ok=tid not in wan_down)
+                           for tid, s in snaps.items()}
+                alerts = self.device_alerts.evaluate(rules, per_tunnel, samples, health,
+                                                     router_running=running)
+            else:
+                alerts = self.device_alerts.wire(rules) if rules else {}
+            return stats_entry(period=self.stats_period, utc=self._utc(), tunnels=snaps,
+                               health=health, alerts=alerts)
         if evaluate:
             alerts = self.alerts.evaluate(snaps)
         else:  # an entry on demand must not count as a period for alert debouncing
@@ -412,7 +435,7 @@ class MonitorService:
             }
             alerts = {event: per_tunnel for event, per_tunnel in alerts.items() if per_tunnel}
         return stats_entry(period=self.stats_period, utc=self._utc(), tunnels=snaps,
-                           health=self._host_health(), alerts=alerts)
+                           health=health, alerts=alerts)
 
     def tunnel_ids(self) -> list[int]:
         return sorted(self._tunnels)

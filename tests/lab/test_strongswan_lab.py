@@ -146,6 +146,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
             await ctl.wait_connected(10)
             await until(lambda: agent.manager.in_sync, 10)
             yield Rig(lab, sim, ike, ctl, agent, peer, logs)
+            assert ctl.violations == []  # every reply passed flexiManage's rules
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

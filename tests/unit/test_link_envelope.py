@@ -25,7 +25,8 @@ def frame(**over: Any) -> str:
 
 def test_job_and_queries() -> None:
     req = parse_frame(frame())
-    assert req == Request("42:a1B2c3D4", "add-tunnel", {"tunnel-id": 7}, "1234", "h1")
+    assert req == Request("42:a1B2c3D4", "add-tunnel", {"tunnel-id": 7}, "1234", "h1",
+                          {"entity": "agent", "message": "add-tunnel", "params": {"tunnel-id": 7}})
     assert req.is_job
     info = parse_frame(
         frame(
@@ -101,6 +102,26 @@ def test_reply_shape() -> None:
     }
     with pytest.raises(ValueError):
         encode_reply("1:x", True, float("nan"), "abc")
+
+
+def test_failure_reply_has_no_hash() -> None:
+    """flexiagent leaves router-cfg-hash out of failure replies."""
+    assert json.loads(encode_reply("1:x", False, "bad", "abc")) == {
+        "seq": "1:x", "msg": {"ok": 0, "message": "bad", "entity": "agentReply"}}
+
+
+def test_msg_without_entity_is_accepted_and_kept_as_received() -> None:
+    """flexiManage omits entity in modify-vxlan-config; the hash chain signs msg as sent."""
+    req = parse_frame(frame(msg={"message": "modify-vxlan-config", "params": {"port": "4790"}}))
+    assert isinstance(req, Request)
+    assert req.msg == {"message": "modify-vxlan-config", "params": {"port": "4790"}}
+
+
+def test_float_text_is_preserved() -> None:
+    req = parse_frame(frame(msg={"entity": "agent", "message": "x", "params": {}}).replace(
+        '"params": {}', '"params": {"v": 0.00001}'))
+    assert isinstance(req, Request)
+    assert req.params["v"].text == "0.00001"
 
 
 def test_backoff_is_capped_full_jitter() -> None:
