@@ -29,6 +29,8 @@ from agent.monitor.resolver import NameResolver
 from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
+from agent.policy.decide import Hysteresis
+from agent.policy.manager import PolicyManager
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 
@@ -68,6 +70,13 @@ class Agent:
             stats_period=mon.stats_period,
             sa_poll=mon.sa_poll,
         )
+        pol = cfg.policy
+        self.policies = PolicyManager(
+            self.vpp, lambda: self.manager.desired, self.monitor.health,
+            lan_interfaces=pol.lan_interfaces, wan_interfaces=pol.wan_interfaces,
+            state_file=state_dir / "multilink-policy.json", period=pol.period,
+            hysteresis=Hysteresis(pol.hysteresis_rtt_ms, pol.hysteresis_drop_pct),
+        )
         self.dispatcher = JobDispatcher(
             self.manager,
             ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
@@ -80,7 +89,8 @@ class Agent:
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
-                           jobs=self.journal.recent, log_level=cfg.logging.level),
+                           jobs=self.journal.recent, log_level=cfg.logging.level,
+                           policies=self.policies.status),
             Path(cfg.admin.socket),
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
@@ -97,6 +107,7 @@ class Agent:
     async def run(self, on_ready: ReadyCallback | None = None) -> None:
         """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
         self.manager.load()
+        self.policies.load()
         self.vpp.add_connect_listener(self._on_vpp_connect)
         await self.admin.start()
         try:
@@ -105,6 +116,8 @@ class Agent:
                 tg.create_task(self.link.run(), name="controller-link")
                 tg.create_task(self.manager.supervise_forever(), name="sa-supervisor")
                 tg.create_task(self.monitor.run(), name="monitor")
+                # follows tunnel health; reconciles itself after each VPP (re)connect
+                tg.create_task(self.policies.run(), name="multilink-policies")
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()

@@ -163,9 +163,14 @@ class PolicyManager:
         """Read the last applied params (state_file) so reconcile can restore them."""
         if self.state_file is None or not self.state_file.exists():
             return
-        data = json.loads(self.state_file.read_text())
-        apps = parse_applications(data.get("applications"))
-        self.policy = parse_policy(data["policy"], apps)
+        try:
+            data = json.loads(self.state_file.read_text())
+            apps = parse_applications(data.get("applications"))
+            self.policy = parse_policy(data["policy"], apps)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # PolicyError is a ValueError
+            log.error("stored multilink policy unreadable; waiting for the controller's",
+                      file=str(self.state_file), error=str(e))
+            return
         self.applications = apps
         self._params = (data["policy"], data.get("applications"))
 
@@ -183,9 +188,10 @@ class PolicyManager:
             self._wake.clear()
             try:
                 await self.evaluate()
-            except (VppError, PolicyError) as e:
+            except (VppError, PolicyError, ApplyError) as e:
+                if str(e) != self.last_error:  # once per distinct problem, not every period
+                    log.warning("multilink policy evaluation failed", error=str(e))
                 self.last_error = str(e)
-                log.warning("multilink policy evaluation failed", error=str(e))
 
     async def evaluate(self) -> bool:
         """Re-decide every rule; re-program VPP when a choice changed. True if it did."""

@@ -90,6 +90,7 @@ def test_vpp_summary() -> None:
     ("words", "expected"),
     [
         ("show peers", Request(proto.SHOW_PEERS, {}, "peers")),
+        ("show policies", Request(proto.SHOW_POLICIES, {}, "policies")),
         ("sh peers", Request(proto.SHOW_PEERS, {}, "peers")),
         ("show ikev2 sa details",
          Request(proto.VPP, {"command": "show ikev2 sa details", "show_secrets": False}, "text")),
