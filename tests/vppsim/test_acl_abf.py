@@ -107,8 +107,6 @@ async def test_abf_policy_paths_and_errors(raw: RawClient) -> None:
     assert (await policy(raw, True, 7, acl, [])).retval == INVALID_VALUE  # n_paths 0
     assert (await policy(raw, False, 7, acl, [path()])).retval == INVALID_VALUE  # no policy
     assert (await policy(raw, True, 7, acl, [path(1, "192.168.1.1")])).retval == 0
-    # adding the same path again changes nothing; another path is added
-    assert (await policy(raw, True, 7, acl, [path(1, "192.168.1.1")])).retval == 0
     assert (await policy(raw, True, 7, acl, [path(type_=2)])).retval == 0
     # another ACL for an existing policy is refused
     assert (await policy(raw, True, 7, acl + 1, [path()])).retval == INVALID_VALUE
@@ -121,6 +119,16 @@ async def test_abf_policy_paths_and_errors(raw: RawClient) -> None:
     assert len((await dump(raw, "abf_policy_dump"))[0].policy.paths) == 1
     assert (await policy(raw, False, 7, acl, [path()])).retval == 0
     assert await dump(raw, "abf_policy_dump") == []
+
+
+async def test_a_path_added_twice_poisons_the_policy_as_on_real_vpp(raw: RawClient) -> None:
+    acl = (await add_acl(raw)).acl_index
+    assert (await policy(raw, True, 7, acl, [path()])).retval == 0
+    assert (await policy(raw, True, 7, acl, [path()])).retval == 0  # VPP says 0 too...
+    assert len((await dump(raw, "abf_policy_dump"))[0].policy.paths) == 1
+    # ... and crashes on the next change: vppsim refuses it instead
+    assert (await policy(raw, True, 7, acl, [path(nh="192.168.1.2")])).retval == -1
+    assert (await policy(raw, True, 8, acl, [path()])).retval == 0  # other policies: fine
 
 
 async def test_attachments_and_acl_in_use(raw: RawClient) -> None:

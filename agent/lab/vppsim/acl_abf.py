@@ -21,6 +21,12 @@ abf_policy.c, abf_itf_attach.c; vnet/api_errno.h):
   NO_SUCH_ENTRY; the interface is not checked. VPP only ASSERTs that the policy of
   an attach exists (a release build reads past its pool): vppsim answers
   NO_SUCH_ENTRY there instead of corrupting itself.
+* Observed on real VPP 26.06 (tests/vppsim/test_acl_abf_realvpp.py): adding a path
+  the policy already has answers 0, but the next change of that policy's paths
+  crashes VPP (SIGSEGV in fib_node_child_remove from the abf plugin). vppsim answers
+  that next change with UNSPECIFIED and logs why, so a client that re-adds paths
+  fails its tests instead of crashing VPP in production. Adding a drop path to a
+  policy with normal paths, or a normal path to a drop-only policy, is fine.
 * Both dumps walk their pools in index order; paths come back as VPP encodes them
   (a drop path has sw_if_index ~0, weight 0 becomes 1).
 
@@ -36,7 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.lab.vppsim.state import NO_INDEX, NO_SUCH_ENTRY, ApiError, SimState
+import structlog
+
+from agent.lab.vppsim.state import NO_INDEX, NO_SUCH_ENTRY, UNSPECIFIED, ApiError, SimState
+
+log = structlog.get_logger(__name__)
 
 INVALID_VALUE = -7
 INVALID_VALUE_2 = -8
@@ -88,6 +98,7 @@ class AbfPolicy:
     policy_id: int
     acl_index: int
     paths: list[dict[str, Any]] = field(default_factory=list)
+    poisoned: bool = False  # a path was added twice: real VPP crashes on the next change
 
 
 @dataclass
@@ -160,6 +171,11 @@ class AclAbfState:
                     (p["proto"] == 1, p["table_id"]) not in self.sim.tables):
                 raise ApiError(NO_SUCH_FIB, f"no table {p['table_id']} for a recursive path")
         pol = self.policies.get(policy_id)
+        if pol is not None and pol.poisoned:
+            log.error("real VPP 26.06 crashes here: a path of this ABF policy was added twice "
+                      "and its paths are changed again", policy_id=policy_id)
+            raise ApiError(UNSPECIFIED, f"ABF policy {policy_id}: real VPP would crash (SIGSEGV) "
+                           "changing a policy after a duplicate path add")
         if is_add:
             if pol is None:
                 pol = AbfPolicy(self._policy_pool.get(), policy_id, acl_index)
@@ -169,9 +185,11 @@ class AclAbfState:
                                f"policy {policy_id} uses ACL {pol.acl_index}, not {acl_index}")
             have = {_path_key(p) for p in pol.paths}
             for p in paths:
-                if _path_key(p) not in have:
-                    pol.paths.append(p)
-                    have.add(_path_key(p))
+                if _path_key(p) in have:
+                    pol.poisoned = True
+                    continue
+                pol.paths.append(p)
+                have.add(_path_key(p))
             return
         if pol is None:
             raise ApiError(INVALID_VALUE, f"no ABF policy {policy_id}")
