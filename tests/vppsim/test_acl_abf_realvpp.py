@@ -4,10 +4,7 @@ network namespaces; skipped with the reason otherwise)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tarfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import IPv4Address
@@ -18,61 +15,29 @@ import pytest
 
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
+from tests import realvpp
 from tests.waiting import until
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-TARBALL = SHARED / "vpp" / "vpp-26.06-x86_64.tar.gz"
 NO_INDEX = 0xFFFFFFFF
 
-
-def _unavailable() -> str | None:
-    if not TARBALL.is_file():
-        return f"reference tier: {TARBALL} absent (needs ../shared)"
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        return "real VPP runs in a network namespace: needs root and iproute2"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_unavailable() is not None, reason=_unavailable() or "")
+pytestmark = pytest.mark.skipif(realvpp.unavailable() is not None,
+                                reason=realvpp.unavailable() or "")
 
 
 @pytest.fixture(scope="module")
 def vpp_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("vpp")
-    with tarfile.open(TARBALL) as t:
-        t.extractall(base, filter="tar")
-    return next(p.parent.parent for p in base.rglob("bin/vpp"))
+    return realvpp.unpack(tmp_path_factory.mktemp("vpp"))
 
 
 @pytest.fixture
 def real_vpp(vpp_tree: Path, short_dir: Path) -> Iterator[Path]:
     """Real VPP with the acl and abf plugins in a namespace of its own; its API socket."""
-    tag = uuid.uuid4().hex[:6]
-    ns = f"i19rv-{tag}"
-    run = short_dir
-    (run / "startup.conf").write_text(f"""
-unix {{ nodaemon log {run}/vpp.log cli-listen {run}/cli.sock poll-sleep-usec 100 }}
-api-segment {{ prefix pa{tag} }}
-socksvr {{ socket-name {run}/api.sock }}
-statseg {{ socket-name {run}/stats.sock size 32m page-size 4k }}
-memory {{ main-heap-size 256M main-heap-page-size 4k }}
-buffers {{ buffers-per-numa 8192 page-size 4k }}
-plugins {{ plugin default {{ disable }} plugin acl_plugin.so {{ enable }}
-  plugin abf_plugin.so {{ enable }} }}
-""")
+    ns = f"pa-rv-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, str(vpp_tree / "bin/vpp"), "-c",
-                             str(run / "startup.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        yield run / "api.sock"
+        with realvpp.running(vpp_tree, ns, short_dir, ("acl", "abf")) as sock:
+            yield sock
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
