@@ -77,6 +77,7 @@ class Agent:
             state_file=state_dir / "multilink-policy.json", period=pol.period,
             hysteresis=Hysteresis(pol.hysteresis_rtt_ms, pol.hysteresis_drop_pct),
         )
+        self.monitor.status_listeners.append(lambda _tid, _status: self.policies.notify())
         self.dispatcher = JobDispatcher(
             self.manager,
             ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),

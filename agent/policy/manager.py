@@ -130,9 +130,24 @@ class PolicyManager:
                             dict(applications_params) if applications_params is not None
                             else (self._params[1] if self._params else None))
             self._save()
+        for r in policy.rules:
+            if not r.override_default_route:
+                # stock ABF always overrides the FIB: the flag cannot be honoured
+                log.warning("override-default-route false is not supported on stock VPP; "
+                            "the rule steers default-route traffic too", rule=r.id)
         log.info("multilink policy applied", policy_id=policy.id, rules=len(policy.rules),
                  writes=writes)
         return writes
+
+    async def set_applications(self, applications_params: Mapping[str, Any] | None) -> int:
+        """A new application database (`add-application`; None for `remove-application`):
+        the installed policy is re-resolved with it and re-programmed; VPP writes."""
+        apps = parse_applications(applications_params)
+        if self._params is None:
+            self.applications = apps
+            return 0
+        policy_params = self._params[0]
+        return await self.apply(policy_params, applications_params or {})
 
     async def remove(self) -> int:
         """Take away every ACL, ABF policy and attachment the agent owns."""

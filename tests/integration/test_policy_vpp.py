@@ -101,6 +101,7 @@ async def test_apply_follows_health_and_reconcile_is_silent(rig: Rig) -> None:
     m = rig.manager
     writes = await m.apply(policy())
     assert writes == 3  # ACL, policy with path via peer 1, attachment on the LAN
+    assert await m.apply(policy()) == 0  # sync-device with the same policy: converged
     assert forwarding(rig) == [(10, [(0, idx[1], "10.100.0.1")])]
     (acl,) = rig.abf().acls.values()
     assert acl.tag == "mlp:r1" and len(acl.rules) == 2
@@ -192,6 +193,27 @@ async def test_a_refused_step_rolls_everything_back(rig: Rig) -> None:
     assert m.reprogram_failures == 1 and m.status()["last_error"]
     assert forwarding(rig)[0][1][0][1] != NO_INDEX
     assert await m.evaluate()  # the next evaluation gets it through
+
+
+async def test_application_rules_follow_the_application_database(rig: Rig) -> None:
+    await rig.tunnels()
+    m = rig.manager
+    apps = [{"id": "app1", "name": "video", "category": "media", "serviceClass": "stream",
+             "importance": "high", "rules": [{"ip": "198.18.0.0/15", "ports": "443"}]}]
+    by_app = {"id": "pol2", "rules": [{
+        "id": "r1", "priority": 3,
+        "classification": {"application": {"appId": "app1"}},
+        "action": {"links": [{"pathlabels": ["lblB"], "order": "priority"}],
+                   "fallback": "drop"}}]}
+    with pytest.raises(PolicyError, match="application app1 is not in"):
+        await m.apply(by_app)
+    await m.set_applications({"applications": apps})
+    await m.apply(by_app)
+    (acl,) = rig.abf().acls.values()
+    assert len(acl.rules) == 4  # ports without protocol: a TCP pair and a UDP pair
+    apps[0]["rules"] = [{"ip": "198.18.0.0/15", "protocol": "udp", "ports": "443"}]
+    assert await m.set_applications({"applications": apps}) == 1  # the ACL replaced in place
+    assert len(next(iter(rig.abf().acls.values())).rules) == 2
 
 
 async def test_refusals_name_the_problem(rig: Rig, short_dir: Path) -> None:
