@@ -20,7 +20,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +30,15 @@ import structlog
 from agent.peers.spec import PeerSpec
 from agent.policy.decide import Choice, Hysteresis, Link, LinkHealth, decide_all
 from agent.policy.model import Application, Policy, PolicyError, parse_applications, parse_policy
-from agent.policy.translate import Observed, desired_rules, diff, observe, remove_all
+from agent.policy.translate import (
+    PATH_NORMAL,
+    Observed,
+    PathSpec,
+    desired_rules,
+    diff,
+    observe,
+    remove_all,
+)
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError, Executor
 from agent.vpp.plan import Op
@@ -109,6 +117,7 @@ class PolicyManager:
         self.reprogram_failures = 0
         self.last_error = ""
         self._generation: int | None = None
+        self._released: set[int] = set()  # tunnels about to be deleted: no paths through them
 
     # -- the job path --------------------------------------------------------------
 
@@ -152,7 +161,7 @@ class PolicyManager:
     async def remove(self) -> int:
         """Take away every ACL, ABF policy and attachment the agent owns."""
         async with self._lock:
-            observed = await self._observe()
+            observed = await self._observe(await self._live())
             writes = await self._run(remove_all(observed), observed.refs())
             self.policy, self.rules, self._params = None, {}, None
             self._save()
@@ -165,7 +174,7 @@ class PolicyManager:
             return 0
         async with self._lock:
             if self.policy is None:
-                observed = await self._observe()
+                observed = await self._observe(await self._live())
                 return await self._run(remove_all(observed), observed.refs())
             choices = self._decide(self.policy, await self._links(), self._choices())
             writes = await self._program(self.policy, choices)
@@ -173,6 +182,29 @@ class PolicyManager:
         if writes:
             log.info("multilink policy reconciled", writes=writes)
         return writes
+
+    async def release(self, tunnel_ids: Iterable[int]) -> int:
+        """Take these tunnels out of every ABF policy; call BEFORE deleting or re-creating
+        them in VPP (real VPP 26.06 crashes when a policy whose path goes through a
+        deleted interface is changed later). They stay out until `restore`, or until
+        they leave the desired peers. Returns the VPP writes."""
+        ids = set(tunnel_ids)
+        async with self._lock:
+            self._released |= ids
+            if self.policy is None or not self._capable():
+                return 0
+            choices = self._decide(self.policy, await self._links(), self._choices())
+            writes = await self._program(self.policy, choices)
+            self._commit(self.policy, self.applications, choices)
+        if writes:
+            log.info("tunnels taken out of multilink policies", tunnel_ids=sorted(ids),
+                     writes=writes)
+        return writes
+
+    def restore(self, tunnel_ids: Iterable[int]) -> None:
+        """Released tunnels exist again (re-created): let the next evaluation use them."""
+        self._released -= set(tunnel_ids)
+        self.notify()
 
     def load(self) -> None:
         """Read the last applied params (state_file) so reconcile can restore them."""
@@ -303,9 +335,13 @@ class PolicyManager:
                                                float(snap.drop_rate), snap.reason)
         return out
 
-    async def _links(self) -> dict[str, list[Link]]:
-        """Label -> the peer tunnels that carry it, in tunnel-id order."""
+    async def _links(self, *, released: bool = False) -> dict[str, list[Link]]:
+        """Label -> the peer tunnels that carry it, in tunnel-id order (the released
+        ones too when `released`)."""
         peers = self._peers()
+        self._released &= set(peers)  # a removed peer needs no release any more
+        if not released:
+            peers = {tid: spec for tid, spec in peers.items() if tid not in self._released}
         if not any(spec.labels for spec in peers.values()):
             return {}
         details = await self.vpp.dump("ipip_tunnel_dump", sw_if_index=NO_INDEX)
@@ -331,17 +367,28 @@ class PolicyManager:
 
         return resolve(self.lan_interfaces, "LAN"), resolve(self.wan_interfaces, "WAN")
 
-    async def _observe(self) -> Observed:
+    async def _live(self) -> frozenset[PathSpec]:
+        """The paths of the links that exist now: the only ones safe to remove."""
+        return frozenset(PathSpec(PATH_NORMAL, lk.sw_if_index, lk.next_hop)
+                         for group in (await self._links(released=True)).values()
+                         for lk in group
+                         if lk.sw_if_index is not None)
+
+    async def _observe(self, live: frozenset[PathSpec] | None = None) -> Observed:
         acls, pols, atts = await asyncio.gather(
             self.vpp.dump("acl_dump", acl_index=NO_INDEX),
             self.vpp.dump("abf_policy_dump"),
             self.vpp.dump("abf_itf_attach_dump"))
-        return observe(acls, pols, atts)
+        return observe(acls, pols, atts, live)
 
     async def _program(self, policy: Policy, choices: Mapping[str, Choice]) -> int:
         generation = getattr(self.vpp, "generation", None)
         lan, wan = await self._interfaces()
-        observed = await self._observe()
+        observed = await self._observe(await self._live())
+        if observed.abandoned:
+            log.warning("ABF policies with paths through interfaces that are no longer links "
+                        "are left detached (changing them would crash VPP 26.06)",
+                        policy_ids=sorted(r.policy_id or 0 for r in observed.abandoned))
         ops = diff(observed, desired_rules(policy.rules, choices, lan, wan))
         writes = await self._run(ops, observed.refs())
         self._generation = generation  # VPP now holds the policy, as of this connection

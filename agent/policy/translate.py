@@ -10,6 +10,13 @@ Each rule owns three kinds of VPP object (section 13.4 of the protocol notes):
 * the policy's attachments, priority = the rule's priority, on the LAN-side
   interfaces (and the WANs with `apply-on-wan-rx`).
 
+Real VPP 26.06 crashes when the paths of a policy are changed while one of them goes
+through a deleted interface (and after a path was added twice). So the agent never
+adds a path a policy has, takes a tunnel out of the policies before it is deleted
+(PolicyManager.release), and when a policy still has a path that is not one of the
+current links (`live` paths) it leaves that policy's paths alone: it only detaches
+it and gives the rule a new policy.
+
 The ACL tag is how the agent recognises its own objects after a restart: observe
 reads the three dumps into `Observed`, `diff` turns observed -> desired into the
 fewest writes (none when in sync), new paths before old ones are removed so
@@ -108,6 +115,8 @@ class Observed:
     rules: dict[str, ObservedRule] = field(default_factory=dict)
     orphans: list[ObservedRule] = field(default_factory=list)  # duplicate tags: deleted
     used_policy_ids: set[int] = field(default_factory=set)  # every ABF policy id in VPP
+    extras: list[ObservedRule] = field(default_factory=list)  # 2nd policy on an ACL: removed
+    abandoned: list[ObservedRule] = field(default_factory=list)  # unsafe paths: detached only
 
     def refs(self) -> dict[str, int]:
         out = {acl_ref(r.rule_id).name: r.acl_index for r in self.rules.values()}
@@ -183,8 +192,12 @@ def path_from_dump(p: Any) -> PathSpec:
     return PathSpec(int(p.type), int(p.sw_if_index), IPv4Address(p.nh.address.ip4))
 
 
-def observe(acls: Iterable[Any], policies: Iterable[Any], attachments: Iterable[Any]) -> Observed:
-    """acl_dump, abf_policy_dump and abf_itf_attach_dump details -> what the agent owns."""
+def observe(acls: Iterable[Any], policies: Iterable[Any], attachments: Iterable[Any],
+            live: frozenset[PathSpec] | None = None) -> Observed:
+    """acl_dump, abf_policy_dump and abf_itf_attach_dump details -> what the agent owns.
+
+    `live`: the paths of the links that exist now; a policy with any other normal path
+    may go through a deleted interface and is abandoned (None: trust every path)."""
     obs = Observed()
     by_acl: dict[int, ObservedRule] = {}
     for a in sorted(acls, key=lambda a: int(a.acl_index)):
@@ -203,11 +216,20 @@ def observe(acls: Iterable[Any], policies: Iterable[Any], attachments: Iterable[
         pol = p.policy
         obs.used_policy_ids.add(int(pol.policy_id))
         owner = by_acl.get(int(pol.acl_index))
-        if owner is None or owner.policy_id is not None:
+        if owner is None:
             continue
-        owner.policy_id = int(pol.policy_id)
-        owner.paths = frozenset(path_from_dump(x) for x in pol.paths[: int(pol.n_paths)])
-        by_policy[owner.policy_id] = owner
+        paths = frozenset(path_from_dump(x) for x in pol.paths[: int(pol.n_paths)])
+        pid = int(pol.policy_id)
+        if live is not None and any(x.type != PATH_DROP and x not in live for x in paths):
+            held = ObservedRule(owner.rule_id, owner.acl_index, (), pid, paths)
+            obs.abandoned.append(held)
+        elif owner.policy_id is not None:
+            held = ObservedRule(owner.rule_id, owner.acl_index, (), pid, paths)
+            obs.extras.append(held)
+        else:
+            owner.policy_id, owner.paths = pid, paths
+            held = owner
+        by_policy[pid] = held
     for at in attachments:
         att = at.attach
         owner = by_policy.get(int(att.policy_id))
@@ -340,6 +362,13 @@ def diff(observed: Observed, desired: Sequence[DesiredRule]) -> list[Op]:
         detach += det
         del_paths += unp
         del_acls += dela
+    for r in observed.extras:
+        det, unp, _ = _teardown(r, acl_ref(r.rule_id))
+        detach += det
+        del_paths += unp
+    for r in observed.abandoned:  # never touch its paths: detaching is safe
+        detach += [_attach_op(r.rule_id, r.policy_id or 0, i, p, False)
+                   for i, p in sorted(r.attach.items())]
     return acls + add_paths + attach + detach + del_paths + del_acls
 
 

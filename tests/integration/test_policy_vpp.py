@@ -233,3 +233,45 @@ async def test_refusals_name_the_problem(rig: Rig, short_dir: Path) -> None:
     finally:
         await vpp.close()
         await sim.stop()
+
+
+async def test_release_before_a_tunnel_is_deleted(rig: Rig) -> None:
+    idx = await rig.tunnels()
+    m = rig.manager
+    await m.apply(policy())
+    assert await m.release([1]) == 2  # B's path added, A's removed, while ipip1 exists
+    assert forwarding(rig) == [(10, [(0, idx[2], "10.100.0.3")])]
+    assert "peer 1" not in m.status()["rules"][0]["why"]
+    await rig.vpp.call("ipip_del_tunnel", sw_if_index=idx[1])
+    del rig.peers[1]
+    assert not await m.evaluate()
+    assert await m.remove() == 3
+    assert rig.abf().snapshot() == {"acls": {}, "abf_policies": {}, "abf_attachments": []}
+    # a re-created tunnel comes back only when restored
+    rig.peers[2] = rig.peers[2]
+    await m.apply(policy())
+    await m.release([2])
+    assert forwarding(rig) == [(10, [(2, NO_INDEX, "0.0.0.0")])]  # nothing left: drop
+    m.restore([2])
+    assert await m.evaluate()
+    assert forwarding(rig) == [(10, [(0, idx[2], "10.100.0.3")])]
+
+
+async def test_a_tunnel_deleted_under_a_policy_never_crashes_vpp(rig: Rig) -> None:
+    """Without release (the job path did not call it): vppsim refuses what would crash
+    real VPP, so this passing means the agent did not attempt it."""
+    idx = await rig.tunnels()
+    m = rig.manager
+    await m.apply(policy())
+    await rig.vpp.call("ipip_del_tunnel", sw_if_index=idx[1])
+    del rig.peers[1]
+    assert await m.evaluate()
+    # the old policy is left detached with its stale path; a new one carries B
+    policies = rig.abf().policies
+    assert len(policies) == 2 and m.reprogram_failures == 0
+    assert forwarding(rig) == [(10, [(0, idx[2], "10.100.0.3")])]
+    assert not await m.evaluate() and await m.reconcile() == 0
+    await m.remove()
+    snap = rig.abf().snapshot()
+    assert snap["acls"] == {} and snap["abf_attachments"] == []
+    assert len(snap["abf_policies"]) == 1  # the stale one: only a VPP restart clears it

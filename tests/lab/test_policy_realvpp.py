@@ -267,3 +267,21 @@ async def test_traffic_follows_the_policy_through_real_vpp_abf(rig: Rig) -> None
     assert await rig.vpp.dump("acl_dump", acl_index=0xFFFFFFFF) == []
     assert await rig.vpp.dump("abf_policy_dump") == []
     assert await rig.vpp.dump("abf_itf_attach_dump") == []
+
+
+async def test_a_tunnel_deleted_under_a_policy_does_not_crash_real_vpp(rig: Rig) -> None:
+    """Real VPP 26.06 SIGSEGVs when the paths of a policy whose path goes through a
+    deleted interface are changed; the agent must leave such a policy alone."""
+    await rig.manager.apply(policy("drop"))
+    assert (await rig.delta())["pa"] >= 4
+    sw = {int(d.tunnel.instance): int(d.tunnel.sw_if_index)
+          for d in await rig.vpp.dump("ipip_tunnel_dump", sw_if_index=0xFFFFFFFF)}
+    await rig.vpp.call("ipip_del_tunnel", sw_if_index=sw[1])
+    del rig.peers[1]  # remove-tunnel without release(): the worst case
+    assert await rig.manager.evaluate()
+    d = await rig.delta()
+    assert d["pb"] >= 4 and d["pa"] == 0 and d["net"] == 0, d
+    assert (await rig.vpp.call("show_version")).retval == 0  # VPP is alive
+    await rig.manager.remove()
+    assert await rig.vpp.dump("acl_dump", acl_index=0xFFFFFFFF) == []
+    assert await rig.vpp.dump("abf_itf_attach_dump") == []

@@ -185,3 +185,32 @@ def test_duplicate_tags_are_cleaned_up() -> None:
     (op,) = diff(obs, [d])
     assert op.message == "acl_del" and op.args["acl_index"] == Ref("acl:r1#9")
     assert obs.refs()["acl:r1#9"] == 9
+
+
+def test_a_policy_with_a_path_that_is_no_link_is_only_detached() -> None:
+    (d,) = desired_rules(rules(), {"r1": Choice(Kind.PATHS, (A,), 1)}, [5], [])
+    dumps = as_dump([d])
+    live = frozenset({PB})  # peer 1's tunnel is gone: its path is no longer a link
+    obs = observe(*dumps, live=live)
+    assert obs.rules["r1"].policy_id is None and len(obs.abandoned) == 1
+    (want,) = desired_rules(rules(), {"r1": Choice(Kind.PATHS, (B,), 2)}, [5], [])
+    ops = diff(obs, [want])
+    assert [(o.message, o.args["is_add"]) for o in ops] == [
+        ("abf_policy_add_del", True), ("abf_itf_attach_add_del", True),
+        ("abf_itf_attach_add_del", False)]
+    new_id = ops[0].args["policy"]["policy_id"]
+    assert new_id not in (POLICY_ID_BASE, POLICY_ID_BASE + 1)  # foreign and abandoned ids
+    assert ops[2].args["attach"]["policy_id"] == POLICY_ID_BASE + 1
+    # with every path live the same dumps are simply in sync
+    assert diff(observe(*dumps, live=frozenset({PA})), [d]) == []
+
+
+def test_a_second_policy_on_the_same_acl_is_removed() -> None:
+    (d,) = desired_rules(rules(), {"r1": Choice(Kind.PATHS, (A,), 1)}, [5], [])
+    acls, pols, atts = as_dump([d])
+    pols.append(NS(policy=NS(policy_id=77, acl_index=3, n_paths=1, paths=[_path(PB)])))
+    atts.append(NS(attach=NS(policy_id=77, sw_if_index=5, priority=1, is_ipv6=False)))
+    ops = diff(observe(acls, pols, atts, live=frozenset({PA, PB})), [d])
+    assert [(o.message, o.args["is_add"]) for o in ops] == [
+        ("abf_itf_attach_add_del", False), ("abf_policy_add_del", False)]
+    assert {o.args.get("policy", o.args.get("attach"))["policy_id"] for o in ops} == {77}

@@ -155,3 +155,20 @@ async def test_writes_are_counted_and_injectable(raw: RawClient, sim: VppSim) ->
     sim.inject_failure("abf_policy_add_del", retval=-99)
     assert (await policy(raw, True, 7, 0, [path()])).retval == -99
     assert await dump(raw, "abf_policy_dump") == []
+
+
+async def test_paths_through_a_deleted_interface(raw: RawClient) -> None:
+    tun = await call(raw, "ipip_add_tunnel", tunnel={
+        "instance": 3, "src": "192.168.1.10", "dst": "203.0.113.3", "table_id": 0,
+        "mode": 0})
+    itf = tun.sw_if_index
+    acl = (await add_acl(raw)).acl_index
+    assert (await policy(raw, True, 7, acl, [path(itf, "10.100.0.1"), path()])).retval == 0
+    assert (await call(raw, "ipip_del_tunnel", sw_if_index=itf)).retval == 0
+    # the path stays; naming the deleted interface is refused by the path decoder
+    (d,) = await dump(raw, "abf_policy_dump")
+    assert sorted(p.sw_if_index for p in d.policy.paths) == [1, itf]
+    assert (await policy(raw, False, 7, acl, [path(itf, "10.100.0.1")])).retval == -54
+    # any other change of this policy would crash real VPP: refused
+    assert (await policy(raw, False, 7, acl, [path()])).retval == -1
+    assert (await policy(raw, True, 7, acl, [path(nh="192.168.1.9")])).retval == -1

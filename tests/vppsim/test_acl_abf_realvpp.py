@@ -166,6 +166,16 @@ async def scenario(vpp: VppClient) -> list[Any]:
     await pol(False, 8, 1, [path(itf, "10.100.0.3")])
     await policies()
     await attachments()
+    # a tunnel deleted under a policy: its path stays; paths naming it are refused
+    # (changing the policy's paths now would crash VPP: not done here)
+    await pol(True, 11, 1, [path(itf, "10.100.0.9")])
+    await att(True, 11, itf, 1)
+    await call("ipip_del_tunnel", sw_if_index=itf)
+    await policies()
+    await pol(False, 11, 1, [path(itf, "10.100.0.9")])
+    await pol(True, 12, 1, [path(itf, "10.100.0.9")])
+    await att(False, 11, itf, 1)
+    await attachments()
     return out
 
 

@@ -27,6 +27,11 @@ abf_policy.c, abf_itf_attach.c; vnet/api_errno.h):
   that next change with UNSPECIFIED and logs why, so a client that re-adds paths
   fails its tests instead of crashing VPP in production. Adding a drop path to a
   policy with normal paths, or a normal path to a drop-only policy, is fine.
+* Also observed: deleting an interface (ipip_del_tunnel) leaves the ABF paths through
+  it in place (the dump still shows them); any later change of such a policy's paths
+  crashes VPP, and a path naming an interface that does not exist is refused by the
+  path decoder with NO_MATCHING_INTERFACE before anything else. Detaching still works.
+  vppsim refuses the crashing change with UNSPECIFIED, as above.
 * Both dumps walk their pools in index order; paths come back as VPP encodes them
   (a drop path has sw_if_index ~0, weight 0 becomes 1).
 
@@ -51,6 +56,7 @@ log = structlog.get_logger(__name__)
 INVALID_VALUE = -7
 INVALID_VALUE_2 = -8
 NO_SUCH_FIB = -3
+NO_MATCHING_INTERFACE = -54
 INVALID_SRC_ADDRESS = -57
 INVALID_DST_ADDRESS = -58
 ENTRY_ALREADY_EXISTS = -116
@@ -167,15 +173,29 @@ class AclAbfState:
         if not paths:
             raise ApiError(INVALID_VALUE, "n_paths is 0")
         for p in paths:
-            if p["type"] != PATH_DROP and p["sw_if_index"] == NO_INDEX and (
-                    (p["proto"] == 1, p["table_id"]) not in self.sim.tables):
-                raise ApiError(NO_SUCH_FIB, f"no table {p['table_id']} for a recursive path")
+            if p["type"] == PATH_DROP:
+                continue
+            if p["sw_if_index"] == NO_INDEX:
+                if (p["proto"] == 1, p["table_id"]) not in self.sim.tables:
+                    raise ApiError(NO_SUCH_FIB, f"no table {p['table_id']} for a recursive path")
+            elif p["sw_if_index"] not in self.sim.interfaces:
+                raise ApiError(NO_MATCHING_INTERFACE, f"no interface {p['sw_if_index']}")
         pol = self.policies.get(policy_id)
         if pol is not None and pol.poisoned:
             log.error("real VPP 26.06 crashes here: a path of this ABF policy was added twice "
                       "and its paths are changed again", policy_id=policy_id)
             raise ApiError(UNSPECIFIED, f"ABF policy {policy_id}: real VPP would crash (SIGSEGV) "
                            "changing a policy after a duplicate path add")
+        gone_itf = [p["sw_if_index"] for p in (pol.paths if pol else [])
+                    if p["type"] != PATH_DROP and p["sw_if_index"] != NO_INDEX
+                    and p["sw_if_index"] not in self.sim.interfaces]
+        if gone_itf:
+            log.error("real VPP 26.06 crashes here: this ABF policy has a path through a "
+                      "deleted interface and its paths are changed", policy_id=policy_id,
+                      sw_if_index=gone_itf[0])
+            raise ApiError(UNSPECIFIED, f"ABF policy {policy_id}: real VPP would crash (SIGSEGV) "
+                           f"changing a policy with a path through deleted interface "
+                           f"{gone_itf[0]}")
         if is_add:
             if pol is None:
                 pol = AbfPolicy(self._policy_pool.get(), policy_id, acl_index)
