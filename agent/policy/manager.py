@@ -8,6 +8,15 @@ health and re-programs a rule when its choice of paths changes, logging the
 reason and counting the re-programming. Every programming is one all-or-nothing
 executor run of the observed -> desired diff, so VPP is never left half-changed.
 
+The job path (agent/jobs) wires it like this: `add-multilink-policy` (alone, in an
+aggregated message after `add-application`, or in `sync-device`) -> `apply(params,
+add_application_params_or_None)`; `remove-multilink-policy` -> `remove()`; a lone
+`add-application` / `remove-application` -> `set_applications(params_or_None)`; a
+`sync-device` without a policy -> `remove()`. Before a peer tunnel is deleted or
+re-created in VPP (remove-tunnel, modify-tunnel, reconcile cleanup) -> `release(ids)`,
+and `restore(ids)` once it exists again. PolicyError and ApplyError carry the text
+for the job reply.
+
 Links are the desired peer tunnels carrying a label (peer.multilink.labels):
 path via the peer's end of the tunnel /31 on the tunnel's ipip interface, usable
 while the monitor says the tunnel is up.
@@ -111,7 +120,8 @@ class PolicyManager:
         self._wake = asyncio.Event()
         self.policy: Policy | None = None
         self.applications: dict[str, Application] = {}
-        self._params: tuple[Mapping[str, Any], Mapping[str, Any] | None] | None = None
+        self._policy_params: Mapping[str, Any] | None = None  # as applied, for restarts
+        self._apps_params: Mapping[str, Any] | None = None
         self.rules: dict[str, RuleStatus] = {}
         self.reprogrammings = 0
         self.reprogram_failures = 0
@@ -135,9 +145,9 @@ class PolicyManager:
             choices = self._decide(policy, await self._links(), self._prev_for(policy))
             writes = await self._program(policy, choices)
             self._commit(policy, apps, choices)
-            self._params = (dict(policy_params),
-                            dict(applications_params) if applications_params is not None
-                            else (self._params[1] if self._params else None))
+            self._policy_params = dict(policy_params)
+            if applications_params is not None:
+                self._apps_params = dict(applications_params)
             self._save()
         for r in policy.rules:
             if not r.override_default_route:
@@ -152,18 +162,19 @@ class PolicyManager:
         """A new application database (`add-application`; None for `remove-application`):
         the installed policy is re-resolved with it and re-programmed; VPP writes."""
         apps = parse_applications(applications_params)
-        if self._params is None:
+        if self._policy_params is None:
             self.applications = apps
+            self._apps_params = dict(applications_params) if applications_params else None
+            self._save()
             return 0
-        policy_params = self._params[0]
-        return await self.apply(policy_params, applications_params or {})
+        return await self.apply(self._policy_params, applications_params or {})
 
     async def remove(self) -> int:
         """Take away every ACL, ABF policy and attachment the agent owns."""
         async with self._lock:
             observed = await self._observe(await self._live())
             writes = await self._run(remove_all(observed), observed.refs())
-            self.policy, self.rules, self._params = None, {}, None
+            self.policy, self.rules, self._policy_params = None, {}, None
             self._save()
         log.info("multilink policy removed", writes=writes)
         return writes
@@ -213,13 +224,14 @@ class PolicyManager:
         try:
             data = json.loads(self.state_file.read_text())
             apps = parse_applications(data.get("applications"))
-            self.policy = parse_policy(data["policy"], apps)
-        except (OSError, ValueError, KeyError, TypeError) as e:  # PolicyError is a ValueError
+            raw = data.get("policy")
+            policy = parse_policy(raw, apps) if raw is not None else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             log.error("stored multilink policy unreadable; waiting for the controller's",
                       file=str(self.state_file), error=str(e))
             return
-        self.applications = apps
-        self._params = (data["policy"], data.get("applications"))
+        self.policy, self.applications = policy, apps
+        self._policy_params, self._apps_params = raw, data.get("applications")
 
     # -- following health ---------------------------------------------------------------
 
@@ -412,12 +424,12 @@ class PolicyManager:
     def _save(self) -> None:
         if self.state_file is None:
             return
-        if self._params is None:
+        if self._policy_params is None and self._apps_params is None:
             with contextlib.suppress(FileNotFoundError):
                 self.state_file.unlink()
             return
         tmp = self.state_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"policy": self._params[0], "applications": self._params[1]}, f)
+            json.dump({"policy": self._policy_params, "applications": self._apps_params}, f)
         os.replace(tmp, self.state_file)

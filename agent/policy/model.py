@@ -20,6 +20,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 MAX_PRIORITY = 1000
+MAX_RULE_ID = 59  # "mlp:" + id must fit VPP's 64-byte ACL tag with its NUL
 
 
 class PolicyError(ValueError):
@@ -219,6 +220,9 @@ def parse_rule(raw: Mapping[str, Any], apps: Mapping[str, Application]) -> Rule:
     rule_id = str(raw.get("id") or "")
     if not rule_id:
         raise PolicyError("a multilink rule has no id")
+    if len(rule_id.encode()) > MAX_RULE_ID:
+        raise PolicyError(f"rule {rule_id[:MAX_RULE_ID]}...: id longer than {MAX_RULE_ID} bytes "
+                          "(it names the rule's ACL in VPP, whose tags hold 63)")
     where = f"rule {rule_id}"
     prio = raw.get("priority", 0)
     if not isinstance(prio, int) or isinstance(prio, bool) or not 0 <= prio <= MAX_PRIORITY:

@@ -195,7 +195,8 @@ async def test_a_refused_step_rolls_everything_back(rig: Rig) -> None:
     assert await m.evaluate()  # the next evaluation gets it through
 
 
-async def test_application_rules_follow_the_application_database(rig: Rig) -> None:
+async def test_application_rules_follow_the_application_database(rig: Rig,
+                                                                  short_dir: Path) -> None:
     await rig.tunnels()
     m = rig.manager
     apps = [{"id": "app1", "name": "video", "category": "media", "serviceClass": "stream",
@@ -214,6 +215,11 @@ async def test_application_rules_follow_the_application_database(rig: Rig) -> No
     apps[0]["rules"] = [{"ip": "198.18.0.0/15", "protocol": "udp", "ports": "443"}]
     assert await m.set_applications({"applications": apps}) == 1  # the ACL replaced in place
     assert len(next(iter(rig.abf().acls.values())).rules) == 2
+    # a restart finds the policy and the application database it was resolved with
+    again = rig.make(short_dir)
+    again.load()
+    assert again.policy is not None and again.policy.rules[0].classification == "app video"
+    assert await again.reconcile() == 0
 
 
 async def test_refusals_name_the_problem(rig: Rig, short_dir: Path) -> None:

@@ -123,3 +123,9 @@ def test_ports_without_protocol_mean_tcp_and_udp() -> None:
     assert expand_protocols(Match(None, None)) == (Protocol.ANY,)
     assert expand_protocols(Match(None, (1, 2), Protocol.UDP)) == (Protocol.UDP,)
     assert parse_policy({"id": "p", "rules": [rule()]}).labels == frozenset({"A"})
+
+
+def test_a_rule_id_must_fit_the_acl_tag() -> None:
+    assert parse_policy({"id": "p", "rules": [rule("x" * 59)]}).rules[0].id == "x" * 59
+    with pytest.raises(PolicyError, match="longer than 59 bytes"):
+        parse_policy({"id": "p", "rules": [rule("x" * 60)]})
