@@ -285,3 +285,19 @@ async def test_a_tunnel_deleted_under_a_policy_does_not_crash_real_vpp(rig: Rig)
     await rig.manager.remove()
     assert await rig.vpp.dump("acl_dump", acl_index=0xFFFFFFFF) == []
     assert await rig.vpp.dump("abf_itf_attach_dump") == []
+
+
+async def test_load_balancing_spreads_flows_over_both_peers(rig: Rig) -> None:
+    lb = policy("drop")
+    lb["rules"][0]["action"]["links"] = [{"pathlabels": ["lblA", "lblB"],
+                                          "order": "load-balancing"}]
+    await rig.manager.apply(lb)
+    assert rig.manager.status()["rules"][0]["chosen"] == "peer 1, peer 2"
+    before = rig.topo.counts()
+    lan = rig.topo.names["lan"]
+    for i in range(1, 17):  # 16 flows (destinations): VPP's flow hash spreads them
+        await asyncio.to_thread(nsx, lan, "ping", "-n", "-q", "-c", "1", "-W", "0.2",
+                                f"172.16.0.{i}", check=False)
+    after = rig.topo.counts()
+    d = {k: after[k] - before[k] for k in after}
+    assert d["pa"] > 0 and d["pb"] > 0 and d["pa"] + d["pb"] == 16 and d["net"] == 0, d
