@@ -172,6 +172,10 @@ class PolicyManager:
     async def remove(self) -> int:
         """Take away every ACL, ABF policy and attachment the agent owns."""
         async with self._lock:
+            if not self._capable():  # no acl/abf in this VPP: nothing of ours can be there
+                self.policy, self.rules, self._policy_params = None, {}, None
+                self._save()
+                return 0
             observed = await self._observe(await self._live())
             writes = await self._run(remove_all(observed), observed.refs())
             self.policy, self.rules, self._policy_params = None, {}, None

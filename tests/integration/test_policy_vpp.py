@@ -236,6 +236,7 @@ async def test_refusals_name_the_problem(rig: Rig, short_dir: Path) -> None:
         with pytest.raises(PolicyError, match="abf_plugin.so"):
             await m.apply(policy())
         assert await m.reconcile() == 0
+        assert await m.remove() == 0  # remove-multilink-policy still succeeds
     finally:
         await vpp.close()
         await sim.stop()
