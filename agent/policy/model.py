@@ -195,13 +195,16 @@ def _enum(cls: type[enum.StrEnum], value: Any, where: str, default: str) -> Any:
 
 def resolve_application(cls: Mapping[str, Any], apps: Mapping[str, Application],
                         where: str) -> tuple[list[Application], str]:
-    """By appId, or every application matching the given category/serviceClass/importance."""
+    """By appId, or every application matching the given category/serviceClass/importance.
+
+    As flexiagent does, an application the database does not have makes the rule match
+    nothing (an empty ACL) instead of failing the job: a sync must not stay refused
+    because the controller's application list changed."""
     app_id = cls.get("appId") or ""
     if app_id:
         app = apps.get(app_id)
         if app is None:
-            raise PolicyError(f"{where}: application {app_id} is not in the add-application data "
-                              f"({len(apps)} applications known)")
+            return [], f"app {app_id} (not in the application database: matches nothing)"
         return [app], f"app {app.name}"
     wanted = {k: str(cls.get(k) or "") for k in ("category", "serviceClass", "importance")}
     wanted = {k: v for k, v in wanted.items() if v}
@@ -212,7 +215,7 @@ def resolve_application(cls: Mapping[str, Any], apps: Mapping[str, Application],
     found = [a for a in apps.values() if all(getattr(a, attr[k]) == v for k, v in wanted.items())]
     label = " ".join(f"{k}={v}" for k, v in wanted.items())
     if not found:
-        raise PolicyError(f"{where}: no application matches {label}")
+        return [], f"apps {label} (none in the application database: matches nothing)"
     return sorted(found, key=lambda a: a.id), f"apps {label}"
 
 
@@ -237,8 +240,6 @@ def parse_rule(raw: Mapping[str, Any], apps: Mapping[str, Application]) -> Rule:
     elif app:
         found, classification = resolve_application(app, apps, where)
         matches = tuple(m for a in found for m in a.matches)
-        if not matches:
-            raise PolicyError(f"{where}: {classification} has no classification rules")
     else:
         raise PolicyError(f"{where}: classification needs a prefix (ip, ports or protocol) "
                           "or an application")

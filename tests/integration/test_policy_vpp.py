@@ -206,10 +206,10 @@ async def test_application_rules_follow_the_application_database(rig: Rig,
         "classification": {"application": {"appId": "app1"}},
         "action": {"links": [{"pathlabels": ["lblB"], "order": "priority"}],
                    "fallback": "drop"}}]}
-    with pytest.raises(PolicyError, match="application app1 is not in"):
-        await m.apply(by_app)
-    await m.set_applications({"applications": apps})
-    await m.apply(by_app)
+    await m.apply(by_app)  # before the application database: an ACL that matches nothing
+    (acl,) = rig.abf().acls.values()
+    assert acl.rules == [] and "matches nothing" in m.status()["rules"][0]["classification"]
+    assert await m.set_applications({"applications": apps}) == 1  # the ACL filled in place
     (acl,) = rig.abf().acls.values()
     assert len(acl.rules) == 4  # ports without protocol: a TCP pair and a UDP pair
     apps[0]["rules"] = [{"ip": "198.18.0.0/15", "protocol": "udp", "ports": "443"}]
