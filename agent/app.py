@@ -31,6 +31,8 @@ from agent.monitor.resolver import NameResolver
 from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
+from agent.policy.decide import Hysteresis
+from agent.policy.manager import PolicyManager
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
@@ -72,6 +74,14 @@ class Agent:
             stats_period=mon.stats_period,
             sa_poll=mon.sa_poll,
         )
+        pol = cfg.policy
+        self.policies = PolicyManager(
+            self.vpp, lambda: self.manager.desired, self.monitor.health,
+            lan_interfaces=pol.lan_interfaces, wan_interfaces=pol.wan_interfaces,
+            state_file=state_dir / "multilink-policy.json", period=pol.period,
+            hysteresis=Hysteresis(pol.hysteresis_rtt_ms, pol.hysteresis_drop_pct),
+        )
+        self.monitor.status_listeners.append(lambda _tid, _status: self.policies.notify())
         self.config_store = ConfigStore(state_dir)
         self.stats_segment = (StatsSegment(Path(cfg.vpp.stats_socket))
                               if cfg.vpp.stats_socket else None)
@@ -99,7 +109,8 @@ class Agent:
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
-                           jobs=self.journal.recent, log_level=cfg.logging.level),
+                           jobs=self.journal.recent, log_level=cfg.logging.level,
+                           policies=self.policies.status),
             Path(cfg.admin.socket),
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
@@ -133,6 +144,7 @@ class Agent:
     async def run(self, on_ready: ReadyCallback | None = None) -> None:
         """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
         self.manager.load()
+        self.policies.load()
         self.vpp.add_connect_listener(self._on_vpp_connect)
         await self.admin.start()
         try:
@@ -141,6 +153,8 @@ class Agent:
                 tg.create_task(self.link.run(), name="controller-link")
                 tg.create_task(self.manager.supervise_forever(), name="sa-supervisor")
                 tg.create_task(self.monitor.run(), name="monitor")
+                # follows tunnel health; reconciles itself after each VPP (re)connect
+                tg.create_task(self.policies.run(), name="multilink-policies")
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()

@@ -285,6 +285,28 @@ class PeersConfig(_Section):
                                    "this long is reported down: no answer from the peer")
 
 
+class PolicyConfig(_Section):
+    lan_interfaces: list[str] = Field(
+        default=[], description="VPP interfaces whose received traffic multilink "
+        "policies steer (ABF attachments); comma-separated in the environment")
+    wan_interfaces: list[str] = Field(
+        default=[], description="VPP WAN interfaces that rules with apply-on-wan-rx "
+        "also attach to")
+    period: float = Field(default=1.0, gt=0, description="seconds between re-decisions of "
+                          "each rule's paths from tunnel health")
+    hysteresis_rtt_ms: float = Field(default=30.0, ge=0, description="how much lower rtt "
+                                     "another link needs before link-quality moves to it")
+    hysteresis_drop_pct: float = Field(default=2.0, ge=0, description="how much lower drop "
+                                       "(points) another link needs before link-quality moves")
+
+    @field_validator("lan_interfaces", "wan_interfaces", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [n.strip() for n in v.split(",") if n.strip()]
+        return v
+
+
 class AdminConfig(_Section):
     socket: Path = Field(
         default=Path("/run/peering-agent/admin.sock"),
@@ -331,6 +353,7 @@ class AgentConfig(_Section):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     peers: PeersConfig = Field(default_factory=PeersConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

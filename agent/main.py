@@ -83,7 +83,8 @@ async def _run(cfg: AgentConfig) -> int:
     agent = Agent(cfg, job_metrics=jobs.observe)
     agent.extra_tasks.append(lambda: watchdog_loop(notifier, watchdog_interval()))
     if cfg.metrics.listen:
-        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs)
+        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs,
+                                    agent.policies)
         agent.extra_tasks.append(lambda: run_metrics_server(source, cfg.metrics.listen))
     def ready() -> None:
         notifier.ready(f"VPP {agent.vpp_version} connected, {len(agent.manager.desired)} peers")

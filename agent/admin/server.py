@@ -192,6 +192,9 @@ class AdminServer:
             return b.recent_jobs(_int(args, "limit", 20, 1, 10000))
         if cmd == proto.SHOW_VPP:
             return asdict(await b.vpp_summary())
+        if cmd == proto.SHOW_POLICIES:  # a backend without multilink policies has none
+            status = getattr(b, "policy_status", None)
+            return status() if status is not None else {"policy_id": None}
         if cmd == proto.VPP:
             command = _str(args, "command")
             if len(command) > proto.MAX_CLI_COMMAND or "\n" in command or "\r" in command:

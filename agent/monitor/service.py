@@ -191,6 +191,8 @@ class MonitorService:
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._running = False
+        # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
+        self.status_listeners: list[Callable[[int, str], None]] = []
         manager.add_change_listener(self.sync)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -364,6 +366,8 @@ class MonitorService:
             log.info("tunnel health changed", tunnel_id=t.tunnel_id, status=status.value,
                      reason=snap.reason, rtt_ms=round(snap.rtt_ms, 3),
                      drop_rate=round(snap.drop_rate, 1))
+            for listener in list(self.status_listeners):
+                listener(t.tunnel_id, status.value)
 
     # -- routes for resolved addresses -----------------------------------------------------
 

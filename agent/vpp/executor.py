@@ -104,5 +104,5 @@ class Executor:
         self.writes += 1
         reply = await self._vpp.call(op.message, **args)
         if op.produces is not None:
-            refs[op.produces] = int(reply.sw_if_index)
+            refs[op.produces] = int(getattr(reply, op.produces_field))
         return reply
