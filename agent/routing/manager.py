@@ -1,0 +1,178 @@
+"""Applies the desired routing to a running FRR through vtysh, and reads BGP status.
+
+`RoutingManager.apply(model)` renders the model, reads `show running-config`,
+applies the difference as one `vtysh -f` file and reads FRR back: anything still
+different is an error (a command FRR refused or printed otherwise), after which
+the previous configuration is restored, so a failed apply leaves FRR as it was
+and the caller can undo its own (VPP) steps. What the agent applied is kept in a
+0600 JSON file (it holds BGP passwords, as the store holds PSKs), so after an
+agent restart the lines it owns are still known, and an operator's are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from agent.routing.bgpstatus import bgp_status
+from agent.routing.frrconf import Plan, diff, mask, parse
+from agent.routing.model import RoutingModel
+from agent.routing.render import Path, render
+
+log = logging.getLogger(__name__)
+
+
+class RoutingError(RuntimeError):
+    """FRR could not be read or did not take the configuration; the text is secret-free."""
+
+
+@dataclass(frozen=True)
+class Vtysh:
+    """How to reach FRR: the vtysh binary and, for a private FRR, its vty socket directory."""
+
+    binary: str = "vtysh"
+    vty_socket: str | None = None
+    timeout: float = 30.0
+
+    def _argv(self, *args: str) -> list[str]:
+        extra = ["--vty_socket", self.vty_socket] if self.vty_socket else []
+        return [self.binary, *extra, *args]
+
+    async def run(self, *args: str) -> tuple[int, str]:
+        """(exit code, stdout+stderr); a vtysh that hangs is killed at the deadline."""
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv(*args), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RoutingError(f"vtysh {' '.join(args[:2])}: no answer within "
+                               f"{self.timeout:g} s") from None
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def show(self, command: str) -> str:
+        rc, out = await self.run("-c", command)
+        if rc != 0:
+            raise RoutingError(f"vtysh -c {command!r} failed ({rc}): {mask(out.strip())[:300]}")
+        return out
+
+    async def running_config(self) -> str:
+        return await self.show("show running-config")
+
+    async def load(self, script: str) -> tuple[int, str]:
+        """Apply a configuration file; the file is private and removed at once."""
+        with tempfile.TemporaryDirectory(prefix="agent-frr-") as tmp:
+            path = os.path.join(tmp, "apply.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            return await self.run("-f", path)
+
+
+class RoutingManager:
+    """The one writer of the agent's part of FRR's configuration."""
+
+    def __init__(self, vtysh: Vtysh, state_path: FsPath | None = None) -> None:
+        self._vtysh = vtysh
+        self._state_path = state_path
+        self._owned: tuple[Path, ...] = self._load_owned()  # in apply order
+        self._model: RoutingModel | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def owned(self) -> frozenset[Path]:
+        return frozenset(self._owned)
+
+    async def plan(self, model: RoutingModel) -> Plan:
+        """What `apply(model)` would change now (nothing applied)."""
+        running = parse(await self._vtysh.running_config())
+        return diff(render(model), running, set(self._owned))
+
+    async def apply(self, model: RoutingModel) -> Plan:
+        """Make FRR hold exactly the agent's rendering of `model`; returns what changed.
+
+        On failure FRR is put back to the previous configuration (best effort) and
+        RoutingError is raised.
+        """
+        async with self._lock:
+            previous = self._owned
+            try:
+                plan = await self._apply(render(model))
+            except RoutingError as e:
+                try:
+                    await self._apply(previous)
+                except RoutingError as undo:
+                    raise RoutingError(f"{e}; restoring the previous FRR configuration "
+                                       f"failed too: {undo}") from e
+                raise
+            self._model = model
+            return plan
+
+    async def _apply(self, desired: Sequence[Path]) -> Plan:
+        running = parse(await self._vtysh.running_config())
+        plan = diff(desired, running, set(self._owned))
+        if not plan.empty:
+            # owned before touching FRR: after a crash half-way the new lines are still ours
+            known = set(self._owned)
+            self._owned += tuple(p for p in desired if p not in known)
+            self._save_owned()
+            for line in plan.describe():
+                log.info("frr: %s", line)
+            rc, out = await self._vtysh.load(plan.script())
+            rest = diff(desired, parse(await self._vtysh.running_config()), set(self._owned))
+            if not rest.empty:
+                said = mask(" | ".join(x.strip() for x in out.splitlines() if x.strip()))
+                raise RoutingError(
+                    f"FRR did not take {len(rest.commands())} line(s): "
+                    f"{'; '.join(rest.describe()[:5])} (vtysh exit {rc}"
+                    + (f": {said[:400]})" if said else ")"))
+        if self._owned != tuple(desired):
+            self._owned = tuple(desired)
+            self._save_owned()
+        return plan
+
+    async def bgp_status(self) -> dict[str, Any]:
+        """The controller's `bgp` object; `{}` without BGP configured or when FRR is down."""
+        if self._model is None or self._model.bgp is None:
+            return {}
+        try:
+            return bgp_status(await self._vtysh.show("show bgp summary json"))
+        except RoutingError as e:
+            log.warning("bgp status: %s", e)
+            return {}
+
+    def _load_owned(self) -> tuple[Path, ...]:
+        if self._state_path is None:
+            return ()
+        try:
+            data = json.loads(self._state_path.read_text())
+        except FileNotFoundError:
+            return ()
+        except ValueError:
+            log.warning("%s: unreadable, starting with no owned FRR lines", self._state_path)
+            return ()
+        return tuple(tuple(str(x) for x in p) for p in data.get("owned", []))
+
+    def _save_owned(self) -> None:
+        if self._state_path is None:
+            return
+        tmp = self._state_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"owned": [list(p) for p in self._owned]}, f)
+        try:
+            os.replace(tmp, self._state_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
