@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -88,6 +89,12 @@ class RoutingManager:
         self._owned: tuple[Path, ...] = self._load_owned()  # in apply order
         self._model: RoutingModel | None = None
         self._lock = asyncio.Lock()
+        self._bgp_cache: tuple[float, dict[str, Any]] | None = None
+
+    @property
+    def model(self) -> RoutingModel | None:
+        """The model last applied successfully (None before the first apply)."""
+        return self._model
 
     @property
     def owned(self) -> frozenset[Path]:
@@ -150,6 +157,20 @@ class RoutingManager:
         except RoutingError as e:
             log.warning("bgp status: %s", e)
             return {}
+
+    async def stats_bgp(self, max_age: float = 180.0) -> dict[str, Any]:
+        """The `bgp` key of a get-device-stats entry: read at most every `max_age` seconds.
+
+        flexiagent refreshes it every 3 minutes; polls in between get the last reading
+        (the controller stores it only when non-empty), and `{}` without BGP.
+        """
+        if self._model is None or self._model.bgp is None:
+            self._bgp_cache = None
+            return {}
+        now = time.monotonic()
+        if self._bgp_cache is None or now - self._bgp_cache[0] >= max_age:
+            self._bgp_cache = (now, await self.bgp_status())
+        return dict(self._bgp_cache[1])
 
     def _load_owned(self) -> tuple[Path, ...]:
         if self._state_path is None:
