@@ -84,6 +84,24 @@ def mask(text: str) -> str:
     return _PASSWORD.sub(r"\1******", text)
 
 
+P2P_LINE = "ip ospf network point-to-point"
+
+
+def elide_defaults(desired: Sequence[Path], p2p_interfaces: Set[str]) -> tuple[Path, ...]:
+    """`desired` without what FRR would not print: its running-config is the yardstick.
+
+    On an interface the kernel flags POINTOPOINT (a tunnel's TUN) point-to-point is
+    OSPF's default network type, so FRR takes `ip ospf network point-to-point` and
+    does not print it; an interface block left without lines is not printed either.
+    """
+    kept = [p for p in desired
+            if not (len(p) == 2 and p[1] == P2P_LINE
+                    and p[0].removeprefix("interface ") in p2p_interfaces)]
+    return tuple(p for p in kept
+                 if not (len(p) == 1 and p[0].startswith("interface ")
+                         and not any(len(q) > 1 and q[0] == p[0] for q in kept)))
+
+
 def diff(desired: Sequence[Path], running: Sequence[Path], owned: Set[Path]) -> Plan:
     want = set(desired)
     have = set(running)

@@ -24,7 +24,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from agent.routing.bgpstatus import bgp_status
-from agent.routing.frrconf import Plan, diff, mask, parse
+from agent.routing.frrconf import P2P_LINE, Plan, diff, elide_defaults, mask, parse
 from agent.routing.model import RoutingModel
 from agent.routing.render import Path, render
 
@@ -103,7 +103,7 @@ class RoutingManager:
     async def plan(self, model: RoutingModel) -> Plan:
         """What `apply(model)` would change now (nothing applied)."""
         running = parse(await self._vtysh.running_config())
-        return diff(render(model), running, set(self._owned))
+        return diff(await self._printable(render(model)), running, set(self._owned))
 
     async def apply(self, model: RoutingModel) -> Plan:
         """Make FRR hold exactly the agent's rendering of `model`; returns what changed.
@@ -125,7 +125,22 @@ class RoutingManager:
             self._model = model
             return plan
 
-    async def _apply(self, desired: Sequence[Path]) -> Plan:
+    async def _printable(self, desired: Sequence[Path]) -> tuple[Path, ...]:
+        """`desired` as FRR will print it, given which interfaces are point-to-point now."""
+        if not any(p[-1] == P2P_LINE for p in desired):
+            return tuple(desired)
+        return elide_defaults(desired, await self._p2p_interfaces())
+
+    async def _p2p_interfaces(self) -> set[str]:
+        try:
+            interfaces = json.loads(await self._vtysh.show("show interface json"))
+        except ValueError:
+            return set()
+        return {name for name, i in interfaces.items()
+                if isinstance(i, dict) and "POINTOPOINT" in str(i.get("flags", ""))}
+
+    async def _apply(self, wanted: Sequence[Path]) -> Plan:
+        desired = await self._printable(wanted)
         running = parse(await self._vtysh.running_config())
         plan = diff(desired, running, set(self._owned))
         if not plan.empty:
@@ -136,6 +151,7 @@ class RoutingManager:
             for line in plan.describe():
                 log.info("frr: %s", line)
             rc, out = await self._vtysh.load(plan.script())
+            desired = await self._printable(wanted)  # an interface may have come meanwhile
             rest = diff(desired, parse(await self._vtysh.running_config()), set(self._owned))
             if not rest.empty:
                 said = mask(" | ".join(x.strip() for x in out.splitlines() if x.strip()))

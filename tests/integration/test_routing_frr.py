@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import time
@@ -19,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from probe_netns import Lab, netns_unavailable_reason
+from probe_netns import Lab, netns_unavailable_reason, run_in_netns
 
 from agent.lab.frr import Frr, missing
+from agent.lab.vppsim.ike_strongswan import open_tun
 from agent.routing.manager import RoutingError, RoutingManager, Vtysh
 from agent.routing.model import RoutingModel, from_params, peer_routing
 from tests.waiting import until
@@ -186,6 +188,26 @@ async def test_frr_restart_and_agent_restart_converge(topo: Topo, tmp_path: Path
     # what the first manager applied is removed by the restarted one
     await second.apply(RoutingModel())
     assert "peer7" not in topo.dev.running_config()
+
+
+async def test_a_tunnel_tun_interface_converges_with_and_without_cost(
+        topo: Topo, manager: RoutingManager, request: pytest.FixtureRequest) -> None:
+    # a linux-cp TUN is POINTOPOINT: FRR takes `ip ospf network point-to-point` silently
+    fd = run_in_netns(topo.dev_ns, lambda: open_tun("peer8"))  # held open: carrier up
+    request.addfinalizer(lambda: os.close(fd))
+    topo.lab.sh(topo.dev_ns, "ip", "addr", "add", "10.100.0.18/31", "dev", "peer8")
+    topo.lab.sh(topo.dev_ns, "ip", "link", "set", "peer8", "up")
+    before = topo.dev.running_config()
+    for cost in ("7", ""):
+        peer = peer_routing(8, {"addr": "10.100.0.18/31", "ospf-cost": cost})
+        model = from_params(peers=[peer], ospf={})
+        await manager.apply(model)
+        assert (await manager.apply(model)).empty, cost
+        iface = _vtysh_json(topo.dev, "show ip ospf interface peer8 json")["interfaces"]["peer8"]
+        assert iface["networkType"] == "POINTOPOINT"
+        assert iface["cost"] == (7 if cost else 10)  # 10: FRR's reference bandwidth default
+    await manager.apply(RoutingModel())
+    assert topo.dev.running_config() == before
 
 
 async def test_a_refused_line_restores_the_previous_configuration(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.routing.frrconf import diff, mask, parse
+from agent.routing.frrconf import diff, elide_defaults, mask, parse
 from agent.routing.model import (
     PeerRouting,
     RoutingModelError,
@@ -267,3 +267,15 @@ def test_empty_route_map_entry_is_entered_and_left() -> None:
     script = diff(desired, (), set()).script()
     assert "route-map in-f deny 15\nexit\n" in script
 
+
+
+def test_point_to_point_is_not_expected_in_print_on_a_point_to_point_interface() -> None:
+    with_cost = render(from_params(peers=[peer7()]))
+    out = lines(elide_defaults(with_cost, {"peer7"}))
+    assert "interface peer7 / ip ospf cost 100" in out
+    assert "interface peer7 / ip ospf network point-to-point" not in out
+    assert lines(elide_defaults(with_cost, {"peer9"})) == lines(with_cost)
+    no_cost = render(from_params(peers=[peer_routing(7, {"addr": "10.100.0.16/31"})]))
+    out = lines(elide_defaults(no_cost, {"peer7"}))
+    assert not any(line.startswith("interface") for line in out)  # FRR prints no empty block
+    assert "router ospf / network 10.100.0.16/31 area 0.0.0.0" in out
