@@ -223,3 +223,44 @@ def test_bgp_established_over_the_esp_tunnel_with_prefixes_both_ways(
         assert dev.running_config() == before
 
     run_routing_lab(lab, workdir, scenario)
+
+
+BLOCK_TUNNEL = """table inet routing_lab_cut {
+  chain cut {
+    type filter hook forward priority 0; policy accept;
+    udp dport { 500, 4500 } drop
+    udp sport { 500, 4500 } drop
+    meta l4proto esp drop
+  }
+}
+"""
+
+
+def test_learned_routes_leave_when_the_tunnel_goes_down_and_return_when_it_is_up(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        params = await tunnel_up(r, lab)
+        routing = RoutingManager(Vtysh(vty_socket=dev.vty_socket), workdir / "frr-owned.json")
+        await routing.apply(device_model(params, "bgp"))
+
+        def learned() -> bool:
+            return PEER_NET in vjson(dev, "show ip route bgp json") and bool(
+                kernel_route(PEER_NET) and "peer7" in kernel_route(PEER_NET))
+
+        await until(learned, 60)
+        # the internet between device and peer drops IKE and ESP: the tunnel is down
+        sh(lab.internet, "nft", "-f", "-", stdin=BLOCK_TUNNEL)
+        try:
+            await until(lambda: not learned(), 30)  # BGP hold time (9 s) withdraws it
+            assert "peer7" not in kernel_route(PEER_NET)
+        finally:
+            sh(lab.internet, "nft", "delete", "table", "inet", "routing_lab_cut", check=False)
+        # back up: the agent re-establishes the SA, BGP reconnects, the route returns
+        await until(lambda: r.agent.manager.states[7].status == "up", 60)
+        await until(learned, 60)
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        # nothing in FRR changed meanwhile: the agent's configuration is still exact
+        assert (await routing.apply(device_model(params, "bgp"))).empty
+
+    run_routing_lab(lab, workdir, scenario)
