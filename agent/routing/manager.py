@@ -27,6 +27,7 @@ from agent.routing.bgpstatus import bgp_status
 from agent.routing.frrconf import P2P_LINE, Plan, diff, elide_defaults, mask, parse
 from agent.routing.model import RoutingModel
 from agent.routing.render import Path, render
+from agent.routing.status import peer_statuses
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,31 @@ class RoutingManager:
         except RoutingError as e:
             log.warning("bgp status: %s", e)
             return {}
+
+    async def peer_status(self) -> list[dict[str, Any]]:
+        """Per peer: protocol, far end, adjacency/session state, routes learned and
+        advertised (for `peerctl show routing`); [] before the first apply."""
+        model = self._model
+        if model is None or not model.peers:
+            return []
+
+        async def read(command: str) -> dict[str, Any]:
+            try:
+                out = json.loads(await self._vtysh.show(command))
+            except (RoutingError, ValueError):
+                return {}
+            return out if isinstance(out, dict) else {}
+
+        ospf = any(p.routing == "ospf" for p in model.peers)
+        bgp = model.bgp is not None
+        return [s.as_dict() for s in peer_statuses(
+            model,
+            ospf_neighbors=await read("show ip ospf neighbor json") if ospf else {},
+            bgp_summary=await read("show bgp summary json") if bgp else {},
+            routes=await read("show ip route json"),
+            ospf_self_external=(await read("show ip ospf database external self-originate json")
+                                if ospf else {}),
+        )]
 
     async def stats_bgp(self, max_age: float = 180.0) -> dict[str, Any]:
         """The `bgp` key of a get-device-stats entry: read at most every `max_age` seconds.

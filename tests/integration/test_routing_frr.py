@@ -260,6 +260,10 @@ async def test_ospf_adjacency_full_and_routes_learned(topo: Topo, manager: Routi
     # the device's redistributed static route reaches the peer
     await until(lambda: DEVICE_STATIC in _vtysh_json(topo.peer, "show ip route ospf json"),
                 timeout=30)
+    [status] = await manager.peer_status()
+    assert status == {"tunnel_id": 7, "interface": "peer7", "protocol": "ospf",
+                      "neighbor": "10.100.0.17", "state": "Full/-", "learned": 1,
+                      "advertised": 1}
 
 
 async def test_bgp_established_prefixes_both_ways_and_status(
@@ -298,6 +302,10 @@ async def test_bgp_established_prefixes_both_ways_and_status(
     status = await manager.bgp_status()
     assert status["peers"]["10.100.0.17"]["pfxRcd"] == 1
     assert status["peers"]["10.100.0.17"]["pfxSnt"] >= 2
+    [peer_status] = await manager.peer_status()
+    assert peer_status["protocol"] == "bgp" and peer_status["state"] == "Established"
+    assert peer_status["learned"] == 1
+    assert peer_status["advertised"] == status["peers"]["10.100.0.17"]["pfxSnt"]
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float,

@@ -188,6 +188,8 @@ def test_ospf_full_over_the_esp_tunnel_and_the_peer_prefix_is_learned(
         await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
         rc, out = await ping(PEER_HOST)  # the learned route carries traffic through ESP
         assert rc == 0, out
+        [status] = await routing.peer_status()
+        assert (status["protocol"], status["state"], status["learned"]) == ("ospf", "Full/-", 1)
         assert (await routing.apply(device_model(params, "ospf"))).empty
 
     run_routing_lab(lab, workdir, scenario)
