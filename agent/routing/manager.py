@@ -126,6 +126,16 @@ class RoutingManager:
             self._model = model
             return plan
 
+    async def reconcile(self) -> Plan | None:
+        """Re-apply the last model (after an FRR restart FRR starts empty); None before any.
+
+        Cheap when nothing changed: two reads, no write. The daemon calls it at a
+        steady interval; an FRR that does not answer raises RoutingError.
+        """
+        if self._model is None:
+            return None
+        return await self.apply(self._model)
+
     async def _printable(self, desired: Sequence[Path]) -> tuple[Path, ...]:
         """`desired` as FRR will print it, given which interfaces are point-to-point now."""
         if not any(p[-1] == P2P_LINE for p in desired):

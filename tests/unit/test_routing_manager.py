@@ -95,3 +95,16 @@ async def test_stats_bgp_is_read_at_most_every_max_age() -> None:
     object.__setattr__(frr, "target", ())
     await m.apply(RoutingModel())
     assert await m.stats_bgp(max_age=0) == {}
+
+
+async def test_reconcile_restores_what_an_frr_restart_lost() -> None:
+    frr = FakeFrr()
+    object.__setattr__(frr, "target", render(model("10")))
+    m = RoutingManager(frr)
+    assert await m.reconcile() is None  # nothing applied yet: nothing to restore
+    await m.apply(model("10"))
+    assert (await m.reconcile()).empty  # type: ignore[union-attr]
+    object.__setattr__(frr, "paths", [])  # FRR restarted with no configuration
+    plan = await m.reconcile()
+    assert plan is not None and len(plan.additions) > 0
+    assert parse(await frr.running_config()) == render(model("10"))
