@@ -188,6 +188,15 @@ def bgp_settings(params: Mapping[str, Any]) -> BgpSettings:
     )
 
 
+MODIFY_BGP_KEYS = ("localAsn", "neighbors", "networks", "redistributeOspf")
+
+
+def merge_modify_bgp(stored: Mapping[str, Any], modify: Mapping[str, Any]) -> dict[str, Any]:
+    """The `add-routing-bgp` params after a `modify-routing-bgp`, which carries only
+    {localAsn, neighbors, networks, redistributeOspf}; the rest stays as stored."""
+    return {**stored, **{k: modify[k] for k in MODIFY_BGP_KEYS if k in modify}}
+
+
 def routing_filter(params: Mapping[str, Any]) -> RoutingFilter:
     name = _name("add-routing-filter.name", params.get("name"))
     if not name:

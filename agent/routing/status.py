@@ -72,3 +72,18 @@ def _learned(routes: dict[str, Any], protocol: str, interface: str, far: str) ->
                    for h in r.get("nexthops") or ()):
                 count += 1
     return count
+
+
+def format_table(statuses: list[dict[str, Any]]) -> str:
+    """`peerctl show routing`: one line per peer."""
+    if not statuses:
+        return "no peer routing configured\n"
+    rows = [("tunnel", "interface", "protocol", "neighbor", "state", "learned", "advertised")]
+    for s in statuses:
+        advertised = s.get("advertised")
+        rows.append((str(s["tunnel_id"]), s["interface"], s["protocol"], s["neighbor"],
+                     s["state"] or "down", str(s["learned"]),
+                     "-" if advertised is None else str(advertised)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
+                   for r in rows)

@@ -10,6 +10,7 @@ from agent.routing.model import (
     RoutingModelError,
     bgp_settings,
     from_params,
+    merge_modify_bgp,
     peer_routing,
     routing_filter,
 )
@@ -279,3 +280,13 @@ def test_point_to_point_is_not_expected_in_print_on_a_point_to_point_interface()
     out = lines(elide_defaults(no_cost, {"peer7"}))
     assert not any(line.startswith("interface") for line in out)  # FRR prints no empty block
     assert "router ospf / network 10.100.0.16/31 area 0.0.0.0" in out
+
+
+def test_modify_routing_bgp_replaces_only_its_four_keys() -> None:
+    modify = {"localAsn": "65001", "redistributeOspf": False,
+              "neighbors": [{"ip": "10.100.0.19", "remoteAsn": "65011"}], "networks": []}
+    merged = merge_modify_bgp(BGP, modify)
+    bgp = bgp_settings(merged)
+    assert str(bgp.router_id) == "192.0.2.1" and bgp.best_path_multipath_relax
+    assert [str(n.ip) for n in bgp.neighbors] == ["10.100.0.19"]
+    assert bgp.networks == () and not bgp.redistribute_ospf

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.routing.model import from_params, peer_routing
-from agent.routing.status import peer_statuses
+from agent.routing.status import format_table, peer_statuses
 
 OSPF_NEIGHBORS = {"neighbors": {"203.0.113.10": [
     {"priority": 1, "state": "Full/-", "nbrState": "Full/-", "address": "10.100.0.17",
@@ -57,3 +57,19 @@ def test_no_adjacency_is_an_empty_state() -> None:
     [s] = peer_statuses(model, ospf_neighbors={}, bgp_summary={}, routes={},
                         ospf_self_external={})
     assert (s.state, s.learned, s.advertised) == ("", 0, 0)
+
+
+def test_table_shows_one_line_per_peer() -> None:
+    model = from_params(
+        peers=[peer_routing(7, {"addr": "10.100.0.16/31", "routing": "ospf"}),
+               peer_routing(11, {"addr": "10.100.0.22/31", "routing": "bgp"})],
+        bgp={"localAsn": "65001"})
+    statuses = [s.as_dict() for s in peer_statuses(
+        model, ospf_neighbors=OSPF_NEIGHBORS, bgp_summary=BGP, routes=ROUTES,
+        ospf_self_external=EXTERNAL)]
+    lines = format_table(statuses).splitlines()
+    assert lines[0].split() == ["tunnel", "interface", "protocol", "neighbor", "state",
+                                "learned", "advertised"]
+    assert lines[1].split() == ["7", "peer7", "ospf", "10.100.0.17", "Full/-", "1", "1"]
+    assert lines[2].split() == ["11", "peer11", "bgp", "10.100.0.23", "down", "0", "-"]
+    assert format_table([]) == "no peer routing configured\n"
