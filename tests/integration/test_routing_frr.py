@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from probe_netns import Lab, netns_unavailable_reason, run_in_netns
@@ -315,3 +316,56 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float,
         if time.monotonic() > deadline:
             raise AssertionError(f"not met within {timeout:g} s: {what()}")
         await asyncio.sleep(0.1)
+
+
+def _bgp(**changes: Any) -> dict[str, Any]:
+    neighbor = {**BGP["neighbors"][0], **changes.pop("neighbor", {})}  # type: ignore[index]
+    return {**BGP, "neighbors": [neighbor, *changes.pop("more", [])], **changes}
+
+
+def _filter(**changes: Any) -> dict[str, Any]:
+    return {**FILTER, **changes}
+
+
+# each step changes something the previous one had; applied in order
+TRANSITIONS: list[tuple[str, RoutingModel]] = [
+    ("full", full_model()),
+    ("cost and area", from_params(
+        peers=[peer_routing(7, {"addr": "10.100.0.16/31", "ospf-cost": "30",
+                                "ospf-area": "0.0.0.4"})],
+        ospf={"routerId": "192.0.2.2"}, bgp=BGP, filters=[FILTER], routes=[ROUTE])),
+    ("second neighbor, new password, timers, community", from_params(
+        ospf={}, filters=[FILTER], routes=[ROUTE],
+        bgp=_bgp(neighbor={"password": "other-pw", "keepaliveInterval": "10",
+                           "holdInterval": "30", "sendCommunity": "", "multiHop": 3},
+                 more=[{"ip": "10.100.0.19", "remoteAsn": "65011", "sendCommunity": "large"}],
+                 bestPathMultipathRelax=False, routerId=""))),
+    ("first neighbor removed, remote-as changed", from_params(
+        ospf={}, filters=[FILTER],
+        bgp={**BGP, "neighbors": [{"ip": "10.100.0.19", "remoteAsn": "65012"}],
+             "networks": []})),
+    ("filter rules and description changed", from_params(
+        ospf={}, bgp={**BGP, "neighbors": [{"ip": "10.100.0.19", "remoteAsn": "65012",
+                                             "inboundFilter": "from-peer"}]},
+        filters=[_filter(description="changed", rules=[
+            {"route": "0.0.0.0/0", "action": "allow", "nextHop": "", "priority": 0},
+            {"route": "10.1.0.0/16", "action": "deny", "nextHop": "", "priority": 1},
+            {"route": "10.2.0.0/16", "action": "allow", "nextHop": "10.100.0.19",
+             "priority": 2}])])),
+    ("local ASN changed", from_params(ospf={}, bgp={**BGP, "localAsn": "65002"})),
+    ("nothing", RoutingModel()),
+]
+
+
+async def test_every_transition_ends_where_a_fresh_apply_ends(topo: Topo, tmp_path: Path) -> None:
+    state = tmp_path / "owned.json"
+    for i, (name, model) in enumerate(TRANSITIONS):
+        await RoutingManager(Vtysh(vty_socket=topo.dev.vty_socket), state).apply(model)
+        changed = topo.dev.running_config()
+        again = RoutingManager(Vtysh(vty_socket=topo.dev.vty_socket), state)
+        assert (await again.apply(model)).empty, name
+        # the same model applied to an FRR that never saw the earlier steps
+        topo.dev.restart()
+        await RoutingManager(Vtysh(vty_socket=topo.dev.vty_socket),
+                             tmp_path / f"fresh-{i}.json").apply(model)
+        assert topo.dev.running_config() == changed, name
