@@ -50,9 +50,13 @@ class Vtysh:
 
     async def run(self, *args: str) -> tuple[int, str]:
         """(exit code, stdout+stderr); a vtysh that hangs is killed at the deadline."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(*args), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(*args), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as e:
+            raise RoutingError(f"cannot run {self.binary} ({e.strerror}): is frr installed?"
+                               ) from None
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
         except TimeoutError:
@@ -151,6 +155,8 @@ class RoutingManager:
                 if isinstance(i, dict) and "POINTOPOINT" in str(i.get("flags", ""))}
 
     async def _apply(self, wanted: Sequence[Path]) -> Plan:
+        if not wanted and not self._owned:
+            return Plan((), ())  # no routing, none applied: FRR need not even be installed
         desired = await self._printable(wanted)
         running = parse(await self._vtysh.running_config())
         plan = diff(desired, running, set(self._owned))

@@ -108,3 +108,11 @@ async def test_reconcile_restores_what_an_frr_restart_lost() -> None:
     plan = await m.reconcile()
     assert plan is not None and len(plan.additions) > 0
     assert parse(await frr.running_config()) == render(model("10"))
+
+
+async def test_without_routing_frr_is_not_needed_and_a_missing_vtysh_is_named() -> None:
+    m = RoutingManager(Vtysh(binary="/nonexistent/vtysh"))
+    assert (await m.apply(RoutingModel())).empty
+    with pytest.raises(RoutingError, match="is frr installed"):
+        await m.apply(model("10"))
+    assert m.model == RoutingModel()
