@@ -78,6 +78,7 @@ async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
                        "allow_insecure": True, "backoff_min": 0.1, "backoff_max": 1.0},
         "vpp": {"api_socket": str(workdir / "api.sock")},
         "state": {"dir": str(workdir / "state")},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(workdir / "admin.sock")},
         "monitor": {"stats_period": 2.0},
         "logging": {"level": "error"},

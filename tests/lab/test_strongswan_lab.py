@@ -117,6 +117,7 @@ def _config(ctl: ControllerDouble, sim: VppSim, base: Path) -> AgentConfig:
                        "ping_interval": 0.5, "silence_timeout": 5.0},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(base / "state")},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(base / "admin.sock")},
         # faster supervision than the daemon's defaults, so the lab stays quick
         "peers": {"sa_poll_interval": 0.2, "reinit_backoff_min": 0.5},
