@@ -412,7 +412,8 @@ class JobDispatcher:
         result = await self._vpp_step(changes, target, note)
         old_model = self.routing.model if self.routing is not None else None
         routed = False
-        if self.routing is not None and model is not None and (converge or model != old_model):
+        if self.routing is not None and model is not None and (
+                converge or (touched and model != old_model)):
             try:
                 plan = await self.routing.apply(model)
             except RoutingError as e:  # the routing manager put FRR back already
