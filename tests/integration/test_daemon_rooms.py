@@ -144,7 +144,7 @@ async def test_controller_installs_syncs_and_uninstalls_a_policy(short_dir: Path
                                           "abf_attachments": []}
             assert agent.policies.policy is None
             # a policy this VPP cannot take is refused with the reason
-            bad = {"id": "p2", "rules": [{**POLICY["rules"][0],  # type: ignore[index]
+            bad = {"id": "p2", "rules": [{**POLICY["rules"][0],
                                           "classification": {"application": {"appId": "nope"}},
                                           "priority": "high"}]}
             reply = await ctl.send_job("aggregated",
