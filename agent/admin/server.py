@@ -26,7 +26,7 @@ import structlog
 from agent.admin import protocol as proto
 from agent.admin.backend import AdminBackend, AdminError
 from agent.admin.export import FORMATS, ExportError, render_export
-from agent.admin.masking import mask_cli_command, mask_cli_output
+from agent.masking import mask_cli_command, mask_cli_output
 from agent.vpp.errors import VppError
 
 log = structlog.get_logger(__name__)

@@ -68,6 +68,21 @@ DH = {
 }
 
 
+def hex_bytes(data: bytes, indent: int) -> str:
+    """VPP's format_hex_bytes: up to 32 bytes on one line; more as a dump of 32
+    bytes per line (`00000000: ...`), further lines indented to `indent`, the
+    column where the dump started."""
+    if len(data) <= 32:
+        return data.hex()
+    rows = [f"{i:08x}: {data[i:i + 32].hex()}" for i in range(0, len(data), 32)]
+    return ("\n" + " " * indent).join(rows)
+
+
+def _keyed(prefix: str, data: bytes) -> str:
+    """`prefix` then `data` as VPP prints it at the column after `prefix`."""
+    return prefix + hex_bytes(data, len(prefix))
+
+
 class CliError(Exception):
     """A command failed; VPP prints the message and cli_inband returns -1."""
 
@@ -217,8 +232,9 @@ class Cli:
             out.append(f"profile {p.name}")
             if p.auth_data:
                 method = {1: "rsa-sig", 2: "shared-key-mic"}.get(p.auth_method, "unknown")
-                data = "0x" + p.auth_data.hex() if p.auth_hex else p.auth_data.decode("latin-1")
-                out.append(f"  auth-method {method} auth data {data}")
+                head = f"  auth-method {method} auth data "
+                out.append(_keyed(head + "0x", p.auth_data) if p.auth_hex
+                           else head + p.auth_data.decode("latin-1"))
             if p.loc_id[1]:
                 out.append(f"  local {format_id(p.loc_id)}")
             if p.rem_id[1]:
@@ -292,11 +308,13 @@ class Cli:
         s += f"\n uptime: {uptime:f} (s)\n"
         k = sa.keys
         s += f"\n nonce i:{sa.nonces[0].hex()}\n       r:{sa.nonces[1].hex()}\n"
-        s += f" SK_d    {k.get('sk_d', b'').hex()}\n"
-        if k.get("sk_ai"):
-            s += f" SK_a  i:{k['sk_ai'].hex()}\n       r:{k['sk_ar'].hex()}\n"
-        s += f" SK_e  i:{k.get('sk_ei', b'').hex()}\n       r:{k.get('sk_er', b'').hex()}\n"
-        s += f" SK_p  i:{k.get('sk_pi', b'').hex()}\n       r:{k.get('sk_pr', b'').hex()}\n"
+        s += _keyed(" SK_d    ", k.get("sk_d", b"")) + "\n"
+        pairs = (("a", "sk_ai", "sk_ar"), ("e", "sk_ei", "sk_er"), ("p", "sk_pi", "sk_pr"))
+        for name, ki, kr in pairs:
+            if name == "a" and not k.get("sk_ai"):
+                continue
+            s += _keyed(f" SK_{name}  i:", k.get(ki, b"")) + "\n"
+            s += _keyed("       r:", k.get(kr, b"")) + "\n"
         s += f" identifier (i) {format_id(sa.i_id)}\n"
         s += f" identifier (r) {format_id(sa.r_id)}\n"
         for child in sa.children:
@@ -313,9 +331,11 @@ class Cli:
         s += f"    spi(i) {c.i_spi:x} spi(r) {c.r_spi:x}\n"
         # a strongSwan-backed child has no keys to show (charon keeps them to itself)
         k = c.keys
-        s += f"    SK_e  i:{k.get('sk_ei', b'').hex()}\n          r:{k.get('sk_er', b'').hex()}\n"
+        s += _keyed("    SK_e  i:", k.get("sk_ei", b"")) + "\n"
+        s += _keyed("          r:", k.get("sk_er", b"")) + "\n"
         if k.get("sk_ai"):
-            s += f"    SK_a  i:{c.keys['sk_ai'].hex()}\n          r:{c.keys['sk_ar'].hex()}\n"
+            s += _keyed("    SK_a  i:", k["sk_ai"]) + "\n"
+            s += _keyed("          r:", k["sk_ar"]) + "\n"
         for label, ts in (("i", c.tsi), ("r", c.tsr)):
             s += f"    traffic selectors ({label}):"
             if ts is not None:

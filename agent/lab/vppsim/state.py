@@ -50,6 +50,28 @@ STATE_NAMES = {
 }
 ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
 
+# Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
+# SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,
+# the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for SK_e.
+_PRF_BYTES = {1: 16, 2: 20, 4: 16, 5: 32, 6: 48, 7: 64, 8: 16}
+_INTEG_BYTES = {1: 16, 2: 20, 5: 16, 12: 32, 13: 48, 14: 64}
+_AES_GCM_16 = 20
+
+
+def _encr_key_bytes(t: dict[str, Any]) -> int:
+    size = (t.get("crypto_key_size", 0) or 0) // 8
+    return size + 4 if size and t.get("crypto_alg") == _AES_GCM_16 else size
+
+
+def ike_sa_keys(ike: dict[str, Any]) -> dict[str, bytes]:
+    """Random SK_* of the lengths an IKE SA with these transforms has."""
+    prf = _PRF_BYTES.get(ike.get("prf_alg") or 5, 32)
+    integ = _INTEG_BYTES.get(ike.get("integ_alg") or 0, 0)
+    encr = _encr_key_bytes(ike) or 32
+    sizes = {"sk_d": prf, "sk_ai": integ, "sk_ar": integ, "sk_ei": encr, "sk_er": encr,
+             "sk_pi": prf, "sk_pr": prf}
+    return {k: secrets.token_bytes(n) for k, n in sizes.items()}
+
 
 class ApiError(Exception):
     """A request failed with a VNET_API_ERROR code."""
@@ -582,7 +604,8 @@ class SimState:
 
     def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
         esp = p.esp or {}
-        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8
+        key_bytes = _encr_key_bytes(esp)
+        integ_bytes = _INTEG_BYTES.get(esp.get("integ_alg") or 0, 0)
         child = ChildSa(
             index=sa.next_child,
             i_spi=secrets.randbits(32) | 1,
@@ -595,8 +618,8 @@ class SimState:
             keys={
                 "sk_ei": secrets.token_bytes(key_bytes),
                 "sk_er": secrets.token_bytes(key_bytes),
-                "sk_ai": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
-                "sk_ar": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
+                "sk_ai": secrets.token_bytes(integ_bytes),
+                "sk_ar": secrets.token_bytes(integ_bytes),
             },
         )
         sa.next_child += 1
