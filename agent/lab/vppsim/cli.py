@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 
 from agent.lab.vppsim.state import (
     ID_TYPES,
     IPSEC_UDP_PORT_NONE,
+    LOG_LEVELS,
     NO_INDEX,
     STATE_NAMES,
     ChildSa,
@@ -138,22 +140,46 @@ class Cli:
                 return self.show_ikev2_profile()
             if rest[:2] == ["ikev2", "sa"]:
                 return self.show_ikev2_sa(details="details" in rest[2:])
+            if rest == ["logging"]:
+                return self.show_logging()
             if rest[0] == "event-logger":
-                return "".join(f"{line}\n" for line in self.state.event_log)
+                return ""  # vlib's event logger: IKE no longer writes to it in 26.06
             raise unknown(rest)
-        if w[:4] == ["ikev2", "set", "logging", "level"]:
-            arg = w[4:]
-            if len(arg) != 1 or not arg[0].isdigit():
-                raise CliError(f"unknown input '{' '.join(arg)}'")
-            level = int(arg[0])
-            if level > 5:
-                raise CliError("setting log level failed!")
-            self.state.ike_log_level = level
+        if w[:3] == ["set", "logging", "class"]:
+            return self.set_logging_class(w[3:])
+        if w == ["clear", "logging"]:
+            self.state.log_entries.clear()
+            self.state.log("log cleared", "info", "log")
             return ""
         if w[:2] == ["event-logger", "clear"]:
-            self.state.event_log.clear()
             return ""
         raise unknown(w)
+
+    def show_logging(self) -> str:
+        """`show logging`: `%U %-10U %-14U %v` of time, level, class, message."""
+        out = []
+        for t, level, cls, text in self.state.log_entries:
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t))
+            out.append(f"{stamp}:{int(t * 1000) % 1000:03d} {LOG_LEVELS[level]:<10} "
+                       f"{cls:<14} {text}\n")
+        return "".join(out)
+
+    def set_logging_class(self, args: list[str]) -> str:
+        known = {"ikev2", "log", "linux-cp", "ipip", "ip4", "ping"}
+        if not args or args[0] not in known:
+            raise CliError(f"unknown log class `{' '.join(args)}'")
+        rest = args[1:]
+        while rest:
+            if rest[0] in ("level", "syslog-level", "kmsg-level") and len(rest) >= 2 \
+                    and rest[1] in LOG_LEVELS:
+                if rest[0] == "level":
+                    self.state.log_levels[args[0]] = LOG_LEVELS.index(rest[1])
+                rest = rest[2:]
+            elif rest[0] == "rate-limit" and len(rest) >= 2 and rest[1].isdigit():
+                rest = rest[2:]
+            else:
+                raise CliError(f"unknown input `{' '.join(rest)}'")
+        return ""
 
     def show_version(self) -> str:
         return f"vpp {VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"

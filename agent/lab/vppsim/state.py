@@ -50,6 +50,10 @@ STATE_NAMES = {
 }
 ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
 
+# vlib's log levels, most severe first (src/vlib/log.h), and its ring size.
+LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug", "disabled")
+LOG_SIZE = 512
+
 # Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
 # SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,
 # the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for SK_e.
@@ -242,8 +246,10 @@ class SimState:
         self.liveness = (30, 3)
         self.lcp: dict[int, dict[str, Any]] = {}
         self.mss: dict[int, tuple[int, int, int, int]] = {}
-        self.ike_log_level = 0
-        self.event_log: list[str] = []
+        # VPP 26.06 logs IKE through vlib's log classes (`show logging`); a message
+        # is kept only when its level is at or above its class's level (default notice).
+        self.log_levels: dict[str, int] = {}
+        self.log_entries: list[tuple[float, int, str, str]] = []  # unix time, level, class, text
         self.listeners: list[InterfaceListener] = []
         self._add_interface(Interface(0, "local0", "local", link_mtu=0, mtu=[0, 0, 0, 0]))
         for name, cidr in wan:
@@ -306,8 +312,12 @@ class SimState:
                         return entries[0]
         return None
 
-    def log(self, text: str) -> None:
-        self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
+    def log(self, text: str, level: str = "debug", cls: str = "ikev2") -> None:
+        """vlib_log: keep `text` if `cls` logs at `level` (IKE events are debug in VPP)."""
+        n = LOG_LEVELS.index(level)
+        if n <= self.log_levels.get(cls, LOG_LEVELS.index("notice")):
+            self.log_entries.append((time.time(), n, cls, text))
+            del self.log_entries[:-LOG_SIZE]
 
     def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
         itf = self.interfaces.get(sw_if_index)
