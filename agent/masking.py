@@ -1,4 +1,4 @@
-"""Masking of secrets in VPP CLI output, commands and configuration, before they leave the daemon.
+"""Masking of secrets in VPP CLI output, commands and configuration, before they leave.
 
 Shared by the admin socket (`peerctl`) and the controller's Command/Logs/
 Configuration tabs (`agent.remote`), so both mask exactly alike.
@@ -6,11 +6,12 @@ Configuration tabs (`agent.remote`), so both mask exactly alike.
 VPP prints PSKs (`show ikev2 profile`: `auth data <psk>`, or `auth data 0x<hex>`)
 and key material (`show ikev2 sa details`: `SK_d`, `SK_a/e/p  i:` lines and their
 `r:` continuation lines, child SAs' `SK_e`/`SK_a`; `show ipsec sa ... insecure`:
-`crypto alg X key <k>`). VPP's format_hex_bytes prints more than 32 bytes as a
-dump over several lines, `00000000: <32 bytes>` then, one per further 32 bytes,
-a line indented to the column where the dump started, `00000020: ...`: SK_e of
-AES-256-GCM (36 bytes), SK_d/SK_p/SK_a with SHA-384/512 and long hex PSKs look
-like that. Every line of such a block is masked, the label kept.
+`crypto alg X key <k>`); FRR prints `password`/`authentication-key`/`md5` keys.
+VPP's format_hex_bytes prints more than 32 bytes as a dump over several lines,
+`00000000: <32 bytes>` then, one per further 32 bytes, a line indented to the
+column where the dump started, `00000020: ...`. SK_e of AES-256-GCM (36 bytes),
+SK_d/SK_p/SK_a with SHA-384/512 and long hex PSKs look like that. Every line of
+such a block is masked, the label kept.
 Nonces, SPIs and identities are not secret and stay visible.
 """
 
@@ -31,6 +32,8 @@ _DUMP_CONT = re.compile(r"^(\s*)[0-9A-Fa-f]{8}:\s*[0-9A-Fa-f]*\s*$")
 _ALG_KEY = re.compile(r"(\b(?:crypto|integrity) alg \S+ key )(?!\[redacted\])(\S+)")
 _LABELLED_KEY = re.compile(
     r"(\b(?:encr|integ|crypto|integrity|encryption)[ _-]key\s*[:=]?\s*)(?:0x)?[0-9A-Fa-f]{8,}")
+# FRR (`vtysh -c 'show running-config'`): BGP neighbor passwords, OSPF keys.
+_FRR_SECRET = re.compile(r"(\b(?:password|authentication-key|md5)\s+)(?!\*{6})\S+")
 
 # Secrets inside commands an operator may send through `peerctl vpp ...`.
 _CMD_AUTH = re.compile(r"(\bauth\s+\S+\s+(?:string|hex)\s+)\S+")
@@ -62,6 +65,7 @@ def mask_cli_output(text: str) -> str:
                 block = "dump"
             line = _ALG_KEY.sub(lambda m: m.group(1) + MASK, masked)
             line = _LABELLED_KEY.sub(lambda m: m.group(1) + MASK, line)
+            line = _FRR_SECRET.sub(lambda m: m.group(1) + MASK, line)
         out.append(line)
     return "\n".join(out)
 

@@ -257,3 +257,14 @@ def test_secret_named_params_are_masked_deeply() -> None:
     assert mask_params(params) == {"tunnel-id": 7, "ikev2": {"psk": MASK, "role": "initiator",
                                                               "esp": {"key-size": 256}},
                                    "list": [{"token": MASK}], "empty": {"psk": ""}}
+
+
+def test_frr_passwords_are_masked() -> None:
+    text = (" neighbor 10.100.0.17 password Top-Secret-Key-4711\n"
+            " ip ospf message-digest-key 1 md5 Top-Secret-Key-4711\n"
+            " ip ospf authentication-key Top-Secret-Key-4711\n"
+            " neighbor 10.100.0.17 remote-as 65001\n")
+    assert mask_cli_output(text) == (" neighbor 10.100.0.17 password ******\n"
+                                     " ip ospf message-digest-key 1 md5 ******\n"
+                                     " ip ospf authentication-key ******\n"
+                                     " neighbor 10.100.0.17 remote-as 65001\n")
