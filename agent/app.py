@@ -29,6 +29,7 @@ from agent.monitor.resolver import NameResolver
 from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
+from agent.remote.service import RemoteService, stored_peer_config
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 
@@ -77,7 +78,14 @@ class Agent:
         )
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
-        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.remote = RemoteService(
+            cfg.remote,
+            vpp_cli=self._vpp_cli,
+            config=lambda: stored_peer_config(self.manager.desired.values()),
+            secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+        )
+        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
+                                direct=self.remote)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level),
@@ -85,6 +93,12 @@ class Agent:
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
+
+    async def _vpp_cli(self, cmd: str) -> tuple[int, str]:
+        """cli_inband for the Command and Traces tabs: (retval, VPP's text)."""
+        reply = await self.vpp.call("cli_inband", cmd=cmd, _check=False,
+                                    _timeout=self.cfg.remote.max_timeout)
+        return int(reply.retval), str(reply.reply)
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agent.link.handler import GET_DEVICE_INFO, QUERY_MESSAGES
+from agent.link.handler import DIRECT_MESSAGES, GET_DEVICE_INFO, QUERY_MESSAGES
 
 MAX_DEPTH = 64  # JSON nesting accepted; real requests nest < 10 deep
 MAX_SEQ_LEN = 128
@@ -32,8 +32,13 @@ class Request:
     host_id: str | None = None
 
     @property
+    def is_direct(self) -> bool:
+        """A direct message (issue 17): answered beside jobs, not journaled."""
+        return not self.jobid and self.message in DIRECT_MESSAGES
+
+    @property
     def is_job(self) -> bool:
-        return self.message not in QUERY_MESSAGES
+        return self.message not in QUERY_MESSAGES and not self.is_direct
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def parse_frame(frame: str | bytes) -> Request | Rejected:
                 f"get-device-info params must be an object whose 'jobs' is a list of at most "
                 f"{MAX_INFO_JOBS} job ids",
             )
-    elif not jobid:
+    elif not jobid and message not in DIRECT_MESSAGES:
         return Rejected(seq, f"'{message}' is not supported without a jobid")
     return Request(
         seq=seq,
@@ -150,7 +155,8 @@ def info_job_ids(params: Any) -> list[int | str] | None:
     return list(jobs)
 
 
-def encode_reply(seq: str, ok: bool, message: Any, cfg_hash: str) -> str:
+def encode_reply(seq: str, ok: bool, message: Any, cfg_hash: str,
+                 entity: str = "agentReply") -> str:
     """The reply frame; raises TypeError/ValueError if `message` is not JSON-serialisable."""
     return json.dumps(
         {
@@ -158,7 +164,7 @@ def encode_reply(seq: str, ok: bool, message: Any, cfg_hash: str) -> str:
             "msg": {
                 "ok": 1 if ok else 0,
                 "message": message,
-                "entity": "agentReply",
+                "entity": entity,
                 "router-cfg-hash": cfg_hash,
             },
         },

@@ -12,9 +12,11 @@ One `LinkSession` per agent. `run()` keeps a connection up forever:
 - a connection with no inbound byte (data, ping or pong) for
   ``controller.silence_timeout`` is dead and is aborted; the agent pings every
   ``controller.ping_interval`` so a live controller always produces pongs;
-- jobs (every message except get-device-info/get-device-stats) run one at a time
-  in arrival order on a worker that outlives connections; the two queries are
-  answered concurrently, also while a job runs;
+- jobs (every message except get-device-info/get-device-stats and the direct
+  messages) run one at a time in arrival order on a worker that outlives
+  connections; the two queries are answered concurrently, also while a job runs;
+  direct messages (`jobid: ""`, `handler.DIRECT_MESSAGES`) likewise, in slots of
+  their own so a slow command never delays the stats;
 - exactly-once: a job's outcome is recorded in the `Journal` (fsync'd) before
   its reply is sent; a job id already recorded with the same content is
   answered from the journal without running it again. A job queued but not
@@ -45,7 +47,14 @@ from websockets.protocol import State
 from agent.config import ControllerConfig
 from agent.link.backoff import Backoff
 from agent.link.envelope import Rejected, Request, encode_reply, info_job_ids, parse_frame
-from agent.link.handler import GET_DEVICE_STATS, JobHandler, Outcome
+from agent.link.handler import (
+    DIRECT_MESSAGES,
+    GET_DEVICE_STATS,
+    DirectHandler,
+    JobHandler,
+    Outcome,
+    reply_entity,
+)
 from agent.link.ident import (
     read_token,
     redact,
@@ -71,6 +80,8 @@ REFUSALS: dict[int, str] = {
 }
 MAX_QUEUED_JOBS = 256
 MAX_CONCURRENT_QUERIES = 4
+MAX_CONCURRENT_DIRECT = 4  # direct messages running at once (own slots: stats never wait)
+MAX_DIRECT_IN_FLIGHT = 16  # running + waiting for a slot; more are refused at once
 
 
 class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
@@ -135,8 +146,12 @@ class LinkSession:
         journal: Journal,
         *,
         rng: random.Random | None = None,
+        direct: DirectHandler | None = None,
     ) -> None:
         self._cfg = cfg
+        self._direct = direct
+        self._direct_slots = asyncio.Semaphore(MAX_CONCURRENT_DIRECT)
+        self._direct_in_flight = 0
         self._handler = handler
         self._journal = journal
         self._rng = rng or random.Random()
@@ -305,6 +320,9 @@ class LinkSession:
                 return
             self._pending[parsed.jobid] = self._pending.get(parsed.jobid, 0) + 1
             return
+        if parsed.is_direct:
+            await self._start_direct(ws, parsed, queries)
+            return
         await self._query_slots.acquire()  # backpressure on a query flood
         task = asyncio.create_task(self._answer_query(ws, parsed))
         queries.add(task)
@@ -324,10 +342,11 @@ class LinkSession:
             log.exception("handler.cfg_hash failed")
             return ""
 
-    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome) -> bool:
+    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome,
+                    entity: str = "agentReply") -> bool:
         cfg_hash = self._cfg_hash()
         try:
-            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash)
+            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash, entity)
         except (TypeError, ValueError):
             log.error("reply is not JSON-serialisable", seq=seq)
             text = encode_reply(
@@ -362,6 +381,45 @@ class LinkSession:
                 False, f"internal error while answering {req.message} ({type(exc).__name__})"
             )
         await self._send(ws, req.seq, outcome)
+
+    # --- direct messages (issue 17) ----------------------------------------------
+
+    async def _start_direct(
+        self, ws: ClientConnection, req: Request, queries: set[asyncio.Task[None]]
+    ) -> None:
+        """Answer a direct message in a task of its own; never blocks the reader."""
+        if self._direct_in_flight >= MAX_DIRECT_IN_FLIGHT:
+            await self._send(ws, req.seq, Outcome(
+                False, f"device busy: {MAX_DIRECT_IN_FLIGHT} diagnostics requests in progress"),
+                reply_entity(req.message))
+            return
+        self._direct_in_flight += 1
+        task = asyncio.create_task(self._answer_direct(ws, req))
+        queries.add(task)
+
+        def _done(t: asyncio.Task[None]) -> None:
+            queries.discard(t)
+            self._direct_in_flight -= 1
+
+        task.add_done_callback(_done)
+
+    async def _direct_outcome(self, req: Request) -> Outcome:
+        if self._direct is None:
+            return Outcome(False, f"{req.message} is not supported by this device")
+        async with asyncio.timeout(self._cfg.job_timeout):  # a safety net: handlers bound
+            return await self._direct.answer(req.message, req.params)  # themselves
+
+    async def _answer_direct(self, ws: ClientConnection, req: Request) -> None:
+        async with self._direct_slots:
+            try:
+                outcome = await self._direct_outcome(req)
+            except Exception as exc:
+                log.exception("direct message failed", message=req.message)
+                outcome = Outcome(False, f"internal error while answering {req.message} "
+                                         f"({type(exc).__name__})")
+        await self._send(ws, req.seq, outcome, reply_entity(req.message))
+
+    # --- end of direct messages ------------------------------------------------
 
     async def _job_states(self, ids: list[int | str]) -> list[dict[str, Any]]:
         """Outcome of each listed job id.
@@ -422,7 +480,7 @@ class LinkSession:
                     self._pending[req.jobid] = left
                 else:
                     self._pending.pop(req.jobid, None)
-            if not await self._send(item.ws, req.seq, outcome):
+            if not await self._send(item.ws, req.seq, outcome, reply_entity(req.message)):
                 log.warning("job outcome is journaled but the reply was lost", jobid=req.jobid)
             del item, req  # the parsed job (all its params) is garbage from here on
 
@@ -461,7 +519,10 @@ class LinkSession:
         log.info("running job", jobid=req.jobid, job=req.message)
         try:
             async with asyncio.timeout(timeout) as scope:
-                outcome = await self._handler.run_job(req.message, req.params, req.jobid)
+                if req.message in DIRECT_MESSAGES and self._direct is not None:
+                    outcome = await self._direct.answer(req.message, req.params)  # issue 17
+                else:
+                    outcome = await self._handler.run_job(req.message, req.params, req.jobid)
         except TimeoutError:
             if not scope.expired():
                 log.exception("job handler raised TimeoutError", jobid=req.jobid)

@@ -23,7 +23,9 @@ import structlog
 
 from agent.config import RemoteConfig
 from agent.jobs.outcome import Outcome
-from agent.masking import mask_cli_command, mask_cli_output, mask_known, mask_params
+from agent.masking import MASK, mask_cli_command, mask_cli_output, mask_known, mask_params
+from agent.peers.codec import spec_to_dict
+from agent.peers.spec import PeerSpec
 from agent.remote.commands import Pattern, Plan, Refused, parse_allow, plan_command
 from agent.remote.logs import (
     LogSource,
@@ -353,3 +355,10 @@ def _read_tail(path: Any, n: int) -> bytes | None:
     if start > 0:  # the first line may be cut: drop it
         data = data.split(b"\n", 1)[1] if b"\n" in data else b""
     return data
+
+
+def stored_peer_config(specs: Iterable[PeerSpec]) -> list[dict[str, Any]]:
+    """The Configuration tab until the link records every configuration message:
+    one `add-tunnel` per stored peer, in the store's normalized fields, PSK masked."""
+    return [{"message": "add-tunnel", "params": {**spec_to_dict(s), "psk": MASK}}
+            for s in sorted(specs, key=lambda s: s.tunnel_id)]
