@@ -20,7 +20,7 @@ MAX_DEPTH = 64  # JSON nesting accepted; real requests nest < 10 deep
 MAX_SEQ_LEN = 128
 MAX_JOBID_LEN = 64
 MAX_INFO_JOBS = 1000
-_MESSAGE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_MESSAGE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # exec_timeout has a "_"
 
 
 @dataclass(frozen=True)
