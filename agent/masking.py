@@ -76,10 +76,13 @@ def mask_known(text: str, secrets: Iterable[str]) -> str:
     A second line of defence for output whose layout nobody parsed (journal
     lines, other tools): the agent knows its PSKs and removes them verbatim.
     """
+    lowered = text.lower()  # presence tests first: a C scan is cheap, rewriting is not
     for s in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(s, MASK)
+        if s in text:
+            text = text.replace(s, MASK)
         hexed = s.encode().hex()
-        text = re.sub(re.escape(hexed), MASK, text, flags=re.I)
+        if hexed in lowered:
+            text = re.sub(re.escape(hexed), MASK, text, flags=re.I)
     return text
 
 

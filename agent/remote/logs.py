@@ -86,7 +86,7 @@ def tail_lines(data: bytes, n: int) -> list[str]:
     return lines[-n:] if n > 0 else []
 
 
-def journal_argv(unit: str, lines: int) -> list[str]:
+def journal_argv(unit: str, lines: int, program: str = "journalctl") -> list[str]:
     """journalctl for the last `lines` entries of `unit` ("" for the whole journal)."""
-    argv = ["journalctl", "--no-pager", "-q", "-o", "short-iso", "-n", str(lines)]
+    argv = [program, "--no-pager", "-q", "-o", "short-iso", "-n", str(lines)]
     return argv + (["-u", unit] if unit else [])

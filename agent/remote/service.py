@@ -126,7 +126,9 @@ class RemoteService:
         config: ConfigSource,
         secrets: SecretsSource,
         log_sources: Mapping[str, LogSource] | None = None,
+        journalctl: str = "journalctl",
     ) -> None:
+        """`log_sources` and `journalctl` replace the defaults in tests."""
         self._cfg = cfg
         self._allow: list[Pattern] = parse_allow(cfg.allow)
         self._vpp_cli = vpp_cli
@@ -134,6 +136,7 @@ class RemoteService:
         self._secrets = secrets
         self._sources = dict(log_sources) if log_sources is not None \
             else default_sources(cfg.agent_log)
+        self._journalctl = journalctl
         self._trace_lock = asyncio.Lock()  # VPP has one trace buffer: one capture at a time
 
     async def answer(self, message: str, params: Any) -> Outcome:
@@ -163,8 +166,15 @@ class RemoteService:
             return Outcome(True, {})  # no BGP on this device yet: flexiagent's "not running"
         return Outcome(False, f"{message} is not a remote diagnostics message")
 
-    def _mask(self, text: str) -> str:
-        return mask_known(mask_cli_output(text), self._secrets())
+    def _mask(self, text: str, secrets: Iterable[str] | None = None) -> str:
+        return mask_known(mask_cli_output(text), self._secrets() if secrets is None else secrets)
+
+    async def _mask_off_loop(self, text: str) -> str:
+        """Masking a megabyte against every PSK takes a while: not on the event loop
+        (the PSKs are read here, on the loop, where the peer state is changed)."""
+        if len(text) < 65536:
+            return self._mask(text)
+        return await asyncio.to_thread(self._mask, text, list(self._secrets()))
 
     def _cut(self, text: str, size: int) -> str:
         """`text` cut to output_max characters; `size` is what the command printed, bytes."""
@@ -195,7 +205,7 @@ class RemoteService:
                  allowed_by=plan.allowed_by, timeout=timeout)
         run = await (self._run_vpp(plan, timeout) if plan.vpp_cli is not None
                      else self._run_program(plan.argv, timeout))
-        output = self._cut(self._mask(run.output), run.output_bytes)
+        output = self._cut(await self._mask_off_loop(run.output), run.output_bytes)
         if plan.note:
             output = f"{plan.note}\n{output}"
         log.info("remote command done", returncode=run.returncode, bytes=run.output_bytes)
@@ -273,7 +283,7 @@ class RemoteService:
             except TimeoutError:
                 return Outcome(False, f"get-device-logs: the {req.filter} log could not be "
                                       f"read within {LOGS_BOUND:g} s")
-        masked = self._mask("\n".join(lines)).split("\n") if lines else []
+        masked = (await self._mask_off_loop("\n".join(lines))).split("\n") if lines else []
         return Outcome(True, masked[-req.lines:])
 
     async def _read_log(self, src: LogSource, n: int) -> list[str]:
@@ -283,7 +293,7 @@ class RemoteService:
                 return tail_lines(data, n)
         if src.unit is None:
             return []
-        res = await self._run_program(journal_argv(src.unit, n), LOGS_BOUND,
+        res = await self._run_program(journal_argv(src.unit, n, self._journalctl), LOGS_BOUND,
                                       limit=min(n * 2048, MAX_TAIL_BYTES))
         if res.returncode != 0:
             return []  # no journal here: flexiagent answers [] for a missing log

@@ -143,6 +143,15 @@ async def test_every_tab_answers_in_its_documented_shape(sim: VppSim, short_dir:
         msg = await ctl.direct("get-device-logs", {"lines": "3", "filter": "fwagent"})
         assert msg["ok"] == 1 and msg["message"] == ["entry 298", "entry 299",
                                                      "a line that quotes the psk ******"]
+        # the agent's own log of all this work, read back through the tab: no secret in it
+        own_log = rig.logs.getvalue()
+        rig.agent_log.write_text(own_log)
+        msg = await ctl.direct("get-device-logs", {"lines": "10000", "filter": "fwagent"})
+        assert msg["ok"] == 1 and any("job done" in line for line in msg["message"])
+        assert len(msg["message"]) == min(10000, own_log.count("\n"))
+        for flt in ("syslog", "vpp", "ospf"):  # whatever this machine has, never more
+            msg = await ctl.direct("get-device-logs", {"lines": 2, "filter": flt})
+            assert msg["ok"] == 1 and len(msg["message"]) <= 2
         msg = await ctl.direct("get-device-logs", {"lines": "100", "filter": "all"})
         assert msg["ok"] == 1 and msg["message"] == []
         msg = await ctl.direct("get-device-logs", {"lines": "100", "filter": "nonsense"})

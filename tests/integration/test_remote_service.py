@@ -171,3 +171,25 @@ async def test_packet_traces_and_bgp() -> None:
 async def test_packet_trace_params(packets: object) -> None:
     out = await service().answer("get-device-packet-traces", {"packets": packets})
     assert not out.ok
+
+
+async def test_logs_from_the_journal_when_the_file_is_missing(tmp_path: Path) -> None:
+    fake = tmp_path / "journalctl"
+    argv_file = tmp_path / "argv"
+    fake.write_text("#!/bin/sh\n"
+                    f'echo "$@" > {argv_file}\n'
+                    "i=0; while [ $i -lt 30 ]; do echo \"2026-11-29T09:00:00 vpp[1]: msg $i\"; "
+                    "i=$((i+1)); done\n"
+                    f'echo "vpp[1]: profile peer-7 auth data {PSK}"\n')
+    fake.chmod(0o755)
+    svc = RemoteService(RemoteConfig(), vpp_cli=FakeVpp(), config=list, secrets=lambda: [PSK],
+                        log_sources={"vpp": LogSource(tmp_path / "missing.log", "vpp")},
+                        journalctl=str(fake))
+    out = await svc.answer("get-device-logs", {"lines": 3, "filter": "vpp"})
+    assert out.ok and out.message == ["2026-11-29T09:00:00 vpp[1]: msg 28",
+                                      "2026-11-29T09:00:00 vpp[1]: msg 29",
+                                      "vpp[1]: profile peer-7 auth data ******"]
+    assert argv_file.read_text().split() == ["--no-pager", "-q", "-o", "short-iso", "-n", "3",
+                                             "-u", "vpp"]
+    fake.write_text("#!/bin/sh\nexit 1\n")  # no journal on this box: flexiagent's []
+    assert (await svc.answer("get-device-logs", {"lines": 3, "filter": "vpp"})).message == []
