@@ -151,7 +151,7 @@ def _sa_text(ike: dict[str, int], esp: tuple[int, int, int]) -> tuple[str, list[
                ike=ike, created=1.0, auth_time=2.0, keys=ike_sa_keys(ike),
                nonces=(bytes(range(32)), bytes(range(32, 64))))
     alg, bits, integ = esp
-    key_len = bits // 8 + (4 if alg == 20 else 0)
+    key_len = bits // 8  # VPP keeps a child's GCM salt apart from SK_e
     import secrets
     child = ChildSa(index=0, i_spi=0xC0FFEE01, r_spi=0xC0FFEE02, encr=(alg, bits), integ=integ,
                     created=3.0, tsi=None, tsr=None,
@@ -196,9 +196,12 @@ def test_vppsim_prints_long_keys_as_vpp_does() -> None:
     assert lines[sk_e].startswith(" SK_e  i:00000000: ")  # 36 bytes of AES-256-GCM
     assert lines[sk_e + 1].startswith(" " * 9 + "00000020: ") and len(lines[sk_e + 1]) == 9 + 18
     assert lines[sk_e + 2].startswith("       r:00000000: ")
-    child_e = next(i for i, ln in enumerate(lines) if ln.startswith("    SK_e  i:"))
-    assert lines[child_e + 1].startswith(" " * 12 + "00000020: ")
-    assert lines[child_e + 2].startswith("          r:00000000: ")
+    text, _ = _sa_text(CBC_SHA384, (12, 256, 13))
+    lines = text.split("\n")
+    child_a = next(i for i, ln in enumerate(lines) if ln.startswith("    SK_a  i:"))
+    assert lines[child_a].startswith("    SK_a  i:00000000: ")  # 48-byte SHA-384 key
+    assert lines[child_a + 1].startswith(" " * 12 + "00000020: ")
+    assert lines[child_a + 2].startswith("          r:00000000: ")
 
 
 def test_no_key_byte_survives_in_long_layouts() -> None:
@@ -268,3 +271,88 @@ def test_frr_passwords_are_masked() -> None:
                                      " ip ospf message-digest-key 1 md5 ******\n"
                                      " ip ospf authentication-key ******\n"
                                      " neighbor 10.100.0.17 remote-as 65001\n")
+
+
+# --- real VPP 26.06 output (tests/fixtures/vpp_26_06_*.txt) ------------------------
+# Captured from the release build in ../shared/vpp: two VPPs in network namespaces,
+# one initiating to the other (IKE aes-cbc-256 + hmac-sha2-512-256, then aes-gcm-16-256;
+# ESP aes-gcm-16-256), and `show ikev2 profile` with a 70-byte hex PSK and a string PSK.
+
+def _fixture(name: str) -> str:
+    from tests.fixtures import FIXTURES
+    return (FIXTURES / name).read_text()
+
+
+def _key_hex_of(raw: str) -> list[str]:
+    """Every key in VPP's output, read back independently of the masking code:
+    the hex after an SK_ label or `r:` inside an SK block, joined across dump rows."""
+    import re
+    keys: list[str] = []
+    in_sk = False
+    for line in raw.split("\n"):
+        m = re.match(r"^\s*(?:SK_\w+\s+(?:[ir]:)?|r:)(?:[0-9a-f]{8}: )?([0-9a-f]+)$", line)
+        if m and ("SK_" in line or in_sk):
+            keys.append(m.group(1))
+            in_sk = True
+            continue
+        cont = re.match(r"^\s+[0-9a-f]{8}: ([0-9a-f]+)$", line)
+        if cont and in_sk:
+            keys[-1] += cont.group(1)
+            continue
+        in_sk = False
+    return keys
+
+
+def test_real_vpp_sa_details_lose_every_key_byte() -> None:
+    for name, long_keys in (("vpp_26_06_sa_details_sha512.txt", 2),
+                            ("vpp_26_06_sa_details_gcm.txt", 2)):
+        raw = _fixture(name)
+        keys = _key_hex_of(raw)
+        assert len(keys) >= 7 and sum(len(k) > 64 for k in keys) == long_keys, name
+        masked = mask_cli_output(raw)
+        flat = masked.replace("\n", "").replace(" ", "")
+        for k in keys:
+            assert not any(k[i:i + 8] in flat for i in range(0, len(k) - 7, 2)), (name, k[:8])
+        assert "nonce i:" in masked and "identifier (r) id-type ip4-addr data 192.0.2.2" in masked
+        assert masked.count("\n") == raw.count("\n")
+
+
+def test_real_vpp_profile_psks_are_masked() -> None:
+    raw = _fixture("vpp_26_06_show_ikev2_profile.txt")
+    masked = mask_cli_output(raw)
+    assert "Top-Secret-Key-4711" in raw and "Top-Secret-Key-4711" not in masked
+    psk_hex = bytes(range(0x41, 0x41 + 70)).hex()
+    assert psk_hex[:64] in raw.replace("\n", "").replace(" ", "").replace(
+        "00000020:", "").replace("00000040:", "")
+    flat = masked.replace("\n", "").replace(" ", "")
+    assert not any(psk_hex[i:i + 8] in flat for i in range(0, len(psk_hex) - 7, 2))
+
+
+def test_vppsim_prints_the_profile_exactly_as_real_vpp() -> None:
+    from agent.lab.vppsim.cli import Cli
+    from agent.lab.vppsim.state import Profile, SimState
+
+    state = SimState([], clock=lambda: 0.0)
+    state.profiles["p1"] = Profile(0, "p1", auth_method=2, auth_hex=True,
+                                   auth_data=bytes(range(0x41, 0x41 + 70)))
+    state.profiles["p2"] = Profile(1, "p2", auth_method=2, auth_data=b"Top-Secret-Key-4711")
+    assert Cli(state).show_ikev2_profile() == _fixture("vpp_26_06_show_ikev2_profile.txt")
+
+
+def test_vppsim_key_layout_matches_real_vpp() -> None:
+    """Same transforms, same key lengths: vppsim's key lines have real VPP's shape."""
+    import re
+
+    def key_block(text: str) -> list[str]:
+        lines = text.split("\n")
+        ike = lines[next(i for i, ln in enumerate(lines) if ln.startswith(" SK_d")):
+                    next(i for i, ln in enumerate(lines) if ln.startswith(" identifier (i)"))]
+        child = lines[next(i for i, ln in enumerate(lines) if ln.startswith("    SK_e")):
+                      next(i for i, ln in enumerate(lines) if "traffic selectors (i)" in ln)]
+        return [re.sub(r"[0-9a-f]", "x", ln) for ln in ike + child]
+
+    assert "         00000020: " in _fixture("vpp_26_06_sa_details_sha512.txt")
+    real = key_block(_fixture("vpp_26_06_sa_details_sha512.txt"))
+    sim, _ = _sa_text({"crypto_alg": 12, "crypto_key_size": 256, "integ_alg": 14,
+                       "dh_group": 19, "prf_alg": 5}, (20, 256, 0))
+    assert key_block(sim) == real

@@ -56,7 +56,8 @@ LOG_SIZE = 512
 
 # Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
 # SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,
-# the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for SK_e.
+# the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for an IKE SA's SK_e; a
+# child SA's SK_e is the key alone (VPP keeps its salt apart: ikev2.c, child keys).
 _PRF_BYTES = {1: 16, 2: 20, 4: 16, 5: 32, 6: 48, 7: 64, 8: 16}
 _INTEG_BYTES = {1: 16, 2: 20, 5: 16, 12: 32, 13: 48, 14: 64}
 _AES_GCM_16 = 20
@@ -614,7 +615,7 @@ class SimState:
 
     def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
         esp = p.esp or {}
-        key_bytes = _encr_key_bytes(esp)
+        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8  # a child's salt is kept apart
         integ_bytes = _INTEG_BYTES.get(esp.get("integ_alg") or 0, 0)
         child = ChildSa(
             index=sa.next_child,
