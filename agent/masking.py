@@ -29,7 +29,8 @@ _SK_LINE = re.compile(r"^(\s*SK_[A-Za-z]+\s*(?:[ir]:)?)(.*)$")
 _R_LINE = re.compile(r"^(\s*r:)(.*)$")
 # A further line of a format_hex_bytes dump: indentation, 8-digit offset, hex.
 _DUMP_CONT = re.compile(r"^(\s*)[0-9A-Fa-f]{8}:\s*[0-9A-Fa-f]*\s*$")
-_ALG_KEY = re.compile(r"(\b(?:crypto|integrity) alg \S+ key )(?!\[redacted\])(\S+)")
+# `show ipsec sa N insecure`: the key runs to the end of the line (a dump when long).
+_ALG_KEY = re.compile(r"(\b(?:crypto|integrity) alg \S+ key )(?!\[redacted\])(\S.*)$")
 _LABELLED_KEY = re.compile(
     r"(\b(?:encr|integ|crypto|integrity|encryption)[ _-]key\s*[:=]?\s*)(?:0x)?[0-9A-Fa-f]{8,}")
 # FRR (`vtysh -c 'show running-config'`): BGP neighbor passwords, OSPF keys.
@@ -61,10 +62,10 @@ def mask_cli_output(text: str) -> str:
         else:
             block = None
             masked = _AUTH_DATA.sub(lambda m: m.group(1) + MASK, line)
+            masked = _ALG_KEY.sub(lambda m: m.group(1) + MASK, masked)
             if masked != line:
-                block = "dump"
-            line = _ALG_KEY.sub(lambda m: m.group(1) + MASK, masked)
-            line = _LABELLED_KEY.sub(lambda m: m.group(1) + MASK, line)
+                block = "dump"  # a long PSK or key continues on dump rows
+            line = _LABELLED_KEY.sub(lambda m: m.group(1) + MASK, masked)
             line = _FRR_SECRET.sub(lambda m: m.group(1) + MASK, line)
         out.append(line)
     return "\n".join(out)

@@ -356,3 +356,17 @@ def test_vppsim_key_layout_matches_real_vpp() -> None:
     sim, _ = _sa_text({"crypto_alg": 12, "crypto_key_size": 256, "integ_alg": 14,
                        "dh_group": 19, "prf_alg": 5}, (20, 256, 0))
     assert key_block(sim) == real
+
+
+def test_long_ipsec_sa_keys_are_masked_on_every_row() -> None:
+    """`show ipsec sa N insecure` prints keys with format_hex_bytes too: a 64-byte
+    SHA-512 integrity key is a two-row dump after `key `."""
+    from agent.lab.vppsim.cli import hex_bytes
+    key = bytes(range(150, 214))
+    head = "   integrity alg sha-512-256 key "
+    text = ("   crypto alg aes-gcm-256 key " + "ab" * 32 + "\n"
+            + head + hex_bytes(key, len(head)) + "\n   UDP:[src:0 dst:0]\n")
+    masked = mask_cli_output(text)
+    assert masked == ("   crypto alg aes-gcm-256 key ******\n"
+                      + head + "******\n" + " " * len(head) + "******\n"
+                      "   UDP:[src:0 dst:0]\n")
