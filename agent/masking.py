@@ -33,8 +33,11 @@ _DUMP_CONT = re.compile(r"^(\s*)[0-9A-Fa-f]{8}:\s*[0-9A-Fa-f]*\s*$")
 _ALG_KEY = re.compile(r"(\b(?:crypto|integrity) alg \S+ key )(?!\[redacted\])(\S.*)$")
 _LABELLED_KEY = re.compile(
     r"(\b(?:encr|integ|crypto|integrity|encryption)[ _-]key\s*[:=]?\s*)(?:0x)?[0-9A-Fa-f]{8,}")
-# FRR (`vtysh -c 'show running-config'`): BGP neighbor passwords, OSPF keys.
-_FRR_SECRET = re.compile(r"(\b(?:password|authentication-key|md5)\s+)(?!\*{6})\S+")
+# FRR (`vtysh -c 'show running-config'`): BGP neighbor passwords, OSPF and IS-IS keys,
+# key chains.
+_FRR_SECRET = re.compile(
+    r"(\b(?:(?:password|authentication-key)\s+(?:(?:md5|clear)\s+)?|md5\s+|key-string\s+))"
+    r"(?!\*{6})\S+")
 
 # Secrets inside commands an operator may send through `peerctl vpp ...`.
 _CMD_AUTH = re.compile(r"(\bauth\s+\S+\s+(?:string|hex)\s+)\S+")

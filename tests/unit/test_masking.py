@@ -266,10 +266,14 @@ def test_frr_passwords_are_masked() -> None:
     text = (" neighbor 10.100.0.17 password Top-Secret-Key-4711\n"
             " ip ospf message-digest-key 1 md5 Top-Secret-Key-4711\n"
             " ip ospf authentication-key Top-Secret-Key-4711\n"
+            " area-password md5 Top-Secret-Key-4711\n"
+            "  key-string Top-Secret-Key-4711\n"
             " neighbor 10.100.0.17 remote-as 65001\n")
     assert mask_cli_output(text) == (" neighbor 10.100.0.17 password ******\n"
                                      " ip ospf message-digest-key 1 md5 ******\n"
                                      " ip ospf authentication-key ******\n"
+                                     " area-password md5 ******\n"
+                                     "  key-string ******\n"
                                      " neighbor 10.100.0.17 remote-as 65001\n")
 
 
