@@ -335,6 +335,9 @@ class RemoteService:
                     return await self._trace(n, window)
             except TimeoutError:
                 return Outcome(False, "get-device-packet-traces: VPP did not answer in time")
+            except Exception as e:  # VPP down or restarting
+                return Outcome(False, f"get-device-packet-traces: VPP is not reachable "
+                                      f"({type(e).__name__})")
 
     async def _trace(self, n: int, window: float) -> Outcome:
         await self._vpp_cli("clear trace")

@@ -193,3 +193,16 @@ async def test_logs_from_the_journal_when_the_file_is_missing(tmp_path: Path) ->
                                              "-u", "vpp"]
     fake.write_text("#!/bin/sh\nexit 1\n")  # no journal on this box: flexiagent's []
     assert (await svc.answer("get-device-logs", {"lines": 3, "filter": "vpp"})).message == []
+
+
+async def test_vpp_down_is_said_not_crashed() -> None:
+    async def down(cmd: str) -> tuple[int, str]:
+        raise ConnectionError("VPP API socket not connected")
+
+    svc = RemoteService(RemoteConfig(), vpp_cli=down, config=list, secrets=list)
+    out = await svc.answer("exec_timeout", {"cmd": "vppctl show version", "timeout": 5})
+    assert out.ok and out.message == {"output": "",
+                                      "error": "VPP is not reachable: ConnectionError",
+                                      "returncode": 1}
+    out = await svc.answer("get-device-packet-traces", {"timeout": 0})
+    assert not out.ok and "VPP is not reachable (ConnectionError)" in out.message
