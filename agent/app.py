@@ -33,6 +33,7 @@ from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.policy.decide import Hysteresis
 from agent.policy.manager import PolicyManager
+from agent.remote.service import RemoteService
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
@@ -106,7 +107,14 @@ class Agent:
             self.dispatcher.tunnels_without_wan())
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
-        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.remote = RemoteService(
+            cfg.remote,
+            vpp_cli=self._vpp_cli,
+            config=self.dispatcher.recorded_config,
+            secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+        )
+        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
+                                direct=self.remote)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level,
@@ -132,6 +140,12 @@ class Agent:
         by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()
                      if sw in totals and tid in self.manager.desired}
         return by_dev, by_tunnel
+
+    async def _vpp_cli(self, cmd: str) -> tuple[int, str]:
+        """cli_inband for the Command and Traces tabs: (retval, VPP's text)."""
+        reply = await self.vpp.call("cli_inband", cmd=cmd, _check=False,
+                                    _timeout=self.cfg.remote.max_timeout)
+        return int(reply.retval), str(reply.reply)
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:

@@ -20,6 +20,7 @@ from agent.lab.vppsim.state import (
     IkeSa,
     Profile,
     SimState,
+    ike_sa_keys,
 )
 
 OUTCOMES = ("UP", "AUTH_FAILED", "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "TIMEOUT")
@@ -131,10 +132,7 @@ class InProcessIke:
             return
         sa.state = AUTHENTICATED
         sa.auth_time = state.clock()
-        sa.keys = {
-            k: secrets.token_bytes(32)
-            for k in ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")
-        }
+        sa.keys = ike_sa_keys(sa.ike)
         state.add_child(sa, profile)
         state.log(f"ikev2: sa {sa_index} profile {sa.profile} AUTHENTICATED")
 
