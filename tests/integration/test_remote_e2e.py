@@ -157,11 +157,11 @@ async def test_every_tab_answers_in_its_documented_shape(sim: VppSim, short_dir:
         msg = await ctl.direct("get-device-logs", {"lines": "100", "filter": "nonsense"})
         assert msg["ok"] == 0 and "unknown filter 'nonsense'" in msg["message"]
 
-        # Configuration tab: what the controller configured, PSK masked
+        # Configuration tab: what the controller configured, as it sent it, PSK masked
         msg = await ctl.direct("get-device-config")
         assert msg["ok"] == 1 and [i["message"] for i in msg["message"]] == ["add-tunnel"]
-        assert msg["message"][0]["params"]["tunnel_id"] == 7
-        assert msg["message"][0]["params"]["psk"] == "******"
+        assert msg["message"][0]["params"]["tunnel-id"] == 7
+        assert msg["message"][0]["params"]["ikev2"]["psk"] == "******"
 
         # Routes tab
         msg = await ctl.direct("get-device-os-routes")
