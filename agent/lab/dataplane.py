@@ -78,9 +78,7 @@ class SimPlane:
         await self.sim.stop()
 
     async def restart(self) -> None:
-        await self.sim.stop()
-        self.sim = VppSim(self.socket_path, interfaces=[(SIM_WAN, self.lab.device_wan_cidr)],
-                          ike=self.ike)
+        await self.sim.stop()  # its charon stops with it: every SA is gone
         await self.sim.start()
 
     def describe(self) -> str:

@@ -229,8 +229,10 @@ class RealVpp:
         raise RuntimeError(f"VPP shows no Ethernet address for {interface}")
 
     def log_tail(self, lines: int = 30) -> str:
-        text = ""
-        for name in ("vpp.stdout", "vpp.log"):
+        """The end of VPP's own log and of its stdout/stderr (where it reports aborts)."""
+        parts = []
+        for name in ("vpp.log", "vpp.stdout"):
             with contextlib.suppress(OSError):
-                text += (self.run / name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+                text = (self.run / name).read_text(errors="replace")
+                parts.append(f"[{name}]\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)

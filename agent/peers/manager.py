@@ -146,6 +146,7 @@ class PeerManager:
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self._refs: dict[str, int] = {}
         self._intents: set[int] = set()
+        self._unplaced: set[int] = set()  # desired peers the last reconcile could not program
         self._lock = asyncio.Lock()
         self._liveness_generation = 0
         self._reconciled_generation = 0
@@ -413,6 +414,7 @@ class PeerManager:
                         desired[tid] = spec
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+            self._unplaced = set(self.desired) - set(desired)
             owned = self._intents | set(self.desired)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
@@ -455,8 +457,14 @@ class PeerManager:
             if not self.vpp.connected:
                 continue
             try:
-                if not self.in_sync:
+                if not self.in_sync or self._unplaced:
+                    # also while a peer's WAN is missing: after a VPP restart the agent
+                    # may connect before VPP's startup-config created the interfaces
                     await self.reconcile()
+                if not self.in_sync:
+                    # VPP 26.06 crashes (SIGSEGV) on ikev2_initiate_sa_init for a profile
+                    # it does not have: never initiate what is not known to be programmed
+                    continue
                 await self.supervise_once()
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))
@@ -496,7 +504,8 @@ class PeerManager:
             else:
                 st.set("down" if st.status == "up" else st.status,
                        "waiting for the peer to initiate")
-            if spec.role == "initiator" and now >= st.next_attempt:
+            if spec.role == "initiator" and now >= st.next_attempt \
+                    and tid not in self._unplaced:
                 await self._reinitiate(spec, st, failed + pending)
 
     async def _reinitiate(self, spec: PeerSpec, st: PeerState, stale: list[SaInfo]) -> None:

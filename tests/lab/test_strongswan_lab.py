@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ class Rig:
     peer: PeerGateway
     logs: io.StringIO
     base: Path
+    task: asyncio.Task[None] | None = None
 
     @property
     def sim(self) -> SimPlane:
@@ -123,10 +124,16 @@ class Rig:
         """The IKE SAs as VPP's API reports them (either data plane)."""
         return await read_sas(self.agent.vpp)
 
-    def new_agent(self) -> Agent:
-        """Another agent process on the same state directory and VPP."""
-        return Agent(_config(self.ctl, self.plane, self.base),
-                     name_resolver=offline_name_resolver)
+    async def restart_agent(self) -> Agent:
+        """Stop the agent, start another on the same state directory and VPP; return
+        once it is connected and in sync."""
+        assert self.task is not None
+        await stop_agent(self.task)
+        self.agent = Agent(_config(self.ctl, self.plane, self.base),
+                           name_resolver=offline_name_resolver)
+        self.task = await run_agent(self.agent)
+        await until(lambda: self.agent.manager.in_sync, 15)
+        return self.agent
 
 
 def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
@@ -187,7 +194,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
         await ctl.start()
         r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base),
                                        name_resolver=offline_name_resolver), peer, logs, base)
-        task = await run_agent(r.agent)
+        r.task = await run_agent(r.agent)
         try:
             await ctl.wait_connected(10)
             await until(lambda: r.agent.manager.in_sync, 10)
@@ -198,7 +205,8 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
                     print("--- VPP state ---\n" + vpp_state(base))
                 raise
         finally:
-            await stop_agent(task)
+            if r.task is not None:
+                await stop_agent(r.task)
             await ctl.stop()
     finally:
         configure_logging("warning", json=True, stream=sys.stderr)
@@ -664,3 +672,50 @@ def test_disjoint_selectors_end_down_with_ts_unacceptable(lab: Lab, workdir: Pat
         assert r.agent.manager.peer_summary(7)["child_sas"] == 0
 
     run_lab(lab, workdir, peer_side, scenario)
+
+
+def test_a_vpp_restart_is_resynced_and_the_tunnel_comes_back(lab: Lab, workdir: Path) -> None:
+    settings = PeerSettings()
+
+    async def scenario(r: Rig) -> None:
+        ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=71))
+        state = r.agent.manager.states
+        await until(lambda: state[7].status == "up", 15)
+        first_spi = (await r.sas())[0].ispi
+        generation = r.agent.vpp.generation
+
+        await r.plane.restart()  # a crash: VPP comes back empty
+        await until(lambda: r.agent.vpp.generation > generation, 15)
+        await until(lambda: r.agent.manager.in_sync, 15)
+        obs = await read_observed(r.agent.vpp)
+        assert 7 in obs.tunnels and "peer-7" in obs.profiles
+        tunnel_sw = obs.tunnels[7].sw_if_index
+        assert any(n == IPv4Network(f"{lab.monitor_addrs[0]}/32")
+                   for n in obs.routes.get(tunnel_sw, ()))
+        await until(lambda: state[7].status == "up", 20)
+        assert first_spi not in [s.ispi for s in await r.sas()]
+        rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+        assert rc == 0, out
+
+    run_lab(lab, workdir, settings, scenario)
+
+
+def test_an_agent_restart_writes_nothing_and_keeps_the_sa(lab: Lab, workdir: Path) -> None:
+    settings = PeerSettings()
+
+    async def scenario(r: Rig) -> None:
+        ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=81))
+        await until(lambda: r.agent.manager.states[7].status == "up", 15)
+        spis = [s.ispi for s in await r.sas()]
+        before = await read_observed(r.agent.vpp)
+
+        agent = await r.restart_agent()
+        assert agent.manager.executor.writes == 0  # reconcile found VPP as it left it
+        await until(lambda: agent.manager.states[7].status == "up", 15)
+        assert [s.ispi for s in await r.sas()] == spis  # the same IKE SA carries on
+        after = await read_observed(agent.vpp)
+        assert after.tunnels == before.tunnels and after.profiles == before.profiles
+        rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+        assert rc == 0, out
+
+    run_lab(lab, workdir, settings, scenario)
