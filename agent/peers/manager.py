@@ -128,6 +128,7 @@ class PeerManager:
         reinit_backoff_min: float = 2.0,
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
+        vpp_wait: float = 0.0,
         linux_cp: bool = True,
         liveness: tuple[int, int] = (LIVENESS_PERIOD, LIVENESS_RETRIES),
     ) -> None:
@@ -139,6 +140,8 @@ class PeerManager:
         self.reinit_backoff_min = reinit_backoff_min
         self.reinit_backoff_max = reinit_backoff_max
         self.sa_init_timeout = sa_init_timeout
+        self.vpp_wait = vpp_wait  # how long a job waits for VPP's API (boot order)
+        self.jobs_waiting_for_vpp = 0
         self.liveness = liveness  # VPP's DPD: period (s), retries
         self.linux_cp = linux_cp  # configured: without it the plan has no lcp step
         self.desired: dict[int, PeerSpec] = {}
@@ -174,6 +177,10 @@ class PeerManager:
                 st.backoff = 0.0
                 st.next_attempt = 0.0
         await self.reconcile()
+
+    def vpp_down_reason(self) -> str | None:
+        """None while VPP's API is connected; otherwise why not (for the device state)."""
+        return None if self.vpp.connected else f"VPP is not connected: {self.vpp.last_error}"
 
     def cfg_hash(self) -> str:
         return cfg_hash(self.desired.values())
@@ -223,8 +230,22 @@ class PeerManager:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    async def _wait_for_vpp(self) -> None:
+        """At boot the controller may deliver a job before VPP's API socket is up."""
+        if self.vpp.connected or self.vpp_wait <= 0:
+            return
+        log.info("job waits for VPP", bound=self.vpp_wait)
+        self.jobs_waiting_for_vpp += 1
+        try:
+            await self.vpp.wait_connected(self.vpp_wait)
+        except VppError as e:
+            raise JobError(str(e)) from None
+        finally:
+            self.jobs_waiting_for_vpp -= 1
+
     async def apply(self, changes: Sequence[Change]) -> JobResult:
         """Apply controller changes as one all-or-nothing transaction."""
+        await self._wait_for_vpp()
         async with self._lock:
             try:
                 return await self._apply_locked(changes)
@@ -233,6 +254,7 @@ class PeerManager:
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         """Converge to exactly `specs`: unchanged peers are not touched."""
+        await self._wait_for_vpp()
         async with self._lock:
             wanted = {s.tunnel_id: s for s in specs}
             if len(wanted) != len(specs):
