@@ -180,13 +180,14 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
             info = profile_info(p.profile)
             obs.profiles[info.name] = info
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
+    via_tunnel: list[tuple[int, IPv4Network]] = []
     for r in routes:
         route = r.route
         if int(route.n_paths) != 1:
             continue
         via = int(route.paths[0].sw_if_index)
         if via in tunnel_indexes:
-            obs.routes.setdefault(via, set()).add(IPv4Network(str(route.prefix)))
+            via_tunnel.append((via, IPv4Network(str(route.prefix))))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):
@@ -197,6 +198,12 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     addrs = await asyncio.gather(*(read_addresses(vpp, i) for i in sorted(tunnel_indexes)))
     for i, a in zip(sorted(tunnel_indexes), addrs, strict=True):
         obs.addresses[i] = a
+    # VPP's dump holds every route of the table, also the ones it made itself for a
+    # tunnel's address (connected /31, local /32, the other end's /32): those are not
+    # routes the agent or a routing protocol added, so nothing may ever delete them
+    for via, prefix in via_tunnel:
+        if not any(prefix.subnet_of(a.network) for a in obs.addresses.get(via, ())):
+            obs.routes.setdefault(via, set()).add(prefix)
     return obs
 
 

@@ -98,7 +98,7 @@ async def test_controller_drives_a_peer_through_its_whole_life(
         await until(lambda: rig.agent.manager.in_sync)
         info_reply = await rig.ctl.request("get-device-info", {"tunnels": [], "jobs": []})
         info = ok(info_reply)
-        assert info["components"]["vpp"]["version"] == "v26.06-release"
+        assert info["components"]["vpp"]["version"] == "26.06-release"  # as VPP 26.06 says
         assert info["tunnels"] == []
         empty_hash = info_reply["msg"]["router-cfg-hash"]
 

@@ -14,7 +14,7 @@ from agent.lab.vppsim.state import (
     SimState,
 )
 
-VERSION = "v26.06-release"
+VERSION = "26.06-release"  # what show_version answers (the CLI prints "vpp v26.06-release")
 BUILD_DATE = "2026-06-24T00:00:00"
 
 ENCR = {
@@ -141,7 +141,7 @@ class Cli:
         raise unknown(w)
 
     def show_version(self) -> str:
-        return f"vpp {VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
+        return f"vpp v{VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
 
     def show_interface(self) -> str:
         lines = [

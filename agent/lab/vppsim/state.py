@@ -238,7 +238,12 @@ class SimState:
         self._max_index = max(self._max_index, itf.sw_if_index)
 
     def _next_index(self) -> int:
-        return self._max_index + 1
+        """VPP's interface pool hands out the lowest free index (a deleted tunnel's
+        sw_if_index is reused by the next one)."""
+        idx = 0
+        while idx in self.interfaces:
+            idx += 1
+        return idx
 
     def _del_interface(self, sw_if_index: int) -> None:
         self._addr_clear(sw_if_index)
@@ -333,7 +338,8 @@ class SimState:
             return
         if is_add:
             if prefix in mine:
-                return  # VPP accepts re-adding the same address
+                # VPP 26.06 refuses the same address twice
+                raise ApiError(ADDRESS_IN_USE, f"{prefix} already on {sw_if_index}")
             clash = self._overlapping(sw_if_index, prefix)
             if clash is not None:
                 raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {clash[1]} on {clash[0]}")
@@ -372,7 +378,8 @@ class SimState:
             raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
         idx = self._next_index()
         self._add_interface(
-            Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
+            # VPP 26.06: an ipip tunnel's link MTU is 65516, its L3 MTU 9000
+            Interface(idx, f"ipip{instance}", "ipip", link_mtu=65516, mtu=[9000, 0, 0, 0])
         )
         self.tunnels[idx] = Tunnel(
             idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
@@ -436,7 +443,7 @@ class SimState:
                 route.paths.extend(p for p in paths if p not in route.paths)
             return
         if route is None:
-            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {table_id}")
+            return  # VPP 26.06 answers 0 to deleting a route that is not there
         if is_multipath and paths:
             remaining = [p for p in route.paths if p not in paths]
             if remaining:
@@ -539,8 +546,7 @@ class SimState:
     def set_responder(
         self, name: str, sw_if_index: int, addr: IpAddress, hostname: str = ""
     ) -> None:
-        p = self.profile(name)
-        self.interface(sw_if_index)
+        p = self.profile(name)  # VPP 26.06 does not check sw_if_index here
         p.responder_sw_if_index, p.responder_addr, p.responder_hostname = (
             sw_if_index,
             addr,
