@@ -189,6 +189,8 @@ async def test_vpp_passthrough_and_its_errors(device: Device) -> None:
     assert err == "peerctl: VPP refused the command: unknown input `bogus'\n"
     rc, _, _ = await peerctl("--socket", sock, "ikev2", "set", "logging", "level", "4")
     assert rc == 0
+    rc, out, _ = await peerctl("--socket", sock, "show", "logging")
+    assert rc == 0
     rc, out, _ = await peerctl("--socket", sock, "show", "event-logger")
     assert rc == 0
 

@@ -290,7 +290,9 @@ class SimState:
         return None
 
     def log(self, text: str) -> None:
-        self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
+        """An ikev2 log line, as `show logging` prints it (VPP 26.06: vlib log class)."""
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
+        self.event_log.append(f"{stamp}:000 debug      ikev2          {text}")
 
     def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
         itf = self.interfaces.get(sw_if_index)
