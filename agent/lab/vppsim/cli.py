@@ -270,7 +270,7 @@ class Cli:
         return "".join(f"{line}\n" for line in out)
 
     def show_ikev2_sa(self, details: bool) -> str:
-        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.sas.values())
+        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.visible_sas())
 
     def _format_sa(self, sa: IkeSa, details: bool) -> str:
         s = f"iip {sa.iaddr} ispi {sa.ispi:x} rip {sa.raddr} rspi {sa.rspi:x}"

@@ -577,19 +577,19 @@ class Handlers:
     def on_ikev2_sa_dump(self, m: Any) -> list[Reply]:
         return [
             ("ikev2_sa_details", {"retval": 0, "sa": self._sa_fields(sa, 1)})
-            for sa in self.state.sas.values()
+            for sa in self.state.visible_sas()
         ]
 
     def on_ikev2_sa_v2_dump(self, m: Any) -> list[Reply]:
         return [
             ("ikev2_sa_v2_details", {"retval": 0, "sa": self._sa_fields(sa, 2)})
-            for sa in self.state.sas.values()
+            for sa in self.state.visible_sas()
         ]
 
     def on_ikev2_sa_v3_dump(self, m: Any) -> list[Reply]:
         return [
             ("ikev2_sa_v3_details", {"retval": 0, "sa": self._sa_fields(sa, 3)})
-            for sa in self.state.sas.values()
+            for sa in self.state.visible_sas()
         ]
 
     def _child_fields(self, sa: IkeSa, c: ChildSa) -> dict[str, Any]:
@@ -607,7 +607,7 @@ class Handlers:
 
     def on_ikev2_child_sa_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         return [
             ("ikev2_child_sa_details", {"retval": 0, "child_sa": self._child_fields(sa, c)})
@@ -616,7 +616,7 @@ class Handlers:
 
     def on_ikev2_child_sa_v2_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         now = self.state.clock()
         return [
@@ -629,7 +629,7 @@ class Handlers:
 
     def on_ikev2_traffic_selector_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         child = next((c for c in sa.children if c.index == m.child_sa_index), None)
         if child is None:

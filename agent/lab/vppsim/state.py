@@ -172,6 +172,9 @@ class IkeSa:
     keys: dict[str, bytes] = field(default_factory=dict)
     nonces: tuple[bytes, bytes] = (b"", b"")
     next_child: int = 0
+    # VPP 26.06: an initiation is in no dump (and cannot be deleted by SPI) until the
+    # peer's first answer; unanswered, it is retransmitted until its profile goes
+    hidden: bool = False
 
 
 @dataclass
@@ -632,9 +635,13 @@ class SimState:
         if not still_up:
             self.set_admin(p.tun_itf, False)
 
+    def visible_sas(self) -> list[IkeSa]:
+        """The SAs VPP's dumps and CLI show (not initiations still waiting for an answer)."""
+        return [sa for sa in self.sas.values() if not sa.hidden]
+
     def find_sa_by_request_spi(self, ispi: int) -> IkeSa:
         want = swap64(ispi)
-        for sa in self.sas.values():
+        for sa in self.visible_sas():
             if sa.ispi == want:
                 return sa
         raise ApiError(UNSPECIFIED, "IKE SA not found")
@@ -667,7 +674,7 @@ class SimState:
             ),
             "profiles": {n: p.snapshot() for n, p in sorted(self.profiles.items())},
             "sas": sorted(
-                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.sas.values()
+                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.visible_sas()
             ),
             "liveness": self.liveness,
             "lcp": dict(sorted(self.lcp.items())),
