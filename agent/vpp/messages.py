@@ -49,6 +49,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "ikev2_initiate_del_child_sa": ("0x7f004d2e", "ikev2"),
     "ikev2_initiate_rekey_child_sa": ("0x7f004d2e", "ikev2"),
     "ikev2_profile_dump": ("0x51077d14", "ikev2"),
+    "ikev2_sa_dump": ("0x51077d14", "ikev2"),  # first: v2/v3 crash VPP on half-open SAs
     "ikev2_sa_v2_dump": ("0x51077d14", "ikev2"),
     "ikev2_child_sa_dump": ("0x01eab609", "ikev2"),
     "ikev2_profile_set_liveness": ("0x6bdf4d65", "ikev2"),

@@ -219,8 +219,21 @@ class SaInfo:
     child_spis: tuple[tuple[int, int], ...] = ()
 
 
+def _id_key(ident: Any) -> tuple[int, bytes]:
+    return int(ident.type), bytes(ident.data)[: int(ident.data_len)]
+
+
 async def read_sas(vpp: VppClient) -> list[SaInfo]:
-    """IKE SAs with their child SA count; uptime when VPP offers sa_v3."""
+    """IKE SAs with their child SA count; uptime when VPP offers sa_v3.
+
+    VPP 26.06's v2/v3 SA dumps look up each SA's profile without checking it: a
+    half-open SA that an incoming IKE_SA_INIT created (any scanner can make one) has
+    none yet, and the dump kills VPP (SIGSEGV). So the v1 dump, which does not look,
+    comes first; while it shows such an SA (no IDs yet), the SAs are read from it.
+    """
+    v1 = await vpp.dump("ikev2_sa_dump")
+    if any(int(s.sa.i_id.data_len) == 0 or int(s.sa.r_id.data_len) == 0 for s in v1):
+        return await _read_sas_v1(vpp, v1)
     v3 = vpp.has("ikev2_sa_v3_dump")
     sas = await vpp.dump("ikev2_sa_v3_dump" if v3 else "ikev2_sa_v2_dump")
     children = await asyncio.gather(
@@ -236,6 +249,28 @@ async def read_sas(vpp: VppClient) -> list[SaInfo]:
             child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi)) for c in ch),
         ))
     return out
+
+
+async def _read_sas_v1(vpp: VppClient, v1: list[Any]) -> list[SaInfo]:
+    """The SAs from the v1 dump: no state and no profile name there, so the profile is
+    the first whose IDs match (as VPP chooses it) and an SA with a child SA counts as
+    established; half-open SAs (no IDs) belong to no peer yet and are left out."""
+    profiles = [(str(p.profile.name), _id_key(p.profile.loc_id), _id_key(p.profile.rem_id))
+                for p in await vpp.dump("ikev2_profile_dump")]
+    named = []
+    for s in v1:
+        ids = (_id_key(s.sa.i_id), _id_key(s.sa.r_id))
+        name = next((n for n, loc, rem in profiles if ids in ((loc, rem), (rem, loc))), None)
+        if name is not None and ids[0][1] and ids[1][1]:
+            named.append((name, s.sa))
+    children = await asyncio.gather(
+        *(vpp.dump("ikev2_child_sa_dump", sa_index=int(sa.sa_index)) for _, sa in named))
+    return [SaInfo(sa_index=int(sa.sa_index), profile=name,
+                   state="AUTHENTICATED" if ch else "UNKNOWN", ispi=int(sa.ispi),
+                   rspi=int(sa.rspi), children=len(ch),
+                   child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi))
+                                    for c in ch))
+            for (name, sa), ch in zip(named, children, strict=True)]
 
 
 def swap_spi(value: int, size: int = 8) -> int:
@@ -265,7 +300,8 @@ async def read_summary(vpp: VppClient) -> VppSummary:
         r = await vpp.call("ikev2_plugin_get_version")
         plugin = f"{r.major}.{r.minor}"
     profiles = await vpp.dump("ikev2_profile_dump") if vpp.has("ikev2_profile_dump") else []
-    sas = await vpp.dump("ikev2_sa_v2_dump") if vpp.has("ikev2_sa_v2_dump") else []
+    # the v1 dump: v2/v3 kill VPP 26.06 when it holds a half-open SA (see read_sas)
+    sas = await vpp.dump("ikev2_sa_dump") if vpp.has("ikev2_sa_dump") else []
     check = vpp.table_check
     return VppSummary(
         version=str(ver.version),
