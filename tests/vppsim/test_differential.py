@@ -30,14 +30,17 @@ from typing import Any
 
 import pytest
 
-from agent.lab.realvpp import RealVpp, vpp_unavailable
+from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
 from agent.vpp.readers import read_sas, read_summary
+from tests.real_vpp import require_real_vpp
 
-_REASON = vpp_unavailable()
-pytestmark = pytest.mark.skipif(_REASON is not None,
-                                reason=f"real-VPP tier: {_REASON or ''}")
+
+@pytest.fixture(autouse=True)
+def _real_vpp_tier() -> None:
+    require_real_vpp()
+
 
 WAN = "host-wan0"
 WAN_ADDR = "192.168.1.10/24"
