@@ -212,7 +212,7 @@ async def test_show_vpp_jobs_and_log_level(device: Device) -> None:
     sock = str(device.socket)
     rc, out, _ = await peerctl("--socket", sock, "show", "vpp")
     assert rc == 0
-    assert out.startswith("VPP version v26.06-release")
+    assert out.startswith("VPP version 26.06-release")
     assert "all messages the agent needs are present" in out
     rc, out, _ = await peerctl("--socket", sock, "show", "jobs")
     assert rc == 0 and "41   add-tunnel  ok      2024-05-29T16:26:40Z  success\n" in out

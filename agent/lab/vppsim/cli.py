@@ -16,7 +16,7 @@ from agent.lab.vppsim.state import (
     SimState,
 )
 
-VERSION = "v26.06-release"
+VERSION = "26.06-release"  # what show_version answers (the CLI prints "vpp v26.06-release")
 BUILD_DATE = "2026-06-24T00:00:00"
 
 ENCR = {
@@ -197,7 +197,7 @@ class Cli:
         return ""
 
     def show_version(self) -> str:
-        return f"vpp {VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
+        return f"vpp v{VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
 
     def show_interface(self) -> str:
         lines = [
@@ -320,7 +320,7 @@ class Cli:
         return "".join(f"{line}\n" for line in out)
 
     def show_ikev2_sa(self, details: bool) -> str:
-        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.sas.values())
+        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.visible_sas())
 
     def _format_sa(self, sa: IkeSa, details: bool) -> str:
         s = f"iip {sa.iaddr} ispi {sa.ispi:x} rip {sa.raddr} rspi {sa.rspi:x}"

@@ -199,6 +199,9 @@ class IkeSa:
     keys: dict[str, bytes] = field(default_factory=dict)
     nonces: tuple[bytes, bytes] = (b"", b"")
     next_child: int = 0
+    # VPP 26.06: an initiation is in no dump (and cannot be deleted by SPI) until the
+    # peer's first answer; unanswered, it is retransmitted until its profile goes
+    hidden: bool = False
 
 
 @dataclass
@@ -267,7 +270,12 @@ class SimState:
         self._max_index = max(self._max_index, itf.sw_if_index)
 
     def _next_index(self) -> int:
-        return self._max_index + 1
+        """VPP's interface pool hands out the lowest free index (a deleted tunnel's
+        sw_if_index is reused by the next one)."""
+        idx = 0
+        while idx in self.interfaces:
+            idx += 1
+        return idx
 
     def _del_interface(self, sw_if_index: int) -> None:
         self._addr_clear(sw_if_index)
@@ -366,7 +374,8 @@ class SimState:
             return
         if is_add:
             if prefix in mine:
-                return  # VPP accepts re-adding the same address
+                # VPP 26.06 refuses the same address twice
+                raise ApiError(ADDRESS_IN_USE, f"{prefix} already on {sw_if_index}")
             clash = self._overlapping(sw_if_index, prefix)
             if clash is not None:
                 raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {clash[1]} on {clash[0]}")
@@ -405,7 +414,8 @@ class SimState:
             raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
         idx = self._next_index()
         self._add_interface(
-            Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
+            # VPP 26.06: an ipip tunnel's link MTU is 65516, its L3 MTU 9000
+            Interface(idx, f"ipip{instance}", "ipip", link_mtu=65516, mtu=[9000, 0, 0, 0])
         )
         self.tunnels[idx] = Tunnel(
             idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
@@ -469,7 +479,7 @@ class SimState:
                 route.paths.extend(p for p in paths if p not in route.paths)
             return
         if route is None:
-            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {table_id}")
+            return  # VPP 26.06 answers 0 to deleting a route that is not there
         if is_multipath and paths:
             remaining = [p for p in route.paths if p not in paths]
             if remaining:
@@ -572,8 +582,7 @@ class SimState:
     def set_responder(
         self, name: str, sw_if_index: int, addr: IpAddress, hostname: str = ""
     ) -> None:
-        p = self.profile(name)
-        self.interface(sw_if_index)
+        p = self.profile(name)  # VPP 26.06 does not check sw_if_index here
         p.responder_sw_if_index, p.responder_addr, p.responder_hostname = (
             sw_if_index,
             addr,
@@ -609,6 +618,17 @@ class SimState:
             created=self.clock(),
             nonces=(secrets.token_bytes(32), b""),
         )
+        self.next_sa_index += 1
+        self.sas[sa.index] = sa
+        return sa
+
+    def add_half_open(self, iaddr: IpAddress, raddr: IpAddress) -> IkeSa:
+        """The SA an incoming IKE_SA_INIT leaves (a peer initiating, or any scanner):
+        responder side, no IDs and no profile until IKE_AUTH, which may never come."""
+        sa = IkeSa(index=self.next_sa_index, profile="", state=SA_INIT,
+                   ispi=secrets.randbits(64) | 1, rspi=secrets.randbits(64) | 1,
+                   iaddr=iaddr, raddr=raddr, i_id=(0, b""), r_id=(0, b""), ike={},
+                   created=self.clock())
         self.next_sa_index += 1
         self.sas[sa.index] = sa
         return sa
@@ -658,9 +678,13 @@ class SimState:
         if not still_up:
             self.set_admin(p.tun_itf, False)
 
+    def visible_sas(self) -> list[IkeSa]:
+        """The SAs VPP's dumps and CLI show (not initiations still waiting for an answer)."""
+        return [sa for sa in self.sas.values() if not sa.hidden]
+
     def find_sa_by_request_spi(self, ispi: int) -> IkeSa:
         want = swap64(ispi)
-        for sa in self.sas.values():
+        for sa in self.visible_sas():
             if sa.ispi == want:
                 return sa
         raise ApiError(UNSPECIFIED, "IKE SA not found")
@@ -693,7 +717,7 @@ class SimState:
             ),
             "profiles": {n: p.snapshot() for n, p in sorted(self.profiles.items())},
             "sas": sorted(
-                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.sas.values()
+                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.visible_sas()
             ),
             "liveness": self.liveness,
             "lcp": dict(sorted(self.lcp.items())),
