@@ -34,6 +34,7 @@ from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.policy.decide import Hysteresis
 from agent.policy.manager import PolicyManager
+from agent.remote.service import RemoteService
 from agent.routing.manager import RoutingManager, Vtysh
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.counters import Counters, StatsSegment
@@ -66,7 +67,8 @@ class Agent:
         `job_metrics` is told each job's message, outcome and duration."""
         self.cfg = cfg
         state_dir = Path(cfg.state.dir)
-        self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
+        self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout,
+                             skip_modules=frozenset() if cfg.vpp.linux_cp else frozenset({"lcp"}))
         self.store = PeerStore(state_dir)
         self.manager = PeerManager(
             self.vpp, self.store, cfg.interfaces,
@@ -74,6 +76,10 @@ class Agent:
             reinit_backoff_min=cfg.peers.reinit_backoff_min,
             reinit_backoff_max=cfg.peers.reinit_backoff_max,
             sa_init_timeout=cfg.peers.sa_init_timeout,
+            # a job arriving before VPP is up waits for it, within the job's own bound
+            vpp_wait=cfg.controller.job_timeout * 0.9,
+            linux_cp=cfg.vpp.linux_cp,
+            liveness=(cfg.peers.liveness_period, cfg.peers.liveness_retries),
         )
         self.vpp_version = ""
         mon = cfg.monitor
@@ -122,7 +128,14 @@ class Agent:
             self.dispatcher.tunnels_without_wan())
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
-        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.remote = RemoteService(
+            cfg.remote,
+            vpp_cli=self._vpp_cli,
+            config=self.dispatcher.recorded_config,
+            secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+        )
+        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
+                                direct=self.remote)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level,
@@ -149,6 +162,12 @@ class Agent:
         by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()
                      if sw in totals and tid in self.manager.desired}
         return by_dev, by_tunnel
+
+    async def _vpp_cli(self, cmd: str) -> tuple[int, str]:
+        """cli_inband for the Command and Traces tabs: (retval, VPP's text)."""
+        reply = await self.vpp.call("cli_inband", cmd=cmd, _check=False,
+                                    _timeout=self.cfg.remote.max_timeout)
+        return int(reply.retval), str(reply.reply)
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:

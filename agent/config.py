@@ -236,6 +236,11 @@ class VppConfig(_Section):
     call_timeout: float = Field(
         default=5.0, gt=0, description="bound for one VPP API call, seconds"
     )
+    linux_cp: bool = Field(
+        default=True,
+        description="VPP runs linux-cp (needs /dev/vhost-net): each tunnel gets its Linux "
+        "side peer<N> from the agent; false: no lcp step, peer<N> is provided by the host",
+    )
 
 
 class StateConfig(_Section):
@@ -283,6 +288,10 @@ class PeersConfig(_Section):
                                       "seconds")
     sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
                                    "this long is reported down: no answer from the peer")
+    liveness_period: int = Field(default=10, ge=1, le=3600, description="seconds between VPP's "
+                                 "IKE liveness (DPD) checks; one setting for all profiles")
+    liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "
+                                  "checks after which VPP drops the IKE SA")
 
 
 class PolicyConfig(_Section):
@@ -354,6 +363,57 @@ class MetricsConfig(_Section):
         return v
 
 
+class RemoteConfig(_Section):
+    allow: tuple[str, ...] = Field(
+        default=(
+            "vppctl show ...", "vppctl set logging class ikev2 level *", "vppctl clear logging",
+            "swanctl --list-sas ...", "ip -br addr", "ip -br route", "ip -br link",
+            "journalctl -u peering-agent -n <n>", "ping -c <n> -W 1 <ip>",
+            "ping -c <n> -W 1 -I <name> <ip>", "vtysh -c 'show ...'",
+        ),
+        description="commands the controller's Command tab (exec_timeout) may run, never "
+        "through a shell; `*` any one argument, `<n>` number, `<ip>` address, `<name>` "
+        "interface-like name, `'show ...'` one argument of such words, a last `...` any "
+        "further arguments; `vppctl` runs through VPP's API; `[]` refuses all",
+    )
+    output_max: int = Field(
+        default=65536, ge=1024, le=8388608,
+        description="characters of a command's output (and of its error text) in a reply; "
+        "the rest is cut and the reply says so",
+    )
+    max_timeout: float = Field(
+        default=90.0, gt=0, le=95.0,
+        description="cap on exec_timeout's timeout, seconds (the controller gives up at 100 s)",
+    )
+    agent_log: str = Field(
+        default="",
+        description="file the Logs tab reads for `fwagent`; empty: the journal of "
+        "peering-agent.service",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # from the environment: a JSON array
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise PydanticCustomError("allow", "must be a JSON array of strings") from None
+        return v
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from agent.remote.commands import parse_pattern
+
+        for entry in v:
+            try:
+                parse_pattern(entry)
+            except ValueError as e:
+                raise PydanticCustomError("allow", "{problem}", {"problem": str(e)}) from None
+        return v
+
+
 class AgentConfig(_Section):
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     vpp: VppConfig = Field(default_factory=VppConfig)
@@ -369,6 +429,7 @@ class AgentConfig(_Section):
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
     @field_validator("interfaces")
     @classmethod
@@ -482,6 +543,8 @@ def _default_text(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, dict):
         return "{}"
+    if isinstance(value, tuple | list):
+        return json.dumps(list(value))
     return repr(value)
 
 

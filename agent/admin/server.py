@@ -26,7 +26,8 @@ import structlog
 from agent.admin import protocol as proto
 from agent.admin.backend import AdminBackend, AdminError
 from agent.admin.export import FORMATS, ExportError, render_export
-from agent.admin.masking import mask_cli_command, mask_cli_output
+from agent.masking import mask_cli_command, mask_cli_output
+from agent.vpp.cli_compat import translate_cli
 from agent.vpp.errors import VppError
 
 log = structlog.get_logger(__name__)
@@ -204,14 +205,16 @@ class AdminServer:
                 raise AdminError(f"VPP command must be one line of at most "
                                  f"{proto.MAX_CLI_COMMAND} characters")
             show = _bool(args, "show_secrets")
+            command, note = translate_cli(command)
             log.info("admin vpp command", command=mask_cli_command(command), uid=uid,
                      secrets_shown=show)
             out = await b.vpp_cli(command)
             if show:
                 log.warning("VPP output with secrets sent to peerctl",
                             command=mask_cli_command(command), uid=uid)
-                return out
-            return mask_cli_output(out)
+            else:
+                out = mask_cli_output(out)
+            return f"{note}\n{out}" if note else out
         if cmd == proto.LOG_LEVEL:
             level = args.get("level")
             if level is not None:

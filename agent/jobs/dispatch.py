@@ -206,18 +206,21 @@ class JobDispatcher:
                    original: Mapping[str, Any]) -> JobResult:
         if message == SYNC_DEVICE:
             result, items = await self._sync(params)
-            self._commit(items, "", self.router_state)
+            await self._commit(items, "", self.router_state)
             return result
         if message == "reset-device":
             result = await self._transact({}, self.router_state, target=[],
                                           policy=PolicyStep("replace-apps"), converge=True,
                                           job_params=params)
-            self._commit({}, FORCE_SYNC_SIGNATURE, self.router_state)
+            await self._commit({}, FORCE_SYNC_SIGNATURE, self.router_state)
             return result
         if message in REFUSED_JOBS:
             raise JobError(f"{message}: {REFUSED_JOBS[message]}")
         if message == "aggregated":
-            requests = self._request_list(message, params, allow_all=True)
+            # Parsing and validating 1000 peers takes a second of CPU: off the event
+            # loop, so stats and the device tabs are answered meanwhile.
+            requests = await asyncio.to_thread(self._request_list, message, params,
+                                               allow_all=True)
         elif is_config_message(message):
             req, problems = parse_request(message, params, original)
             if problems:
@@ -230,13 +233,14 @@ class JobDispatcher:
         result, items, router = await self._apply(application_order(requests), params)
         signature = self.signature
         if is_signed(message) and jobid:
-            signature = advance(signature, original)
-        self._commit(items, signature, router)
+            signature = await asyncio.to_thread(advance, signature, original)
+        await self._commit(items, signature, router)
         return result
 
-    def _commit(self, items: Items, signature: str, router_state: str) -> None:
-        self._config.save(self.items, items,
-                          {"signature": signature, "router_state": router_state})
+    async def _commit(self, items: Items, signature: str, router_state: str) -> None:
+        """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop."""
+        await asyncio.to_thread(self._config.save, self.items, items,
+                                {"signature": signature, "router_state": router_state})
         self.items, self.signature, self.router_state = items, signature, router_state
 
     def _request_list(self, job: str, params: Any, *, allow_all: bool) -> list[ConfigRequest]:
@@ -339,7 +343,8 @@ class JobDispatcher:
                 router = "running"
             elif req.message == "stop-router":
                 router = "stopped"
-        changes = self._peer_changes(requests, job_params)  # validates in every state
+        # validates in every state; CPU-heavy for big jobs, so off the event loop
+        changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
         items = apply_requests(self.items, requests)
         step = policy_step(requests)
         touched = touches_routing(requests)
@@ -364,6 +369,18 @@ class JobDispatcher:
         """Converge to exactly the configuration listed: the VPP part through the peer
         manager (unchanged peers untouched), FRR and the multilink policy to what the
         list says (nothing written when they hold it already), the recorded part replaced."""
+        requests, specs = await asyncio.to_thread(self._sync_requests, params)
+        items = apply_requests({}, application_order(requests))
+        step = policy_step_sync(items)
+        if self.router_state == "stopped":
+            return await self._transact(items, self.router_state, policy=step, converge=True,
+                                        note="recorded; the router is stopped",
+                                        job_params=params), items
+        return await self._transact(items, self.router_state, target=specs, policy=step,
+                                    converge=True, job_params=params), items
+
+    def _sync_requests(self, params: Any) -> tuple[list[ConfigRequest], list[PeerSpec]]:
+        """sync-device's requests and its peer tunnels, validated (pure, CPU-heavy)."""
         requests = self._request_list(SYNC_DEVICE, params, allow_all=False)
         problems: list[Problem] = []
         seen: set[str] = set()
@@ -381,14 +398,7 @@ class JobDispatcher:
                     problems += e.prefixed(_prefix(req))
         if problems:
             raise rejection(problems, params)
-        items = apply_requests({}, application_order(requests))
-        step = policy_step_sync(items)
-        if self.router_state == "stopped":
-            return await self._transact(items, self.router_state, policy=step, converge=True,
-                                        note="recorded; the router is stopped",
-                                        job_params=params), items
-        return await self._transact(items, self.router_state, target=specs, policy=step,
-                                    converge=True, job_params=params), items
+        return requests, specs
 
     # -- one job across VPP, FRR and the multilink policy -----------------------------------
 

@@ -112,6 +112,12 @@ def peer_tunnel_job(params: Mapping[str, Any],
     requests.append({"entity": "agent", "message": "add-tunnel", "params": dict(params)})
     return "aggregated", {"requests": requests}
 
+# flexiManage's timeouts for the direct messages of its device tabs, seconds
+# (DevicesService.js: directMessageTimeout 15 s; Command tab 100 s; routes 60 s).
+DIRECT_MESSAGE_TIMEOUT = 15.0
+DIRECT_TIMEOUTS = {"exec_timeout": 100.0, "get-device-logs": 15.0, "get-device-config": 15.0,
+                   "get-device-os-routes": 60.0, "get-bgp-status": 180.0}
+
 
 @dataclass
 class Handshake:
@@ -757,6 +763,22 @@ class ControllerDouble:
             self.stats_replies.append(reply)
             self._process_stats(reply)
         return reply
+
+    async def direct(self, message: str, params: Any = None) -> dict[str, Any]:
+        """A device-tab request as flexiManage sends it (`jobid: ""`) with its timeout
+        (DevicesService.js); returns the reply's `msg`. flexiManage counts only the
+        integer `ok: 1` as success; anything else is a failure, as here."""
+        timeout = DIRECT_TIMEOUTS.get(message, DIRECT_MESSAGE_TIMEOUT)
+        if message == "get-device-packet-traces":
+            # `timeout + directMessageTimeout`: seconds added to milliseconds
+            window = (params or {}).get("timeout") or 5
+            timeout = (window + DIRECT_MESSAGE_TIMEOUT * 1000) / 1000
+        reply = await self.request(message, params, timeout)
+        msg = reply.get("msg")
+        if not isinstance(msg, dict) or msg.get("ok") not in (0, 1) or isinstance(
+                msg.get("ok"), bool):
+            raise ValueError(f"{message}: reply without an integer ok: {reply!r:.200}")
+        return msg
 
     async def send_raw(self, data: str | bytes) -> None:
         """Send any frame as is (hostile-input tests)."""

@@ -16,9 +16,11 @@ One `LinkSession` per agent. `run()` keeps a connection up forever:
 - a connection with no inbound byte (data, ping or pong) for
   ``controller.silence_timeout`` is dead and is aborted; the agent pings every
   ``controller.ping_interval`` so a live controller always produces pongs;
-- jobs (every message except get-device-info/get-device-stats) run one at a time
-  in arrival order on a worker that outlives connections; the two queries are
-  answered concurrently, also while a job runs;
+- jobs (every message except get-device-info/get-device-stats and the direct
+  messages) run one at a time in arrival order on a worker that outlives
+  connections; the two queries are answered concurrently, also while a job runs;
+  direct messages (`jobid: ""`, `handler.DIRECT_MESSAGES`) likewise, in slots of
+  their own so a slow command never delays the stats;
 - flexiManage never re-sends a job it delivered: a job whose connection died
   still runs, and its reply goes out on the next connection (flexiManage
   matches replies by seq, not socket, while the job's 180 s timer runs; after
@@ -52,7 +54,14 @@ from websockets.typing import Origin
 from agent.config import ControllerConfig
 from agent.link.backoff import Backoff
 from agent.link.envelope import Rejected, Request, encode_reply, info_job_ids, parse_frame
-from agent.link.handler import GET_DEVICE_STATS, JobHandler, Outcome
+from agent.link.handler import (
+    DIRECT_MESSAGES,
+    GET_DEVICE_STATS,
+    DirectHandler,
+    JobHandler,
+    Outcome,
+    reply_entity,
+)
 from agent.link.ident import (
     read_token,
     redact,
@@ -82,6 +91,8 @@ MAX_QUEUED_JOBS = 256
 MAX_HELD_REPLIES = 256
 HELD_REPLY_TTL = 180.0  # flexiManage's job timer: a later reply is useless
 MAX_CONCURRENT_QUERIES = 4
+MAX_CONCURRENT_DIRECT = 4  # direct messages running at once (own slots: stats never wait)
+MAX_DIRECT_IN_FLIGHT = 16  # running + waiting for a slot; more are refused at once
 
 
 class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
@@ -146,8 +157,12 @@ class LinkSession:
         journal: Journal,
         *,
         rng: random.Random | None = None,
+        direct: DirectHandler | None = None,
     ) -> None:
         self._cfg = cfg
+        self._direct = direct
+        self._direct_slots = asyncio.Semaphore(MAX_CONCURRENT_DIRECT)
+        self._direct_in_flight = 0
         self._handler = handler
         self._journal = journal
         self._rng = rng or random.Random()
@@ -159,7 +174,7 @@ class LinkSession:
         self._query_slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
         self._connected = asyncio.Event()
         self._live: ClientConnection | None = None
-        self._held: list[tuple[float, str, Outcome]] = []  # replies waiting for a connection
+        self._held: list[tuple[float, str, Outcome, str]] = []  # replies waiting for a connection
         self.counters = LinkCounters()
         self.url = redacted_websocket_url(cfg, self._machine_id)
 
@@ -332,6 +347,9 @@ class LinkSession:
             self._pending[parsed.jobid] = self._pending.get(parsed.jobid, 0) + 1
             self._pending_names[parsed.jobid] = parsed.message
             return
+        if parsed.is_direct:
+            await self._start_direct(ws, parsed, queries)
+            return
         await self._query_slots.acquire()  # backpressure on a query flood
         task = asyncio.create_task(self._answer_query(ws, parsed))
         queries.add(task)
@@ -351,10 +369,11 @@ class LinkSession:
             log.exception("handler.cfg_hash failed")
             return ""
 
-    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome) -> bool:
+    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome,
+                    entity: str = "agentReply") -> bool:
         cfg_hash = self._cfg_hash()
         try:
-            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash)
+            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash, entity)
         except (TypeError, ValueError):
             log.error("reply is not JSON-serialisable", seq=seq)
             text = encode_reply(
@@ -389,6 +408,45 @@ class LinkSession:
                 False, f"internal error while answering {req.message} ({type(exc).__name__})"
             )
         await self._send(ws, req.seq, outcome)
+
+    # --- direct messages (issue 17) ----------------------------------------------
+
+    async def _start_direct(
+        self, ws: ClientConnection, req: Request, queries: set[asyncio.Task[None]]
+    ) -> None:
+        """Answer a direct message in a task of its own; never blocks the reader."""
+        if self._direct_in_flight >= MAX_DIRECT_IN_FLIGHT:
+            await self._send(ws, req.seq, Outcome(
+                False, f"device busy: {MAX_DIRECT_IN_FLIGHT} diagnostics requests in progress"),
+                reply_entity(req.message))
+            return
+        self._direct_in_flight += 1
+        task = asyncio.create_task(self._answer_direct(ws, req))
+        queries.add(task)
+
+        def _done(t: asyncio.Task[None]) -> None:
+            queries.discard(t)
+            self._direct_in_flight -= 1
+
+        task.add_done_callback(_done)
+
+    async def _direct_outcome(self, req: Request) -> Outcome:
+        if self._direct is None:
+            return Outcome(False, f"{req.message} is not supported by this device")
+        async with asyncio.timeout(self._cfg.job_timeout):  # a safety net: handlers bound
+            return await self._direct.answer(req.message, req.params)  # themselves
+
+    async def _answer_direct(self, ws: ClientConnection, req: Request) -> None:
+        async with self._direct_slots:
+            try:
+                outcome = await self._direct_outcome(req)
+            except Exception as exc:
+                log.exception("direct message failed", message=req.message)
+                outcome = Outcome(False, f"internal error while answering {req.message} "
+                                         f"({type(exc).__name__})")
+        await self._send(ws, req.seq, outcome, reply_entity(req.message))
+
+    # --- end of direct messages ------------------------------------------------
 
     async def _job_states(self, ids: list[int | str]) -> list[dict[str, Any]]:
         """flexiagent's job records for the ids flexiManage asks about (jobs that
@@ -431,28 +489,29 @@ class LinkSession:
                 else:
                     self._pending.pop(req.jobid, None)
                     self._pending_names.pop(req.jobid, None)
-            await self._reply_anywhere(item.ws, req.seq, outcome)
+            await self._reply_anywhere(item.ws, req.seq, outcome, reply_entity(req.message))
             del item, req  # the parsed job (all its params) is garbage from here on
 
-    async def _reply_anywhere(self, ws: ClientConnection, seq: str, outcome: Outcome) -> None:
+    async def _reply_anywhere(self, ws: ClientConnection, seq: str, outcome: Outcome,
+                              entity: str) -> None:
         """Send on the job's connection, or on the current one, or hold the reply for
         the next connection (flexiManage matches replies by seq, not by socket)."""
         for target in (ws, self._live):
             if target is not None and target.state is State.OPEN \
-                    and await self._send(target, seq, outcome):
+                    and await self._send(target, seq, outcome, entity):
                 return
         loop = asyncio.get_running_loop()
         self._held = [h for h in self._held if loop.time() - h[0] < HELD_REPLY_TTL]
-        self._held = [*self._held, (loop.time(), seq, outcome)][-MAX_HELD_REPLIES:]
+        self._held = [*self._held, (loop.time(), seq, outcome, entity)][-MAX_HELD_REPLIES:]
         self.counters.replies_held += 1
         log.warning("job reply held until the controller connection is back", seq=seq)
 
     async def _flush_held(self, ws: ClientConnection) -> None:
         held, self._held = self._held, []
         now = asyncio.get_running_loop().time()
-        for at, seq, outcome in held:
+        for at, seq, outcome, entity in held:
             if now - at < HELD_REPLY_TTL:
-                await self._send(ws, seq, outcome)
+                await self._send(ws, seq, outcome, entity)
 
     async def _execute(self, req: Request) -> Outcome:
         journal = self._journal
@@ -489,8 +548,11 @@ class LinkSession:
         log.info("running job", jobid=req.jobid, job=req.message)
         try:
             async with asyncio.timeout(timeout) as scope:
-                outcome = await self._handler.run_job(req.message, req.params, req.jobid,
-                                                      req.msg)
+                if req.message in DIRECT_MESSAGES and self._direct is not None:
+                    outcome = await self._direct.answer(req.message, req.params)  # issue 17
+                else:
+                    outcome = await self._handler.run_job(req.message, req.params, req.jobid,
+                                                          req.msg)
         except TimeoutError:
             if not scope.expired():
                 log.exception("job handler raised TimeoutError", jobid=req.jobid)

@@ -29,6 +29,8 @@ from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError, Executor
 from agent.vpp.plan import (
+    LIVENESS_PERIOD,
+    LIVENESS_RETRIES,
     CapabilityError,
     Op,
     VppFacts,
@@ -126,6 +128,9 @@ class PeerManager:
         reinit_backoff_min: float = 2.0,
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
+        vpp_wait: float = 0.0,
+        linux_cp: bool = True,
+        liveness: tuple[int, int] = (LIVENESS_PERIOD, LIVENESS_RETRIES),
     ) -> None:
         self.vpp = vpp
         self.store = store
@@ -135,11 +140,16 @@ class PeerManager:
         self.reinit_backoff_min = reinit_backoff_min
         self.reinit_backoff_max = reinit_backoff_max
         self.sa_init_timeout = sa_init_timeout
+        self.vpp_wait = vpp_wait  # how long a job waits for VPP's API (boot order)
+        self.jobs_waiting_for_vpp = 0
+        self.liveness = liveness  # VPP's DPD: period (s), retries
+        self.linux_cp = linux_cp  # configured: without it the plan has no lcp step
         self.desired: dict[int, PeerSpec] = {}
         self.states: dict[int, PeerState] = {}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self._refs: dict[str, int] = {}
         self._intents: set[int] = set()
+        self._unplaced: set[int] = set()  # desired peers the last reconcile could not program
         self._lock = asyncio.Lock()
         self._liveness_generation = 0
         self._reconciled_generation = 0
@@ -168,6 +178,10 @@ class PeerManager:
                 st.next_attempt = 0.0
         await self.reconcile()
 
+    def vpp_down_reason(self) -> str | None:
+        """None while VPP's API is connected; otherwise why not (for the device state)."""
+        return None if self.vpp.connected else f"VPP is not connected: {self.vpp.last_error}"
+
     def cfg_hash(self) -> str:
         return cfg_hash(self.desired.values())
 
@@ -188,7 +202,7 @@ class PeerManager:
         names = [i.name for i in interfaces.values()]
         by_name = {i.name: i.sw_if_index for i in interfaces.values()}
         optional = self.vpp.table_check.optional_present
-        has_lcp = self.vpp.has("lcp_itf_pair_add_del_v2")
+        has_lcp = self.linux_cp and self.vpp.has("lcp_itf_pair_add_del_v2")
         has_mss = self.vpp.has("mss_clamp_enable_disable")
         wan_addrs: dict[int, set[IPv4Interface]] = {}
         wan_names: dict[str, str] = {}  # dev_id -> interface: resolved once per job
@@ -216,8 +230,22 @@ class PeerManager:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    async def _wait_for_vpp(self) -> None:
+        """At boot the controller may deliver a job before VPP's API socket is up."""
+        if self.vpp.connected or self.vpp_wait <= 0:
+            return
+        log.info("job waits for VPP", bound=self.vpp_wait)
+        self.jobs_waiting_for_vpp += 1
+        try:
+            await self.vpp.wait_connected(self.vpp_wait)
+        except VppError as e:
+            raise JobError(str(e)) from None
+        finally:
+            self.jobs_waiting_for_vpp -= 1
+
     async def apply(self, changes: Sequence[Change]) -> JobResult:
         """Apply controller changes as one all-or-nothing transaction."""
+        await self._wait_for_vpp()
         async with self._lock:
             try:
                 return await self._apply_locked(changes)
@@ -226,6 +254,7 @@ class PeerManager:
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         """Converge to exactly `specs`: unchanged peers are not touched."""
+        await self._wait_for_vpp()
         async with self._lock:
             wanted = {s.tunnel_id: s for s in specs}
             if len(wanted) != len(specs):
@@ -315,7 +344,7 @@ class PeerManager:
             chains[tid] = chain
         if any(chains.values()):
             if self._liveness_generation != self.vpp.generation:
-                chains.setdefault(-1, []).insert(0, liveness_op())
+                chains.setdefault(-1, []).insert(0, liveness_op(*self.liveness))
             refs = dict(self._refs)
             self.store.begin([t for t in chains if t >= 0])
             writes_before = self.executor.writes
@@ -407,6 +436,7 @@ class PeerManager:
                         desired[tid] = spec
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+            self._unplaced = set(self.desired) - set(desired)
             owned = self._intents | set(self.desired)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
@@ -417,7 +447,7 @@ class PeerManager:
             for note in plan.notes:
                 log.info("reconcile", detail=note)
             if self._liveness_generation != generation:
-                plan.chains.insert(0, [liveness_op()])
+                plan.chains.insert(0, [liveness_op(*self.liveness)])
             refs = dict(self._refs)
             refs.update(plan.refs)
             writes_before = self.executor.writes
@@ -449,8 +479,14 @@ class PeerManager:
             if not self.vpp.connected:
                 continue
             try:
-                if not self.in_sync:
+                if not self.in_sync or self._unplaced:
+                    # also while a peer's WAN is missing: after a VPP restart the agent
+                    # may connect before VPP's startup-config created the interfaces
                     await self.reconcile()
+                if not self.in_sync:
+                    # VPP 26.06 crashes (SIGSEGV) on ikev2_initiate_sa_init for a profile
+                    # it does not have: never initiate what is not known to be programmed
+                    continue
                 await self.supervise_once()
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))
@@ -470,6 +506,7 @@ class PeerManager:
                 st.ike_state, st.child_sas, st.sa_uptime = best.state, best.children, best.uptime
                 st.set("up", "IKE SA established, child SA installed")
                 st.backoff = 0.0
+                st.initiated_at = None
                 continue
             failed = [s for s in mine if s.state in FAILED_STATES]
             pending = [s for s in mine if s.state in ("SA_INIT", "AUTHENTICATED")]
@@ -489,7 +526,8 @@ class PeerManager:
             else:
                 st.set("down" if st.status == "up" else st.status,
                        "waiting for the peer to initiate")
-            if spec.role == "initiator" and now >= st.next_attempt:
+            if spec.role == "initiator" and now >= st.next_attempt \
+                    and tid not in self._unplaced:
                 await self._reinitiate(spec, st, failed + pending)
 
     async def _reinitiate(self, spec: PeerSpec, st: PeerState, stale: list[SaInfo]) -> None:
@@ -504,7 +542,10 @@ class PeerManager:
         try:
             await self.vpp.call("ikev2_initiate_sa_init", name=spec.profile_name)
             st.reinitiations += 1
-            st.initiated_at = time.monotonic()
+            # the first unanswered attempt counts: on VPP a refused IKE_SA_INIT leaves
+            # nothing in the dumps, so re-initiating must not restart the clock
+            if st.initiated_at is None:
+                st.initiated_at = time.monotonic()
             log.info("re-initiated IKE SA", tunnel_id=spec.tunnel_id,
                      attempt=st.reinitiations, next_in=st.backoff)
         except VppError as e:

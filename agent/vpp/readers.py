@@ -180,13 +180,14 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
             info = profile_info(p.profile)
             obs.profiles[info.name] = info
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
+    via_tunnel: list[tuple[int, IPv4Network]] = []
     for r in routes:
         route = r.route
         if int(route.n_paths) != 1:
             continue
         via = int(route.paths[0].sw_if_index)
         if via in tunnel_indexes:
-            obs.routes.setdefault(via, set()).add(IPv4Network(str(route.prefix)))
+            via_tunnel.append((via, IPv4Network(str(route.prefix))))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):
@@ -197,6 +198,12 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     addrs = await asyncio.gather(*(read_addresses(vpp, i) for i in sorted(tunnel_indexes)))
     for i, a in zip(sorted(tunnel_indexes), addrs, strict=True):
         obs.addresses[i] = a
+    # VPP's dump holds every route of the table, also the ones it made itself for a
+    # tunnel's address (connected /31, local /32, the other end's /32): those are not
+    # routes the agent or a routing protocol added, so nothing may ever delete them
+    for via, prefix in via_tunnel:
+        if not any(prefix.subnet_of(a.network) for a in obs.addresses.get(via, ())):
+            obs.routes.setdefault(via, set()).add(prefix)
     return obs
 
 
@@ -212,8 +219,21 @@ class SaInfo:
     child_spis: tuple[tuple[int, int], ...] = ()
 
 
+def _id_key(ident: Any) -> tuple[int, bytes]:
+    return int(ident.type), bytes(ident.data)[: int(ident.data_len)]
+
+
 async def read_sas(vpp: VppClient) -> list[SaInfo]:
-    """IKE SAs with their child SA count; uptime when VPP offers sa_v3."""
+    """IKE SAs with their child SA count; uptime when VPP offers sa_v3.
+
+    VPP 26.06's v2/v3 SA dumps look up each SA's profile without checking it: a
+    half-open SA that an incoming IKE_SA_INIT created (any scanner can make one) has
+    none yet, and the dump kills VPP (SIGSEGV). So the v1 dump, which does not look,
+    comes first; while it shows such an SA (no IDs yet), the SAs are read from it.
+    """
+    v1 = await vpp.dump("ikev2_sa_dump")
+    if any(int(s.sa.i_id.data_len) == 0 or int(s.sa.r_id.data_len) == 0 for s in v1):
+        return await _read_sas_v1(vpp, v1)
     v3 = vpp.has("ikev2_sa_v3_dump")
     sas = await vpp.dump("ikev2_sa_v3_dump" if v3 else "ikev2_sa_v2_dump")
     children = await asyncio.gather(
@@ -229,6 +249,28 @@ async def read_sas(vpp: VppClient) -> list[SaInfo]:
             child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi)) for c in ch),
         ))
     return out
+
+
+async def _read_sas_v1(vpp: VppClient, v1: list[Any]) -> list[SaInfo]:
+    """The SAs from the v1 dump: no state and no profile name there, so the profile is
+    the first whose IDs match (as VPP chooses it) and an SA with a child SA counts as
+    established; half-open SAs (no IDs) belong to no peer yet and are left out."""
+    profiles = [(str(p.profile.name), _id_key(p.profile.loc_id), _id_key(p.profile.rem_id))
+                for p in await vpp.dump("ikev2_profile_dump")]
+    named = []
+    for s in v1:
+        ids = (_id_key(s.sa.i_id), _id_key(s.sa.r_id))
+        name = next((n for n, loc, rem in profiles if ids in ((loc, rem), (rem, loc))), None)
+        if name is not None and ids[0][1] and ids[1][1]:
+            named.append((name, s.sa))
+    children = await asyncio.gather(
+        *(vpp.dump("ikev2_child_sa_dump", sa_index=int(sa.sa_index)) for _, sa in named))
+    return [SaInfo(sa_index=int(sa.sa_index), profile=name,
+                   state="AUTHENTICATED" if ch else "UNKNOWN", ispi=int(sa.ispi),
+                   rspi=int(sa.rspi), children=len(ch),
+                   child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi))
+                                    for c in ch))
+            for (name, sa), ch in zip(named, children, strict=True)]
 
 
 def swap_spi(value: int, size: int = 8) -> int:
@@ -258,7 +300,8 @@ async def read_summary(vpp: VppClient) -> VppSummary:
         r = await vpp.call("ikev2_plugin_get_version")
         plugin = f"{r.major}.{r.minor}"
     profiles = await vpp.dump("ikev2_profile_dump") if vpp.has("ikev2_profile_dump") else []
-    sas = await vpp.dump("ikev2_sa_v2_dump") if vpp.has("ikev2_sa_v2_dump") else []
+    # the v1 dump: v2/v3 kill VPP 26.06 when it holds a half-open SA (see read_sas)
+    sas = await vpp.dump("ikev2_sa_dump") if vpp.has("ikev2_sa_dump") else []
     check = vpp.table_check
     return VppSummary(
         version=str(ver.version),

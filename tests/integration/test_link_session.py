@@ -20,6 +20,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.link.handler import Outcome
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
+from tests.waiting import until
 
 MACHINE = "m-0001"
 ADD = {"tunnel-id": 7, "peer": {"ips": ["8.8.8.8"]}, "ikev2": {"psk": "S3cr3tPSK"}}
@@ -612,3 +613,62 @@ async def test_the_double_gives_up_after_two_automatic_syncs(env: Env) -> None:
     ospf = handler.calls[0][1]["requests"]
     assert {"entity": "agent", "message": "add-ospf",
             "params": {"custom": [], "redistributeBgp": False}} in ospf
+
+class GatedDirect:
+    """A DirectHandler whose answers wait at a gate (a slow command)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def answer(self, message: str, params: Any) -> Outcome:
+        self.waiting += 1
+        await self.gate.wait()
+        return Outcome(True, {"output": message, "error": "", "returncode": 0})
+
+
+async def test_slow_direct_messages_never_hold_stats_jobs_or_the_reader(env: Env) -> None:
+    from agent.link.session import MAX_CONCURRENT_DIRECT, MAX_DIRECT_IN_FLIGHT
+
+    handler, direct = FakeHandler(), GatedDirect()
+    journal = Journal(env.journal_path)
+    env.journals.append(journal)
+    session = LinkSession(make_cfg(env.ctl, env.token_file), handler, journal, direct=direct)
+    async with running(session):
+        await env.ctl.wait_connected(5)
+        pending = [asyncio.create_task(env.ctl.direct("exec_timeout", {"cmd": "x"}))
+                   for _ in range(MAX_DIRECT_IN_FLIGHT)]
+        try:
+            await _slow_directs_do_not_block(env, direct, pending, MAX_CONCURRENT_DIRECT,
+                                             MAX_DIRECT_IN_FLIGHT)
+        finally:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _slow_directs_do_not_block(env: Env, direct: GatedDirect,
+                                     pending: list[asyncio.Task[dict[str, Any]]],
+                                     concurrent: int, in_flight: int) -> None:
+    await until(lambda: direct.waiting == concurrent)
+    await until(lambda: sum('"exec_timeout"' in str(f.data) for f in env.ctl.frames
+                            if f.direction == "out") == in_flight)  # all sent before the next
+    busy = await env.ctl.direct("get-device-logs", {"lines": 1, "filter": "vpp"})
+    assert busy["ok"] == 0 and busy["message"].startswith("device busy")
+    stats = await env.ctl.request("get-device-stats", timeout=2)
+    assert stats["msg"]["ok"] == 1
+    job = await env.ctl.send_job("add-tunnel", ADD, jobid=4242)
+    assert job["msg"]["ok"] == 1
+    assert direct.waiting == concurrent  # the rest wait for a slot
+    direct.gate.set()
+    replies = await asyncio.gather(*pending)
+    assert all(r["ok"] == 1 and r["entity"] == "osReply" for r in replies)
+    assert direct.waiting == in_flight
+
+
+async def test_direct_messages_without_a_handler_are_refused(env: Env) -> None:
+    async with running(env.session(FakeHandler())):
+        await env.ctl.wait_connected(5)
+        msg = await env.ctl.direct("get-device-config")
+        assert msg["ok"] == 0 and msg["message"] == \
+            "get-device-config is not supported by this device"

@@ -136,3 +136,23 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert b.bound() == 0.5
     delays = [Backoff(1, 1, random.Random(i)).next_delay() for i in range(50)]
     assert min(delays) < 0.3 and max(delays) > 0.7  # jittered, not constant
+
+
+@pytest.mark.parametrize("message", ["exec_timeout", "get-device-logs", "get-device-config",
+                                     "get-device-os-routes", "get-device-packet-traces",
+                                     "get-bgp-status"])
+def test_direct_messages_need_no_jobid(message: str) -> None:
+    req = parse_frame(frame(jobid="", msg={"entity": "agent", "message": message}))
+    assert isinstance(req, Request) and req.is_direct and not req.is_job
+    as_job = parse_frame(frame(msg={"entity": "agent", "message": message}))
+    assert isinstance(as_job, Request) and as_job.is_job and not as_job.is_direct
+
+
+def test_direct_message_registry_matches_the_remote_handler() -> None:
+    from agent.link.handler import DIRECT_MESSAGES, reply_entity
+    from agent.remote.service import MESSAGES
+
+    assert DIRECT_MESSAGES == MESSAGES
+    assert reply_entity("exec_timeout") == "osReply"
+    assert reply_entity("get-device-logs") == reply_entity("add-tunnel") == "agentReply"
+    assert json.loads(encode_reply("1:x", True, {}, "h", "osReply"))["msg"]["entity"] == "osReply"

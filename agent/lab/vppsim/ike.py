@@ -20,6 +20,7 @@ from agent.lab.vppsim.state import (
     IkeSa,
     Profile,
     SimState,
+    ike_sa_keys,
 )
 
 OUTCOMES = ("UP", "AUTH_FAILED", "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "TIMEOUT")
@@ -107,6 +108,7 @@ class InProcessIke:
         return self.default_outcome
 
     def initiate(self, profile: Profile, sa: IkeSa) -> None:
+        sa.hidden = True  # in no dump until the (model) peer answers
         self._later(self.delay, self._finish, sa.index, self.outcome_for(profile))
 
     def _finish(self, sa_index: int, outcome: str) -> None:
@@ -116,8 +118,10 @@ class InProcessIke:
         if sa is None:
             return
         if outcome == "TIMEOUT":
-            self._later(self.timeout_after, state.remove_sa, sa_index)
+            # VPP 26.06 retransmits an unanswered initiation with no limit: it stays
+            # (hidden) until its profile is deleted
             return
+        sa.hidden = False
         sa.rspi = secrets.randbits(64) | 1
         sa.nonces = (sa.nonces[0], secrets.token_bytes(32))
         if outcome in _FAIL_STATES:
@@ -131,12 +135,14 @@ class InProcessIke:
             return
         sa.state = AUTHENTICATED
         sa.auth_time = state.clock()
-        sa.keys = {
-            k: secrets.token_bytes(32)
-            for k in ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")
-        }
+        sa.keys = ike_sa_keys(sa.ike)
         state.add_child(sa, profile)
         state.log(f"ikev2: sa {sa_index} profile {sa.profile} AUTHENTICATED")
+        # VPP 26.06: a new IKE SA replaces the established ones with the same IDs
+        # (INITIAL_CONTACT)
+        for other in [s for s in state.visible_sas()
+                      if s.index != sa_index and (s.i_id, s.r_id) == (sa.i_id, sa.r_id)]:
+            state.remove_sa(other.index)
 
     def delete_ike_sa(self, sa: IkeSa) -> None:
         assert self._state is not None

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.lab.vppsim.api import HEADER, ApiCatalog, MessageDef, frame
-from agent.lab.vppsim.handlers import WRITES, Handlers
+from agent.lab.vppsim.handlers import WRITES, Handlers, VppCrash
 from agent.lab.vppsim.ike import IkeBackend, InProcessIke
 from agent.lab.vppsim.state import UNSPECIFIED, ApiError, SimState
 
@@ -143,6 +143,15 @@ class VppSim:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
+    def crash(self) -> None:
+        """A VPP crash and restart by its supervisor: clients dropped, state empty."""
+        self.kill_connections()
+        self.state = SimState(self.wan)
+        self.state.listeners.append(self._on_interface_change)
+        self.handlers = Handlers(self.state, self.ike)
+        if self._loop is not None:
+            self.ike.attach(self.state, self._loop)
+
     def kill_connections(self) -> None:
         """Drop every client socket abruptly."""
         for conn in list(self.connections):
@@ -177,14 +186,18 @@ class VppSim:
             self.message_counts[name] += 1
             self._sockclnt_create(conn, msg, out)
             return
-        if conn.index is None or getattr(msg, "client_index", conn.index) != conn.index:
+        if conn.index is None:
+            log.warning("request before sockclnt_create dropped", message=name)
+            return
+        if getattr(msg, "client_index", conn.index) != conn.index:
+            # VPP 26.06 executes such a request; only its reply goes nowhere
             log.warning(
-                "request with wrong client_index dropped",
+                "request with wrong client_index executed, reply dropped",
                 message=name,
                 client_index=getattr(msg, "client_index", None),
                 expected=conn.index,
             )
-            return
+            out = []
         self.message_counts[name] += 1
         if name == "sockclnt_delete":
             out.append(self._pack("sockclnt_delete_reply", {"context": msg.context, "response": 0}))
@@ -221,6 +234,11 @@ class VppSim:
                 replies = handler(msg)
                 packed = [self._pack(rname, {**fields, "context": msg.context})
                           for rname, fields in replies]
+            except VppCrash as crash:
+                log.error("vppsim crashes as VPP 26.06 would", message=name, why=str(crash))
+                self.crash()
+                out.clear()
+                return
             except ApiError:
                 raise
             except Exception as bug:  # VPP answers every request; so must its emulator

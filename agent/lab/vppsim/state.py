@@ -50,6 +50,33 @@ STATE_NAMES = {
 }
 ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
 
+# vlib's log levels, most severe first (src/vlib/log.h), and its ring size.
+LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug", "disabled")
+LOG_SIZE = 512
+
+# Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
+# SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,
+# the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for an IKE SA's SK_e; a
+# child SA's SK_e is the key alone (VPP keeps its salt apart: ikev2.c, child keys).
+_PRF_BYTES = {1: 16, 2: 20, 4: 16, 5: 32, 6: 48, 7: 64, 8: 16}
+_INTEG_BYTES = {1: 16, 2: 20, 5: 16, 12: 32, 13: 48, 14: 64}
+_AES_GCM_16 = 20
+
+
+def _encr_key_bytes(t: dict[str, Any]) -> int:
+    size = (t.get("crypto_key_size", 0) or 0) // 8
+    return size + 4 if size and t.get("crypto_alg") == _AES_GCM_16 else size
+
+
+def ike_sa_keys(ike: dict[str, Any]) -> dict[str, bytes]:
+    """Random SK_* of the lengths an IKE SA with these transforms has."""
+    prf = _PRF_BYTES.get(ike.get("prf_alg") or 5, 32)
+    integ = _INTEG_BYTES.get(ike.get("integ_alg") or 0, 0)
+    encr = _encr_key_bytes(ike) or 32
+    sizes = {"sk_d": prf, "sk_ai": integ, "sk_ar": integ, "sk_ei": encr, "sk_er": encr,
+             "sk_pi": prf, "sk_pr": prf}
+    return {k: secrets.token_bytes(n) for k, n in sizes.items()}
+
 
 class ApiError(Exception):
     """A request failed with a VNET_API_ERROR code."""
@@ -172,6 +199,9 @@ class IkeSa:
     keys: dict[str, bytes] = field(default_factory=dict)
     nonces: tuple[bytes, bytes] = (b"", b"")
     next_child: int = 0
+    # VPP 26.06: an initiation is in no dump (and cannot be deleted by SPI) until the
+    # peer's first answer; unanswered, it is retransmitted until its profile goes
+    hidden: bool = False
 
 
 @dataclass
@@ -220,8 +250,10 @@ class SimState:
         self.liveness = (30, 3)
         self.lcp: dict[int, dict[str, Any]] = {}
         self.mss: dict[int, tuple[int, int, int, int]] = {}
-        self.ike_log_level = 0
-        self.event_log: list[str] = []
+        # VPP 26.06 logs IKE through vlib's log classes (`show logging`); a message
+        # is kept only when its level is at or above its class's level (default notice).
+        self.log_levels: dict[str, int] = {}
+        self.log_entries: list[tuple[float, int, str, str]] = []  # unix time, level, class, text
         self.listeners: list[InterfaceListener] = []
         self._add_interface(Interface(0, "local0", "local", link_mtu=0, mtu=[0, 0, 0, 0]))
         for name, cidr in wan:
@@ -238,7 +270,12 @@ class SimState:
         self._max_index = max(self._max_index, itf.sw_if_index)
 
     def _next_index(self) -> int:
-        return self._max_index + 1
+        """VPP's interface pool hands out the lowest free index (a deleted tunnel's
+        sw_if_index is reused by the next one)."""
+        idx = 0
+        while idx in self.interfaces:
+            idx += 1
+        return idx
 
     def _del_interface(self, sw_if_index: int) -> None:
         self._addr_clear(sw_if_index)
@@ -284,8 +321,12 @@ class SimState:
                         return entries[0]
         return None
 
-    def log(self, text: str) -> None:
-        self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
+    def log(self, text: str, level: str = "debug", cls: str = "ikev2") -> None:
+        """vlib_log: keep `text` if `cls` logs at `level` (IKE events are debug in VPP)."""
+        n = LOG_LEVELS.index(level)
+        if n <= self.log_levels.get(cls, LOG_LEVELS.index("notice")):
+            self.log_entries.append((time.time(), n, cls, text))
+            del self.log_entries[:-LOG_SIZE]
 
     def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
         itf = self.interfaces.get(sw_if_index)
@@ -333,7 +374,8 @@ class SimState:
             return
         if is_add:
             if prefix in mine:
-                return  # VPP accepts re-adding the same address
+                # VPP 26.06 refuses the same address twice
+                raise ApiError(ADDRESS_IN_USE, f"{prefix} already on {sw_if_index}")
             clash = self._overlapping(sw_if_index, prefix)
             if clash is not None:
                 raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {clash[1]} on {clash[0]}")
@@ -372,7 +414,8 @@ class SimState:
             raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
         idx = self._next_index()
         self._add_interface(
-            Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
+            # VPP 26.06: an ipip tunnel's link MTU is 65516, its L3 MTU 9000
+            Interface(idx, f"ipip{instance}", "ipip", link_mtu=65516, mtu=[9000, 0, 0, 0])
         )
         self.tunnels[idx] = Tunnel(
             idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
@@ -436,7 +479,7 @@ class SimState:
                 route.paths.extend(p for p in paths if p not in route.paths)
             return
         if route is None:
-            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {table_id}")
+            return  # VPP 26.06 answers 0 to deleting a route that is not there
         if is_multipath and paths:
             remaining = [p for p in route.paths if p not in paths]
             if remaining:
@@ -539,8 +582,7 @@ class SimState:
     def set_responder(
         self, name: str, sw_if_index: int, addr: IpAddress, hostname: str = ""
     ) -> None:
-        p = self.profile(name)
-        self.interface(sw_if_index)
+        p = self.profile(name)  # VPP 26.06 does not check sw_if_index here
         p.responder_sw_if_index, p.responder_addr, p.responder_hostname = (
             sw_if_index,
             addr,
@@ -580,9 +622,21 @@ class SimState:
         self.sas[sa.index] = sa
         return sa
 
+    def add_half_open(self, iaddr: IpAddress, raddr: IpAddress) -> IkeSa:
+        """The SA an incoming IKE_SA_INIT leaves (a peer initiating, or any scanner):
+        responder side, no IDs and no profile until IKE_AUTH, which may never come."""
+        sa = IkeSa(index=self.next_sa_index, profile="", state=SA_INIT,
+                   ispi=secrets.randbits(64) | 1, rspi=secrets.randbits(64) | 1,
+                   iaddr=iaddr, raddr=raddr, i_id=(0, b""), r_id=(0, b""), ike={},
+                   created=self.clock())
+        self.next_sa_index += 1
+        self.sas[sa.index] = sa
+        return sa
+
     def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
         esp = p.esp or {}
-        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8
+        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8  # a child's salt is kept apart
+        integ_bytes = _INTEG_BYTES.get(esp.get("integ_alg") or 0, 0)
         child = ChildSa(
             index=sa.next_child,
             i_spi=secrets.randbits(32) | 1,
@@ -595,8 +649,8 @@ class SimState:
             keys={
                 "sk_ei": secrets.token_bytes(key_bytes),
                 "sk_er": secrets.token_bytes(key_bytes),
-                "sk_ai": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
-                "sk_ar": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
+                "sk_ai": secrets.token_bytes(integ_bytes),
+                "sk_ar": secrets.token_bytes(integ_bytes),
             },
         )
         sa.next_child += 1
@@ -624,9 +678,13 @@ class SimState:
         if not still_up:
             self.set_admin(p.tun_itf, False)
 
+    def visible_sas(self) -> list[IkeSa]:
+        """The SAs VPP's dumps and CLI show (not initiations still waiting for an answer)."""
+        return [sa for sa in self.sas.values() if not sa.hidden]
+
     def find_sa_by_request_spi(self, ispi: int) -> IkeSa:
         want = swap64(ispi)
-        for sa in self.sas.values():
+        for sa in self.visible_sas():
             if sa.ispi == want:
                 return sa
         raise ApiError(UNSPECIFIED, "IKE SA not found")
@@ -659,7 +717,7 @@ class SimState:
             ),
             "profiles": {n: p.snapshot() for n, p in sorted(self.profiles.items())},
             "sas": sorted(
-                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.sas.values()
+                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.visible_sas()
             ),
             "liveness": self.liveness,
             "lcp": dict(sorted(self.lcp.items())),
