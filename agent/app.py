@@ -133,6 +133,7 @@ class Agent:
             vpp_cli=self._vpp_cli,
             config=self.dispatcher.recorded_config,
             secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+            bgp_status=self.dispatcher.bgp_status,
         )
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
                                 direct=self.remote)

@@ -425,3 +425,20 @@ async def test_admin_show_routing(tmp_path: Path, frr: bool) -> None:
     server = AdminServer(backend, tmp_path / "admin.sock")
     rows = await server._dispatch(proto.SHOW_ROUTING, {}, 0)
     assert rows == (await r.routing.peer_status() if r.routing is not None else [])
+
+
+@pytest.mark.parametrize("frr", [True, False])
+async def test_get_bgp_status_direct_message_answers_from_frr(tmp_path: Path, frr: bool) -> None:
+    from agent.config import RemoteConfig
+    from agent.remote.service import RemoteService
+
+    async def no_cli(command: str) -> str:
+        raise AssertionError(command)
+
+    r = Rig(tmp_path, frr=frr)
+    remote = RemoteService(RemoteConfig(), vpp_cli=no_cli,  # type: ignore[arg-type]
+                           config=r.d.recorded_config, secrets=list,
+                           bgp_status=r.d.bgp_status)
+    out = await remote.answer("get-bgp-status", None)
+    assert out.ok
+    assert out.message == ({"routerId": "192.0.2.1", "as": 65001, "peers": {}} if frr else {})
