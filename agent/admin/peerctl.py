@@ -3,7 +3,8 @@
     peerctl show peers
     peerctl show ikev2 sa [details]          peerctl show ikev2 profile
     peerctl show jobs [N]                    peerctl show vpp
-    peerctl show logging                     peerctl event-logger clear
+    peerctl show event-logger                peerctl event-logger clear
+    peerctl show logging
     peerctl ikev2 set logging level <0-5>    peerctl vpp <any vppctl command>
     peerctl log level [debug|info|warning|error]
     peerctl peer export <tunnel-id> [--format swanctl|text]
@@ -57,10 +58,6 @@ USAGE_LINES = (
 )
 
 
-# the old ikev2 plugin levels 0-5 as VPP 26.06's log levels
-IKEV2_LOG_LEVELS = ("disabled", "err", "warn", "notice", "info", "debug")
-
-
 class UsageError(Exception):
     pass
 
@@ -108,8 +105,7 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
     if w[:4] == ["ikev2", "set", "logging", "level"]:
         if len(w) != 5 or not w[4].isdigit() or int(w[4]) > 5:
             raise UsageError("ikev2 set logging level: expected a level from 0 to 5")
-        # VPP 26.06 removed `ikev2 set logging level`: IKE logs through VPP's log class
-        return vpp(f"set logging class ikev2 level {IKEV2_LOG_LEVELS[int(w[4])]}")
+        return vpp(" ".join(w))  # the daemon translates it for VPP 26.06 and says so
     if w == ["show", "logging"]:
         return vpp("show logging")
     if w[:1] == ["vpp"]:

@@ -414,8 +414,12 @@ class JobDispatcher:
         """(`state`, `stateReason`) as flexiManage shows them: the truth, not a constant."""
         if self.router_state == "stopped":
             return "stopped", "stopped by the controller (stop-router)"
-        if not self.manager.vpp.connected:
-            return "failed", f"VPP is not connected: {self.manager.vpp.last_error or 'down'}"
+        vpp = self.manager.vpp
+        if not vpp.connected:
+            reason = f"VPP is not connected: {vpp.last_error or 'down'}"
+            # flexiagent: `stopped` while VPP does not run (at boot, before its socket is
+            # up); a VPP that ran and went away is a failure until it is back
+            return ("failed" if vpp.generation else "stopped"), reason
         return "running", ""
 
     async def device_stats(self) -> list[dict[str, Any]]:
