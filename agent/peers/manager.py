@@ -252,7 +252,6 @@ class PeerManager:
             raise JobError(f"VPP is not connected: {self.vpp.last_error}")
         new = dict(self.desired)
         endpoints = {(s.src, s.dst): t for t, s in new.items()}
-        chains: dict[int, list[Op]] = {}
         notes: list[str] = []
         added: list[PeerSpec] = []
         for ch in changes:
@@ -295,32 +294,37 @@ class PeerManager:
             except CapabilityError as e:
                 raise JobError(str(e)) from None
         # Net effect per tunnel, in job order: remove the old, then add / re-route.
+        # Every removal runs before any add (phase 0, then phase 1): a peer moved to a
+        # new tunnel id re-uses the old one's endpoints, /31 and route paths.
         touched = self._touched(changes)
         old_facts = await self._facts(
             [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
+        removals: dict[int, list[Op]] = {}
+        adds: dict[int, list[Op]] = {}
         for tid in touched:
             before, after = self.desired.get(tid), new.get(tid)
-            chain: list[Op] = []
             if before == after:
                 continue
             extra_before = self.dynamic_routes.get(tid, ())
             if before is not None and after is not None and _only_targets_differ(before, after):
-                chain = list(plan_routes(tid, route_prefixes(before, extra_before),
-                                         route_prefixes(after, extra_before)).ops)
+                ops = plan_routes(tid, route_prefixes(before, extra_before),
+                                  route_prefixes(after, extra_before)).ops
+                removals[tid] = [op for op in ops if not op.args["is_add"]]
+                adds[tid] = [op for op in ops if op.args["is_add"]]
             else:
                 if before is not None:
-                    chain += plan_remove(before, old_facts[tid], extra_before).ops
+                    removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
                 if after is not None:
-                    chain += plan_add_ops(after, facts[tid])
-            chains[tid] = chain
-        if any(chains.values()):
+                    adds[tid] = plan_add_ops(after, facts[tid])
+        if any(removals.values()) or any(adds.values()):
             if self._liveness_generation != self.vpp.generation:
-                chains.setdefault(-1, []).insert(0, liveness_op())
+                removals[-1] = [liveness_op()]
             refs = dict(self._refs)
-            self.store.begin([t for t in chains if t >= 0])
+            self.store.begin(sorted({t for t in (*removals, *adds) if t >= 0}))
             writes_before = self.executor.writes
             try:
-                await self.executor.apply(list(chains.values()), refs)
+                await self.executor.apply_phases(
+                    [list(removals.values()), list(adds.values())], refs)
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
@@ -330,7 +334,7 @@ class PeerManager:
                 raise JobError(str(e)) from None
             except VppError as e:
                 raise JobError(str(e)) from None
-            if -1 in chains:
+            if -1 in removals:
                 self._liveness_generation = self.vpp.generation
             self._refs = refs
             writes = self.executor.writes - writes_before

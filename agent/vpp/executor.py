@@ -51,14 +51,18 @@ class Executor:
 
     async def apply(self, chains: Sequence[Sequence[Op]], refs: dict[str, int]) -> None:
         """Run every chain; on failure undo everything done and raise ApplyError."""
-        chains = [c for c in chains if c]
-        if not chains:
-            return
-        done: list[list[Op]] = [[] for _ in chains]
+        await self.apply_phases([chains], refs)
+
+    async def apply_phases(self, phases: Sequence[Sequence[Sequence[Op]]],
+                           refs: dict[str, int]) -> None:
+        """Run each phase's chains concurrently, a phase only after the previous one
+        finished (removals before the adds that re-use their endpoints, addresses
+        or routes); on failure undo everything done in every phase, newest first."""
+        done_phases: list[list[list[Op]]] = []
         failure: list[tuple[Op, Exception]] = []
 
-        async def run_chain(i: int) -> None:
-            for op in chains[i]:
+        async def run_chain(chain: Sequence[Op], done: list[Op]) -> None:
+            for op in chain:
                 if failure:
                     return
                 try:
@@ -66,30 +70,42 @@ class Executor:
                 except (VppError, KeyError, ValueError) as e:
                     failure.append((op, e))
                     return
-                done[i].append(op)
+                done.append(op)
 
         try:
-            if len(chains) == 1:
-                await run_chain(0)
-            else:
-                await asyncio.gather(*(run_chain(i) for i in range(len(chains))))
+            for phase in phases:
+                chains = [c for c in phase if c]
+                if not chains or failure:
+                    continue
+                done: list[list[Op]] = [[] for _ in chains]
+                done_phases.append(done)
+                if len(chains) == 1:
+                    await run_chain(chains[0], done[0])
+                else:
+                    await asyncio.gather(*(run_chain(c, d) for c, d in zip(chains, done,
+                                                                           strict=True)))
         except asyncio.CancelledError:
             # A job timeout must not leave half a peer behind: undo, then stop.
             errors: list[str] = []
-            await asyncio.shield(asyncio.gather(
-                *(self._undo(d, refs, errors) for d in done if d)))
-            log.warning("apply cancelled and rolled back", undone=sum(len(d) for d in done),
+            await asyncio.shield(self._undo_phases(done_phases, refs, errors))
+            log.warning("apply cancelled and rolled back",
+                        undone=sum(len(d) for p in done_phases for d in p),
                         rollback_errors=len(errors))
             raise
         if not failure:
             return
         op, cause = failure[0]
         undo_errors: list[str] = []
-        undone = sum(len(d) for d in done)
-        await asyncio.gather(*(self._undo(d, refs, undo_errors) for d in done if d))
+        undone = sum(len(d) for p in done_phases for d in p)
+        await self._undo_phases(done_phases, refs, undo_errors)
         log.warning("apply failed", step=op.what, error=str(cause), undone=undone,
                     rollback_errors=len(undo_errors), tunnel_id=op.tunnel_id)
         raise ApplyError(op, cause, undone, undo_errors)
+
+    async def _undo_phases(self, done_phases: list[list[list[Op]]], refs: dict[str, int],
+                           errors: list[str]) -> None:
+        for done in reversed(done_phases):
+            await asyncio.gather(*(self._undo(d, refs, errors) for d in done if d))
 
     async def _undo(self, done: list[Op], refs: dict[str, int], errors: list[str]) -> None:
         for op in reversed(done):

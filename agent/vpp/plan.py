@@ -114,12 +114,20 @@ def _ts_args(ts: TrafficSelector, is_local: bool) -> dict[str, Any]:
 
 
 def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
+    """Add or remove this tunnel's path of `prefix`.
+
+    Multipath add/remove: tunnels that route the same prefix (two peers monitoring
+    8.8.8.8, a redundant pair to one remote subnet) each own one path of the shared
+    VPP route, so removing one tunnel leaves the others' paths and the last removal
+    deletes the route. The monitor sends each tunnel's probes out of the tunnel's own
+    Linux interface, so probes never depend on which path VPP picks.
+    """
     ref = tunnel_ref(spec_id)
 
     def args(add: bool) -> dict[str, Any]:
         return {
             "is_add": add,
-            "is_multipath": False,
+            "is_multipath": True,
             "route": {
                 "table_id": 0,
                 "prefix": prefix,

@@ -182,11 +182,10 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
     for r in routes:
         route = r.route
-        if int(route.n_paths) != 1:
-            continue
-        via = int(route.paths[0].sw_if_index)
-        if via in tunnel_indexes:
-            obs.routes.setdefault(via, set()).add(IPv4Network(str(route.prefix)))
+        for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
+            via = int(path.sw_if_index)
+            if via in tunnel_indexes:
+                obs.routes.setdefault(via, set()).add(IPv4Network(str(route.prefix)))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):

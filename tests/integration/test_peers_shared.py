@@ -1,0 +1,128 @@
+"""Peers that share endpoints or routes: moves to a new tunnel id, shared monitor IPs,
+redundant policy-based pairs. Against vppsim, through the manager as the daemon wires it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+
+from agent.lab.vppsim.server import VppSim
+from agent.peers.manager import AddPeer, JobError, RemovePeer
+from agent.peers.spec import PeerSpec, TrafficSelector
+from agent.vpp.readers import read_observed
+from tests.integration.test_peers_vpp import Agent
+from tests.spec_factory import numbered_spec
+
+EIGHTS = IPv4Network("8.8.8.8/32")
+REMOTE = TrafficSelector(0, 0, 65535, IPv4Address("172.16.0.0"), IPv4Address("172.16.255.255"))
+
+
+@pytest.fixture
+async def agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Agent]:
+    a = Agent(sim.socket_path, short_dir / "state")
+    await a.start()
+    try:
+        yield a
+    finally:
+        await a.close()
+
+
+def _paths(sim: VppSim, prefix: IPv4Network) -> list[int]:
+    """sw_if_index of every path of `prefix` in table 0 (empty: no route)."""
+    for route in sim.state.routes.values():
+        if route.table_id == 0 and route.prefix == prefix:
+            return sorted(p["sw_if_index"] for p in route.paths)
+    return []
+
+
+def _eights(n: int) -> PeerSpec:
+    return replace(numbered_spec(n), monitor_ips=(EIGHTS.network_address,))
+
+
+async def _sw(agent: Agent, tid: int) -> int:
+    return (await read_observed(agent.vpp)).tunnels[tid].sw_if_index
+
+
+async def test_moving_a_peer_to_a_new_tunnel_id_in_one_job(sim: VppSim, agent: Agent) -> None:
+    old = numbered_spec(1)
+    await agent.manager.apply([AddPeer(old)])
+    before = sim.snapshot()
+    moved = replace(numbered_spec(9), dst=old.dst, addr=old.addr, monitor_ips=old.monitor_ips)
+    for _ in range(3):
+        await agent.manager.apply([RemovePeer(old.tunnel_id), AddPeer(moved)])
+        assert set(agent.manager.desired) == {9}
+        obs = await read_observed(agent.vpp)
+        assert set(obs.tunnels) == {9} and set(obs.profiles) == {"peer-9"}
+        assert obs.routes[obs.tunnels[9].sw_if_index] == {IPv4Network(f"{old.monitor_ips[0]}/32")}
+        await agent.manager.apply([RemovePeer(9), AddPeer(old)])
+        assert set(agent.manager.desired) == {1}
+    # and a failure in the add half restores the removed peer exactly
+    sim.inject_failure("ikev2_set_responder")
+    with pytest.raises(JobError, match="restored to its previous state"):
+        await agent.manager.apply([RemovePeer(old.tunnel_id), AddPeer(moved)])
+    assert set(agent.manager.desired) == {1}
+    obs = await read_observed(agent.vpp)
+    assert set(obs.tunnels) == {1} and set(obs.profiles) == {"peer-1"}
+    assert sim.snapshot().keys() == before.keys()
+
+
+@pytest.mark.parametrize("order", ["first", "second", "both", "sync"])
+async def test_a_monitor_ip_shared_by_two_tunnels(sim: VppSim, agent: Agent, order: str) -> None:
+    a, b = _eights(1), _eights(2)
+    await agent.manager.apply([AddPeer(a)])
+    await agent.manager.apply([AddPeer(b)])
+    sw_a, sw_b = await _sw(agent, 1), await _sw(agent, 2)
+    assert _paths(sim, EIGHTS) == sorted([sw_a, sw_b])
+    if order == "first":
+        await agent.manager.apply([RemovePeer(1)])
+        assert _paths(sim, EIGHTS) == [sw_b]
+        assert (await agent.manager.reconcile()).writes == 0  # nothing missing, nothing to redo
+        await agent.manager.apply([RemovePeer(2)])
+    elif order == "second":
+        await agent.manager.apply([RemovePeer(2)])
+        assert _paths(sim, EIGHTS) == [sw_a]
+        await agent.manager.apply([RemovePeer(1)])
+    elif order == "both":
+        await agent.manager.apply([RemovePeer(1), RemovePeer(2)])
+    else:
+        await agent.manager.sync([])
+    assert _paths(sim, EIGHTS) == []
+    assert agent.manager.desired == {}
+    assert agent.manager.in_sync
+
+
+async def test_redundant_policy_based_pair_to_one_remote_subnet(sim: VppSim,
+                                                                agent: Agent) -> None:
+    a = numbered_spec(1, remote_ts=REMOTE)
+    b = numbered_spec(2, remote_ts=REMOTE)
+    await agent.manager.apply([AddPeer(a), AddPeer(b)])
+    subnet = IPv4Network("172.16.0.0/16")
+    sw_a, sw_b = await _sw(agent, 1), await _sw(agent, 2)
+    assert _paths(sim, subnet) == sorted([sw_a, sw_b])
+    await agent.manager.apply([RemovePeer(2)])
+    assert _paths(sim, subnet) == [sw_a]
+    await agent.manager.apply([AddPeer(b)])
+    await agent.manager.sync([])
+    assert _paths(sim, subnet) == []
+    assert sim.state.routes.keys() == {k for k in sim.state.routes
+                                       if k[1] not in (subnet,)}
+    obs = await read_observed(agent.vpp)
+    assert obs.tunnels == {} and obs.profiles == {}
+
+
+async def test_a_route_shared_with_a_tunnel_removed_while_vpp_was_away(
+        sim: VppSim, agent: Agent) -> None:
+    """Reconcile removes only its own path of a shared route."""
+    a, b = _eights(1), _eights(2)
+    await agent.manager.apply([AddPeer(a), AddPeer(b)])
+    sw_b = await _sw(agent, 2)
+    # the acknowledged state forgets peer 1 (as a crash after commit would leave it)
+    agent.manager.desired.pop(1)
+    agent.manager._intents.add(1)
+    await agent.manager.reconcile()
+    assert _paths(sim, EIGHTS) == [sw_b]
+    assert set((await read_observed(agent.vpp)).tunnels) == {2}
