@@ -195,7 +195,9 @@ class StateConfig(_Section):
 
 class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
-        default=False, description="accept weak transforms (3des, sha1-96, modp-768/1024, null)"
+        default=False,
+        description="accept weak transforms (3des, sha1-96, modp-768/1024, "
+        "the RFC 5114 groups 22 and 23, null)",
     )
 
 

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS intents (tunnel_id INTEGER PRIMARY KEY);
 class PeerStore:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(state_dir, 0o700)  # a pre-existing 0755 dir would expose the file names
         path = state_dir / "peers.sqlite"
         if not path.exists():
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
