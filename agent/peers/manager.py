@@ -22,6 +22,7 @@ from typing import Any
 import structlog
 
 from agent.peers.codec import cfg_hash
+from agent.peers.guard import route_problems, target_problem
 from agent.peers.reconcile import plan_reconcile
 from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
@@ -145,6 +146,7 @@ class PeerManager:
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
         self.reconcile_error: str | None = None
+        self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
 
     # -- startup and VPP restarts ------------------------------------------------------
 
@@ -206,6 +208,7 @@ class PeerManager:
                 continue
             if sw not in wan_addrs:
                 wan_addrs[sw] = await read_addresses(self.vpp, sw)
+                self.wan_networks[sw] = wan_addrs[sw]
             if spec.src not in {a.ip for a in wan_addrs[sw]}:
                 have = ", ".join(str(a) for a in sorted(wan_addrs[sw])) or "no IPv4 address"
                 raise JobError(
@@ -213,6 +216,25 @@ class PeerManager:
                     f"(dev_id {spec.dev_id}, which has {have})"
                 )
         return out
+
+    async def _wan_of(self, spec: PeerSpec,
+                      interfaces: dict[int, InterfaceInfo]) -> set[IPv4Interface]:
+        """The addresses (with their subnets) of `spec`'s WAN interface, remembered for
+        judging monitor targets that names resolve to."""
+        try:
+            name = resolve_dev_id(spec.dev_id, self.interfaces_cfg,
+                                  [i.name for i in interfaces.values()])
+        except DevIdError:
+            return set()  # refused elsewhere (a new spec) or being removed
+        sw = next(i.sw_if_index for i in interfaces.values() if i.name == name)
+        addrs = await read_addresses(self.vpp, sw)
+        self.wan_networks[sw] = addrs
+        return addrs
+
+    def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
+        """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
+        wan = [a for addrs in self.wan_networks.values() for a in addrs]
+        return target_problem(addr, spec, self.desired, wan)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -287,6 +309,15 @@ class PeerManager:
                                             monitor_urls=ch.monitor_urls)
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
+        touched = self._touched(changes)
+        hazards: list[str] = []
+        for tid in touched:
+            after = new.get(tid)
+            if after is not None and self.desired.get(tid) != after:
+                hazards += route_problems(after, new, await self._wan_of(after, interfaces))
+        if hazards:
+            more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
+            raise JobError("; ".join(hazards[:10]) + more)
         warnings: list[str] = []
         for spec in added:
             try:
@@ -296,7 +327,6 @@ class PeerManager:
         # Net effect per tunnel, in job order: remove the old, then add / re-route.
         # Every removal runs before any add (phase 0, then phase 1): a peer moved to a
         # new tunnel id re-uses the old one's endpoints, /31 and route paths.
-        touched = self._touched(changes)
         old_facts = await self._facts(
             [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
         removals: dict[int, list[Op]] = {}
@@ -379,7 +409,7 @@ class PeerManager:
             spec = self.desired.get(tunnel_id)
             if spec is None:
                 return
-            new = tuple(sorted(set(addrs)))
+            new = tuple(sorted(a for a in set(addrs) if self.target_problem(spec, a) is None))
             old = self.dynamic_routes.get(tunnel_id, ())
             if new == old:
                 return

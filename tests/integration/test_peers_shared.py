@@ -3,15 +3,17 @@ redundant policy-based pairs. Against vppsim, through the manager as the daemon 
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, JobError, RemovePeer
+from agent.peers.manager import AddPeer, JobError, ModifyTargets, RemovePeer
 from agent.peers.spec import PeerSpec, TrafficSelector
 from agent.vpp.readers import read_observed
 from tests.integration.test_peers_vpp import Agent
@@ -126,3 +128,41 @@ async def test_a_route_shared_with_a_tunnel_removed_while_vpp_was_away(
     await agent.manager.reconcile()
     assert _paths(sim, EIGHTS) == [sw_b]
     assert set((await read_observed(agent.vpp)).tunnels) == {2}
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda: AddPeer(replace(numbered_spec(3), monitor_ips=(numbered_spec(3).dst,))),
+     "peer.ips 203.0.113.3 is the tunnel's own peer address"),
+    (lambda: AddPeer(replace(numbered_spec(3), monitor_ips=(IPv4Address("192.168.1.1"),))),
+     "peer.ips 192.168.1.1 is in the WAN subnet 192.168.1.0/24"),
+    (lambda: AddPeer(replace(numbered_spec(3), remote_ts=TrafficSelector(
+        0, 0, 65535, IPv4Address("0.0.0.0"), IPv4Address("255.255.255.254")))),
+     "ikev2.remote-ts 0.0.0.0-255.255.255.254 covers the tunnel's own peer address"),
+    (lambda: AddPeer(replace(numbered_spec(3), remote_ts=TrafficSelector(
+        0, 0, 65535, IPv4Address("192.168.0.0"), IPv4Address("192.168.3.255")))),
+     "overlaps the WAN subnet 192.168.1.0/24"),
+    (lambda: ModifyTargets(1, (numbered_spec(2).dst,), ()),
+     "peer.ips 203.0.113.2 is the peer address of tunnel 2"),
+])
+async def test_routes_that_break_the_device_are_refused_and_write_nothing(
+        sim: VppSim, agent: Agent, change: Any, needle: str) -> None:
+    await agent.manager.apply([AddPeer(numbered_spec(1)), AddPeer(numbered_spec(2))])
+    before, writes = sim.snapshot(), sim.write_count
+    with pytest.raises(JobError, match=re.escape(needle)):
+        await agent.manager.apply([change()])
+    assert sim.write_count == writes and sim.snapshot() == before
+    assert set(agent.manager.desired) == {1, 2}
+
+
+async def test_resolved_addresses_that_break_the_device_are_not_routed(
+        sim: VppSim, agent: Agent) -> None:
+    await agent.manager.apply([AddPeer(numbered_spec(1)), AddPeer(numbered_spec(2))])
+    sw = await _sw(agent, 1)
+    good = IPv4Address("198.51.100.77")
+    await agent.manager.set_dynamic_routes(1, [
+        IPv4Address("127.0.0.1"), IPv4Address("169.254.169.254"), IPv4Address("0.0.0.0"),
+        IPv4Address("224.0.0.5"), IPv4Address("192.168.1.10"), numbered_spec(2).dst, good])
+    assert agent.manager.dynamic_routes[1] == (good,)
+    obs = await read_observed(agent.vpp)
+    assert obs.routes[sw] == {IPv4Network(f"{numbered_spec(1).monitor_ips[0]}/32"),
+                              IPv4Network(f"{good}/32")}

@@ -14,6 +14,7 @@ from agent.monitor.health import DROP_EVENT, RTT_EVENT, AlertConfig, HealthConfi
 from agent.monitor.icmp import ProbeResult, ResultCallback
 from agent.monitor.resolver import ChangeCallback, NameState
 from agent.monitor.service import Bind, MonitorService
+from agent.peers.guard import target_problem
 from agent.peers.manager import PeerState
 from agent.peers.spec import PeerSpec
 from tests.spec_factory import example_spec, numbered_spec
@@ -108,9 +109,13 @@ class FakeManager:
         self.listeners: list[Callable[[], None]] = []
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
+        self.wan = [IPv4Interface("192.168.1.10/24")]
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
+
+    def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
+        return target_problem(addr, spec, self.desired, self.wan)
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None:
         addrs = tuple(addrs)
@@ -449,3 +454,23 @@ async def test_a_stop_before_the_run_has_begun_is_not_lost() -> None:
     async with asyncio.timeout(2):
         await task
     assert not r.engine.running
+
+
+async def test_dns_answers_that_must_not_be_routed_are_skipped_with_a_reason() -> None:
+    other = plain(8)
+    r = rig(plain(7, ("198.51.100.1",), ("mon.example.com",)), other)
+    hostile = ("127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.5", "192.168.1.10",
+               "192.168.1.1", str(other.dst), str(numbered_spec(7).dst))
+    r.resolver.resolved("mon.example.com", "203.0.113.200", *hostile)
+    assert set(r.engine.of(7)) == {A("198.51.100.1"), A("203.0.113.200")}
+    await r.service.push_routes()
+    assert r.manager.dynamic_routes[7] == (A("203.0.113.200"),)
+    snap = r.service.snapshot(7)
+    assert snap is not None
+    reasons = {s["address"]: s["reason"] for s in snap["skipped"]}
+    assert set(reasons) == set(hostile)
+    assert reasons["169.254.169.254"].startswith("a link-local address")
+    assert reasons[str(other.dst)] == ("the peer address of tunnel 8: that tunnel's IKE/ESP "
+                                       "would be diverted")
+    assert reasons["192.168.1.1"].startswith("in the WAN subnet 192.168.1.0/24")
+    assert all(s["from"] == ["mon.example.com"] for s in snap["skipped"])
