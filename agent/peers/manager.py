@@ -13,6 +13,7 @@ half-done when the process died is named by the intents and reconciled away.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -23,12 +24,12 @@ import structlog
 
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import route_problems, target_problem
-from agent.peers.reconcile import plan_reconcile
+from agent.peers.reconcile import agent_objects, plan_reconcile
 from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
-from agent.vpp.executor import ApplyError, Executor
+from agent.vpp.executor import Applied, ApplyError, Executor
 from agent.vpp.plan import (
     CapabilityError,
     Op,
@@ -346,33 +347,54 @@ class PeerManager:
                     removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
                 if after is not None:
                     adds[tid] = plan_add_ops(after, facts[tid])
+        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
+        deletes = [t for t in self.desired if t not in new]
+        applied: Applied | None = None
+        refs = dict(self._refs)
+        writes_before = self.executor.writes
         if any(removals.values()) or any(adds.values()):
             if self._liveness_generation != self.vpp.generation:
                 removals[-1] = [liveness_op()]
-            refs = dict(self._refs)
-            self.store.begin(sorted({t for t in (*removals, *adds) if t >= 0}))
-            writes_before = self.executor.writes
+            intents = sorted({t for t in (*removals, *adds) if t >= 0})
             try:
-                await self.executor.apply_phases(
+                self.store.begin(intents)
+            except sqlite3.Error as e:  # e.g. disk full: nothing touched yet
+                raise JobError(f"cannot record the job in {self.store.path}: {e}; "
+                               "VPP was not changed") from None
+            self._intents |= set(intents)
+            try:
+                applied = await self.executor.apply_phases(
                     [list(removals.values()), list(adds.values())], refs)
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
-                    self.store.clear_intents()
+                    self._clear_intents()
                 else:
-                    self._reconciled_generation = 0
+                    self._reconciled_generation = 0  # reconcile finishes the undo
                 raise JobError(str(e)) from None
             except VppError as e:
                 raise JobError(str(e)) from None
             if -1 in removals:
                 self._liveness_generation = self.vpp.generation
+        try:
+            self.store.commit(upserts, deletes)
+        except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
-            writes = self.executor.writes - writes_before
-        else:
-            writes = 0
-        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
-        deletes = [t for t in self.desired if t not in new]
-        self.store.commit(upserts, deletes)
+            why = f"cannot save the desired state in {self.store.path}: {e}"
+            if applied is None:
+                raise JobError(f"{why}; VPP was not changed") from None
+            undo_errors = await self.executor.rollback(applied, refs)
+            self._refs = refs
+            if undo_errors:
+                self._reconciled_generation = 0
+                raise JobError(f"{why}; ROLLBACK INCOMPLETE ({len(undo_errors)} undo steps "
+                               f"failed: {'; '.join(undo_errors[:3])}); the agent will "
+                               "reconcile VPP to the last acknowledged state") from None
+            self._clear_intents()
+            raise JobError(f"{why}; VPP restored to its previous state") from None
+        self._intents = set()
+        self._refs = refs
+        writes = self.executor.writes - writes_before
         for t in deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
@@ -441,7 +463,7 @@ class PeerManager:
                         desired[tid] = spec
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
-            owned = self._intents | set(self.desired)
+            owned = self._intents | set(self.desired) | agent_objects(obs)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
                 self._refs.update(plan.refs)
@@ -467,10 +489,19 @@ class PeerManager:
             log.error("reconcile failed; will retry", error=str(e))
             return JobResult(notes=(f"reconcile failed: {e}",))
 
+    def _clear_intents(self) -> None:
+        """VPP holds exactly the acknowledged state: no tunnel is half-made any more.
+        A store that cannot write now keeps its rows; they only cause a later check."""
+        try:
+            self.store.clear_intents()
+        except sqlite3.Error as e:
+            log.warning("cannot clear intents; kept for the next reconcile", error=str(e))
+            return
+        self._intents = set()
+
     def _finish_reconcile(self, generation: int) -> None:
         if self._intents:
-            self.store.clear_intents()
-            self._intents = set()
+            self._clear_intents()
         self._reconciled_generation = generation
         self.reconcile_error = None
 

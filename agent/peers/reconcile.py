@@ -73,6 +73,22 @@ def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
     return diffs
 
 
+def agent_objects(obs: Observed) -> set[int]:
+    """Tunnel ids whose VPP objects carry the agent's marks: an IKEv2 profile `peer-<N>`,
+    or an ipip tunnel of instance N whose Linux pair is `peer<N>`. With the intents the
+    store records before VPP is touched, this finds everything the agent ever made
+    (after a crash, a lost connection, a corrupt store) and nothing it did not make."""
+    out: set[int] = set()
+    for name in obs.profiles:
+        num = name.removeprefix("peer-")
+        if num.isdigit() and num == str(int(num)):
+            out.add(int(num))
+    for instance, tun in obs.tunnels.items():
+        if obs.lcp.get(tun.sw_if_index) == host_if_name(instance):
+            out.add(instance)
+    return out
+
+
 def plan_reconcile(
     desired: Mapping[int, PeerSpec],
     owned: Iterable[int],

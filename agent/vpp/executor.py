@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
 
-from agent.vpp.errors import VppError
+from agent.vpp.errors import VppApiError, VppError
 from agent.vpp.plan import Op, resolve
 
 log = structlog.get_logger(__name__)
@@ -32,14 +33,33 @@ class ApplyError(Exception):
     def __init__(self, op: Op, cause: Exception, undone: int, undo_errors: list[str]) -> None:
         self.op = op
         self.cause = cause
-        self.rolled_back = not undo_errors
+        # Only a VPP answer proves a step did nothing; a lost connection or a timeout
+        # leaves it unknown whether VPP applied it, so VPP cannot be called restored.
+        self.uncertain = isinstance(cause, VppError) and not isinstance(cause, VppApiError)
+        self.rolled_back = not undo_errors and not self.uncertain
         self.undo_errors = undo_errors
         if self.rolled_back:
             tail = f"VPP restored to its previous state ({undone} steps undone)"
+        elif not undo_errors:
+            tail = (f"{undone} steps undone, but VPP may have applied this step before the "
+                    "answer was lost; the agent will reconcile VPP to the last acknowledged "
+                    "state")
         else:
             tail = (f"ROLLBACK INCOMPLETE ({len(undo_errors)} undo steps failed: "
-                    f"{'; '.join(undo_errors[:3])}); the agent will reconcile VPP")
+                    f"{'; '.join(undo_errors[:3])}); the agent will reconcile VPP to the "
+                    "last acknowledged state as soon as VPP is reachable")
         super().__init__(f"{op.what} failed: {cause}; {tail}")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The steps a successful apply did, per phase and chain, for a later rollback."""
+
+    done: list[list[list[Op]]]
+
+    @property
+    def steps(self) -> int:
+        return sum(len(d) for p in self.done for d in p)
 
 
 class Executor:
@@ -49,12 +69,20 @@ class Executor:
         self._vpp = vpp
         self.writes = 0
 
-    async def apply(self, chains: Sequence[Sequence[Op]], refs: dict[str, int]) -> None:
+    async def apply(self, chains: Sequence[Sequence[Op]], refs: dict[str, int]) -> Applied:
         """Run every chain; on failure undo everything done and raise ApplyError."""
-        await self.apply_phases([chains], refs)
+        return await self.apply_phases([chains], refs)
+
+    async def rollback(self, applied: Applied, refs: dict[str, int]) -> list[str]:
+        """Undo a successful apply (e.g. its outcome could not be saved); the undo
+        steps that failed, empty when VPP is exactly as before."""
+        errors: list[str] = []
+        await self._undo_phases(applied.done, refs, errors)
+        log.warning("apply rolled back", undone=applied.steps, rollback_errors=len(errors))
+        return errors
 
     async def apply_phases(self, phases: Sequence[Sequence[Sequence[Op]]],
-                           refs: dict[str, int]) -> None:
+                           refs: dict[str, int]) -> Applied:
         """Run each phase's chains concurrently, a phase only after the previous one
         finished (removals before the adds that re-use their endpoints, addresses
         or routes); on failure undo everything done in every phase, newest first."""
@@ -93,7 +121,7 @@ class Executor:
                         rollback_errors=len(errors))
             raise
         if not failure:
-            return
+            return Applied(done_phases)
         op, cause = failure[0]
         undo_errors: list[str] = []
         undone = sum(len(d) for p in done_phases for d in p)

@@ -41,6 +41,11 @@ def _paths(sim: VppSim, prefix: IPv4Network) -> list[int]:
     return []
 
 
+def _config(sim: VppSim) -> dict[str, Any]:
+    """VPP's configuration, without the SAs (they negotiate on their own time)."""
+    return {k: v for k, v in sim.snapshot().items() if k != "sas"}
+
+
 def _eights(n: int) -> PeerSpec:
     return replace(numbered_spec(n), monitor_ips=(EIGHTS.network_address,))
 
@@ -147,10 +152,10 @@ async def test_a_route_shared_with_a_tunnel_removed_while_vpp_was_away(
 async def test_routes_that_break_the_device_are_refused_and_write_nothing(
         sim: VppSim, agent: Agent, change: Any, needle: str) -> None:
     await agent.manager.apply([AddPeer(numbered_spec(1)), AddPeer(numbered_spec(2))])
-    before, writes = sim.snapshot(), sim.write_count
+    before, writes = _config(sim), sim.write_count
     with pytest.raises(JobError, match=re.escape(needle)):
         await agent.manager.apply([change()])
-    assert sim.write_count == writes and sim.snapshot() == before
+    assert sim.write_count == writes and _config(sim) == before
     assert set(agent.manager.desired) == {1, 2}
 
 
