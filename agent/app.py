@@ -55,6 +55,7 @@ class Agent:
             reinit_backoff_min=cfg.peers.reinit_backoff_min,
             reinit_backoff_max=cfg.peers.reinit_backoff_max,
             sa_init_timeout=cfg.peers.sa_init_timeout,
+            recovery_grace=cfg.state.recovery_grace,
         )
         self.vpp_version = ""
         mon = cfg.monitor

@@ -191,6 +191,11 @@ class StateConfig(_Section):
         default=Path("/var/lib/peering-agent"),
         description="persistent state (desired peers, job journal)",
     )
+    recovery_grace: float = Field(
+        default=600.0, gt=0,
+        description="after a corrupt peers.sqlite was moved aside: seconds to wait for the "
+        "controller's sync-device before removing the agent's objects from VPP",
+    )
 
 
 class SecurityConfig(_Section):

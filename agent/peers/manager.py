@@ -128,6 +128,7 @@ class PeerManager:
         reinit_backoff_min: float = 2.0,
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
+        recovery_grace: float = 600.0,
     ) -> None:
         self.vpp = vpp
         self.store = store
@@ -148,11 +149,22 @@ class PeerManager:
         self._change_listeners: list[Callable[[], None]] = []
         self.reconcile_error: str | None = None
         self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
+        # After a corrupt store: desired state unknown. Nothing in VPP is removed until
+        # the controller's sync-device says what is wanted (or the grace time passes).
+        self.recovery_grace = recovery_grace
+        self.awaiting_sync = False
+        self._grace_until = 0.0
 
     # -- startup and VPP restarts ------------------------------------------------------
 
     def load(self) -> None:
         self.desired, self._intents = self.store.load()
+        if self.store.recovered is not None:
+            self.awaiting_sync = True
+            self._grace_until = time.monotonic() + self.recovery_grace
+            log.error("desired state lost; waiting for the controller's sync-device before "
+                      "removing anything from VPP", detail=self.store.recovered,
+                      grace_s=self.recovery_grace)
         self.states = {tid: PeerState(tid) for tid in self.desired}
         log.info("desired state loaded", peers=len(self.desired),
                  pending_intents=sorted(self._intents))
@@ -177,7 +189,7 @@ class PeerManager:
     @property
     def in_sync(self) -> bool:
         return (self.vpp.connected and self._reconciled_generation == self.vpp.generation
-                and self.reconcile_error is None)
+                and self.reconcile_error is None and not self.awaiting_sync)
 
     # -- VPP facts ------------------------------------------------------------------------
 
@@ -250,6 +262,8 @@ class PeerManager:
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         """Converge to exactly `specs`: unchanged peers are not touched."""
         async with self._lock:
+            if self.awaiting_sync:
+                return await self._adopt_locked(specs)
             wanted = {s.tunnel_id: s for s in specs}
             if len(wanted) != len(specs):
                 raise JobError("sync-device lists the same tunnel-id more than once")
@@ -267,6 +281,57 @@ class PeerManager:
             if not changes:
                 result = await self._reconcile_locked()
             return result
+
+    async def _adopt_locked(self, specs: Sequence[PeerSpec]) -> JobResult:
+        """The first sync-device after the store was lost: make VPP show `specs`, re-using
+        what is already there and removing the agent's other objects."""
+        wanted = {s.tunnel_id: s for s in specs}
+        if len(wanted) != len(specs):
+            raise JobError("sync-device lists the same tunnel-id more than once")
+        if not self.vpp.connected:
+            raise JobError(f"VPP is not connected: {self.vpp.last_error}")
+        generation = self.vpp.generation
+        try:
+            obs = await read_observed(self.vpp)
+            facts_for = await self._facts(specs, obs.interfaces)
+            owned = agent_objects(obs) | set(wanted) | self._intents
+            plan = plan_reconcile(wanted, owned, obs, facts_for)
+            try:
+                self.store.begin(sorted(owned))
+            except sqlite3.Error as e:
+                raise JobError(f"cannot record the job in {self.store.path}: {e}; "
+                               "VPP was not changed") from None
+            self._intents |= owned
+            if self._liveness_generation != generation:
+                plan.chains.insert(0, [liveness_op()])
+            refs = dict(self._refs)
+            refs.update(plan.refs)
+            writes_before = self.executor.writes
+            try:
+                await self.executor.apply(plan.chains, refs)
+            except ApplyError as e:
+                self._refs = refs
+                raise JobError(f"{e} (adopting the controller's peers after the store "
+                               "was lost; send sync-device again)") from None
+            self._liveness_generation = generation
+            self._refs = refs
+            try:
+                self.store.commit(specs, [])
+            except sqlite3.Error as e:
+                raise JobError(f"VPP now shows the {len(specs)} peers, but they cannot be "
+                               f"saved in {self.store.path}: {e}; send sync-device again "
+                               "when the store can be written") from None
+        except VppError as e:
+            raise JobError(str(e)) from None
+        self.desired = wanted
+        self.states = {t: PeerState(t) for t in wanted}
+        self.awaiting_sync = False
+        self._intents = set()
+        self._finish_reconcile(generation)
+        self._notify()
+        log.info("desired state restored from sync-device", peers=len(wanted),
+                 writes=self.executor.writes - writes_before)
+        return JobResult(notes=tuple(plan.notes), writes=self.executor.writes - writes_before)
 
     async def _apply_locked(self, changes: Sequence[Change]) -> JobResult:
         if not changes:
@@ -463,7 +528,15 @@ class PeerManager:
                         desired[tid] = spec
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
-            owned = self._intents | set(self.desired) | agent_objects(obs)
+            if self.awaiting_sync and time.monotonic() >= self._grace_until:
+                self.awaiting_sync = False
+                log.warning("no sync-device within the grace time after the store was "
+                            "lost; removing the agent's objects from VPP",
+                            grace_s=self.recovery_grace)
+            if self.awaiting_sync:
+                owned: set[int] = set()  # desired unknown: remove nothing yet
+            else:
+                owned = self._intents | set(self.desired) | agent_objects(obs)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
                 self._refs.update(plan.refs)
