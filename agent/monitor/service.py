@@ -181,6 +181,7 @@ class MonitorService:
         self._tunnels: dict[int, _Tunnel] = {}
         self._name_users: dict[str, set[int]] = {}
         self._skipped: dict[int, dict[IPv4Address, str]] = {}  # resolved, not routable
+        self._on_demand: tuple[float, dict[str, Any]] | None = None  # (built at, entry)
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._running = False
@@ -221,6 +222,7 @@ class MonitorService:
 
     def sync(self) -> None:
         """Re-read the manager's desired set: add, re-bind and remove tunnels and targets."""
+        self._on_demand = None
         desired = self.manager.desired
         for tid in [t for t in self._tunnels if t not in desired]:
             self._drop_tunnel(tid)
@@ -408,14 +410,21 @@ class MonitorService:
         """Close one stats period: evaluate alerts and record an entry in the history."""
         entry = self._entry(evaluate=True)
         self._history.append(entry)
+        self._on_demand = None
         return entry
 
     async def device_stats(self) -> list[dict[str, Any]]:
-        """Entries recorded since the previous call, oldest first; a fresh one if none."""
+        """Entries recorded since the previous call, oldest first; if none, a current
+        entry, built at most once per SA poll period (status follows the SA polled that
+        often) or desired-set change: a query flood over 1000 tunnels must not rebuild
+        it every time."""
         entries = list(self._history)
         self._history.clear()
         if not entries:
-            entries.append(self._entry(evaluate=False))
+            now = self._clock()
+            if self._on_demand is None or now - self._on_demand[0] >= self.sa_poll:
+                self._on_demand = (now, self._entry(evaluate=False))
+            entries.append(self._on_demand[1])
         return entries
 
     def _entry(self, *, evaluate: bool) -> dict[str, Any]:

@@ -474,3 +474,26 @@ async def test_dns_answers_that_must_not_be_routed_are_skipped_with_a_reason() -
                                        "would be diverted")
     assert reasons["192.168.1.1"].startswith("in the WAN subnet 192.168.1.0/24")
     assert all(s["from"] == ["mon.example.com"] for s in snap["skipped"])
+
+
+async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
+    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)], sa_poll=1.0)
+    built = 0
+    real = r.service._entry
+
+    def counting(*, evaluate: bool) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        return real(evaluate=evaluate)
+
+    r.service._entry = counting  # type: ignore[method-assign]
+    first = await r.service.device_stats()
+    for _ in range(99):
+        assert await r.service.device_stats() == first
+    assert built == 1
+    r.clock.t += 1.0  # the next SA poll period: fresh numbers
+    r.engine.deliver(7, "198.51.100.7", 12.0)
+    fresh = await r.service.device_stats()
+    assert built == 2 and fresh[0]["tunnel_stats"]["7"] != first[0]["tunnel_stats"]["7"]
+    r.manager.put(plain(60, ("198.51.100.60",)))  # a desired-set change: at once
+    assert "60" in (await r.service.device_stats())[0]["tunnel_stats"]
