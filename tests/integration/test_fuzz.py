@@ -250,7 +250,8 @@ async def _no_stats() -> list[dict[str, Any]]:
 
 
 @pytest.mark.fuzz
-@settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("FUZZ_SEED"),
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          derandomize=not os.environ.get("FUZZ_SEED"),
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(jobs=st.lists(st.tuples(request(), FAULT), min_size=1, max_size=12))
 def test_fuzzed_jobs_keep_every_invariant(jobs: list[tuple[tuple[str, Any], Any]]) -> None:
