@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     reg = sub.add_parser("register", help="register this device with the controller")
     reg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    reg.add_argument("--token", help="organisation token (default: read from stdin)")
+    reg.add_argument("--token", help="organisation token (default and preferred: read from "
+                     "stdin; on the command line every local user sees it in ps)")
     add_render_parser(sub, DEFAULT_CONFIG)
     info = sub.add_parser("vpp-info", help="connect to VPP and print what the agent finds")
     info.add_argument("--socket", default="/run/vpp/api.sock", help="VPP API socket")
