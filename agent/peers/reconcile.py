@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import Identity, PeerSpec
 from agent.vpp.plan import (
     AUTH_SHARED_KEY_MIC,
     Op,
@@ -51,7 +51,7 @@ def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
         diffs.append("auth")
     for label, have, want in (("local id", info.local_id, spec.local_id),
                               ("remote id", info.remote_id, spec.remote_id)):
-        if have != (int(want.type), want.value):
+        if not _same_id(have, want):
             diffs.append(label)
     if info.local_ts != spec.local_ts:
         diffs.append("local ts")
@@ -87,6 +87,21 @@ def agent_objects(obs: Observed) -> set[int]:
         if obs.lcp.get(tun.sw_if_index) == host_if_name(instance):
             out.add(instance)
     return out
+
+
+# VPP's profile dump shows at most 63 bytes of an IKE ID (a 64-byte field with its NUL)
+VPP_ID_SHOWN = 63
+
+
+def _same_id(have: tuple[int, str], want: Identity) -> bool:
+    """Whether VPP's (possibly truncated) ID is the spec's: a long FQDN must not make
+    every reconcile re-create the profile (and flap the tunnel)."""
+    if have[0] != int(want.type):
+        return False
+    if have[1] == want.value:
+        return True
+    shown = want.value.encode()[:VPP_ID_SHOWN]
+    return have[1].encode().rstrip(b"\0") == shown
 
 
 def plan_reconcile(

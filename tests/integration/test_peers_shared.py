@@ -14,7 +14,7 @@ import pytest
 
 from agent.lab.vppsim.server import VppSim
 from agent.peers.manager import AddPeer, JobError, ModifyTargets, RemovePeer
-from agent.peers.spec import PeerSpec, TrafficSelector
+from agent.peers.spec import Identity, IdType, PeerSpec, TrafficSelector
 from agent.vpp.readers import read_observed
 from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
@@ -171,3 +171,17 @@ async def test_resolved_addresses_that_break_the_device_are_not_routed(
     obs = await read_observed(agent.vpp)
     assert obs.routes[sw] == {IPv4Network(f"{numbered_spec(1).monitor_ips[0]}/32"),
                               IPv4Network(f"{good}/32")}
+
+
+async def test_ids_longer_than_vpp_shows_do_not_flap_the_profile(
+        sim: VppSim, agent: Agent) -> None:
+    long_fqdn = ".".join(["a" * 60, "b" * 60, "example", "com"])  # 133 bytes
+    spec = replace(numbered_spec(1), remote_id=Identity(IdType.FQDN, long_fqdn),
+                   local_id=Identity(IdType.RFC822, "tunnel@" + "c" * 62 + ".example.net"))
+    await agent.manager.apply([AddPeer(spec)])
+    writes = sim.write_count
+    agent.manager._reconciled_generation = 0  # as after an agent restart
+    result = await agent.manager.reconcile()
+    assert (result.writes, sim.write_count) == (0, writes), result.notes
+    await agent.manager.sync([spec])
+    assert sim.write_count == writes
