@@ -56,6 +56,7 @@ class Agent:
             reinit_backoff_max=cfg.peers.reinit_backoff_max,
             sa_init_timeout=cfg.peers.sa_init_timeout,
             recovery_grace=cfg.state.recovery_grace,
+            drift_check_interval=cfg.peers.drift_check_interval,
         )
         self.vpp_version = ""
         mon = cfg.monitor

@@ -233,6 +233,10 @@ class PeersConfig(_Section):
                                       "seconds")
     sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
                                    "this long is reported down: no answer from the peer")
+    drift_check_interval: float = Field(
+        default=30.0, gt=0, description="seconds between comparisons of VPP with the desired "
+        "state; what changed behind the agent's back (a route, a profile, admin-down) is "
+        "repaired and logged")
 
 
 class AdminConfig(_Section):

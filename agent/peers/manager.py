@@ -129,6 +129,7 @@ class PeerManager:
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
         recovery_grace: float = 600.0,
+        drift_check_interval: float = 30.0,
     ) -> None:
         self.vpp = vpp
         self.store = store
@@ -152,6 +153,8 @@ class PeerManager:
         # After a corrupt store: desired state unknown. Nothing in VPP is removed until
         # the controller's sync-device says what is wanted (or the grace time passes).
         self.recovery_grace = recovery_grace
+        self.drift_check_interval = drift_check_interval
+        self.drift_repairs = 0  # reconciles that found VPP changed behind the agent's back
         self.awaiting_sync = False
         self._grace_until = 0.0
 
@@ -511,6 +514,16 @@ class PeerManager:
         async with self._lock:
             return await self._reconcile_locked()
 
+    async def check_drift(self) -> JobResult:
+        """Compare VPP with the desired state while in sync: whatever was changed behind
+        the agent's back (vppctl, `peerctl --force vpp`) on what it owns is repaired."""
+        result = await self.reconcile()
+        if result.writes:
+            self.drift_repairs += 1
+            log.warning("VPP drifted from the desired state; repaired",
+                        changes=list(result.notes), writes=result.writes)
+        return result
+
     async def _reconcile_locked(self) -> JobResult:
         generation = self.vpp.generation
         try:
@@ -582,6 +595,7 @@ class PeerManager:
 
     async def supervise_forever(self) -> None:
         """Poll SA state, re-initiate lost SAs with capped backoff, retry failed reconciles."""
+        next_drift_check = time.monotonic() + self.drift_check_interval
         while True:
             await asyncio.sleep(self.sa_poll_interval)
             if not self.vpp.connected:
@@ -589,6 +603,9 @@ class PeerManager:
             try:
                 if not self.in_sync:
                     await self.reconcile()
+                elif time.monotonic() >= next_drift_check:
+                    await self.check_drift()
+                    next_drift_check = time.monotonic() + self.drift_check_interval
                 await self.supervise_once()
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))

@@ -19,6 +19,7 @@ from agent.vpp.plan import (
     AUTH_SHARED_KEY_MIC,
     Op,
     VppFacts,
+    admin_up_op,
     delete_profile_op,
     host_if_name,
     plan_add_ops,
@@ -136,6 +137,10 @@ def plan_reconcile(
         sw = tun.sw_if_index
         plan.refs[tunnel_ref(tid).name] = sw
         chain = []
+        iface = obs.interfaces.get(sw)
+        if iface is not None and not iface.admin_up:
+            chain.append(admin_up_op(tid))
+            plan.notes.append(f"tunnel {tid}: admin-down: setting it up")
         info = obs.profiles.get(spec.profile_name)
         diffs = (["missing"] if info is None
                  else profile_differences(spec, info, sw, facts.wan_sw_if_index))

@@ -220,6 +220,12 @@ def delete_profile_op(tid: int, name: str, what: str = "") -> Op:
               f"tunnel {tid}: {what or f'delete IKEv2 profile {name}'}", tunnel_id=tid)
 
 
+def admin_up_op(tid: int) -> Op:
+    ref = tunnel_ref(tid)
+    return _paired("sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
+                   {"sw_if_index": ref, "flags": 0}, "set admin-up", "set admin-down", tid)
+
+
 def tunnel_ops(spec: PeerSpec, facts: VppFacts) -> list[Op]:
     """The route-based tunnel interface: ipip, /31, MTU, admin-up, MSS clamp, Linux side."""
     tid = spec.tunnel_id
@@ -235,8 +241,7 @@ def tunnel_ops(spec: PeerSpec, facts: VppFacts) -> list[Op]:
         ops.append(Op("sw_interface_set_mtu", {"sw_if_index": ref, "mtu": [spec.mtu, 0, 0, 0]},
                       f"tunnel {tid}: set MTU {spec.mtu}", tunnel_id=tid))
     ops.append(address_op(tid, spec.addr, True))
-    ops.append(_paired("sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
-                       {"sw_if_index": ref, "flags": 0}, "set admin-up", "set admin-down", tid))
+    ops.append(admin_up_op(tid))
     if spec.tcp_mss_clamp:
         ops.append(mss_op(tid, spec.tcp_mss_clamp))
     if facts.has_lcp:
