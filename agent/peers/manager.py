@@ -420,6 +420,7 @@ class PeerManager:
         applied: Applied | None = None
         refs = dict(self._refs)
         writes_before = self.executor.writes
+        intents: list[int] = []  # this job's; earlier unfinished ones stay for reconcile
         if any(removals.values()) or any(adds.values()):
             if self._liveness_generation != self.vpp.generation:
                 removals[-1] = [liveness_op()]
@@ -436,7 +437,7 @@ class PeerManager:
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
-                    self._clear_intents()
+                    self._clear_intents(intents)
                 else:
                     self._reconciled_generation = 0  # reconcile finishes the undo
                 raise JobError(str(e)) from None
@@ -445,7 +446,7 @@ class PeerManager:
             if -1 in removals:
                 self._liveness_generation = self.vpp.generation
         try:
-            self.store.commit(upserts, deletes)
+            self.store.commit(upserts, deletes, clear=intents)
         except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
             why = f"cannot save the desired state in {self.store.path}: {e}"
@@ -458,9 +459,9 @@ class PeerManager:
                 raise JobError(f"{why}; ROLLBACK INCOMPLETE ({len(undo_errors)} undo steps "
                                f"failed: {'; '.join(undo_errors[:3])}); the agent will "
                                "reconcile VPP to the last acknowledged state") from None
-            self._clear_intents()
+            self._clear_intents(intents)
             raise JobError(f"{why}; VPP restored to its previous state") from None
-        self._intents = set()
+        self._intents -= set(intents)
         self._refs = refs
         writes = self.executor.writes - writes_before
         for t in deletes:
@@ -575,15 +576,15 @@ class PeerManager:
             log.error("reconcile failed; will retry", error=str(e))
             return JobResult(notes=(f"reconcile failed: {e}",))
 
-    def _clear_intents(self) -> None:
-        """VPP holds exactly the acknowledged state: no tunnel is half-made any more.
+    def _clear_intents(self, only: Iterable[int] | None = None) -> None:
+        """These tunnels (None: all) are exactly as acknowledged: none is half-made.
         A store that cannot write now keeps its rows; they only cause a later check."""
         try:
-            self.store.clear_intents()
+            self.store.clear_intents(only)
         except sqlite3.Error as e:
             log.warning("cannot clear intents; kept for the next reconcile", error=str(e))
             return
-        self._intents = set()
+        self._intents = set() if only is None else self._intents - set(only)
 
     def _finish_reconcile(self, generation: int) -> None:
         if self._intents:

@@ -82,18 +82,27 @@ class PeerStore:
             self._db.executemany("INSERT OR IGNORE INTO intents VALUES (?)",
                                  [(t,) for t in tunnel_ids])
 
-    def commit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int]) -> None:
-        """Make a job's outcome the acknowledged state and clear all intents."""
+    def commit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int],
+               clear: Iterable[int] | None = None) -> None:
+        """Make a job's outcome the acknowledged state and clear its intents (`clear`;
+        None: all). Another job's intents stay until reconcile has finished them."""
         with self._tx():
             self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?)",
                                  [(s.tunnel_id, canonical_json(s)) for s in upserts])
             self._db.executemany("DELETE FROM peers WHERE tunnel_id = ?",
                                  [(t,) for t in deletes])
-            self._db.execute("DELETE FROM intents")
+            self._delete_intents(clear)
 
-    def clear_intents(self) -> None:
-        with self._tx():
+    def _delete_intents(self, only: Iterable[int] | None) -> None:
+        if only is None:
             self._db.execute("DELETE FROM intents")
+        else:
+            self._db.executemany("DELETE FROM intents WHERE tunnel_id = ?",
+                                 [(t,) for t in only])
+
+    def clear_intents(self, only: Iterable[int] | None = None) -> None:
+        with self._tx():
+            self._delete_intents(only)
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)

@@ -263,3 +263,20 @@ async def test_a_really_full_disk(sim: VppSim, small_fs: Path) -> None:
         assert len(a.store.load()[0]) == 41
     finally:
         await a.close()
+
+
+async def test_a_later_job_does_not_forget_an_unfinished_undo(
+        sim: VppSim, agent: Agent) -> None:
+    """Tunnel 6 was half-made when the connection dropped (its intent is recorded, its
+    ipip exists without the agent's other marks); a job for tunnel 7 commits before
+    reconcile ran: reconcile must still remove tunnel 6's leftovers."""
+    agent.store.begin([6])
+    agent.manager._intents.add(6)
+    await agent.vpp.call("ipip_add_tunnel", tunnel={
+        "instance": 6, "src": IPv4Address("192.168.1.10"), "dst": IPv4Address("203.0.113.6"),
+        "table_id": 0, "flags": 0, "mode": 0, "dscp": 0})
+    agent.manager._reconciled_generation = 0
+    await agent.manager.apply([AddPeer(numbered_spec(7))])
+    assert agent.store.load()[1] == {6}
+    await converged(agent, sim)
+    assert set((await read_observed(agent.vpp)).tunnels) == {7}
