@@ -141,7 +141,7 @@ async def disk_full(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     dev = await _device(sim, state)
     real = dev.store.commit
 
-    def full(*args: object) -> None:
+    def full(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     dev.store.commit = full  # type: ignore[method-assign]

@@ -201,7 +201,7 @@ async def test_a_store_write_failure_fails_the_job_and_restores_vpp(
     before = _config(sim)
     real = getattr(agent.store, step)
 
-    def full(*args: object) -> None:
+    def full(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("database or disk is full")
 
     monkeypatch.setattr(agent.store, step, full)
