@@ -85,6 +85,8 @@ async def converge(dev: Device, sim: VppSim) -> tuple[float | None, int]:
         if dev.manager.in_sync and not diff:
             return time.monotonic() - started, 0
         if time.monotonic() - started > CONVERGE_LIMIT:
+            print(f"  not converged: {diff}; in sync: {dev.manager.in_sync}; "
+                  f"reconcile error: {dev.manager.reconcile_error}", file=sys.stderr)
             return None, len(diff)
         await asyncio.sleep(0.05)
 

@@ -136,12 +136,16 @@ class Executor:
             await asyncio.gather(*(self._undo(d, refs, errors) for d in done if d))
 
     async def _undo(self, done: list[Op], refs: dict[str, int], errors: list[str]) -> None:
+        """Undo one chain newest first; stop at the first failure: the older steps are
+        what the failed one depends on (a tunnel deleted under its own route would leave
+        that route dangling), and reconcile removes what is left, whole."""
         for op in reversed(done):
             for undo in op.undo:
                 try:
                     await self._step(undo, refs)
                 except (VppError, KeyError, ValueError) as e:
                     errors.append(f"{undo.what}: {e}")
+                    return
 
     async def _step(self, op: Op, refs: dict[str, int]) -> Any:
         args = resolve(op.args, refs)

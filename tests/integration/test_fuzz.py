@@ -142,7 +142,8 @@ def request(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 FAULT = st.one_of(st.just(None), st.just(None),
-                  st.tuples(st.sampled_from(("fail", "disconnect")), st.integers(0, 25)))
+                  st.tuples(st.sampled_from(("fail", "fail", "failures", "disconnect")),
+                            st.integers(0, 25)))
 
 
 @dataclass
@@ -212,6 +213,9 @@ async def _scenario(jobs: list[tuple[tuple[str, Any], Any]]) -> None:
                 kind, after = fault
                 if kind == "fail":
                     sim.inject_failure(after=after)
+                elif kind == "failures":  # the undo fails too: an incomplete rollback
+                    for gap in (after, 1, 3, 0, 5):
+                        sim.inject_failure(after=gap)
                 else:
                     sim.inject_disconnect(after=after)
             before = dict(agent.manager.desired)
