@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 summary="$(mktemp /tmp/fuzz-summary.XXXXXX.json)"
 export FUZZ_EXAMPLES="${FUZZ_EXAMPLES:-2000}" FUZZ_SUMMARY="$summary" FUZZ_SEED=1
 started=$(date +%s)
-.venv/bin/pytest -q -p no:cacheprovider -m fuzz tests/integration/test_fuzz.py
-echo "== fuzz summary ($(( $(date +%s) - started )) s, $FUZZ_EXAMPLES scenarios)"
+rc=0
+.venv/bin/pytest -q -p no:cacheprovider -m fuzz tests/integration/test_fuzz.py || rc=$?
+echo "== fuzz summary ($(( $(date +%s) - started )) s, pytest exit $rc)"
 cat "$summary"
 rm -f "$summary"
+exit "$rc"
