@@ -20,9 +20,11 @@ from agent.lab.vppsim.server import VppSim
 from agent.peers.manager import AddPeer, JobError, PeerManager, RemovePeer
 from agent.peers.store import PeerStore
 from agent.vpp.readers import read_observed
+from tests.fixtures import example_request
 from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
 from tests.vpp_leaks import differences
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -280,3 +282,28 @@ async def test_a_later_job_does_not_forget_an_unfinished_undo(
     assert agent.store.load()[1] == {6}
     await converged(agent, sim)
     assert set((await read_observed(agent.vpp)).tunnels) == {7}
+
+
+async def test_the_daemon_starts_on_a_corrupt_store_and_asks_for_sync(
+        sim: VppSim, short_dir: Path) -> None:
+    """Through the whole agent and the controller double: no exit, out of sync, nothing
+    removed from VPP, the sync-device adopts what VPP holds."""
+    from tests.integration.test_agent_e2e import ok, running_agent
+
+    params = example_request()["params"]
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("add-tunnel", params))
+        await until(lambda: rig.agent.manager.in_sync)
+    before = await _tunnels(sim)
+    assert set(before) == {7}
+    (short_dir / "state" / "peers.sqlite").write_bytes(b"garbage" * 1000)
+    async with running_agent(sim, short_dir) as rig:
+        info = ok(await rig.ctl.request("get-device-info"))
+        assert info["reconfig"] == "vpp-out-of-sync" and info["tunnels"] == []
+        await rig.agent.manager.reconcile()
+        assert await _tunnels(sim) == before
+        ok(await rig.ctl.send_job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": params}]}))
+        assert await _tunnels(sim) == before  # adopted, not re-created
+        info = ok(await rig.ctl.request("get-device-info"))
+        assert info["reconfig"] == "" and [t["tunnel-id"] for t in info["tunnels"]] == [7]
