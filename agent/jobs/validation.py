@@ -768,7 +768,7 @@ def _psk_elsewhere(p: _Problems, params: object) -> None:
     reported = {pr.field for pr in p.items}
 
     def walk(value: object, path: str) -> None:
-        if path == "ikev2.psk":
+        if path == "ikev2.psk" or path.endswith(".ikev2.psk"):
             return
         if isinstance(value, Mapping):
             for k, v in value.items():
@@ -1001,6 +1001,7 @@ def _request_list(
             else:
                 p.extend(_sub_request(sub.message, sub.params, policy, prefix + "params.", out))
         _duplicate_adds(p, out)
+        _psk_elsewhere(p, params)  # one request's PSK pasted into another request
     p.raise_if_any()
     return out
 

@@ -12,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from agent.jobs.validation import JobRejected, ValidationPolicy, normalize_add_tunnel
+from agent.jobs.validation import (
+    JobRejected,
+    ValidationPolicy,
+    normalize_add_tunnel,
+    normalize_sync_device,
+)
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
 from tests.fixtures import example_request
@@ -97,3 +102,24 @@ def test_a_world_readable_state_dir_is_tightened(tmp_path: Path) -> None:
     os.chmod(state, 0o755)
     PeerStore(state).close()
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+
+
+def test_one_peers_psk_pasted_into_another_request_of_the_job() -> None:
+    first = _params(psk="Top-Secret-Key-4711")
+    second = _params(psk="Integration-PSK-never-logged")
+    second["tunnel-id"] = 8
+    second["dev_id"] = "Top-Secret-Key-4711"
+    with pytest.raises(JobRejected) as info:
+        normalize_sync_device({"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": first},
+            {"entity": "agent", "message": "add-tunnel", "params": second}]},
+            ValidationPolicy())
+    assert info.value.message == ("requests[1].params.dev_id: '******': contains the "
+                                  "pre-shared key; allowed: a value that does not contain "
+                                  "ikev2.psk")
+    # the same PSK for a redundant pair is fine
+    second["dev_id"], second["ikev2"]["psk"] = first["dev_id"], "Top-Secret-Key-4711"
+    specs = normalize_sync_device({"requests": [
+        {"entity": "agent", "message": "add-tunnel", "params": first},
+        {"entity": "agent", "message": "add-tunnel", "params": second}]}, ValidationPolicy())
+    assert [s.tunnel_id for s in specs] == [7, 8]
