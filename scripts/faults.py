@@ -28,16 +28,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agent.app import Agent as App  # noqa: E402
+from agent.config import parse_config  # noqa: E402
+from agent.lab.controller_double import ControllerDouble  # noqa: E402
+from agent.lab.offline import offline_name_resolver  # noqa: E402
 from agent.lab.vppsim.server import VppSim  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.manager import AddPeer, JobError, PeerManager  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.peers.store import PeerStore  # noqa: E402
 from agent.vpp.client import VppClient  # noqa: E402
+from tests.fixtures import example_request  # noqa: E402
 from tests.spec_factory import numbered_spec  # noqa: E402
 from tests.vpp_leaks import differences  # noqa: E402
 
 WAN = ("GigabitEthernet0/3/0", "192.168.1.10/24")
+MACHINE = "3f1c0000-0000-4000-8000-00000000fa17"
 STEPS_PER_PEER = 19  # VPP writes of one add (plan_add_ops of the test spec)
 CONVERGE_LIMIT = 10.0
 
@@ -76,7 +82,7 @@ class Row:
     resend_failed: int = 0
 
 
-async def converge(dev: Device, sim: VppSim) -> tuple[float | None, int]:
+async def converge(dev: Device | AppDevice, sim: VppSim) -> tuple[float | None, int]:
     """Seconds until VPP shows the acknowledged state (None: not within the limit) and
     the number of differences left."""
     started = time.monotonic()
@@ -97,7 +103,7 @@ async def until_writes(sim: VppSim, base: int, n: int) -> None:
 
 
 Scenario = Callable[[VppSim, Path, list[PeerSpec], int, random.Random],
-                    Awaitable[tuple[Device, float]]]
+                    Awaitable[tuple["Device | AppDevice", float]]]
 
 
 async def _apply_expecting_failure(dev: Device, specs: list[PeerSpec]) -> None:
@@ -184,6 +190,82 @@ async def corrupt_store(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     return dev, cleared
 
 
+class AppDevice:
+    """The whole agent (link, jobs, manager, monitor) with a controller double."""
+
+    def __init__(self, sim: VppSim, state: Path) -> None:
+        state.mkdir(parents=True, exist_ok=True)
+        token = state.parent / "device.token"
+        token.write_text("faults-device-token")
+        token.chmod(0o600)
+        self.ctl = ControllerDouble(machine_id=MACHINE, device_token="faults-device-token",
+                                    ping_interval=0.5, stats_interval=None, job_timeout=120.0)
+        self.state, self.token, self.sim = state, token, sim
+        self.agent: App | None = None
+        self.resent_ok = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def manager(self) -> PeerManager:
+        assert self.agent is not None
+        return self.agent.manager
+
+    async def start(self) -> None:
+        await self.ctl.start()
+        cfg = parse_config({
+            "controller": {"url": self.ctl.url, "machine_id": MACHINE,
+                           "token_file": str(self.token), "allow_insecure": True,
+                           "backoff_min": 0.05, "backoff_max": 0.3, "ping_interval": 0.5,
+                           "silence_timeout": 5.0},
+            "vpp": {"api_socket": str(self.sim.socket_path), "call_timeout": 5.0},
+            "state": {"dir": str(self.state)},
+            "admin": {"socket": str(self.state.parent / "admin.sock")},
+            "logging": {"level": "error"},
+        }, {})
+        self.agent = App(cfg, name_resolver=offline_name_resolver)
+        self._task = asyncio.create_task(self.agent.run())
+        await self.ctl.wait_connected(10)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.ctl.stop()
+
+
+def _job(specs: list[PeerSpec]) -> dict[str, object]:
+    """The controller's aggregated add-tunnel of `specs` (numbered_spec shapes)."""
+    requests = []
+    for spec in specs:
+        p = example_request()["params"]
+        p["tunnel-id"], p["dst"] = spec.tunnel_id, str(spec.dst)
+        p["peer"]["addr"], p["peer"]["urls"] = str(spec.addr), []
+        p["peer"]["ips"] = [str(ip) for ip in spec.monitor_ips]
+        requests.append({"entity": "agent", "message": "add-tunnel", "params": p})
+    return {"requests": requests}
+
+
+async def websocket_drop(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
+                         rng: random.Random) -> tuple[AppDevice, float]:
+    dev = AppDevice(sim, state)
+    await dev.start()
+    params = _job(specs)
+    base = sim.write_count
+    job = asyncio.create_task(dev.ctl.send_job("aggregated", params, jobid=77))
+    await until_writes(sim, base, k)
+    await dev.ctl.drop()  # mid-apply: the reply is lost
+    with contextlib.suppress(ConnectionError, TimeoutError):
+        await job
+    await dev.ctl.wait_connected(20, count=2)
+    cleared = time.monotonic()
+    reply = await dev.ctl.send_job("aggregated", params, jobid=77)  # the controller re-sends
+    dev.resent_ok = reply["msg"]["ok"] == 1
+    if not dev.resent_ok:
+        print(f"  re-sent job failed: {reply['msg']['message']}", file=sys.stderr)
+    return dev, cleared
+
+
 SCENARIOS: dict[str, Scenario] = {
     "vpp killed": vpp_killed,
     "VPP API dropped, VPP alive": api_dropped,
@@ -191,6 +273,7 @@ SCENARIOS: dict[str, Scenario] = {
     "disk full at commit": disk_full,
     "corrupt store": corrupt_store,
     "3 % VPP write failures": write_failures,
+    "websocket drop, job re-sent": websocket_drop,
 }
 
 
@@ -207,7 +290,7 @@ async def trial(name: str, peers: int, k: int, seed: int, row: Row) -> None:
     sim = VppSim(d / "api.sock", interfaces=[WAN])
     await sim.start()
     specs = [numbered_spec(n) for n in range(10, 10 + peers)]
-    dev: Device | None = None
+    dev: Device | AppDevice | None = None
     try:
         if name == "agent SIGKILL":  # the worker's own store starts with the baseline
             pre = await _device(sim, d / "state")
@@ -220,11 +303,17 @@ async def trial(name: str, peers: int, k: int, seed: int, row: Row) -> None:
             row.seconds.append(time.monotonic() - cleared)  # from the fault clearing
         row.leaks += leaked
         # the controller re-sends the job: it must now succeed
+        if isinstance(dev, AppDevice):  # the controller already re-sent its job
+            row.resend_failed += not dev.resent_ok
+            return
         try:
             await dev.manager.apply([AddPeer(s) for s in specs])
-            if differences(sim, dev.manager.desired):
+            diff = differences(sim, dev.manager.desired, dev.manager.dynamic_routes)
+            if diff:
+                print(f"  after the re-send: {diff}", file=sys.stderr)
                 row.resend_failed += 1
-        except JobError:
+        except JobError as e:
+            print(f"  re-send failed: {e}", file=sys.stderr)
             row.resend_failed += 1
     finally:
         if dev is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fault matrix (issue 15): VPP killed, VPP API dropped with VPP alive, agent SIGKILL,
-# disk full, corrupt store, random VPP write failures, each at several points of a
+# disk full, corrupt store, random VPP write failures, a websocket drop mid-job (the
+# whole agent and a controller double), each at several points of a
 # 200-peer apply; prints trials, converged, seconds to converge, leaks. Exit 1 if any
 # trial did not converge, leaked or could not re-apply.
 #   scripts/faults.sh              # 200 peers, 5 trials per fault
