@@ -53,6 +53,7 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
+    pasted_psk_problems,
     rejection,
     render,
 )
@@ -241,6 +242,7 @@ class JobDispatcher:
             problems += sub_problems
             if req is not None:
                 out.append(req)
+        problems += pasted_psk_problems(params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, params)
         return out
