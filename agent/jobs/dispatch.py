@@ -69,6 +69,7 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
+    pasted_psk_problems,
     rejection,
     render,
 )
@@ -273,6 +274,7 @@ class JobDispatcher:
             problems += sub_problems
             if req is not None:
                 out.append(req)
+        problems += pasted_psk_problems(params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, params)
         return out
@@ -618,8 +620,12 @@ class JobDispatcher:
         """(`state`, `stateReason`) as flexiManage shows them: the truth, not a constant."""
         if self.router_state == "stopped":
             return "stopped", "stopped by the controller (stop-router)"
-        if not self.manager.vpp.connected:
-            return "failed", f"VPP is not connected: {self.manager.vpp.last_error or 'down'}"
+        vpp = self.manager.vpp
+        if not vpp.connected:
+            reason = f"VPP is not connected: {vpp.last_error or 'down'}"
+            # flexiagent: `stopped` while VPP does not run (at boot, before its socket is
+            # up); a VPP that ran and went away is a failure until it is back
+            return ("failed" if vpp.generation else "stopped"), reason
         return "running", ""
 
     async def device_stats(self) -> list[dict[str, Any]]:

@@ -183,11 +183,10 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     via_tunnel: list[tuple[int, IPv4Network]] = []
     for r in routes:
         route = r.route
-        if int(route.n_paths) != 1:
-            continue
-        via = int(route.paths[0].sw_if_index)
-        if via in tunnel_indexes:
-            via_tunnel.append((via, IPv4Network(str(route.prefix))))
+        for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
+            via = int(path.sw_if_index)
+            if via in tunnel_indexes:
+                via_tunnel.append((via, IPv4Network(str(route.prefix))))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):
