@@ -111,6 +111,9 @@ REFUSED_JOBS = {
 # A value that can never match flexiManage's chain: forces a sync-device (flexiagent's
 # sentinel after a local reset).
 FORCE_SYNC_SIGNATURE = "empty_cfg"
+# The peer store was corrupt and moved aside: the desired state is unknown until the
+# controller's sync-device, which a hash no chain can reach makes it send.
+STORE_LOST_SIGNATURE = "peers_store_lost"
 
 
 async def _no_facts() -> list[WanFacts]:
@@ -274,7 +277,6 @@ class JobDispatcher:
             problems += sub_problems
             if req is not None:
                 out.append(req)
-        problems += pasted_psk_problems(params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, params)
         return out
@@ -316,6 +318,7 @@ class JobDispatcher:
                     changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
             except JobRejected as e:
                 problems += e.prefixed(_prefix(req))
+        problems += pasted_psk_problems(job_params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, job_params)
         return changes
@@ -398,6 +401,7 @@ class JobDispatcher:
                     specs.append(normalize_add_tunnel(req.params, self.policy))
                 except JobRejected as e:
                     problems += e.prefixed(_prefix(req))
+        problems += pasted_psk_problems(params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, params)
         return requests, specs
@@ -670,6 +674,8 @@ class JobDispatcher:
                 tunnel_stats[str(tid)].update(c.wire())
 
     def cfg_hash(self) -> str:
+        if getattr(self.manager, "awaiting_sync", False):
+            return STORE_LOST_SIGNATURE
         return self.signature
 
 

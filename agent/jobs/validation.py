@@ -717,6 +717,9 @@ def _psk(p: _Problems, psk: str, tunnel_id: int | None, policy: ValidationPolicy
     if any(ch.isspace() for ch in psk):
         p.add("ikev2.psk", shown, "contains whitespace", PSK_ALLOWED)
         return False
+    if any("\ud800" <= ch <= "\udfff" for ch in psk):  # cannot become UTF-8 for VPP
+        p.add("ikev2.psk", shown, "not valid Unicode text (a lone surrogate)", PSK_ALLOWED)
+        return False
     if not psk.isprintable():
         p.add("ikev2.psk", shown, "contains control characters", PSK_ALLOWED)
         return False

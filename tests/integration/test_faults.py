@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from agent.jobs.dispatch import STORE_LOST_SIGNATURE
 from agent.lab.vppsim.server import VppSim
 from agent.peers.manager import AddPeer, JobError, PeerManager, RemovePeer
 from agent.peers.store import PeerStore
@@ -155,7 +156,7 @@ async def test_a_corrupt_store_is_moved_aside_and_nothing_is_removed_until_sync(
         assert again.manager.desired == {}
         for _ in range(3):
             await again.manager.reconcile()
-        assert not again.manager.in_sync  # get-device-info says vpp-out-of-sync
+        assert not again.manager.in_sync  # the hash says so: the controller sends sync-device
         assert await _tunnels(sim) == before  # nothing removed while the state is unknown
         # the controller's sync: 1..30 stay (not re-created), 31..40 go
         await again.manager.sync(specs[:30])
@@ -298,12 +299,14 @@ async def test_the_daemon_starts_on_a_corrupt_store_and_asks_for_sync(
     assert set(before) == {7}
     (short_dir / "state" / "peers.sqlite").write_bytes(b"garbage" * 1000)
     async with running_agent(sim, short_dir) as rig:
-        info = ok(await rig.ctl.request("get-device-info"))
-        assert info["reconfig"] == "vpp-out-of-sync" and info["tunnels"] == []
+        reply = await rig.ctl.request("get-device-info")
+        # a hash no chain reaches: flexiManage answers it with sync-device
+        assert reply["msg"]["router-cfg-hash"] == STORE_LOST_SIGNATURE
         await rig.agent.manager.reconcile()
         assert await _tunnels(sim) == before
         ok(await rig.ctl.send_job("sync-device", {"requests": [
             {"entity": "agent", "message": "add-tunnel", "params": params}]}))
         assert await _tunnels(sim) == before  # adopted, not re-created
-        info = ok(await rig.ctl.request("get-device-info"))
-        assert info["reconfig"] == "" and [t["tunnel-id"] for t in info["tunnels"]] == [7]
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == ""  # in sync after sync-device
+        assert [s.tunnel_id for s in rig.agent.manager.desired.values()] == [7]

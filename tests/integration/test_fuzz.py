@@ -30,6 +30,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.validation import ValidationPolicy
 from agent.lab.vppsim.server import VppSim
@@ -205,7 +206,8 @@ async def _scenario(jobs: list[tuple[tuple[str, Any], Any]]) -> None:
     agent = Agent(sim.socket_path, d / "state")
     try:
         await agent.start()
-        dispatcher = JobDispatcher(agent.manager, ValidationPolicy(), stats=_no_stats)
+        dispatcher = JobDispatcher(agent.manager, ValidationPolicy(), stats=_no_stats,
+                                   config=ConfigStore(d / "state"))
         for n, ((message, params), fault) in enumerate(jobs, 1):
             frame = json.dumps({"seq": str(n), "jobid": n,
                                 "msg": {"entity": "agent", "message": message,
@@ -224,7 +226,7 @@ async def _scenario(jobs: list[tuple[tuple[str, Any], Any]]) -> None:
             before = dict(agent.manager.desired)
             async with asyncio.timeout(30):
                 outcome = await dispatcher.run_job(parsed.message, parsed.params,
-                                                   parsed.jobid)
+                                                   parsed.jobid, parsed.msg)
             TOTALS.jobs += 1
             TOTALS.ok += outcome.ok
             TOTALS.by_message[f"{message}:{'ok' if outcome.ok else 'refused'}"] += 1

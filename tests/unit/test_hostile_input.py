@@ -16,11 +16,11 @@ from agent.jobs.validation import (
     JobRejected,
     ValidationPolicy,
     normalize_add_tunnel,
-    normalize_sync_device,
 )
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
 from tests.fixtures import example_request
+from tests.unit.test_dispatch_config import job, make, run
 
 DIGIT_PSK = "4711471147114711"  # a PSK that is also a valid number
 
@@ -73,7 +73,8 @@ def test_a_psk_used_as_dev_id_is_refused_before_it_reaches_vpp_or_the_logs() -> 
 
 def test_a_psk_with_a_lone_surrogate_is_refused_normally() -> None:
     exc = _refusal(_params(psk="abc\ud800defghijkl"))
-    assert exc.message.startswith("ikev2.psk: 15 bytes: contains non-printable or non-ASCII")
+    assert exc.message.startswith("ikev2.psk: 15 bytes: not valid Unicode text (a lone "
+                                  "surrogate)")
 
 
 @pytest.mark.parametrize("group", ["modp-1024-160", "modp-2048-224"])
@@ -81,7 +82,7 @@ def test_rfc5114_groups_22_and_23_are_weak(group: str) -> None:
     params = _params()
     params["ikev2"]["ike"]["dh-group"] = group
     exc = _refusal(params)
-    assert "weak, refused by policy" in exc.message
+    assert "weak, refused by the device's security policy" in exc.message
     spec = normalize_add_tunnel(params, ValidationPolicy(allow_weak_crypto=True))
     assert spec.ike.dh_group in (22, 23)
 
@@ -104,22 +105,24 @@ def test_a_world_readable_state_dir_is_tightened(tmp_path: Path) -> None:
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
 
 
-def test_one_peers_psk_pasted_into_another_request_of_the_job() -> None:
+async def test_one_peers_psk_pasted_into_another_request_of_the_job(tmp_path: Path) -> None:
     first = _params(psk="Top-Secret-Key-4711")
     second = _params(psk="Integration-PSK-never-logged")
     second["tunnel-id"] = 8
     second["dev_id"] = "Top-Secret-Key-4711"
-    with pytest.raises(JobRejected) as info:
-        normalize_sync_device({"requests": [
-            {"entity": "agent", "message": "add-tunnel", "params": first},
-            {"entity": "agent", "message": "add-tunnel", "params": second}]},
-            ValidationPolicy())
-    assert info.value.message == ("requests[1].params.dev_id: '******': contains the "
-                                  "pre-shared key; allowed: a value that does not contain "
-                                  "ikev2.psk")
+    d, mgr = make(tmp_path)
+
+    def sync(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        return job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": a},
+            {"entity": "agent", "message": "add-tunnel", "params": b}]})
+
+    outcome = await run(d, sync(first, second))
+    assert not outcome.ok and outcome.message == (
+        "requests[1].params.dev_id: '******': contains the pre-shared key; allowed: a value "
+        "that does not contain ikev2.psk")
+    assert mgr.synced == []  # refused before anything was applied
     # the same PSK for a redundant pair is fine
     second["dev_id"], second["ikev2"]["psk"] = first["dev_id"], "Top-Secret-Key-4711"
-    specs = normalize_sync_device({"requests": [
-        {"entity": "agent", "message": "add-tunnel", "params": first},
-        {"entity": "agent", "message": "add-tunnel", "params": second}]}, ValidationPolicy())
-    assert [s.tunnel_id for s in specs] == [7, 8]
+    assert (await run(d, sync(first, second))).ok
+    assert [s.tunnel_id for s in mgr.synced[-1]] == [7, 8]
