@@ -88,6 +88,9 @@ def _ts(ts: dict[str, Any] | None, is_local: bool, sa: int = 0, child: int = 0) 
 _NO_LABELS: list[dict[str, Any]] = [{} for _ in range(16)]
 # FIB_API_PATH_TYPE_*: what VPP's own routes carry
 _PATH_NORMAL, _PATH_LOCAL, _PATH_DROP = 0, 1, 2
+# the prefixes every IPv4 table of VPP has, each a drop
+_SPECIAL_V4 = tuple(ipaddress.IPv4Network(p) for p in (
+    "0.0.0.0/0", "0.0.0.0/32", "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32"))
 
 
 def _transform(kind: int, alg: int, key_bits: int = 0) -> dict[str, Any]:
@@ -261,40 +264,43 @@ class Handlers:
                     "preference": 0, "type": kind, "flags": 0, "proto": 0, "nh": nh,
                     "n_labels": 0}
 
+        def host(addr: int) -> ipaddress.IPv4Network:
+            return ipaddress.IPv4Network((addr, 32))
+
         zero = ipaddress.IPv4Address(0)
         drop = [path(NO_INDEX, _PATH_DROP, zero)]
-        out = [Route(table_id, ipaddress.ip_network(p), list(drop))
-               for p in ("0.0.0.0/0", "0.0.0.0/32", "224.0.0.0/4", "240.0.0.0/4",
-                         "255.255.255.255/32")]
+        out = [Route(table_id, net, list(drop)) for net in _SPECIAL_V4]
         if table_id != 0:
             return out
         for sw, addrs in sorted(self.state.addresses.items()):
-            itf = self.state.interfaces[sw]
+            p2p = self.state.interfaces[sw].kind == "ipip"
             for a in addrs:
                 if a.version != 4:
                     continue
                 net = a.network
+                first, last = int(net.network_address), int(net.broadcast_address)
                 out.append(Route(0, net, [path(sw, _PATH_NORMAL, zero)]))
-                out.append(Route(0, ipaddress.ip_network(f"{a.ip}/32"),
-                                 [path(sw, _PATH_LOCAL, a.ip)]))
-                if itf.kind == "ipip" and net.prefixlen == 31:
-                    other = next(h for h in (net.network_address, net.broadcast_address)
-                             if h != a.ip)
-                    out.append(Route(0, ipaddress.ip_network(f"{other}/32"),
-                                     [path(sw, _PATH_NORMAL, other)]))
+                out.append(Route(0, host(int(a.ip)), [path(sw, _PATH_LOCAL, a.ip)]))
+                if p2p and net.prefixlen == 31:
+                    other = last if int(a.ip) == first else first
+                    out.append(Route(0, host(other),
+                                     [path(sw, _PATH_NORMAL, ipaddress.IPv4Address(other))]))
                 elif net.prefixlen < 31:
-                    for h in (net.network_address, net.broadcast_address):
-                        out.append(Route(0, ipaddress.ip_network(f"{h}/32"), list(drop)))
+                    out += [Route(0, host(first), list(drop)), Route(0, host(last), list(drop))]
         # a tunnel's destination: a /32 entry resolving through its covering route
-        covering = [*user.values(), *out]
+        # (longest prefix first, by integer masks: cheap even with 1000 tunnels)
+        covering = {(int(r.prefix.network_address), r.prefix.prefixlen): r
+                    for r in [*out, *user.values()] if r.prefix.version == 4}
         for t in self.state.tunnels.values():
             if t.dst.version != 4 or t.table_id != 0:
                 continue
-            best = max((r for r in covering if t.dst in r.prefix),
-                       key=lambda r: r.prefix.prefixlen)
-            host = ipaddress.ip_network(f"{t.dst}/32")
-            if best.prefix != host:
-                out.append(Route(0, host, [dict(p) for p in best.paths]))
+            dst = int(t.dst)
+            if (dst, 32) in covering:
+                continue
+            best = next(covering[key] for plen in range(31, -1, -1)
+                        if (key := (dst & (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF, plen))
+                        in covering)
+            out.append(Route(0, host(dst), [dict(p) for p in best.paths]))
         return out
 
     # -- ipip -----------------------------------------------------------------
