@@ -96,6 +96,29 @@ async def test_programs_and_reads_back_a_peer_with_an_ip4_identity(sim: VppSim) 
         assert "profile peer-7" in text and "198.51.100.7" in text
 
 
+async def test_agent_messages_use_the_compiled_codec_and_batched_writes(sim: VppSim) -> None:
+    async with connected(sim.socket_path) as vpp:
+        stats = vpp.codec_stats
+        packed, unpacked = stats.packed, stats.unpacked
+        await program_peer(vpp)
+        (profile,) = await vpp.dump("ikev2_profile_dump")
+        assert decode_ikev2_id(profile.profile.loc_id) == (1, "198.51.100.7")
+        assert stats.packed - packed == 14 + 2  # the peer, the dump and its ping
+        assert stats.unpacked - unpacked == 14 + 2  # replies, the details, the ping reply
+        assert (stats.pack_fallbacks, stats.unpack_fallbacks) == (0, 0)
+        # a value the codec refuses goes to papi, which raises its own error
+        with pytest.raises(ValueError, match="Exception while packing"):
+            await vpp.call("sw_interface_set_flags", sw_if_index="one", flags=1)
+        assert stats.pack_fallbacks == 1
+        # 200 calls made in one loop iteration leave in one socket write
+        writes, frames = vpp.io.writes, vpp.io.frames_out
+        replies = await asyncio.gather(*(vpp.call("show_version") for _ in range(200)))
+        assert {str(r.version) for r in replies} == {str(replies[0].version)}
+        assert vpp.io.frames_out - frames == 200
+        assert vpp.io.writes - writes == 1
+        assert vpp.io.reads <= vpp.io.frames_in
+
+
 async def test_vpp_errors_surface_with_their_codes(sim: VppSim) -> None:
     async with connected(sim.socket_path) as vpp:
         await vpp.call("ikev2_profile_add_del", name="p", is_add=True)
