@@ -29,10 +29,11 @@ import contextlib
 import importlib.resources
 import ipaddress
 import json
+import math
 import random
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -115,13 +116,20 @@ def codec_messages(services: dict[str, Any]) -> set[str]:
     return names
 
 
-@dataclass
 class _Pending:
-    future: asyncio.Future[Any]
-    name: str
-    end_msg: str | None = None  # name that ends a stream; None for a single reply
-    stream_msg: str | None = None
-    items: list[Any] = field(default_factory=list)
+    """One call in flight (a plain slotted class: there are thousands of these)."""
+
+    __slots__ = ("deadline", "end_msg", "future", "items", "limit", "name", "stream_msg")
+
+    def __init__(self, future: asyncio.Future[Any], name: str, deadline: float,
+                 limit: float) -> None:
+        self.future = future
+        self.name = name
+        self.deadline = deadline
+        self.limit = limit
+        self.end_msg: str | None = None  # name that ends a stream; None for a single reply
+        self.stream_msg: str | None = None
+        self.items: list[Any] = []
 
 
 class _ApiTable:
@@ -285,6 +293,10 @@ class _Connection(asyncio.Protocol):
         self.client_index = 0
         self.io = owner.io
         self._out: list[bytes] = []
+        # One timer for all deadlines (not one per call): it fires at the earliest
+        # deadline it knows of and fails every call that is past its own.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -293,6 +305,9 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f"VPP closed the API socket ({exc})" if exc else "VPP closed the API socket"
         self._out.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for p in self.pending.values():
             if not p.future.done():
                 p.future.set_exception(VppUnavailable(f"{reason} during {p.name}"))
@@ -339,6 +354,32 @@ class _Connection(asyncio.Protocol):
             asyncio.get_running_loop().call_soon(self._flush)
         self._out.append(HEADER.pack(0, len(body), 0))
         self._out.append(body)
+
+    def watch(self, context: int, pending: _Pending) -> None:
+        """Track a call until its reply or its deadline."""
+        self.pending[context] = pending
+        if pending.deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = pending.deadline
+            self._timer = asyncio.get_running_loop().call_at(pending.deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest = math.inf
+        for context, p in list(self.pending.items()):
+            if p.deadline <= now:
+                del self.pending[context]
+                if not p.future.done():
+                    p.future.set_exception(VppTimeout(p.name, p.limit))
+            elif p.deadline < earliest:
+                earliest = p.deadline
+        if earliest < math.inf:
+            self._timer_at = earliest
+            self._timer = loop.call_at(earliest, self._expire)
 
     def _flush(self) -> None:
         out = self._out
@@ -536,7 +577,9 @@ class VppClient:
         context = self._next_context()
         body = conn.api.encode(entry, fields, conn.client_index, context)
         assert entry.service is not None
-        pending = _Pending(asyncio.get_running_loop().create_future(), name)
+        loop = asyncio.get_running_loop()
+        limit = self.call_timeout if timeout is None else timeout
+        pending = _Pending(loop.create_future(), name, loop.time() + limit, limit)
         ping: bytes | None = None
         if entry.service.get("stream"):
             if "stream_msg" in entry.service:
@@ -549,17 +592,12 @@ class VppClient:
                 ping = conn.api.encode(ping_entry, {}, conn.client_index, context)
         if debug_enabled():  # the lazy logger is not free on this hot path
             self._log.debug("vpp call", message=name, args=redact(name, fields))
-        conn.pending[context] = pending
+        conn.watch(context, pending)
         try:
             conn.send(body)
             if ping is not None:
                 conn.send(ping)
-            limit = self.call_timeout if timeout is None else timeout
-            try:
-                async with asyncio.timeout(limit):
-                    return await pending.future
-            except TimeoutError:
-                raise VppTimeout(name, limit) from None
+            return await pending.future  # VppTimeout is set on it past the deadline
         finally:
             conn.pending.pop(context, None)
 

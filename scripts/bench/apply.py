@@ -45,7 +45,7 @@ from agent.lab.controller_double import ControllerDouble  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.vpp.plan import VppFacts, plan_add_ops, resolve  # noqa: E402
-from tests.protocol_doc import example_request  # noqa: E402
+from tests.fixtures import example_request  # noqa: E402
 
 WAN = "GigabitEthernet0/3/0=192.168.1.10/24"
 MACHINE = "3f1c0000-0000-4000-8000-0000000bench"
