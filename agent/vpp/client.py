@@ -57,6 +57,7 @@ SOCKCLNT_CREATE_REPLY_ID = 16
 HANDSHAKE_CONTEXT = 124
 EAGAIN = -165
 RAW_SUFFIX = "_agentraw"
+FLUSH_FRAMES = 64  # a burst of requests leaves in writes of this many frames
 
 # Field names whose values are secrets in requests (PSK) or replies (keys).
 SECRET_FIELDS = frozenset({"data", "key", "psk", "sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er"})
@@ -350,10 +351,14 @@ class _Connection(asyncio.Protocol):
         """Queue one message; everything queued in this loop iteration is one write."""
         if self.transport is None or self.transport.is_closing():
             raise VppUnavailable("VPP API socket is closed")
-        if not self._out:
+        out = self._out
+        if not out:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(HEADER.pack(0, len(body), 0))
-        self._out.append(body)
+        out.append(HEADER.pack(0, len(body), 0))
+        out.append(body)
+        if len(out) >= FLUSH_FRAMES * 2:
+            # VPP starts on these while the rest of the burst is being encoded
+            self._flush()
 
     def watch(self, context: int, pending: _Pending) -> None:
         """Track a call until its reply or its deadline."""
