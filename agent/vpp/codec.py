@@ -28,6 +28,7 @@ import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from vpp_papi import vpp_format
@@ -48,7 +49,7 @@ PackFn = Callable[[dict[str, Any], int, int, int], bytes]
 UnpackFn = Callable[[bytes], Any]
 
 # Top-level request fields the client fills in itself (parameters of the encoder).
-_HEADER_PARAMS = {"_vl_msg_id": "_mid", "client_index": "_ci", "context": "_ctx"}
+_HEADER_PARAMS = MappingProxyType({"_vl_msg_id": "_mid", "client_index": "_ci", "context": "_ctx"})
 _U32 = struct.Struct(">I")
 _F64 = struct.Struct("=d")  # papi packs f64 in native order, unlike every other type
 

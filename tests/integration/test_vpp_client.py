@@ -181,6 +181,33 @@ async def test_unanswered_call_fails_at_its_deadline(short_dir: Path) -> None:
         await sim.stop()
 
 
+async def test_each_call_keeps_its_own_deadline(short_dir: Path) -> None:
+    """One timer serves all deadlines: a short call made after a long one still ends
+    at its own deadline, and the long one at its own."""
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    try:
+        async with connected(sim.socket_path, call_timeout=5) as vpp:
+            sim.handlers.table.pop("show_version")  # vppsim now drops this request
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+
+            async def timed(timeout: float) -> float:
+                with pytest.raises(VppTimeout, match=f"within {timeout:g} s"):
+                    await vpp.call("show_version", _timeout=timeout)
+                return loop.time() - start
+
+            long_call = asyncio.create_task(timed(1.2))
+            await asyncio.sleep(0)  # the long call is in flight first
+            short = await timed(0.3)
+            assert 0.3 <= short < 0.9
+            assert 1.2 <= await long_call < 2.5
+            # answered calls leave nothing behind to expire
+            assert (await vpp.call("ikev2_plugin_get_version", _timeout=0.5)).major >= 1
+    finally:
+        await sim.stop()
+
+
 def _start_vppsim(sock: Path) -> subprocess.Popen[bytes]:
     ready = sock.with_suffix(".ready")
     ready.unlink(missing_ok=True)
