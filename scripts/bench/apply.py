@@ -156,7 +156,8 @@ async def running_agent(sock: Path, state: Path, interfaces: dict[str, str] | No
     cfg = parse_config({
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token),
                        "allow_insecure": True, "job_timeout": 600},
-        "vpp": {"api_socket": str(sock), "call_timeout": 30.0},
+        # with thousands of calls queued in VPP, a call's reply may take tens of seconds
+        "vpp": {"api_socket": str(sock), "call_timeout": 300.0},
         "state": {"dir": str(state)},
         "admin": {"socket": str(state.parent / f"admin-{state.name}.sock")},
         "interfaces": interfaces or {},
@@ -296,7 +297,7 @@ async def bench_client(sock: Path, n: int, target: Target, pid: int) -> dict[str
 
     specs = [normalize_add_tunnel(peer_params(i), ValidationPolicy()) for i in range(1, n + 1)]
     chains = [plan_add_ops(s, target.facts) for s in specs]
-    client = VppClient(str(sock), call_timeout=60)
+    client = VppClient(str(sock), call_timeout=300)
     await client.start()
     await client.wait_connected(10)
     executor = Executor(client)
@@ -354,7 +355,8 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
-async def main(peers: list[int], runs: int, targets: list[str]) -> dict[str, Any]:
+async def main(peers: list[int], runs: int, targets: list[str],
+               out_path: Path | None = None) -> dict[str, Any]:
     configure_logging("error", json=True)
     results: dict[str, Any] = {"runs": runs, "cpus": os.cpu_count(),
                                "loadavg_start": os.getloadavg()[0], "targets": {}}
@@ -377,15 +379,24 @@ async def main(peers: list[int], runs: int, targets: list[str]) -> dict[str, Any
                     order = (("agent", "client", "papi") if r % 2 == 0
                              else ("papi", "client", "agent"))
                     run: dict[str, Any] = {}
+                    failed = False
                     for side in order:
                         with target.start(workdir, f"{tag}{side[0]}") as (sock, pid):
-                            if side == "agent":
-                                run["agent"] = await bench_agent(sock, workdir, n, target, tag,
-                                                                 pid)
-                            elif side == "client":
-                                run["client"] = await bench_client(sock, n, target, pid)
-                            else:
-                                run["papi"] = await bench_papi(sock, n, target, pid)
+                            try:
+                                if side == "agent":
+                                    run["agent"] = await bench_agent(sock, workdir, n, target,
+                                                                     tag, pid)
+                                elif side == "client":
+                                    run["client"] = await bench_client(sock, n, target, pid)
+                                else:
+                                    run["papi"] = await bench_papi(sock, n, target, pid)
+                            except (Exception, SystemExit) as e:  # recorded, the rest goes on
+                                run[side] = {"failed": str(e) or repr(e)}
+                                failed = True
+                    if failed:
+                        per_run.append(run)
+                        print(f"{kind} N={n} run {r + 1}/{runs} failed: {run}", file=sys.stderr)
+                        continue
                     run["ratio_to_papi"] = round(run["agent"]["wall_s"] / run["papi"]["wall_s"], 2)
                     run["client_ratio_to_papi"] = round(
                         run["client"]["wall_s"] / run["papi"]["wall_s"], 2)
@@ -394,6 +405,13 @@ async def main(peers: list[int], runs: int, targets: list[str]) -> dict[str, Any
                           f"client {run['client']['wall_s']} s, papi {run['papi']['wall_s']} s, "
                           f"ratio {run['ratio_to_papi']}x",
                           file=sys.stderr)
+                failures = [x for x in per_run if any("failed" in v for v in x.values()
+                                                       if isinstance(v, dict))]
+                per_run_ok = [x for x in per_run if x not in failures]
+                out[str(n)] = {"failed_runs": failures}
+                if not per_run_ok:
+                    continue
+                ok_runs, per_run = per_run, per_run_ok
                 summary: dict[str, Any] = {
                     "agent_s": spread([x["agent"]["wall_s"] for x in per_run]),
                     "papi_s": spread([x["papi"]["wall_s"] for x in per_run]),
@@ -416,10 +434,16 @@ async def main(peers: list[int], runs: int, targets: list[str]) -> dict[str, Any
                 }
                 if n not in memory_done:
                     with target.start(workdir, f"{n}mem") as (sock, _pid):
-                        summary.update(await bench_memory(sock, workdir, n, target))
+                        try:
+                            summary.update(await bench_memory(sock, workdir, n, target))
+                        except (Exception, SystemExit) as e:
+                            summary["memory_failed"] = str(e) or repr(e)
                     memory_done.add(n)
-                out[str(n)] = {"summary": summary, "runs": per_run}
-            if len(peers) > 1:
+                out[str(n)].update({"summary": summary, "runs": ok_runs})
+                results["targets"][kind] = out
+                if out_path is not None:  # partial results survive a later failure
+                    out_path.write_text(json.dumps(results, indent=2) + "\n")  # noqa: ASYNC240
+            if len(peers) > 1 and all("summary" in out[str(p)] for p in peers):
                 lo, hi = min(peers), max(peers)
                 out["scaling"] = {
                     f"agent_{hi}_over_{lo}": round(out[str(hi)]["summary"]["agent_s"]["median"]
@@ -440,7 +464,7 @@ if __name__ == "__main__":
                         default=["vppsim", "vpp"])
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
     args = parser.parse_args()
-    res = asyncio.run(main(args.peers, args.runs, args.targets))
+    res = asyncio.run(main(args.peers, args.runs, args.targets, args.out))
     text = json.dumps(res, indent=2)
     print(text)
     if args.out:
@@ -452,6 +476,10 @@ if __name__ == "__main__":
         for n, r in per_n.items():
             if n == "scaling":
                 print(f"{kind}: {r}")
+                continue
+            if r["failed_runs"]:
+                print(f"{kind} apply N={n}: {len(r['failed_runs'])} runs failed")
+            if "summary" not in r:
                 continue
             sm = r["summary"]
             a, p, q = sm["agent_s"], sm["papi_s"], sm["ratio_to_papi"]
