@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.app import Agent  # noqa: E402
 from agent.config import parse_config  # noqa: E402
+from agent.daemon.gctune import tune_gc  # noqa: E402
 from agent.lab.controller_double import ControllerDouble  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
@@ -463,7 +464,11 @@ if __name__ == "__main__":
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
                         default=["vppsim", "vpp"])
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's collector settings instead of the daemon's")
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_gc()  # as `peering-agent run` does; papi's loop runs in this process too
     res = asyncio.run(main(args.peers, args.runs, args.targets, args.out))
     text = json.dumps(res, indent=2)
     print(text)

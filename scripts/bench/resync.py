@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realvpp
 from apply import TARGETS, configure_logging, peer_params, running_agent
 
+from agent.daemon.gctune import tune_gc
+
 
 async def one_run(kind: str, n: int, workdir: Path, tag: str) -> dict[str, Any]:
     target = TARGETS[kind]
@@ -86,6 +88,7 @@ if __name__ == "__main__":
                         default=["vppsim", "vpp"])
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
     args = parser.parse_args()
+    tune_gc()  # as `peering-agent run` does
     res = asyncio.run(main(args.peers, args.runs, args.targets))
     text = json.dumps(res, indent=2)
     print(text)
