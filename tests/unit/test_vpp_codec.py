@@ -249,7 +249,7 @@ def test_every_agent_message_is_compiled(source: str) -> None:
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_encoding_is_byte_for_byte_papis(source: str, name: str, data: Any) -> None:
     table = api(source)
@@ -276,7 +276,7 @@ def test_encoding_is_byte_for_byte_papis(source: str, name: str, data: Any) -> N
 
 @pytest.mark.parametrize("source", SOURCES)
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_decoding_matches_papi_on_any_bytes(source: str, name: str, data: Any) -> None:
     table = api(source)
