@@ -18,8 +18,9 @@ per-call deadlines, and neither notices that VPP restarted. Here:
   connect time (`agent.vpp.codec`), byte-for-byte what papi produces but several
   times cheaper; papi serves every other message and every value the compiled
   code refuses;
-- writes made in one event-loop iteration go out as one socket write, and every
-  frame of a read is handled before the loop wakes anyone (`IoStats` counts both).
+- writes made in one event-loop iteration are coalesced (one socket write per
+  FLUSH_FRAMES requests), and every frame of a read is handled before the loop
+  wakes anyone (`IoStats` counts both).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class IoStats:
 
     reads: int = 0  # data_received calls: one per wake-up of the loop for this socket
     frames_in: int = 0
-    writes: int = 0  # transport writes (one per loop iteration with something to send)
+    writes: int = 0  # transport writes: per loop iteration, one per FLUSH_FRAMES requests
     frames_out: int = 0
 
 
