@@ -14,6 +14,7 @@ from typing import Any
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.daemon.gctune import tune_gc
 from agent.daemon.startup_conf import add_render_parser, render_startup_conf_cli
 from agent.logsetup import configure_logging
 from agent.secret import Secret
@@ -156,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         cfg = _load(args.config)
         configure_logging(cfg.logging.level)
+        tune_gc()
         return asyncio.run(_run(cfg))
     configure_logging(args.log_level)
     if args.command == "render-startup-conf":

@@ -407,8 +407,20 @@ def liveness_op(period: int = LIVENESS_PERIOD, retries: int = LIVENESS_RETRIES) 
               f"set IKE liveness {period} s x {retries}")
 
 
+# Values resolve() returns as they are; checked by exact type first, because the
+# abstract-class isinstance checks below dominate the cost of applying many peers.
+_ATOMS = frozenset({int, str, bool, bytes, float, type(None), IPv4Address, IPv4Interface,
+                    IPv4Network})
+
+
 def resolve(value: Any, refs: Mapping[str, int]) -> Any:
     """Replace Refs by their values and Secrets by their bytes, recursively."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        atoms = _ATOMS
+        return {k: v if type(v) in atoms else resolve(v, refs) for k, v in value.items()}
     if isinstance(value, Ref):
         try:
             return refs[value.name]

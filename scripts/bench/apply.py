@@ -1,19 +1,27 @@
-"""Apply cost: one aggregated job of N peers through the controller link into vppsim.
+"""Apply cost: one aggregated job of N peers, the agent against bare vpp-papi, same run.
 
-Side by side, in the same run and against the same vppsim build (a separate
-process, so the emulator and the agent each have a core):
+Side by side, in the same run and against the same kind of VPP (a fresh one
+for each measurement, in its own process so that VPP and the agent each have a
+core):
 
 - agent: the full path — controller double -> websocket -> link -> validation ->
-  plan -> executor -> VPP client -> vppsim; wall time from sending the job to
-  its reply;
+  plan -> executor -> VPP client -> VPP; wall time from sending the job to its
+  reply; plus the socket traffic it took (reads = wake-ups for VPP's replies,
+  writes) and an in-sync resync (reconcile with nothing to change);
 - papi: the raw baseline — vpp-papi's own async client sending the same
-  messages, one dependent chain per peer, all peers in flight;
-- vppsim: its own pipelined message rate (pre-packed show_version requests
-  written at once), to show it is not what bounds the other two.
+  messages (the agent's plan for the same VPP), one dependent chain per peer,
+  all peers in flight;
+- targets: `vppsim` (the project's emulator) and `vpp` (real VPP 26.06 from
+  ../shared/vpp, see realvpp.py; without linux-cp, which cannot run here);
+  `vpp` is skipped with the reason when it cannot run;
+- memory: Python heap the agent keeps per peer (tracemalloc, a separate run)
+  and resident memory per peer;
+- vppsim alone: its pipelined message rate, to show what bounds the vppsim runs.
 
-Also reports resident memory per peer of the agent after the job.
+Every figure is repeated --runs times (agent and papi alternate who goes
+first) and summarised as median, min and max.
 
-    .venv/bin/python scripts/bench/apply.py --peers 100 1000
+    .venv/bin/python scripts/bench/apply.py --peers 1000 5000 --runs 5 --out bench.json
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import gc
 import json
 import os
 import resource
+import statistics
 import struct
 import subprocess
 import sys
@@ -33,6 +42,7 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +51,56 @@ sys.path.insert(0, str(ROOT))
 
 from agent.app import Agent  # noqa: E402
 from agent.config import parse_config  # noqa: E402
+from agent.daemon.gctune import tune_gc  # noqa: E402
 from agent.lab.controller_double import ControllerDouble  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.vpp.plan import VppFacts, plan_add_ops, resolve  # noqa: E402
 from tests.fixtures import example_request  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import realvpp  # noqa: E402
+
 WAN = "GigabitEthernet0/3/0=192.168.1.10/24"
 MACHINE = "3f1c0000-0000-4000-8000-0000000bench"
+DEV_ID = "pci:0000:00:03.00"  # the fixture's WAN dev_id
+
+
+@dataclass(frozen=True)
+class Target:
+    """A VPP the benchmark can start fresh, and what the agent's plan needs to know of it."""
+
+    kind: str  # "vppsim" or "vpp"
+    interfaces: dict[str, str]  # the agent's [interfaces] table for it
+    facts: VppFacts
+
+    @contextlib.contextmanager
+    def start(self, workdir: Path, tag: str) -> Iterator[tuple[Path, int]]:
+        """A fresh VPP of this kind: its socket and its process id."""
+        if self.kind == "vppsim":
+            with vppsim_process(workdir) as started:
+                yield started
+        else:
+            with realvpp.real_vpp(workdir, tag) as started:
+                yield started
+
+
+TARGETS = {
+    "vppsim": Target("vppsim", {}, VppFacts(wan_sw_if_index=1)),
+    # loop0 is sw_if_index 1; linux-cp cannot run on these machines (no /dev/vhost-net)
+    "vpp": Target("vpp", {DEV_ID: realvpp.WAN_NAME},
+                  VppFacts(wan_sw_if_index=1, has_lcp=False)),
+}
 
 
 @contextlib.contextmanager
 def vppsim(workdir: Path) -> Iterator[Path]:
+    with vppsim_process(workdir) as (sock, _pid):
+        yield sock
+
+
+@contextlib.contextmanager
+def vppsim_process(workdir: Path) -> Iterator[tuple[Path, int]]:
     sock = workdir / "api.sock"
     ready = workdir / "ready"
     ready.unlink(missing_ok=True)
@@ -66,7 +114,7 @@ def vppsim(workdir: Path) -> Iterator[Path]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("vppsim did not start")
             time.sleep(0.02)
-        yield sock
+        yield sock, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -99,7 +147,8 @@ def rss_kib() -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_agent(sock: Path, state: Path) -> AsyncIterator[tuple[Agent, ControllerDouble]]:
+async def running_agent(sock: Path, state: Path, interfaces: dict[str, str] | None = None
+                        ) -> AsyncIterator[tuple[Agent, ControllerDouble]]:
     ctl = ControllerDouble(machine_id=MACHINE, ping_interval=None, stats_interval=None,
                            job_timeout=600)
     await ctl.start()
@@ -108,9 +157,11 @@ async def running_agent(sock: Path, state: Path) -> AsyncIterator[tuple[Agent, C
     cfg = parse_config({
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token),
                        "allow_insecure": True, "job_timeout": 600},
-        "vpp": {"api_socket": str(sock), "call_timeout": 30.0},
+        # with thousands of calls queued in VPP, a call's reply may take tens of seconds
+        "vpp": {"api_socket": str(sock), "call_timeout": 300.0},
         "state": {"dir": str(state)},
         "admin": {"socket": str(state.parent / f"admin-{state.name}.sock")},
+        "interfaces": interfaces or {},
     }, {})
     agent = Agent(cfg)
     task = asyncio.create_task(agent.run())
@@ -126,18 +177,44 @@ async def running_agent(sock: Path, state: Path) -> AsyncIterator[tuple[Agent, C
         await ctl.stop()
 
 
-async def bench_agent(sock: Path, workdir: Path, n: int) -> dict[str, Any]:
+class CpuMeter:
+    """CPU seconds VPP and this process spend between start() and stop()."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.vpp0 = self.own0 = 0.0
+
+    def start(self) -> None:
+        self.vpp0, self.own0 = realvpp.cpu_seconds(self.pid), time.process_time()
+
+    def stop(self) -> dict[str, float]:
+        return {"vpp_cpu_s": round(realvpp.cpu_seconds(self.pid) - self.vpp0, 2),
+                "client_cpu_s": round(time.process_time() - self.own0, 2)}
+
+
+async def bench_agent(sock: Path, workdir: Path, n: int, target: Target,
+                      tag: str, pid: int) -> dict[str, Any]:
     requests = [{"entity": "agent", "message": "add-tunnel", "params": peer_params(i)}
                 for i in range(1, n + 1)]
-    async with running_agent(sock, workdir / f"state-{n}") as (agent, ctl):
+    async with running_agent(sock, workdir / f"state-{tag}", target.interfaces) as (agent, ctl):
         rss_before = rss_kib()
         writes_before = agent.manager.executor.writes
+        io = agent.vpp.io
+        io_before = (io.reads, io.frames_in, io.writes, io.frames_out)
+        codec = agent.vpp.codec_stats
+        fallbacks_before = codec.pack_fallbacks + codec.unpack_fallbacks
+        meter = CpuMeter(pid)
+        meter.start()
         t0 = time.perf_counter()
         reply = await ctl.send_job("aggregated", {"requests": requests})
         wall = time.perf_counter() - t0
+        cpu = meter.stop()  # client = the agent and the controller double (one process)
         if reply["msg"]["ok"] != 1:
             raise SystemExit(f"aggregated job failed: {reply['msg']['message']}")
         writes = agent.manager.executor.writes - writes_before
+        reads, frames_in, sock_writes, frames_out = (
+            now - before for now, before in zip(
+                (io.reads, io.frames_in, io.writes, io.frames_out), io_before, strict=True))
         rss_after = rss_kib()
         # resync with VPP in sync: must write nothing
         w = agent.manager.executor.writes
@@ -146,12 +223,16 @@ async def bench_agent(sock: Path, workdir: Path, n: int) -> dict[str, Any]:
         in_sync = time.perf_counter() - t1
         resync_writes = agent.manager.executor.writes - w
         return {"wall_s": round(wall, 3), "vpp_writes": writes,
-                "calls_per_s": round(writes / wall), "rss_per_peer_kib":
-                round((rss_after - rss_before) / n, 2),
+                "calls_per_s": round(writes / wall), **cpu,
+                "socket_reads": reads, "frames_in": frames_in,
+                "socket_writes": sock_writes, "frames_out": frames_out,
+                "codec_fallbacks": codec.pack_fallbacks + codec.unpack_fallbacks
+                - fallbacks_before,
+                "rss_per_peer_kib": round((rss_after - rss_before) / n, 2),
                 "resync_in_sync_s": round(in_sync, 3), "resync_in_sync_writes": resync_writes}
 
 
-async def bench_memory(sock: Path, workdir: Path, n: int) -> dict[str, Any]:
+async def bench_memory(sock: Path, workdir: Path, n: int, target: Target) -> dict[str, Any]:
     """Python heap the agent keeps per peer (tracemalloc; a separate, slower run).
 
     RSS in this process also holds the in-process controller double and the
@@ -160,7 +241,7 @@ async def bench_memory(sock: Path, workdir: Path, n: int) -> dict[str, Any]:
     """
     requests = [{"entity": "agent", "message": "add-tunnel", "params": peer_params(i)}
                 for i in range(1, n + 1)]
-    async with running_agent(sock, workdir / f"state-mem-{n}") as (agent, ctl):
+    async with running_agent(sock, workdir / f"state-mem-{n}", target.interfaces) as (agent, ctl):
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
@@ -175,7 +256,7 @@ async def bench_memory(sock: Path, workdir: Path, n: int) -> dict[str, Any]:
     return {"heap_per_peer_kib": round((after - before) / 1024 / n, 2)}
 
 
-async def bench_papi(sock: Path, n: int) -> dict[str, Any]:
+async def bench_papi(sock: Path, n: int, target: Target, pid: int) -> dict[str, Any]:
     """vpp-papi's async client, same messages, one dependent chain per peer, all in flight."""
     from vpp_papi.vpp_papi_async import VPPApiClient
 
@@ -183,7 +264,7 @@ async def bench_papi(sock: Path, n: int) -> dict[str, Any]:
 
     specs: list[PeerSpec] = [normalize_add_tunnel(peer_params(i), ValidationPolicy())
                              for i in range(1, n + 1)]
-    facts = VppFacts(wan_sw_if_index=1)
+    facts = target.facts
     client = VPPApiClient(server_address=str(sock))
     await client.connect("bench", asyncio.Queue())
     calls = 0
@@ -197,11 +278,40 @@ async def bench_papi(sock: Path, n: int) -> dict[str, Any]:
             if op.produces:
                 refs[op.produces] = reply.sw_if_index
 
+    meter = CpuMeter(pid)
+    meter.start()
     t0 = time.perf_counter()
     await asyncio.gather(*(chain(s) for s in specs))
     wall = time.perf_counter() - t0
+    cpu = meter.stop()
     await client.disconnect()
-    return {"wall_s": round(wall, 3), "vpp_writes": calls, "calls_per_s": round(calls / wall)}
+    return {"wall_s": round(wall, 3), "vpp_writes": calls, "calls_per_s": round(calls / wall),
+            **cpu}
+
+
+async def bench_client(sock: Path, n: int, target: Target, pid: int) -> dict[str, Any]:
+    """The agent's VPP client and executor alone: the same plan as papi's loop, no link,
+    validation or journal; isolates what the codec and the batching save."""
+    from agent.jobs.validation import ValidationPolicy, normalize_add_tunnel
+    from agent.vpp.client import VppClient
+    from agent.vpp.executor import Executor
+
+    specs = [normalize_add_tunnel(peer_params(i), ValidationPolicy()) for i in range(1, n + 1)]
+    chains = [plan_add_ops(s, target.facts) for s in specs]
+    client = VppClient(str(sock), call_timeout=300)
+    await client.start()
+    await client.wait_connected(10)
+    executor = Executor(client)
+    meter = CpuMeter(pid)
+    meter.start()
+    t0 = time.perf_counter()
+    await executor.apply(chains, {})
+    wall = time.perf_counter() - t0
+    cpu = meter.stop()
+    await client.close()
+    return {"wall_s": round(wall, 3), "vpp_writes": executor.writes,
+            "calls_per_s": round(executor.writes / wall), **cpu,
+            "socket_reads": client.io.reads, "socket_writes": client.io.writes}
 
 
 async def bench_vppsim_rate(sock: Path, count: int = 50000) -> dict[str, Any]:
@@ -241,37 +351,151 @@ async def bench_vppsim_rate(sock: Path, count: int = 50000) -> dict[str, Any]:
     return {"messages": count, "wall_s": round(wall, 3), "msgs_per_s": round(count / wall)}
 
 
-async def main(peers: list[int]) -> dict[str, Any]:
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3)}
+
+
+async def main(peers: list[int], runs: int, targets: list[str],
+               out_path: Path | None = None) -> dict[str, Any]:
     configure_logging("error", json=True)
-    results: dict[str, Any] = {"peers": {}}
+    results: dict[str, Any] = {"runs": runs, "cpus": os.cpu_count(),
+                               "loadavg_start": os.getloadavg()[0], "targets": {}}
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d:
         workdir = Path(d)
-        with vppsim(workdir) as sock:
-            results["vppsim"] = await bench_vppsim_rate(sock)
-        for n in peers:
+        if "vppsim" in targets:
             with vppsim(workdir) as sock:
-                agent = await bench_agent(sock, workdir, n)
-            with vppsim(workdir) as sock:
-                papi = await bench_papi(sock, n)
-            with vppsim(workdir) as sock:
-                agent.update(await bench_memory(sock, workdir, n))
-            agent["ratio_to_papi"] = round(agent["wall_s"] / papi["wall_s"], 2)
-            results["peers"][n] = {"agent": agent, "papi": papi}
+                results["vppsim_rate"] = await bench_vppsim_rate(sock)
+        memory_done: set[int] = set()
+        for kind in targets:
+            target = TARGETS[kind]
+            if kind == "vpp" and (why := realvpp.unavailable()):
+                results["targets"][kind] = {"skipped": why}
+                continue
+            out: dict[str, Any] = {}
+            for n in peers:
+                per_run: list[dict[str, Any]] = []
+                for r in range(runs):
+                    tag = f"{kind}{n}r{r}"
+                    order = (("agent", "client", "papi") if r % 2 == 0
+                             else ("papi", "client", "agent"))
+                    run: dict[str, Any] = {}
+                    failed = False
+                    for side in order:
+                        with target.start(workdir, f"{tag}{side[0]}") as (sock, pid):
+                            try:
+                                if side == "agent":
+                                    run["agent"] = await bench_agent(sock, workdir, n, target,
+                                                                     tag, pid)
+                                elif side == "client":
+                                    run["client"] = await bench_client(sock, n, target, pid)
+                                else:
+                                    run["papi"] = await bench_papi(sock, n, target, pid)
+                            except (Exception, SystemExit) as e:  # recorded, the rest goes on
+                                run[side] = {"failed": str(e) or repr(e)}
+                                failed = True
+                    if failed:
+                        per_run.append(run)
+                        print(f"{kind} N={n} run {r + 1}/{runs} failed: {run}", file=sys.stderr)
+                        continue
+                    run["ratio_to_papi"] = round(run["agent"]["wall_s"] / run["papi"]["wall_s"], 2)
+                    run["client_ratio_to_papi"] = round(
+                        run["client"]["wall_s"] / run["papi"]["wall_s"], 2)
+                    per_run.append(run)
+                    print(f"{kind} N={n} run {r + 1}/{runs}: agent {run['agent']['wall_s']} s, "
+                          f"client {run['client']['wall_s']} s, papi {run['papi']['wall_s']} s, "
+                          f"ratio {run['ratio_to_papi']}x",
+                          file=sys.stderr)
+                failures = [x for x in per_run if any("failed" in v for v in x.values()
+                                                       if isinstance(v, dict))]
+                per_run_ok = [x for x in per_run if x not in failures]
+                out[str(n)] = {"failed_runs": failures}
+                if not per_run_ok:
+                    continue
+                ok_runs, per_run = per_run, per_run_ok
+                summary: dict[str, Any] = {
+                    "agent_s": spread([x["agent"]["wall_s"] for x in per_run]),
+                    "papi_s": spread([x["papi"]["wall_s"] for x in per_run]),
+                    "client_s": spread([x["client"]["wall_s"] for x in per_run]),
+                    "client_ratio_to_papi": spread([x["client_ratio_to_papi"] for x in per_run]),
+                    "client_cpu_s": spread([x["client"]["client_cpu_s"] for x in per_run]),
+                    "ratio_to_papi": spread([x["ratio_to_papi"] for x in per_run]),
+                    "resync_in_sync_s": spread([x["agent"]["resync_in_sync_s"]
+                                                for x in per_run]),
+                    "rss_per_peer_kib": spread([x["agent"]["rss_per_peer_kib"]
+                                                for x in per_run]),
+                    "agent_cpu_s": spread([x["agent"]["client_cpu_s"] for x in per_run]),
+                    "papi_cpu_s": spread([x["papi"]["client_cpu_s"] for x in per_run]),
+                    "vpp_cpu_s_agent_run": spread([x["agent"]["vpp_cpu_s"] for x in per_run]),
+                    "vpp_cpu_s_papi_run": spread([x["papi"]["vpp_cpu_s"] for x in per_run]),
+                    "agent_socket_reads": per_run[0]["agent"]["socket_reads"],
+                    "agent_socket_writes": per_run[0]["agent"]["socket_writes"],
+                    "vpp_writes": per_run[0]["agent"]["vpp_writes"],
+                    "papi_writes": per_run[0]["papi"]["vpp_writes"],
+                }
+                if n not in memory_done:
+                    with target.start(workdir, f"{n}mem") as (sock, _pid):
+                        try:
+                            summary.update(await bench_memory(sock, workdir, n, target))
+                        except (Exception, SystemExit) as e:
+                            summary["memory_failed"] = str(e) or repr(e)
+                    memory_done.add(n)
+                out[str(n)].update({"summary": summary, "runs": ok_runs})
+                results["targets"][kind] = out
+                if out_path is not None:  # partial results survive a later failure
+                    out_path.write_text(json.dumps(results, indent=2) + "\n")  # noqa: ASYNC240
+            if len(peers) > 1 and all("summary" in out[str(p)] for p in peers):
+                lo, hi = min(peers), max(peers)
+                out["scaling"] = {
+                    f"agent_{hi}_over_{lo}": round(out[str(hi)]["summary"]["agent_s"]["median"]
+                                                   / out[str(lo)]["summary"]["agent_s"]["median"],
+                                                   2)}
+            results["targets"][kind] = out
     results["max_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    results["loadavg_end"] = os.getloadavg()[0]
     return results
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--peers", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--peers", type=int, nargs="+", default=[1000])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
+                        default=["vppsim", "vpp"])
+    parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep CPython's collector settings instead of the daemon's")
     args = parser.parse_args()
-    res = asyncio.run(main(args.peers))
-    print(json.dumps(res, indent=2))
-    for n, r in res["peers"].items():
-        a, p = r["agent"], r["papi"]
-        print(f"apply N={n}: agent {a['wall_s']} s ({a['calls_per_s']} calls/s), "
-              f"papi pipelined {p['wall_s']} s, ratio {a['ratio_to_papi']}x, "
-              f"heap {a['heap_per_peer_kib']} KiB/peer (RSS {a['rss_per_peer_kib']}), "
-              f"in-sync resync {a['resync_in_sync_writes']} "
-              f"writes in {a['resync_in_sync_s']} s; vppsim {res['vppsim']['msgs_per_s']} msg/s")
+    if not args.default_gc:
+        tune_gc()  # as `peering-agent run` does; papi's loop runs in this process too
+    res = asyncio.run(main(args.peers, args.runs, args.targets, args.out))
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    for kind, per_n in res["targets"].items():
+        if "skipped" in per_n:
+            print(f"{kind}: skipped: {per_n['skipped']}")
+            continue
+        for n, r in per_n.items():
+            if n == "scaling":
+                print(f"{kind}: {r}")
+                continue
+            if r["failed_runs"]:
+                print(f"{kind} apply N={n}: {len(r['failed_runs'])} runs failed")
+            if "summary" not in r:
+                continue
+            sm = r["summary"]
+            a, p, q = sm["agent_s"], sm["papi_s"], sm["ratio_to_papi"]
+            print(f"{kind} apply N={n} ({res['runs']} runs): agent {a['median']} s "
+                  f"({a['min']}-{a['max']}), papi {p['median']} s ({p['min']}-{p['max']}), "
+                  f"ratio {q['median']}x ({q['min']}-{q['max']}); client alone "
+                  f"{sm['client_s']['median']} s ({sm['client_ratio_to_papi']['median']}x papi); "
+                  f"{sm['vpp_writes']} writes "
+                  f"(papi {sm['papi_writes']}); heap {sm.get('heap_per_peer_kib')} KiB/peer; "
+                  f"in-sync resync {sm['resync_in_sync_s']['median']} s; CPU agent "
+                  f"{sm['agent_cpu_s']['median']} s / papi {sm['papi_cpu_s']['median']} s, VPP "
+                  f"{sm['vpp_cpu_s_agent_run']['median']} / {sm['vpp_cpu_s_papi_run']['median']} "
+                  f"s; socket reads {sm['agent_socket_reads']}, writes "
+                  f"{sm['agent_socket_writes']} for {sm['vpp_writes']} calls")

@@ -1,6 +1,14 @@
-"""Resync cost: re-program N peers after a VPP (vppsim) restart; writes when in sync.
+"""Resync cost: re-program N peers after a VPP restart; reads and writes when in sync.
 
-    .venv/bin/python scripts/bench/resync.py --peers 1000
+For each target (vppsim, and real VPP 26.06 when ../shared/vpp is there, see
+realvpp.py) and each run: the agent applies N peers into a fresh VPP and stops;
+it then starts against another fresh, empty VPP with the same stored state (what
+it finds after VPP restarted) and re-programs everything; the figure is the time
+from its start to "in sync" (includes connecting to VPP and to the controller
+double, and reading VPP). Then a reconcile with nothing to change: it must write
+nothing. Median, min and max over --runs.
+
+    .venv/bin/python scripts/bench/resync.py --peers 1000 --runs 5
 """
 
 from __future__ import annotations
@@ -8,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -16,46 +25,81 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from apply import configure_logging, peer_params, running_agent, vppsim
+import realvpp
+from apply import TARGETS, configure_logging, peer_params, running_agent
+
+from agent.daemon.gctune import tune_gc
 
 
-async def main(n: int) -> dict[str, Any]:
-    configure_logging("error", json=True)
-    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d:
-        workdir = Path(d)
-        requests = [{"entity": "agent", "message": "add-tunnel", "params": peer_params(i)}
-                    for i in range(1, n + 1)]
-        with vppsim(workdir) as sock:
-            async with running_agent(sock, workdir / "state") as (agent, ctl):
-                reply = await ctl.send_job("aggregated", {"requests": requests})
-                assert reply["msg"]["ok"] == 1, reply["msg"]["message"]
-        # the agent restarts with VPP in sync (same vppsim): it must write nothing
-        # (covered by apply.py); here VPP restarts under a running agent:
-        with vppsim(workdir) as sock:
-            async with running_agent(sock, workdir / "state") as (agent, ctl):
-                generation = agent.vpp.generation
-                writes = agent.manager.executor.writes
-        # a fresh, empty vppsim: the agent finds nothing and re-programs everything
-        result: dict[str, Any] = {"peers": n}
-        with vppsim(workdir) as sock:
-            t0 = time.perf_counter()
-            async with running_agent(sock, workdir / "state") as (agent, ctl):
-                result["reprogram_s"] = round(time.perf_counter() - t0, 3)
-                result["reprogram_writes"] = agent.manager.executor.writes
-                w = agent.manager.executor.writes
-                t1 = time.perf_counter()
-                await agent.manager.reconcile()
-                result["in_sync_check_s"] = round(time.perf_counter() - t1, 3)
-                result["in_sync_writes"] = agent.manager.executor.writes - w
-        del generation, writes
+async def one_run(kind: str, n: int, workdir: Path, tag: str) -> dict[str, Any]:
+    target = TARGETS[kind]
+    state = workdir / f"state-{tag}"
+    requests = [{"entity": "agent", "message": "add-tunnel", "params": peer_params(i)}
+                for i in range(1, n + 1)]
+    with target.start(workdir, f"{tag}a") as (sock, _pid):
+        async with running_agent(sock, state, target.interfaces) as (agent, ctl):
+            reply = await ctl.send_job("aggregated", {"requests": requests})
+            if reply["msg"]["ok"] != 1:
+                raise SystemExit(f"aggregated job failed: {reply['msg']['message']}")
+    result: dict[str, Any] = {}
+    with target.start(workdir, f"{tag}b") as (sock, _pid):
+        t0 = time.perf_counter()
+        async with running_agent(sock, state, target.interfaces) as (agent, ctl):
+            result["reprogram_s"] = round(time.perf_counter() - t0, 3)
+            result["reprogram_writes"] = agent.manager.executor.writes
+            w = agent.manager.executor.writes
+            t1 = time.perf_counter()
+            await agent.manager.reconcile()
+            result["in_sync_s"] = round(time.perf_counter() - t1, 3)
+            result["in_sync_writes"] = agent.manager.executor.writes - w
     return result
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3)}
+
+
+async def main(n: int, runs: int, targets: list[str]) -> dict[str, Any]:
+    configure_logging("error", json=True)
+    out: dict[str, Any] = {"peers": n, "runs": runs, "targets": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d:
+        for kind in targets:
+            if kind == "vpp" and (why := realvpp.unavailable()):
+                out["targets"][kind] = {"skipped": why}
+                continue
+            per_run = [await one_run(kind, n, Path(d), f"{kind}{r}") for r in range(runs)]
+            out["targets"][kind] = {
+                "reprogram_s": spread([r["reprogram_s"] for r in per_run]),
+                "in_sync_s": spread([r["in_sync_s"] for r in per_run]),
+                "reprogram_writes": per_run[0]["reprogram_writes"],
+                "in_sync_writes": max(r["in_sync_writes"] for r in per_run),
+                "runs": per_run,
+            }
+    return out
+
+
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=1000)
-    res = asyncio.run(main(parser.parse_args().peers))
-    print(json.dumps(res, indent=2))
-    print(f"resync N={res['peers']}: re-programmed after a VPP restart in {res['reprogram_s']} s "
-          f"({res['reprogram_writes']} writes, includes connect); in-sync check "
-          f"{res['in_sync_check_s']} s with {res['in_sync_writes']} writes")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS),
+                        default=["vppsim", "vpp"])
+    parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    args = parser.parse_args()
+    tune_gc()  # as `peering-agent run` does
+    res = asyncio.run(main(args.peers, args.runs, args.targets))
+    text = json.dumps(res, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    for kind, r in res["targets"].items():
+        if "skipped" in r:
+            print(f"{kind}: skipped: {r['skipped']}")
+            continue
+        rp, ins = r["reprogram_s"], r["in_sync_s"]
+        print(f"{kind} resync N={res['peers']} ({res['runs']} runs): re-programmed after a VPP "
+              f"restart in {rp['median']} s ({rp['min']}-{rp['max']}; {r['reprogram_writes']} "
+              f"writes, includes connect); in-sync check {ins['median']} s "
+              f"({ins['min']}-{ins['max']}) with {r['in_sync_writes']} writes")

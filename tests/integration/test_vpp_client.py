@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from agent.vpp.client import ConnectInfo, VppClient, decode_ikev2_id
+from agent.vpp.client import FLUSH_FRAMES, ConnectInfo, VppClient, decode_ikev2_id
 from agent.vpp.errors import VppApiError, VppMissingMessage, VppTimeout, VppUnavailable
 from tests.conftest import WAN
 from tests.waiting import until
@@ -96,6 +97,29 @@ async def test_programs_and_reads_back_a_peer_with_an_ip4_identity(sim: VppSim) 
         assert "profile peer-7" in text and "198.51.100.7" in text
 
 
+async def test_agent_messages_use_the_compiled_codec_and_batched_writes(sim: VppSim) -> None:
+    async with connected(sim.socket_path) as vpp:
+        stats = vpp.codec_stats
+        packed, unpacked = stats.packed, stats.unpacked
+        await program_peer(vpp)
+        (profile,) = await vpp.dump("ikev2_profile_dump")
+        assert decode_ikev2_id(profile.profile.loc_id) == (1, "198.51.100.7")
+        assert stats.packed - packed == 14 + 2  # the peer, the dump and its ping
+        assert stats.unpacked - unpacked == 14 + 2  # replies, the details, the ping reply
+        assert (stats.pack_fallbacks, stats.unpack_fallbacks) == (0, 0)
+        # a value the codec refuses goes to papi, which raises its own error
+        with pytest.raises(ValueError, match="Exception while packing"):
+            await vpp.call("sw_interface_set_flags", sw_if_index="one", flags=1)
+        assert stats.pack_fallbacks == 1
+        # 200 calls made in one loop iteration leave in writes of FLUSH_FRAMES frames
+        writes, frames = vpp.io.writes, vpp.io.frames_out
+        replies = await asyncio.gather(*(vpp.call("show_version") for _ in range(200)))
+        assert {str(r.version) for r in replies} == {str(replies[0].version)}
+        assert vpp.io.frames_out - frames == 200
+        assert vpp.io.writes - writes == math.ceil(200 / FLUSH_FRAMES)
+        assert vpp.io.reads <= vpp.io.frames_in
+
+
 async def test_vpp_errors_surface_with_their_codes(sim: VppSim) -> None:
     async with connected(sim.socket_path) as vpp:
         await vpp.call("ikev2_profile_add_del", name="p", is_add=True)
@@ -153,6 +177,33 @@ async def test_unanswered_call_fails_at_its_deadline(short_dir: Path) -> None:
                 await vpp.call("show_version")
             assert time.monotonic() - start < 1.0
             assert (await vpp.call("ikev2_plugin_get_version")).major >= 1
+    finally:
+        await sim.stop()
+
+
+async def test_each_call_keeps_its_own_deadline(short_dir: Path) -> None:
+    """One timer serves all deadlines: a short call made after a long one still ends
+    at its own deadline, and the long one at its own."""
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    try:
+        async with connected(sim.socket_path, call_timeout=5) as vpp:
+            sim.handlers.table.pop("show_version")  # vppsim now drops this request
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+
+            async def timed(timeout: float) -> float:
+                with pytest.raises(VppTimeout, match=f"within {timeout:g} s"):
+                    await vpp.call("show_version", _timeout=timeout)
+                return loop.time() - start
+
+            long_call = asyncio.create_task(timed(1.2))
+            await asyncio.sleep(0)  # the long call is in flight first
+            short = await timed(0.3)
+            assert 0.3 <= short < 0.9
+            assert 1.2 <= await long_call < 2.5
+            # answered calls leave nothing behind to expire
+            assert (await vpp.call("ikev2_plugin_get_version", _timeout=0.5)).major >= 1
     finally:
         await sim.stop()
 
