@@ -5,8 +5,10 @@ point of that apply, the fault clears, and the agent (its VPP reconnect listener
 its supervision loop, as the daemon runs them) must bring VPP back to the acknowledged
 state with nothing leaked; then the controller's re-send must succeed. Prints a table:
 trials, converged, seconds from the fault clearing to convergence, leaked objects.
+A peer restart converges when, besides that, every tunnel has exactly one IKE SA, a
+new established one, and the agent reports every tunnel up.
 
-    .venv/bin/python scripts/faults.py [--peers 200] [--trials 5] [--only NAME]
+    .venv/bin/python scripts/faults.py [--peers 200] [--trials 5] [--only NAME] [--short]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import random
 import shutil
 import sqlite3
@@ -33,6 +36,7 @@ from agent.config import parse_config  # noqa: E402
 from agent.lab.controller_double import ControllerDouble  # noqa: E402
 from agent.lab.offline import offline_name_resolver  # noqa: E402
 from agent.lab.vppsim.server import VppSim  # noqa: E402
+from agent.lab.vppsim.state import AUTHENTICATED  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.manager import AddPeer, JobError, PeerManager  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
@@ -58,6 +62,10 @@ class Device:
         self.manager.load()
         self.vpp.add_connect_listener(self.manager.on_vpp_connect)
         self._supervise: asyncio.Task[None] | None = None
+        # a scenario's own convergence condition: None when met, else what is missing
+        self.extra_check: Callable[[], str | None] | None = None
+        self.vpp_up_at: float | None = None  # peer restart: VPP's SAs all back (monotonic)
+        self.restarted = 0  # peer restart: tunnels whose SAs were lost
 
     async def start(self) -> None:
         await self.vpp.start()
@@ -80,6 +88,9 @@ class Row:
     seconds: list[float] = field(default_factory=list)
     leaks: int = 0
     resend_failed: int = 0
+    vpp_seconds: list[float] = field(default_factory=list)  # peer restart: VPP's side alone
+    reinitiations: int = 0  # peer restart: initiations the agent added to VPP's own
+    restarted: int = 0  # peer restart: tunnels whose SAs were lost, all trials
 
 
 async def converge(dev: Device | AppDevice, sim: VppSim) -> tuple[float | None, int]:
@@ -88,11 +99,13 @@ async def converge(dev: Device | AppDevice, sim: VppSim) -> tuple[float | None, 
     started = time.monotonic()
     while True:
         diff = differences(sim, dev.manager.desired, dev.manager.dynamic_routes)
-        if dev.manager.in_sync and not diff:
+        extra = dev.extra_check() if isinstance(dev, Device) and dev.extra_check else None
+        if dev.manager.in_sync and not diff and extra is None:
             return time.monotonic() - started, 0
         if time.monotonic() - started > CONVERGE_LIMIT:
             print(f"  not converged: {diff}; in sync: {dev.manager.in_sync}; "
-                  f"reconcile error: {dev.manager.reconcile_error}", file=sys.stderr)
+                  f"reconcile error: {dev.manager.reconcile_error}; {extra or ''}",
+                  file=sys.stderr)
             return None, len(diff)
         await asyncio.sleep(0.05)
 
@@ -190,6 +203,72 @@ async def corrupt_store(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     return dev, cleared
 
 
+async def peer_restart(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
+                       rng: random.Random, vpp_reinitiates: bool = True
+                       ) -> tuple[Device, float]:
+    """Every remote gateway restarts (during or after the apply): it forgets its SAs, VPP's
+    liveness check drops them and VPP re-initiates by itself, as VPP 26.06 does after DPD
+    (without `vpp_reinitiates` only the agent's re-initiation brings them back), while the
+    agent's SA supervision (the daemon's default poll and backoff) sees the loss too.
+    Converged: every tunnel has exactly one IKE SA, a new one, established with a child
+    SA, and the agent reports every tunnel up from a poll made after that."""
+    dev = await _device(sim, state)
+    mgr = dev.manager
+    last_pass = [0.0]  # when the last completed SA poll started
+    real_pass = mgr.supervise_once
+
+    async def counted() -> None:
+        started = time.monotonic()
+        await real_pass()
+        last_pass[0] = started
+
+    mgr.supervise_once = counted  # type: ignore[method-assign]
+    base = sim.write_count
+    job = asyncio.create_task(mgr.apply([AddPeer(s) for s in specs]))  # must succeed
+    if k < len(specs) * STEPS_PER_PEER:
+        await until_writes(sim, base, k)  # mid-apply: the peers added so far restart
+    else:
+        await job  # after the apply: every peer restarts
+    old = set(sim.state.sas)
+    # every peer with an SA so far (mid-apply the job's peers are not in `desired` yet)
+    for name in sorted({sa.profile for sa in sim.state.sas.values()}):
+        if sim.ike.peer_restart(name):  # the peer forgot it; VPP's DPD gave up on it
+            dev.restarted += 1
+            if vpp_reinitiates:
+                profile = sim.state.profiles[name]
+                sim.ike.initiate(profile, sim.state.new_sa(profile))
+    cleared = time.monotonic()
+    await job
+    vpp_ok_since: list[float | None] = [None]
+
+    def ike_converged() -> str | None:
+        by_profile: dict[str, list[int]] = {}
+        for sa in sim.state.sas.values():  # hidden initiations included
+            by_profile.setdefault(sa.profile, []).append(sa.index)
+        for tid, spec in mgr.desired.items():
+            mine = by_profile.get(spec.profile_name, [])
+            if len(mine) != 1:
+                vpp_ok_since[0] = None
+                return f"tunnel {tid}: {len(mine)} IKE SAs in VPP"
+            sa = sim.state.sas[mine[0]]
+            if sa.index in old or sa.hidden or sa.state != AUTHENTICATED or not sa.children:
+                vpp_ok_since[0] = None
+                return (f"tunnel {tid}: VPP's IKE SA not re-established (old: {sa.index in old}, "
+                        f"hidden: {sa.hidden}, state {sa.state}, "
+                        f"{len(sa.children)} child SAs)")
+        if vpp_ok_since[0] is None:
+            vpp_ok_since[0] = time.monotonic()
+            dev.vpp_up_at = vpp_ok_since[0]
+        if last_pass[0] < vpp_ok_since[0]:
+            return "the agent has not polled VPP's SAs since"
+        down = [t for t in mgr.desired if mgr.states.get(t) is None
+                or mgr.states[t].status != "up"]
+        return f"the agent reports {len(down)} tunnels not up" if down else None
+
+    dev.extra_check = ike_converged
+    return dev, cleared
+
+
 class AppDevice:
     """The whole agent (link, jobs, manager, monitor) with a controller double."""
 
@@ -274,7 +353,11 @@ SCENARIOS: dict[str, Scenario] = {
     "corrupt store": corrupt_store,
     "3 % VPP write failures": write_failures,
     "websocket drop, job re-sent": websocket_drop,
+    "peer restart, VPP re-initiates": peer_restart,
+    "peer restart, only the agent re-initiates": functools.partial(
+        peer_restart, vpp_reinitiates=False),
 }
+SHORT_SKIPS = {"peer restart, only the agent re-initiates"}  # ~4 s a trial: the full form
 
 
 async def _device(sim: VppSim, state: Path, baseline: bool = True) -> Device:
@@ -301,6 +384,10 @@ async def trial(name: str, peers: int, k: int, seed: int, row: Row) -> None:
         if seconds is not None:
             row.converged += 1
             row.seconds.append(time.monotonic() - cleared)  # from the fault clearing
+            if isinstance(dev, Device) and dev.vpp_up_at is not None:
+                row.vpp_seconds.append(dev.vpp_up_at - cleared)
+                row.reinitiations += sum(st.reinitiations for st in dev.manager.states.values())
+                row.restarted += dev.restarted
         row.leaks += leaked
         # the controller re-sends the job: it must now succeed
         if isinstance(dev, AppDevice):  # the controller already re-sent its job
@@ -327,11 +414,14 @@ async def main(args: argparse.Namespace) -> int:
     total = args.peers * STEPS_PER_PEER
     points = [max(1, int(total * f)) for f in (0.02, 0.5, 0.97, 0.25, 0.75)]
     for name in SCENARIOS:
-        if args.only and args.only not in name:
+        if (args.only and args.only not in name) or (args.short and name in SHORT_SKIPS):
             continue
         row = rows.setdefault(name, Row())
         for t in range(args.trials):
-            await trial(name, args.peers, points[t % len(points)] + t, t, row)
+            k = points[t % len(points)] + t
+            if name.startswith("peer restart") and t % 2:
+                k = total  # every other trial: the peers restart after the apply
+            await trial(name, args.peers, k, t, row)
     width = max(len(n) for n in rows)
     print(f"{'fault':<{width}}  trials  converged  max s  mean s  leaks  re-send failed")
     bad = False
@@ -341,6 +431,11 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {r.trials:>6}  {r.converged:>9}  {mx:>5.2f}  {mean:>6.2f}  "
               f"{r.leaks:>5}  {r.resend_failed:>14}")
         bad |= r.converged != r.trials or r.leaks > 0 or r.resend_failed > 0
+    for name, r in rows.items():
+        if r.vpp_seconds:
+            print(f"{name}: {r.restarted} tunnels lost their SAs; VPP's SAs were all back "
+                  f"within {max(r.vpp_seconds):.2f} s (mean {statistics.mean(r.vpp_seconds):.2f})"
+                  f"; {r.reinitiations} re-initiations by the agent")
     return 1 if bad else 0
 
 
@@ -349,5 +444,6 @@ if __name__ == "__main__":
     p.add_argument("--peers", type=int, default=200)
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--only", help="run the scenarios whose name contains this")
+    p.add_argument("--short", action="store_true", help="CI: skip the slowest scenarios")
     configure_logging("critical")
     sys.exit(asyncio.run(main(p.parse_args())))
