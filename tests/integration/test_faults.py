@@ -9,7 +9,7 @@ import os
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -26,16 +26,6 @@ from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
 from tests.vpp_leaks import differences
 from tests.waiting import until
-
-
-@pytest.fixture
-async def agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Agent]:
-    a = Agent(sim.socket_path, short_dir / "state")
-    await a.start()
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def _config(sim: VppSim) -> dict[str, Any]:

@@ -4,10 +4,8 @@ redundant policy-based pairs. Against vppsim, through the manager as the daemon 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,16 +19,6 @@ from tests.spec_factory import numbered_spec
 
 EIGHTS = IPv4Network("8.8.8.8/32")
 REMOTE = TrafficSelector(0, 0, 65535, IPv4Address("172.16.0.0"), IPv4Address("172.16.255.255"))
-
-
-@pytest.fixture
-async def agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Agent]:
-    a = Agent(sim.socket_path, short_dir / "state")
-    await a.start()
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 def _paths(sim: VppSim, prefix: IPv4Network) -> list[int]:

@@ -6,7 +6,6 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -43,16 +42,6 @@ class Agent:
     async def close(self) -> None:
         await self.vpp.close()
         self.store.close()
-
-
-@pytest.fixture
-async def agent(sim: VppSim, short_dir: Path) -> AsyncIterator[Agent]:
-    a = Agent(sim.socket_path, short_dir / "state")
-    await a.start()
-    try:
-        yield a
-    finally:
-        await a.close()
 
 
 async def wait_up(manager: PeerManager, tunnel_id: int, timeout: float = 5.0) -> None:
