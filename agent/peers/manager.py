@@ -13,9 +13,11 @@ half-done when the process died is named by the intents and reconciled away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -25,6 +27,16 @@ from agent.peers.codec import cfg_hash
 from agent.peers.reconcile import plan_reconcile
 from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
+from agent.peers.supervision import (
+    Action,
+    Endpoints,
+    Policy,
+    Record,
+    Status,
+    initiated,
+    match_sas,
+    step,
+)
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError, Executor
@@ -33,32 +45,25 @@ from agent.vpp.plan import (
     Op,
     VppFacts,
     check_capabilities,
+    delete_profile_op,
     liveness_op,
     plan_add_ops,
     plan_remove,
     plan_routes,
+    profile_ops,
     route_prefixes,
 )
 from agent.vpp.readers import (
     DevIdError,
     InterfaceInfo,
-    SaInfo,
     read_addresses,
     read_interfaces,
     read_observed,
     read_sas,
     resolve_dev_id,
-    swap_spi,
 )
 
 log = structlog.get_logger(__name__)
-
-FAILED_STATES = {
-    "AUTH_FAILED": "AUTH_FAILED: authentication failed (PSK or IKE IDs do not match the peer)",
-    "NO_PROPOSAL_CHOSEN": "NO_PROPOSAL_CHOSEN: the peer accepts none of our IKE/ESP proposals",
-    "TS_UNACCEPTABLE": "TS_UNACCEPTABLE: the peer refused our traffic selectors",
-}
-
 
 class JobError(Exception):
     """A job cannot be done; the message is for the controller's administrator."""
@@ -84,28 +89,60 @@ class ModifyTargets:
 Change = AddPeer | RemovePeer | ModifyTargets
 
 
-@dataclass
 class PeerState:
-    """What supervision knows about one peer, for monitoring, replies and the CLI."""
+    """What supervision knows about one peer, for monitoring, replies and the CLI.
 
-    tunnel_id: int
-    status: str = "connecting"  # connecting | up | down
-    reason: str = "not initiated yet"
-    ike_state: str | None = None
-    child_sas: int = 0
-    sa_uptime: float | None = None
-    since: float = field(default_factory=time.monotonic)
-    reinitiations: int = 0
-    next_attempt: float = 0.0
-    backoff: float = 0.0
-    initiated_at: float | None = None
+    The decisions live in `agent.peers.supervision`; this holds its record and
+    the figures the rest of the agent reads.
+    """
+
+    def __init__(self, tunnel_id: int, initiated_at: float | None = None) -> None:
+        self.tunnel_id = tunnel_id
+        self.record = Record(initiated_at=initiated_at)
+        self.since = time.monotonic()
+        self.reinitiations = 0  # negotiations the agent restarted
+        self.sa_uptime: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"PeerState({self.tunnel_id}, {self.status.value}, {self.reason!r}, "
+                f"ike={self.ike_state}, children={self.child_sas})")
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
+
+    @property
+    def reason(self) -> str:
+        return self.record.reason
+
+    @property
+    def ike_state(self) -> str | None:
+        return self.record.ike_state
+
+    @property
+    def child_sas(self) -> int:
+        return self.record.child_sas
+
+    def update(self, record: Record) -> None:
+        if record.status is not self.record.status:
+            self.since = time.monotonic()
+            log.info("peer state", tunnel_id=self.tunnel_id, status=record.status.value,
+                     reason=record.reason)
+        elif record.reason != self.record.reason:
+            log.info("peer state reason", tunnel_id=self.tunnel_id, status=record.status.value,
+                     reason=record.reason)
+        if record.status is Status.UP and self.record.status is not Status.UP:
+            self.sa_uptime = 0.0
+        elif record.status is not Status.UP:
+            self.sa_uptime = None
+        self.record = record
 
     def set(self, status: str, reason: str) -> None:
-        if status != self.status:
-            self.since = time.monotonic()
-            log.info("peer state", tunnel_id=self.tunnel_id, status=status, reason=reason)
-        self.status = status
-        self.reason = reason
+        self.update(replace(self.record, status=Status(status), reason=reason))
+
+    def initiated(self, now: float) -> None:
+        """The agent (re)created the profile with an initiation: one is in flight."""
+        self.record = initiated(self.record, now)
 
 
 @dataclass(frozen=True)
@@ -145,6 +182,10 @@ class PeerManager:
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
         self.reconcile_error: str | None = None
+        self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
+        self._wake = asyncio.Event()
+        self._last_step: dict[int, float] = {}
+        vpp.add_event_listener(self._on_vpp_event)
 
     # -- startup and VPP restarts ------------------------------------------------------
 
@@ -162,10 +203,11 @@ class PeerManager:
         """VPP (re)connected: it may have lost everything; converge it."""
         if info.reconnected:
             log.warning("VPP restarted or reconnected; reconciling", generation=info.generation)
-            for st in self.states.values():
-                st.set("connecting", "VPP restarted")
-                st.backoff = 0.0
-                st.next_attempt = 0.0
+            for tid, st in self.states.items():
+                st.update(Record(status=Status.CONNECTING, reason="VPP restarted"))
+                self._last_step.pop(tid, None)
+            self._admin.clear()
+        await self._watch_interfaces()
         await self.reconcile()
 
     def cfg_hash(self) -> str:
@@ -424,6 +466,7 @@ class PeerManager:
             await self.executor.apply(plan.chains, refs)
             self._liveness_generation = generation
             self._refs = refs
+            self._note_initiations(plan.chains)
             self._finish_reconcile(generation)
             writes = self.executor.writes - writes_before
             log.info("VPP reconciled", writes=writes, changes=len(plan.notes))
@@ -432,6 +475,14 @@ class PeerManager:
             self.reconcile_error = str(e)
             log.error("reconcile failed; will retry", error=str(e))
             return JobResult(notes=(f"reconcile failed: {e}",))
+
+    def _note_initiations(self, chains: Iterable[Iterable[Op]]) -> None:
+        """Profiles re-created with an initiation: supervision counts from now."""
+        now = time.monotonic()
+        for chain in chains:
+            for op in chain:
+                if op.message == "ikev2_initiate_sa_init" and op.tunnel_id is not None:
+                    self.states.setdefault(op.tunnel_id, PeerState(op.tunnel_id)).initiated(now)
 
     def _finish_reconcile(self, generation: int) -> None:
         if self._intents:
@@ -443,9 +494,13 @@ class PeerManager:
     # -- SA supervision ------------------------------------------------------------------------
 
     async def supervise_forever(self) -> None:
-        """Poll SA state, re-initiate lost SAs with capped backoff, retry failed reconciles."""
+        """Poll SA state (sooner when VPP reports a tunnel's admin state changed), restart
+        failed or stalled negotiations with capped backoff, retry failed reconciles."""
         while True:
-            await asyncio.sleep(self.sa_poll_interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sa_poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
             if not self.vpp.connected:
                 continue
             try:
@@ -455,60 +510,91 @@ class PeerManager:
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))
 
+    def _policy(self, spec: PeerSpec) -> Policy:
+        return Policy(role=spec.role, dst=str(spec.dst), sa_init_timeout=self.sa_init_timeout,
+                      backoff_min=self.reinit_backoff_min, backoff_max=self.reinit_backoff_max,
+                      pending_grace=min(5.0, self.sa_init_timeout))
+
     async def supervise_once(self) -> None:
-        sas = await read_sas(self.vpp)
-        by_profile: dict[str, list[SaInfo]] = {}
-        for sa in sas:
-            by_profile.setdefault(sa.profile, []).append(sa)
+        """One supervision step for every tunnel: read, decide (pure), act."""
+        sas, interfaces = await asyncio.gather(read_sas(self.vpp), read_interfaces(self.vpp))
+        for info in interfaces.values():
+            self._admin[info.sw_if_index] = info.admin_up
+        endpoints = {tid: Endpoints(spec.src, spec.dst,
+                                    (int(spec.local_id.type), spec.local_id.value),
+                                    (int(spec.remote_id.type), spec.remote_id.value))
+                     for tid, spec in self.desired.items()}
+        matched = match_sas(sas, endpoints)
         now = time.monotonic()
+        restart: list[PeerSpec] = []
         for tid, spec in list(self.desired.items()):
             st = self.states.setdefault(tid, PeerState(tid))
-            mine = by_profile.get(spec.profile_name, [])
-            up = [s for s in mine if s.state == "AUTHENTICATED" and s.children > 0]
-            if up:
-                best = up[0]
-                st.ike_state, st.child_sas, st.sa_uptime = best.state, best.children, best.uptime
-                st.set("up", "IKE SA established, child SA installed")
-                st.backoff = 0.0
-                continue
-            failed = [s for s in mine if s.state in FAILED_STATES]
-            pending = [s for s in mine if s.state in ("SA_INIT", "AUTHENTICATED")]
-            st.child_sas, st.sa_uptime = 0, None
-            st.ike_state = mine[0].state if mine else None
-            if failed:
-                st.set("down", FAILED_STATES[failed[0].state])
-            elif pending and st.initiated_at is not None \
-                    and now - st.initiated_at < self.sa_init_timeout:
-                st.set("connecting", f"IKE {pending[0].state}")
-            elif spec.role == "initiator":
-                if st.initiated_at is not None and now - st.initiated_at >= self.sa_init_timeout:
-                    st.set("down", f"no answer from peer {spec.dst} "
-                                   f"within {self.sa_init_timeout:g} s")
-                elif st.status == "up":
-                    st.set("down", "IKE SA lost")
-            else:
-                st.set("down" if st.status == "up" else st.status,
-                       "waiting for the peer to initiate")
-            if spec.role == "initiator" and now >= st.next_attempt:
-                await self._reinitiate(spec, st, failed + pending)
+            sw = self._refs.get(f"tun:{tid}")
+            result = step(matched.get(tid, []), st.record, now, self._policy(spec),
+                          self._admin.get(sw) if sw is not None else None)
+            was_up = st.status is Status.UP
+            st.update(result.record)
+            if st.status is Status.UP and was_up and st.sa_uptime is not None:
+                st.sa_uptime += now - self._last_step.get(tid, now)
+            self._last_step[tid] = now
+            if len(matched.get(tid, [])) > 1:
+                log.warning("more than one IKE SA for a tunnel", tunnel_id=tid,
+                            ike_sas=len(matched[tid]))
+            if result.action is Action.RESTART:
+                restart.append(spec)
+        if restart:
+            await self._restart(restart)
 
-    async def _reinitiate(self, spec: PeerSpec, st: PeerState, stale: list[SaInfo]) -> None:
-        st.backoff = (self.reinit_backoff_min if st.backoff == 0
-                      else min(st.backoff * 2, self.reinit_backoff_max))
-        st.next_attempt = time.monotonic() + st.backoff
-        for sa in stale:
+    async def _restart(self, specs: list[PeerSpec]) -> None:
+        """Delete and re-create each profile, then initiate: VPP drops every initiation
+        still pending for it, so exactly one negotiation is in flight afterwards."""
+        async with self._lock:
+            specs = [s for s in specs if self.desired.get(s.tunnel_id) == s]
+            if not specs or not self.vpp.connected:
+                return
             try:
-                await self.vpp.call("ikev2_initiate_del_ike_sa", ispi=swap_spi(sa.ispi))
-            except VppError as e:
-                log.debug("stale SA delete failed", tunnel_id=spec.tunnel_id, error=str(e))
+                facts = await self._facts(specs, check_src=False)
+            except JobError as e:
+                log.warning("negotiation restart skipped", error=str(e))
+                return
+            chains = [[delete_profile_op(s.tunnel_id, s.profile_name,
+                                         "delete the profile to drop pending initiations"),
+                       *profile_ops(s, facts[s.tunnel_id])] for s in specs]
+            refs = dict(self._refs)
+            try:
+                await self.executor.apply(chains, refs)
+            except (ApplyError, VppError) as e:
+                self._refs = refs
+                self._reconciled_generation = 0  # let reconcile converge what is left
+                log.warning("negotiation restart failed", error=str(e))
+                return
+            now = time.monotonic()
+            for s in specs:
+                st = self.states.get(s.tunnel_id)
+                if st is not None:
+                    st.initiated(now)
+                    st.reinitiations += 1
+                log.info("negotiation restarted", tunnel_id=s.tunnel_id,
+                         attempt=st.record.restarts if st else None,
+                         next_in=st.record.backoff if st else None)
+
+    def _on_vpp_event(self, name: str, msg: Any) -> None:
+        """sw_interface_event: VPP sets a protected tunnel up when it installs a child SA
+        and down when it removes one; look at the SAs now instead of at the next poll."""
+        if name != "sw_interface_event":
+            return
+        sw = int(msg.sw_if_index)
+        if sw not in self._refs.values():
+            return
+        self._admin[sw] = bool(int(msg.flags) & 1) and not bool(msg.deleted)
+        self._wake.set()
+
+    async def _watch_interfaces(self) -> None:
+        """Ask VPP for interface events on this connection (registrations die with it)."""
         try:
-            await self.vpp.call("ikev2_initiate_sa_init", name=spec.profile_name)
-            st.reinitiations += 1
-            st.initiated_at = time.monotonic()
-            log.info("re-initiated IKE SA", tunnel_id=spec.tunnel_id,
-                     attempt=st.reinitiations, next_in=st.backoff)
+            await self.vpp.call("want_interface_events", enable_disable=1, pid=os.getpid())
         except VppError as e:
-            st.set("down", f"initiate failed: {e}")
+            log.warning("interface events unavailable; SA state is polled only", error=str(e))
 
     def peer_summary(self, tunnel_id: int) -> dict[str, Any]:
         st = self.states.get(tunnel_id, PeerState(tunnel_id))

@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.peers.spec import EspTransforms, IkeTransforms, TrafficSelector
 from agent.vpp.client import VppClient, decode_ikev2_id
+from agent.vpp.errors import VppError
 
 NO_INDEX = 0xFFFFFFFF
 IKEV2_STATES = {
@@ -202,33 +203,99 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
 
 @dataclass(frozen=True)
 class SaInfo:
+    """One IKE SA as `ikev2_sa_dump` (v1) and `ikev2_child_sa_dump` show it, keys left out.
+
+    v1 carries neither the profile nor the state, but it is the only SA dump that
+    does not index the profile table: v2/v3 (and `show ikev2 sa`) dereference
+    profile ~0 for the half-open SA any incoming IKE_SA_INIT creates, and take
+    VPP down. The state is derived (see `derive_state`).
+    """
+
     sa_index: int
-    profile: str
     state: str
     ispi: int
     rspi: int
+    iaddr: IPv4Address | None
+    raddr: IPv4Address | None
+    i_id: tuple[int, str]
+    r_id: tuple[int, str]
     children: int
-    uptime: float | None = None
     child_spis: tuple[tuple[int, int], ...] = ()
 
 
+@dataclass(frozen=True)
+class ChildInfo:
+    i_spi: int
+    r_spi: int
+    keyed: bool  # VPP derived its keys: it installed the child SA
+
+
+# What VPP logs (vlib_log, level err: kept by default) when IKE_AUTH fails authentication.
+_AUTH_FAILED_LOG = re.compile(
+    r"(?:authentication failed, no matching profile found|shared key mismatch|"
+    r"cert verification failed)! ispi ([0-9a-f]+)")
+
+
+def derive_state(children: list[ChildInfo], i_id_type: int, auth_failed: bool = False) -> str:
+    """VPP's IKE SA state, as far as v1 + the child dump tell it.
+
+    An initiator's SA always carries its first child from the initiation on: the
+    responder's SPI appears once the peer accepted a proposal, the keys once VPP
+    installed the child. A responder's half-open SA has no child and no peer ID yet.
+    """
+    if any(c.r_spi and c.keyed for c in children):
+        return "AUTHENTICATED"
+    if any(c.r_spi for c in children):
+        # the peer chose a proposal but VPP did not install it: it narrowed the selectors
+        return "TS_UNACCEPTABLE"
+    if children:
+        return "AUTH_FAILED" if auth_failed else "SA_INIT"
+    return "SA_INIT" if i_id_type == 0 else "NO_CHILD"
+
+
+def _addr(a: Any) -> IPv4Address | None:
+    try:
+        return IPv4Address(str(a))
+    except ValueError:
+        return None
+
+
 async def read_sas(vpp: VppClient) -> list[SaInfo]:
-    """IKE SAs with their child SA count; uptime when VPP offers sa_v3."""
-    v3 = vpp.has("ikev2_sa_v3_dump")
-    sas = await vpp.dump("ikev2_sa_v3_dump" if v3 else "ikev2_sa_v2_dump")
-    children = await asyncio.gather(
+    """Every IKE SA with its child SAs; VPP's log names authentication failures."""
+    sas = await vpp.dump("ikev2_sa_dump")
+    child_dumps = await asyncio.gather(
         *(vpp.dump("ikev2_child_sa_dump", sa_index=int(s.sa.sa_index)) for s in sas))
+    kids: list[list[ChildInfo]] = []
+    for ch in child_dumps:
+        kids.append([ChildInfo(int(c.child_sa.i_spi), int(c.child_sa.r_spi),
+                               bool(int(c.child_sa.keys.sk_ei_len)
+                                    or int(c.child_sa.keys.sk_ai_len))) for c in ch])
+    auth_failed: set[int] = set()
+    if any(k and not any(c.r_spi for c in k) for k in kids):
+        auth_failed = await _auth_failures(vpp)
     out = []
-    for s, ch in zip(sas, children, strict=True):
+    for s, children in zip(sas, kids, strict=True):
         sa = s.sa
+        ispi = int(sa.ispi)
+        i_id = decode_ikev2_id(sa.i_id)
         out.append(SaInfo(
-            sa_index=int(sa.sa_index), profile=str(sa.profile_name),
-            state=IKEV2_STATES.get(int(sa.state), str(int(sa.state))),
-            ispi=int(sa.ispi), rspi=int(sa.rspi), children=len(ch),
-            uptime=float(sa.uptime) if v3 else None,
-            child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi)) for c in ch),
+            sa_index=int(sa.sa_index),
+            state=derive_state(children, i_id[0], ispi in auth_failed),
+            ispi=ispi, rspi=int(sa.rspi), iaddr=_addr(sa.iaddr), raddr=_addr(sa.raddr),
+            i_id=i_id, r_id=decode_ikev2_id(sa.r_id), children=sum(
+                1 for c in children if c.r_spi and c.keyed),
+            child_spis=tuple((c.i_spi, c.r_spi) for c in children if c.r_spi and c.keyed),
         ))
     return out
+
+
+async def _auth_failures(vpp: VppClient) -> set[int]:
+    """ispis VPP logged an authentication failure for (the only place it says so)."""
+    try:
+        text = await vpp.cli("show logging")
+    except VppError:  # the log is a refinement; the SA state stands without it
+        return set()
+    return {int(m.group(1), 16) for m in _AUTH_FAILED_LOG.finditer(text)}
 
 
 def swap_spi(value: int, size: int = 8) -> int:
@@ -258,7 +325,7 @@ async def read_summary(vpp: VppClient) -> VppSummary:
         r = await vpp.call("ikev2_plugin_get_version")
         plugin = f"{r.major}.{r.minor}"
     profiles = await vpp.dump("ikev2_profile_dump") if vpp.has("ikev2_profile_dump") else []
-    sas = await vpp.dump("ikev2_sa_v2_dump") if vpp.has("ikev2_sa_v2_dump") else []
+    sas = await vpp.dump("ikev2_sa_dump") if vpp.has("ikev2_sa_dump") else []
     check = vpp.table_check
     return VppSummary(
         version=str(ver.version),

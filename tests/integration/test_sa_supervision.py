@@ -46,8 +46,8 @@ async def supervise_until(m: PeerManager, tid: int, status: str, reason: str = "
 
 @pytest.mark.parametrize(("outcome", "reason"), [
     ("AUTH_FAILED", "AUTH_FAILED: authentication failed"),
-    ("NO_PROPOSAL_CHOSEN", "NO_PROPOSAL_CHOSEN: the peer accepts none"),
-    ("TS_UNACCEPTABLE", "TS_UNACCEPTABLE: the peer refused our traffic selectors"),
+    ("NO_PROPOSAL_CHOSEN", "NO_PROPOSAL_CHOSEN: the peer refused our ESP proposal"),
+    ("TS_UNACCEPTABLE", "TS_UNACCEPTABLE: the peer narrowed the traffic selectors"),
     ("TIMEOUT", "no answer from peer 203.0.113.10"),
 ])
 async def test_failures_end_down_with_a_reason_naming_them(

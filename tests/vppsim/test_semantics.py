@@ -194,7 +194,11 @@ async def test_scripted_failures(sim: VppSim, raw: RawClient, outcome: str, stat
         return sas if sas and sas[0].sa.state == state else None
 
     sas = await wait_for(failed)
-    assert await dump(raw, "ikev2_child_sa_dump", sa_index=sas[0].sa.sa_index) == []
+    # as in VPP: the offered first child stays, never keyed; the responder's SPI is
+    # there only when the peer chose a proposal (it narrowed the selectors)
+    children = await dump(raw, "ikev2_child_sa_dump", sa_index=sas[0].sa.sa_index)
+    assert [(c.child_sa.keys.sk_ei_len, bool(c.child_sa.r_spi)) for c in children] == [
+        (0, outcome == "TS_UNACCEPTABLE")]
     assert sim.state.interfaces[2].admin_up is False
     await wait_for(lambda: not sim.state.sas)  # VPP cleans failed SAs up
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from agent.lab.vppsim.state import (
+    AUTH_FAILED,
     ID_TYPES,
     IPSEC_UDP_PORT_NONE,
     NO_INDEX,
@@ -123,6 +124,8 @@ class Cli:
                 return self.show_ikev2_profile()
             if rest[:2] == ["ikev2", "sa"]:
                 return self.show_ikev2_sa(details="details" in rest[2:])
+            if rest[0] == "logging":
+                return self.show_logging()
             if rest[0] == "event-logger":
                 return "".join(f"{line}\n" for line in self.state.event_log)
             raise unknown(rest)
@@ -139,6 +142,13 @@ class Cli:
             self.state.event_log.clear()
             return ""
         raise unknown(w)
+
+    def show_logging(self) -> str:
+        """VPP's log ring: what the IKEv2 plugin logs at level err on a failed IKE_AUTH."""
+        return "".join(
+            f"{BUILD_DATE} err        ikev2          authentication failed, no matching "
+            f"profile found! ispi {sa.ispi:x}\n"
+            for sa in self.state.sas.values() if sa.state == AUTH_FAILED)
 
     def show_version(self) -> str:
         return f"vpp {VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"

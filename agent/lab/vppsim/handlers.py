@@ -16,7 +16,9 @@ from agent.lab.vppsim.api import RawString
 from agent.lab.vppsim.cli import BUILD_DATE, VERSION, Cli
 from agent.lab.vppsim.ike import IkeBackend
 from agent.lab.vppsim.state import (
+    AUTHENTICATED,
     NO_INDEX,
+    TS_UNACCEPTABLE,
     UNSPECIFIED,
     ApiError,
     ChildSa,
@@ -519,9 +521,10 @@ class Handlers:
         return fields
 
     def on_ikev2_sa_dump(self, m: Any) -> list[Reply]:
+        # An initiation the peer has not answered is not in VPP's SA table yet.
         return [
             ("ikev2_sa_details", {"retval": 0, "sa": self._sa_fields(sa, 1)})
-            for sa in self.state.sas.values()
+            for sa in self.state.sas.values() if sa.rspi
         ]
 
     def on_ikev2_sa_v2_dump(self, m: Any) -> list[Reply]:
@@ -553,6 +556,12 @@ class Handlers:
         sa = self.state.sas.get(m.sa_index)
         if sa is None:
             return []
+        if sa.state != AUTHENTICATED and not sa.children:
+            # VPP's initiator SA carries its offered first child from the start: the
+            # responder's SPI only once the peer chose a proposal, keys once installed.
+            offered = {"sa_index": sa.index, "child_sa_index": 0, "i_spi": sa.ispi & 0xFFFFFFFF,
+                       "r_spi": (sa.rspi & 0xFFFFFFFF) | 1 if sa.state == TS_UNACCEPTABLE else 0}
+            return [("ikev2_child_sa_details", {"retval": 0, "child_sa": offered})]
         return [
             ("ikev2_child_sa_details", {"retval": 0, "child_sa": self._child_fields(sa, c)})
             for c in sa.children
