@@ -66,7 +66,6 @@ class Agent:
             health_config=HealthConfig(window=mon.window, down_after=mon.down_after,
                                        up_after=mon.up_after),
             stats_period=mon.stats_period,
-            sa_poll=mon.sa_poll,
         )
         self.dispatcher = JobDispatcher(
             self.manager,

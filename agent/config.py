@@ -213,8 +213,6 @@ class MonitorConfig(_Section):
     )
     down_after: int = Field(default=3, ge=1, description="losses in a row that mark a tunnel down")
     up_after: int = Field(default=3, ge=1, description="consecutive replies that mark it up again")
-    sa_poll: float = Field(default=1.0, gt=0, description="seconds between reads of the SA "
-                           "state that a tunnel's status follows")
 
 
 class PeersConfig(_Section):

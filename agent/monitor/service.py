@@ -16,7 +16,8 @@ It owns no policy of its own; it wires the pieces together:
   data plane sends them where the probes are meant to go. A name that does not
   resolve is reported, never fatal, and its last known addresses stay probed;
 * the manager's SA state (status ``up`` = IKE SA established, child SA
-  installed) feeds each tunnel's health, polled every ``sa_poll`` seconds;
+  installed) feeds each tunnel's health: the manager is the only reader of SA
+  state in VPP and calls back whenever a tunnel's SA status changes;
 * every ``stats_period`` seconds one get-device-stats entry is recorded in a
   bounded history, which `device_stats` hands out since the previous poll.
 
@@ -109,6 +110,8 @@ class Manager(Protocol):
 
     def add_change_listener(self, listener: Callable[[], None]) -> None: ...
 
+    def add_state_listener(self, listener: Callable[[], None]) -> None: ...
+
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None: ...
 
 
@@ -147,7 +150,6 @@ class MonitorService:
         alert_config: AlertConfig | None = None,
         stats_period: float = 10.0,
         history: int = 60,
-        sa_poll: float = 1.0,
         route_retry: float = 5.0,
         host_health: Callable[[], Mapping[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -158,8 +160,8 @@ class MonitorService:
         for mode in (bind, *(bind_overrides or {}).values()):
             if mode not in BINDS:
                 raise ValueError(f"probe binding must be one of {', '.join(BINDS)}, got {mode!r}")
-        if stats_period <= 0 or sa_poll <= 0 or route_retry <= 0:
-            raise ValueError("stats_period, sa_poll and route_retry must be > 0 s")
+        if stats_period <= 0 or route_retry <= 0:
+            raise ValueError("stats_period and route_retry must be > 0 s")
         if history < 1:
             raise ValueError(f"history must keep at least 1 entry, got {history}")
         self.manager = manager
@@ -170,7 +172,6 @@ class MonitorService:
         self.health_config = health_config or HealthConfig()
         self.alerts = AlertEvaluator(alert_config)
         self.stats_period = stats_period
-        self.sa_poll = sa_poll
         self.route_retry = route_retry
         self._host_health = host_health or HostHealth().sample
         self._clock = clock
@@ -182,6 +183,7 @@ class MonitorService:
         self._stop = asyncio.Event()
         self._running = False
         manager.add_change_listener(self.sync)
+        manager.add_state_listener(self.poll_sa)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -201,7 +203,6 @@ class MonitorService:
                     tg.create_task(self.engine.run(), name="probe engine"),
                     tg.create_task(self.resolver.run(), name="name resolver"),
                     tg.create_task(self._stats_loop(), name="stats period"),
-                    tg.create_task(self._sa_loop(), name="SA state poll"),
                     tg.create_task(self._routes_loop(), name="monitor routes"),
                 ]
                 await self._stop.wait()
@@ -337,7 +338,8 @@ class MonitorService:
         return False, f"SA {st.status}: {st.reason}"
 
     def poll_sa(self) -> None:
-        """Feed the manager's current SA state into every tunnel's health."""
+        """Feed the manager's current SA state into every tunnel's health (called by the
+        manager when it changes, and before each stats entry)."""
         now = self._clock()
         for tid, t in self._tunnels.items():
             sa = self._sa_state(tid)
@@ -483,7 +485,3 @@ class MonitorService:
             if next_at <= loop.time():  # the loop stalled: skip periods instead of bursting
                 next_at = loop.time() + self.stats_period
 
-    async def _sa_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sa_poll)
-            self.poll_sa()

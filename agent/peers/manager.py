@@ -98,7 +98,8 @@ class PeerState:
 
     def __init__(self, tunnel_id: int, initiated_at: float | None = None) -> None:
         self.tunnel_id = tunnel_id
-        self.record = Record(initiated_at=initiated_at)
+        self.record = Record(initiated_at=initiated_at) if initiated_at is None else Record(
+            initiated_at=initiated_at, reason="IKE_SA_INIT sent, waiting for the answer")
         self.since = time.monotonic()
         self.reinitiations = 0  # negotiations the agent restarted
         self.sa_uptime: float | None = None
@@ -181,6 +182,7 @@ class PeerManager:
         self._liveness_generation = 0
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
+        self._state_listeners: list[Callable[[], None]] = []
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
         self._wake = asyncio.Event()
@@ -199,6 +201,11 @@ class PeerManager:
         """Called after the desired set changed (e.g. the monitor re-reads its targets)."""
         self._change_listeners.append(listener)
 
+    def add_state_listener(self, listener: Callable[[], None]) -> None:
+        """Called after a supervision step changed some tunnel's SA status or reason:
+        SA state is read from VPP here only, and pushed to whoever follows it."""
+        self._state_listeners.append(listener)
+
     async def on_vpp_connect(self, info: ConnectInfo) -> None:
         """VPP (re)connected: it may have lost everything; converge it."""
         if info.reconnected:
@@ -207,6 +214,7 @@ class PeerManager:
                 st.update(Record(status=Status.CONNECTING, reason="VPP restarted"))
                 self._last_step.pop(tid, None)
             self._admin.clear()
+            self._notify_state()
         await self._watch_interfaces()
         await self.reconcile()
 
@@ -527,8 +535,10 @@ class PeerManager:
         matched = match_sas(sas, endpoints)
         now = time.monotonic()
         restart: list[PeerSpec] = []
+        changed = False
         for tid, spec in list(self.desired.items()):
             st = self.states.setdefault(tid, PeerState(tid))
+            before = (st.status, st.reason)
             sw = self._refs.get(f"tun:{tid}")
             result = step(matched.get(tid, []), st.record, now, self._policy(spec),
                           self._admin.get(sw) if sw is not None else None)
@@ -542,6 +552,9 @@ class PeerManager:
                             ike_sas=len(matched[tid]))
             if result.action is Action.RESTART:
                 restart.append(spec)
+            changed = changed or before != (st.status, st.reason)
+        if changed:
+            self._notify_state()
         if restart:
             await self._restart(restart)
 
@@ -577,6 +590,13 @@ class PeerManager:
                 log.info("negotiation restarted", tunnel_id=s.tunnel_id,
                          attempt=st.record.restarts if st else None,
                          next_in=st.record.backoff if st else None)
+
+    def _notify_state(self) -> None:
+        for listener in self._state_listeners:
+            try:
+                listener()
+            except Exception as e:
+                log.error("state listener failed", error=repr(e))
 
     def _on_vpp_event(self, name: str, msg: Any) -> None:
         """sw_interface_event: VPP sets a protected tunnel up when it installs a child SA

@@ -156,9 +156,11 @@ def step(sas: list[SaView], rec: Record, now: float, policy: Policy,
         return Step(down)
 
     if sas:  # answered, IKE_AUTH in flight (or the peer initiating towards us)
+        progress = "IKE_SA_INIT answered, IKE_AUTH in progress"
+        if base.status is Status.DOWN and rec.restarts:
+            progress = f"{rec.reason.split(';')[0]}; negotiation restarted, IKE_AUTH in progress"
         return Step(replace(base, status=base.status if base.status is not Status.UP
-                            else Status.DOWN,
-                            reason="IKE_SA_INIT answered, IKE_AUTH in progress"))
+                            else Status.DOWN, reason=progress))
 
     # No SA at all.
     if policy.role != "initiator":

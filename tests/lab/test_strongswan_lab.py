@@ -121,7 +121,7 @@ def _config(ctl: ControllerDouble, sim: VppSim, base: Path) -> AgentConfig:
         # faster supervision than the daemon's defaults, so the lab stays quick
         "peers": {"sa_poll_interval": 0.2, "reinit_backoff_min": 0.5},
         "monitor": {"interval": 0.05, "timeout": 0.4, "window": 20, "down_after": 2,
-                    "up_after": 2, "stats_period": 1.0, "sa_poll": 0.1},
+                    "up_after": 2, "stats_period": 1.0},
         "logging": {"level": "debug"},
     }, {})
 

@@ -106,11 +106,15 @@ class FakeManager:
                                              for s in specs}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self.listeners: list[Callable[[], None]] = []
+        self.state_listeners: list[Callable[[], None]] = []
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
+
+    def add_state_listener(self, listener: Callable[[], None]) -> None:
+        self.state_listeners.append(listener)
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None:
         addrs = tuple(addrs)
@@ -139,6 +143,8 @@ class FakeManager:
 
     def sa(self, tid: int, status: str, reason: str = "") -> None:
         self.states[tid].set(status, reason)
+        for listener in self.state_listeners:
+            listener()
 
 
 class Clock:
@@ -419,13 +425,13 @@ async def test_alerts_are_evaluated_once_per_period() -> None:
 
 async def test_run_records_entries_every_period_and_stops_cleanly() -> None:
     spec = example_spec(monitor_ips=(A("198.51.100.1"),), monitor_urls=())
-    r = rig(spec, stats_period=0.02, sa_poll=0.01)
+    r = rig(spec, stats_period=0.02)
     task = asyncio.create_task(r.service.run())
     async with asyncio.timeout(2):
         while not r.engine.running:
             await asyncio.sleep(0.005)
     r.manager.sa(7, "up")
-    async with asyncio.timeout(2):  # the SA poll loop picks the state up on its own
+    async with asyncio.timeout(2):  # the manager pushes the state change
         while r.service.snapshot(7)["sa_up"] is not True:  # type: ignore[index]
             await asyncio.sleep(0.005)
     entries: list[dict[str, Any]] = []

@@ -187,3 +187,13 @@ def test_the_sa_state_is_derived_from_v1_and_the_child_dump() -> None:
     assert derive_state([offered], 2, auth_failed=True) == "AUTH_FAILED"
     assert derive_state([], 0) == "SA_INIT"  # a responder's half-open SA
     assert derive_state([], 2) == "NO_CHILD"
+
+
+def test_a_retry_keeps_naming_the_failure_while_it_is_in_progress() -> None:
+    rec = initiated(Record(), 0.0)
+    failed = step([SaView(1, 2, "AUTH_FAILED")], rec, 1.0, POLICY)
+    assert failed.action is Action.RESTART
+    rec = initiated(failed.record, 1.0)
+    s = step([SaView(3, 4, "SA_INIT")], rec, 2.0, POLICY)
+    assert s.record.status is Status.DOWN
+    assert s.record.reason.startswith("AUTH_FAILED") and "IKE_AUTH in progress" in s.record.reason
