@@ -542,6 +542,8 @@ def _cipher(
             p.add(name_fld, t.crypto_alg, "unknown encryption algorithm", allowed)
         return None
     cipher, implied = found
+    if not _vpp_implements(p, name_fld, t.crypto_alg, cipher.vpp, allowed):
+        return None
     if ike and not cipher.ike:
         p.add(name_fld, t.crypto_alg, f"{cipher.name} is for ESP only, not IKE", allowed)
         return None
@@ -590,7 +592,18 @@ def _integrity(
         else:
             p.add(fld, name, "unknown integrity algorithm", allowed)
         return None
+    if not _vpp_implements(p, fld, name, integ.vpp, allowed):
+        return None
     return integ if _weak_allowed(p, fld, name, integ.weak, policy, allowed) else None
+
+
+def _vpp_implements(p: _Problems, fld: str, name: str, implemented: bool, allowed: str) -> bool:
+    """Refuse what VPP 26.06's IKEv2 plugin lacks (DES, 3DES, MD5), whatever the weak-crypto
+    policy: VPP would accept the profile and fail every negotiation later."""
+    if not implemented:
+        p.add(fld, name, "not implemented by VPP 26.06's IKEv2 plugin (refused even with "
+                         "allow_weak_crypto)", allowed)
+    return implemented
 
 
 def _weak_allowed(p: _Problems, fld: str, name: str, weak: bool, policy: ValidationPolicy,

@@ -19,6 +19,7 @@ from agent.peers.manager import AddPeer, JobError, ModifyTargets, PeerManager, R
 from agent.peers.spec import TrafficSelector
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
+from agent.vpp.plan import child_sa_lifetime
 from agent.vpp.readers import read_observed
 from tests.spec_factory import TEST_PSK, example_spec, numbered_spec
 from tests.waiting import until
@@ -83,7 +84,7 @@ async def test_example_add_tunnel_produces_the_expected_vpp_state(
     assert (p.ike.crypto_alg, p.ike.crypto_key_size, p.ike.integ_alg, p.ike.prf_alg,
             p.ike.dh_group) == (12, 256, 12, 5, 14)
     assert (p.esp.crypto_alg, p.esp.crypto_key_size, p.esp.integ_alg) == (12, 256, 12)
-    assert p.lifetime == 3600 and p.tun_itf == sw
+    assert p.lifetime == child_sa_lifetime(3600)[0] and p.tun_itf == sw
     assert (p.responder_sw_if_index, p.responder_addr) == (1, IPv4Address("203.0.113.10"))
     assert p.local_ts.is_full and p.remote_ts.is_full
     await wait_up(agent.manager, 7)
@@ -195,7 +196,7 @@ async def test_sync_converges_and_is_idempotent_with_zero_writes(
     assert set(agent.manager.desired) == {2, 3}
     obs = await read_observed(agent.vpp)
     assert set(obs.tunnels) == {2, 3}
-    assert obs.profiles["peer-2"].lifetime == 7200
+    assert obs.profiles["peer-2"].lifetime == child_sa_lifetime(7200)[0]
     writes = sim.write_count
     result = await agent.manager.sync([b2, c_routes])
     assert sim.write_count == writes
