@@ -181,13 +181,14 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
             info = profile_info(p.profile)
             obs.profiles[info.name] = info
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
+    via_tunnels: list[tuple[int, IPv4Network, int]] = []
     for r in routes:
         route = r.route
         if int(route.n_paths) != 1:
             continue
         via = int(route.paths[0].sw_if_index)
         if via in tunnel_indexes:
-            obs.routes.setdefault(via, set()).add(IPv4Network(str(route.prefix)))
+            via_tunnels.append((via, IPv4Network(str(route.prefix)), int(route.paths[0].type)))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):
@@ -198,7 +199,28 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     addrs = await asyncio.gather(*(read_addresses(vpp, i) for i in sorted(tunnel_indexes)))
     for i, a in zip(sorted(tunnel_indexes), addrs, strict=True):
         obs.addresses[i] = a
+    obs.routes = routes_via_tunnels(via_tunnels, obs.addresses)
     return obs
+
+
+FIB_PATH_TYPE_NORMAL = 0
+
+
+def routes_via_tunnels(
+    routes: list[tuple[int, IPv4Network, int]], addresses: Mapping[int, set[IPv4Interface]]
+) -> dict[int, set[IPv4Network]]:
+    """The routes via each tunnel that a client could have added: `ip_route_dump` also
+    lists what VPP derives from the tunnel's own address (the connected network, the
+    peer's host route in it, the local /32 with a local path); those are VPP's, never
+    reconciled away nor re-added by an undo."""
+    out: dict[int, set[IPv4Network]] = {}
+    for via, prefix, path_type in routes:
+        if path_type != FIB_PATH_TYPE_NORMAL:
+            continue
+        if any(prefix.subnet_of(a.network) for a in addresses.get(via, ())):
+            continue
+        out.setdefault(via, set()).add(prefix)
+    return out
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from agent.peers.supervision import (
     match_sas,
     step,
 )
-from agent.vpp.readers import ChildInfo, SaInfo, derive_state
+from agent.vpp.readers import SaInfo
 
 POLICY = Policy(role="initiator", dst="203.0.113.10", sa_init_timeout=30.0,
                 backoff_min=2.0, backoff_max=60.0)
@@ -177,16 +177,6 @@ def test_sas_are_matched_to_tunnels_by_addresses_in_either_role_and_ids() -> Non
     got = match_sas([_sa("192.0.2.1", "203.0.113.10", (2, "other.example"), (2, "gw.example"))],
                     {7: ep7, 9: twin})
     assert set(got) == {9}
-
-
-def test_the_sa_state_is_derived_from_v1_and_the_child_dump() -> None:
-    keyed, unkeyed, offered = ChildInfo(1, 2, True), ChildInfo(1, 2, False), ChildInfo(1, 0, False)
-    assert derive_state([keyed], 2) == "AUTHENTICATED"
-    assert derive_state([unkeyed], 2) == "TS_UNACCEPTABLE"
-    assert derive_state([offered], 2) == "SA_INIT"
-    assert derive_state([offered], 2, auth_failed=True) == "AUTH_FAILED"
-    assert derive_state([], 0) == "SA_INIT"  # a responder's half-open SA
-    assert derive_state([], 2) == "NO_CHILD"
 
 
 def test_a_retry_keeps_naming_the_failure_while_it_is_in_progress() -> None:
