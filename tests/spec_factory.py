@@ -47,8 +47,9 @@ def example_spec(**overrides: Any) -> PeerSpec:
 
 
 def numbered_spec(n: int, **overrides: Any) -> PeerSpec:
-    """Distinct peers: tunnel n, its own dst and /31."""
+    """Distinct peers: tunnel n, its own dst, /31 and remote ID (VPP tells SAs apart by IDs)."""
     base = 16 + 2 * n
+    overrides.setdefault("remote_id", Identity(IdType.FQDN, f"gw{n}.cloud.example"))
     return example_spec(
         tunnel_id=n,
         dst=IPv4Address(int(IPv4Address("203.0.113.0")) + (n % 250) + (n // 250) * 65536),

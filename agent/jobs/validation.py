@@ -442,7 +442,7 @@ def _identity(p: _Problems, fld: str, type_fld: str, type_name: str, value: str)
         if why:
             p.add(fld, value, f"not a valid fqdn identity ({why})", DNS_ALLOWED)
             return None
-        return Identity(id_type, value)
+        return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
     local, at, domain = value.rpartition("@")
     rfc822_allowed = "local@domain, e.g. tunnel@example.com"
     if not at or not local:
@@ -455,7 +455,21 @@ def _identity(p: _Problems, fld: str, type_fld: str, type_name: str, value: str)
     if why:
         p.add(fld, value, f"invalid domain of rfc822 identity ({why})", rfc822_allowed)
         return None
-    return Identity(id_type, value)
+    return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
+
+
+VPP_ID_MAX = 63  # bytes of an IKE identity VPP's dumps keep (string data[64])
+
+
+def _vpp_id_fits(p: _Problems, fld: str, value: str) -> bool:
+    """VPP negotiates longer IDs but dumps only 63 bytes of them: reconcile would never
+    see the configured ID and re-create the profile forever."""
+    size = len(value.encode("utf-8"))
+    if size > VPP_ID_MAX:
+        p.add(fld, value, f"{size} bytes, longer than VPP keeps in its profile and SA dumps",
+              f"at most {VPP_ID_MAX} bytes")
+        return False
+    return True
 
 
 def _monitor_targets(

@@ -56,7 +56,7 @@ from agent.vpp.plan import (
 from agent.vpp.readers import (
     DevIdError,
     InterfaceInfo,
-    read_addresses,
+    read_address_list,
     read_interfaces,
     read_observed,
     read_sas,
@@ -240,7 +240,7 @@ class PeerManager:
         optional = self.vpp.table_check.optional_present
         has_lcp = self.vpp.has("lcp_itf_pair_add_del_v2")
         has_mss = self.vpp.has("mss_clamp_enable_disable")
-        wan_addrs: dict[int, set[IPv4Interface]] = {}
+        wan_addrs: dict[int, list[IPv4Interface]] = {}
         wan_names: dict[str, str] = {}  # dev_id -> interface: resolved once per job
         out: dict[int, VppFacts] = {}
         for spec in specs:
@@ -255,13 +255,8 @@ class PeerManager:
             if not check_src:
                 continue
             if sw not in wan_addrs:
-                wan_addrs[sw] = await read_addresses(self.vpp, sw)
-            if spec.src not in {a.ip for a in wan_addrs[sw]}:
-                have = ", ".join(str(a) for a in sorted(wan_addrs[sw])) or "no IPv4 address"
-                raise JobError(
-                    f"tunnel {spec.tunnel_id}: src {spec.src} is not an address of {name} "
-                    f"(dev_id {spec.dev_id}, which has {have})"
-                )
+                wan_addrs[sw] = await read_address_list(self.vpp, sw)
+            _check_ike_source(spec, name, wan_addrs[sw])
         return out
 
     # -- jobs ------------------------------------------------------------------------------
@@ -336,6 +331,7 @@ class PeerManager:
                     raise JobError(f"modify-tunnel: tunnel-id {ch.tunnel_id} does not exist")
                 new[ch.tunnel_id] = replace(old, monitor_ips=ch.monitor_ips,
                                             monitor_urls=ch.monitor_urls)
+        _refuse_shared_ids(added, new)
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
         warnings: list[str] = []
@@ -621,6 +617,36 @@ class PeerManager:
         return {"status": st.status, "reason": st.reason, "ike_state": st.ike_state,
                 "child_sas": st.child_sas, "sa_uptime": st.sa_uptime,
                 "reinitiations": st.reinitiations}
+
+
+def _check_ike_source(spec: PeerSpec, name: str, addrs: list[IPv4Interface]) -> None:
+    """VPP sends IKE from the first address of the responder interface (the WAN), not
+    from the tunnel's src: with any other src the peer sees another address than the
+    one it was told, and the ipip tunnel's endpoints differ from the IKE SA's."""
+    if spec.src not in {a.ip for a in addrs}:
+        have = ", ".join(str(a) for a in addrs) or "no IPv4 address"
+        raise JobError(
+            f"tunnel {spec.tunnel_id}: src {spec.src} is not an address of {name} "
+            f"(dev_id {spec.dev_id}, which has {have})")
+    if spec.src != addrs[0].ip:
+        raise JobError(
+            f"tunnel {spec.tunnel_id}: src {spec.src} is not the first address of {name} "
+            f"(dev_id {spec.dev_id}): VPP always sends IKE from {addrs[0].ip}, the first "
+            "address of the WAN interface")
+
+
+def _refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec]) -> None:
+    """Two tunnels with one local/remote ID pair cannot coexist in VPP: it negotiates
+    with the first profile whose IDs match, and an initiation deletes every established
+    SA with the same IDs, so each tunnel would tear the other down."""
+    for spec in added:
+        for tid, other in sorted(desired.items()):
+            if tid != spec.tunnel_id and (other.local_id, other.remote_id) == (
+                    spec.local_id, spec.remote_id):
+                raise JobError(
+                    f"tunnel {spec.tunnel_id}: local ID {spec.local_id.value} / remote ID "
+                    f"{spec.remote_id.value} are already used by tunnel {tid}; VPP matches "
+                    "SAs to profiles by IDs and would tear one tunnel down with the other")
 
 
 def _collapse(warnings: list[str]) -> list[str]:

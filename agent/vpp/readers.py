@@ -149,8 +149,14 @@ async def read_interfaces(vpp: VppClient) -> dict[int, InterfaceInfo]:
 
 
 async def read_addresses(vpp: VppClient, sw_if_index: int) -> set[IPv4Interface]:
+    return set(await read_address_list(vpp, sw_if_index))
+
+
+async def read_address_list(vpp: VppClient, sw_if_index: int) -> list[IPv4Interface]:
+    """The interface's IPv4 addresses in VPP's order: the first is the one VPP picks
+    as the source of what it sends itself (IKE)."""
     details = await vpp.dump("ip_address_dump", sw_if_index=sw_if_index, is_ipv6=False)
-    return {IPv4Interface(str(d.prefix)) for d in details}
+    return [IPv4Interface(str(d.prefix)) for d in details]
 
 
 async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observed:

@@ -224,6 +224,28 @@ async def test_refusals_write_nothing(sim: VppSim, agent: Agent) -> None:
     assert result.writes == 0 and sim.write_count == writes
 
 
+async def test_what_vpp_would_get_wrong_later_is_refused_now(sim: VppSim, agent: Agent) -> None:
+    await agent.manager.apply([AddPeer(example_spec())])
+    # another tunnel with the same ID pair: VPP would tear one down with the other
+    twin = example_spec(tunnel_id=8, dst=IPv4Address("203.0.113.11"),
+                        addr=IPv4Interface("10.100.0.18/31"))
+    with pytest.raises(JobError, match="local ID 198.51.100.7 / remote ID gw.cloud.example "
+                                       "are already used by tunnel 7"):
+        await agent.manager.apply([AddPeer(twin)])
+    # replacing the tunnel in one job is fine: the old one is gone by then
+    await agent.manager.apply([RemovePeer(7), AddPeer(twin)])
+    # VPP sends IKE from the WAN's first address, whatever the tunnel's src
+    wan = next(i for i, itf in sim.state.interfaces.items() if itf.name == "GigabitEthernet0/3/0")
+    await agent.manager.vpp.call("sw_interface_add_del_address", sw_if_index=wan, is_add=True,
+                                 del_all=False, prefix="192.168.1.11/24")
+    second = numbered_spec(9, src=IPv4Address("192.168.1.11"))
+    with pytest.raises(JobError, match="src 192.168.1.11 is not the first address of "
+                                       "GigabitEthernet0/3/0.*VPP always sends IKE from "
+                                       "192.168.1.10"):
+        await agent.manager.apply([AddPeer(second)])
+    await agent.manager.apply([AddPeer(replace(second, src=IPv4Address("192.168.1.10")))])
+
+
 async def test_policy_based_peer_routes_its_remote_selector(agent: Agent) -> None:
     remote = TrafficSelector(0, 0, 65535, IPv4Address("172.16.0.0"),
                              IPv4Address("172.16.3.255"))

@@ -241,6 +241,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         f"(254 characters, more than 253); allowed: {DNS}",
     ),
     (
+        "remote-id-longer-than-vpp-keeps",
+        {"ikev2/remote-device-id": "a" * 30 + "." + "b" * 30 + ".example"},
+        f"ikev2.remote-device-id: '{'a' * 30 + '.' + 'b' * 30 + '.ex'}...': 69 bytes, longer "
+        "than VPP keeps in its profile and SA dumps; allowed: at most 63 bytes",
+    ),
+    (
         "remote-id-rfc822-no-at",
         {"ikev2/remote-device-id-type": "rfc822"},
         "ikev2.remote-device-id: 'gw.cloud.example': not an rfc822 identity (no local@domain); "
