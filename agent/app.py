@@ -47,7 +47,8 @@ class Agent:
         `job_metrics` is told each job's message, outcome and duration."""
         self.cfg = cfg
         state_dir = Path(cfg.state.dir)
-        self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout)
+        self.vpp = VppClient(str(cfg.vpp.api_socket), call_timeout=cfg.vpp.call_timeout,
+                             skip_modules=frozenset() if cfg.vpp.linux_cp else frozenset({"lcp"}))
         self.store = PeerStore(state_dir)
         self.manager = PeerManager(
             self.vpp, self.store, cfg.interfaces,
@@ -55,6 +56,8 @@ class Agent:
             reinit_backoff_min=cfg.peers.reinit_backoff_min,
             reinit_backoff_max=cfg.peers.reinit_backoff_max,
             sa_init_timeout=cfg.peers.sa_init_timeout,
+            linux_cp=cfg.vpp.linux_cp,
+            liveness=(cfg.peers.liveness_period, cfg.peers.liveness_retries),
         )
         self.vpp_version = ""
         mon = cfg.monitor

@@ -184,6 +184,11 @@ class VppConfig(_Section):
     call_timeout: float = Field(
         default=5.0, gt=0, description="bound for one VPP API call, seconds"
     )
+    linux_cp: bool = Field(
+        default=True,
+        description="VPP runs linux-cp (needs /dev/vhost-net): each tunnel gets its Linux "
+        "side peer<N> from the agent; false: no lcp step, peer<N> is provided by the host",
+    )
 
 
 class StateConfig(_Section):
@@ -224,6 +229,10 @@ class PeersConfig(_Section):
                                       "seconds")
     sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
                                    "this long is reported down: no answer from the peer")
+    liveness_period: int = Field(default=10, ge=1, le=3600, description="seconds between VPP's "
+                                 "IKE liveness (DPD) checks; one setting for all profiles")
+    liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "
+                                  "checks after which VPP drops the IKE SA")
 
 
 class AdminConfig(_Section):

@@ -3,9 +3,14 @@
     device (wan0 192.0.2.10/24) -- internet (192.0.2.1 | 203.0.113.1) -- peer (eth0 203.0.113.10/24)
                                                                           lo: 198.51.100.100/32 ...
 
-With `nat=True` a NAT namespace sits in front of the device (the device's WAN is
-10.10.0.2/24, masqueraded to 192.0.2.20). `loss_percent` drops that share of the
-echo replies the monitor addresses send (nftables numgen in the peer namespace);
+With `vpp_wan=True` the device's WAN veth belongs to a real VPP (an af_packet
+interface): Linux in the device namespace gets no address or route on it, and
+the Linux end that sends into VPP has transmit checksum offload off (otherwise
+VPP keeps the pending-checksum mark through ESP decapsulation and Linux drops
+what it hands back). With `nat=True` a NAT namespace sits in front of the device
+(the device's WAN is 10.10.0.2/24, masqueraded to 192.0.2.20). `loss_percent`
+drops that share of the echo replies the monitor addresses send (nftables numgen
+in the peer namespace);
 `set_delay` makes one monitor address answer late through `agent.lab.responder`.
 
 Documentation ranges (and 10.10.0.0/24 for the NAT inside) exist only in these
@@ -93,6 +98,7 @@ class Lab:
     """A fresh topology; use as `with Lab() as lab:`."""
 
     nat: bool = False
+    vpp_wan: bool = False
     loss_percent: int = 0
     tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     device: str = ""
@@ -123,6 +129,11 @@ class Lab:
     @property
     def device_wan_cidr(self) -> str:
         return f"{self.device_addr}/24"
+
+    @property
+    def device_gateway(self) -> IPv4Address:
+        """The device's next hop towards the peer."""
+        return IPv4Address("10.10.0.1") if self.nat else IPv4Address("192.0.2.1")
 
     peer_addr = PEER_ADDR
     monitor_addrs = MONITOR_ADDRS
@@ -168,20 +179,23 @@ class Lab:
         if self.nat:
             nat = self._ns(self.nat_ns)
             self._veth(dev, DEVICE_WAN, nat, self.nat_ns, "lan0")
-            self._addr(dev, DEVICE_WAN, f"{NAT_INSIDE}/24")
+            if not self.vpp_wan:
+                self._addr(dev, DEVICE_WAN, f"{NAT_INSIDE}/24")
             self._addr(nat, "lan0", "10.10.0.1/24")
             self._veth(nat, "wan0", net, self.internet, "i-dev")
             self._addr(nat, "wan0", f"{NAT_PUBLIC}/24")
             nat.route("add", dst="203.0.113.0/24", gateway="192.0.2.1")
-            dev.route("add", dst="203.0.113.0/24", gateway="10.10.0.1")
+            if not self.vpp_wan:
+                dev.route("add", dst="203.0.113.0/24", gateway="10.10.0.1")
             sh(self.nat_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             sh(self.nat_ns, "nft", "-f", "-", stdin=(
                 "table ip lab_nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
                 '  oifname "wan0" masquerade\n }\n}\n'))
         else:
             self._veth(dev, DEVICE_WAN, net, self.internet, "i-dev")
-            self._addr(dev, DEVICE_WAN, f"{DEVICE_ADDR}/24")
-            dev.route("add", dst="203.0.113.0/24", gateway="192.0.2.1")
+            if not self.vpp_wan:
+                self._addr(dev, DEVICE_WAN, f"{DEVICE_ADDR}/24")
+                dev.route("add", dst="203.0.113.0/24", gateway="192.0.2.1")
         self._addr(net, "i-dev", "192.0.2.1/24")
         self._veth(net, "i-peer", peer, self.peer, "eth0")
         self._addr(net, "i-peer", "203.0.113.1/24")
@@ -197,6 +211,9 @@ class Lab:
             sh(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0",
                "net.ipv4.conf.default.rp_filter=0")
         self._close_handles()
+        if self.vpp_wan:
+            sh(self.nat_ns or self.internet, "ethtool", "-K",
+               "lan0" if self.nat else "i-dev", "tx", "off")
         if self.loss_percent:
             self.set_loss(self.loss_percent)
 

@@ -41,6 +41,8 @@ from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError, Executor
 from agent.vpp.plan import (
+    LIVENESS_PERIOD,
+    LIVENESS_RETRIES,
     CapabilityError,
     Op,
     VppFacts,
@@ -164,6 +166,8 @@ class PeerManager:
         reinit_backoff_min: float = 2.0,
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
+        linux_cp: bool = True,
+        liveness: tuple[int, int] = (LIVENESS_PERIOD, LIVENESS_RETRIES),
     ) -> None:
         self.vpp = vpp
         self.store = store
@@ -173,6 +177,8 @@ class PeerManager:
         self.reinit_backoff_min = reinit_backoff_min
         self.reinit_backoff_max = reinit_backoff_max
         self.sa_init_timeout = sa_init_timeout
+        self.liveness = liveness  # VPP's DPD: period (s), retries
+        self.linux_cp = linux_cp  # configured: without it the plan has no lcp step
         self.desired: dict[int, PeerSpec] = {}
         self.states: dict[int, PeerState] = {}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
@@ -238,7 +244,7 @@ class PeerManager:
         names = [i.name for i in interfaces.values()]
         by_name = {i.name: i.sw_if_index for i in interfaces.values()}
         optional = self.vpp.table_check.optional_present
-        has_lcp = self.vpp.has("lcp_itf_pair_add_del_v2")
+        has_lcp = self.linux_cp and self.vpp.has("lcp_itf_pair_add_del_v2")
         has_mss = self.vpp.has("mss_clamp_enable_disable")
         wan_addrs: dict[int, list[IPv4Interface]] = {}
         wan_names: dict[str, str] = {}  # dev_id -> interface: resolved once per job
@@ -361,7 +367,7 @@ class PeerManager:
             chains[tid] = chain
         if any(chains.values()):
             if self._liveness_generation != self.vpp.generation:
-                chains.setdefault(-1, []).insert(0, liveness_op())
+                chains.setdefault(-1, []).insert(0, liveness_op(*self.liveness))
             refs = dict(self._refs)
             self.store.begin([t for t in chains if t >= 0])
             writes_before = self.executor.writes
@@ -463,7 +469,7 @@ class PeerManager:
             for note in plan.notes:
                 log.info("reconcile", detail=note)
             if self._liveness_generation != generation:
-                plan.chains.insert(0, [liveness_op()])
+                plan.chains.insert(0, [liveness_op(*self.liveness)])
             refs = dict(self._refs)
             refs.update(plan.refs)
             writes_before = self.executor.writes

@@ -81,14 +81,17 @@ class TableCheck:
         return not self.missing
 
 
-def check_table(table: dict[str, int]) -> TableCheck:
-    """Compare a `name_crc -> id` table with REQUIRED and OPTIONAL."""
+def check_table(table: dict[str, int], skip_modules: frozenset[str] = frozenset()) -> TableCheck:
+    """Compare a `name_crc -> id` table with REQUIRED and OPTIONAL; messages of
+    `skip_modules` (e.g. "lcp" when the agent is told linux-cp is not used) are not needed."""
     by_name: dict[str, str] = {}
     for name_crc in table:
         name, _, crc = name_crc.rpartition("_")
         by_name[name] = "0x" + crc
     missing: dict[str, str] = {}
     for name, (crc, module) in REQUIRED.items():
+        if module in skip_modules:
+            continue
         have = by_name.get(name)
         if have is None:
             hint = PLUGIN_HINTS.get(module, "VPP core message")

@@ -395,11 +395,10 @@ def plan_routes(
     return Plan(tuple(ops))
 
 
-def liveness_op() -> Op:
+def liveness_op(period: int = LIVENESS_PERIOD, retries: int = LIVENESS_RETRIES) -> Op:
     """Global in VPP: one setting for every profile."""
-    return Op("ikev2_profile_set_liveness",
-              {"period": LIVENESS_PERIOD, "max_retries": LIVENESS_RETRIES},
-              f"set IKE liveness {LIVENESS_PERIOD} s x {LIVENESS_RETRIES}")
+    return Op("ikev2_profile_set_liveness", {"period": period, "max_retries": retries},
+              f"set IKE liveness {period} s x {retries}")
 
 
 def resolve(value: Any, refs: Mapping[str, int]) -> Any:

