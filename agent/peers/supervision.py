@@ -77,8 +77,9 @@ class Policy:
     backoff_min: float = 2.0
     backoff_max: float = 60.0
     # An SA without a child for longer than this is failed, not in flight: VPP
-    # itself drops an unanswered IKE_AUTH at its next 2 s manager tick.
-    pending_grace: float = 5.0
+    # drops an SA still waiting for its IKE_AUTH answer at its next manager tick
+    # (every 2 s) and initiates afresh.
+    pending_grace: float = 2.5
 
 
 @dataclass(frozen=True)

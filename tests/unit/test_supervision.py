@@ -125,7 +125,7 @@ def test_an_sa_without_child_is_in_flight_first_then_failed() -> None:
     s = step(pending, rec, 1.0, POLICY)
     assert s.action is Action.NONE and s.record.status is Status.CONNECTING
     assert "IKE_AUTH in progress" in s.record.reason
-    s = step(pending, s.record, 6.5, POLICY)  # older than VPP's own IKE_AUTH retry
+    s = step(pending, s.record, 3.6, POLICY)  # older than VPP's own IKE_AUTH retry
     assert s.action is Action.RESTART
     assert s.record.reason.startswith("NO_PROPOSAL_CHOSEN")
     gone_child = [SaView(ispi=9, rspi=10, state="NO_CHILD")]

@@ -18,6 +18,7 @@ from agent.lab.vppsim.ike import IkeBackend
 from agent.lab.vppsim.state import (
     AUTHENTICATED,
     NO_INDEX,
+    SA_INIT,
     TS_UNACCEPTABLE,
     UNSPECIFIED,
     ApiError,
@@ -524,7 +525,7 @@ class Handlers:
         # An initiation the peer has not answered is not in VPP's SA table yet.
         return [
             ("ikev2_sa_details", {"retval": 0, "sa": self._sa_fields(sa, 1)})
-            for sa in self.state.sas.values() if sa.rspi
+            for sa in self.state.sas.values() if sa.rspi or sa.state != SA_INIT
         ]
 
     def on_ikev2_sa_v2_dump(self, m: Any) -> list[Reply]:
@@ -541,6 +542,11 @@ class Handlers:
 
     def _child_fields(self, sa: IkeSa, c: ChildSa) -> dict[str, Any]:
         keys = {k: c.keys.get(k, b"") for k in ("sk_ai", "sk_ar", "sk_ei", "sk_er")}
+        if not any(keys.values()):
+            # VPP dumps the keys of every child it installed; with the strongSwan backend
+            # charon holds them: show their size (zeros), as the shape readers rely on
+            size = (c.encr[1] // 8) or 32
+            keys = {"sk_ai": b"", "sk_ar": b"", "sk_ei": bytes(size), "sk_er": bytes(size)}
         return {
             "sa_index": sa.index,
             "child_sa_index": c.index,
