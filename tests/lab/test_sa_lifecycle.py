@@ -1,0 +1,185 @@
+"""SA lifecycle on real VPP 26.06: one negotiation per tunnel, whatever the peer does.
+
+VPP retransmits an unanswered IKE_SA_INIT every 2 s without limit and every
+ikev2_initiate_sa_init queues another one, invisible in the dumps until the peer
+answers. These tests watch the wire at the peer: an unreachable peer must never
+see two initiations of one tunnel in flight at once, and once it answers the
+tunnel has exactly one IKE SA, not one per stacked initiation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agent.lab.peer import PeerGateway, PeerSettings
+from agent.lab.topology import Lab, enter_netns, run_in_netns
+from tests.lab.conftest import require_real_vpp
+from tests.lab.test_strongswan_lab import (  # noqa: F401  (fixtures)
+    add_tunnel_params,
+    ok,
+    rig,
+    workdir,
+)
+from tests.waiting import until, until_async
+
+pytestmark = [pytest.mark.netns]
+
+IKE_SA_INIT = 34
+FLAG_INITIATOR = 0x08
+SA_INIT_TIMEOUT = 8.0  # the lab agent's peers.sa_init_timeout
+DPD_TIME = 1 * (2 + 1)  # the lab agent's liveness_period x (liveness_retries + 1)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_real_vpp()
+    with Lab(nat=True, vpp_wan=True) as lab:
+        yield lab
+
+
+@dataclass
+class SilentPeer:
+    """UDP 500/4500 at the peer's address: records every IKE_SA_INIT request, answers none
+    (an unreachable peer, seen from where the packets arrive)."""
+
+    lab: Lab
+    seen: dict[int, list[float]] = field(default_factory=dict)  # ispi -> arrival times
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _ready: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="silent-peer")
+        self._thread.start()
+        assert self._ready.wait(5), "the silent peer did not bind"
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        enter_netns(self.lab.peer)
+        socks = []
+        for port in (500, 4500):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((str(self.lab.peer_addr), port))
+            socks.append(s)
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                readable, _, _ = select.select(socks, [], [], 0.1)
+                for s in readable:
+                    data = s.recv(65535)
+                    if s.getsockname()[1] == 4500:
+                        data = data[4:]  # non-ESP marker
+                    if len(data) < 28:
+                        continue
+                    ispi, rspi, _next, _ver, exchange, flags = struct.unpack(">QQBBBB",
+                                                                             data[:20])
+                    if exchange == IKE_SA_INIT and flags & FLAG_INITIATOR and rspi == 0:
+                        self.seen.setdefault(ispi, []).append(time.monotonic())
+        finally:
+            for s in socks:
+                s.close()
+
+
+def peer_ike_sas(peer: PeerGateway) -> int:
+    return peer.list_sas().count("edge-device: #")
+
+
+def test_an_unreachable_then_reachable_peer_gets_one_negotiation_at_a_time(
+        lab: Lab, workdir: Path) -> None:  # noqa: F811
+    settings = PeerSettings()
+    peer = PeerGateway(lab, workdir, settings)
+    silent = SilentPeer(lab)
+
+    async def scenario() -> None:
+        async with rig(lab, workdir, peer) as r:
+            silent.start()
+            try:
+                ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings),
+                                        jobid=71))
+                state = r.agent.manager.states
+                await until(lambda: 7 in state and state[7].status == "down"
+                            and state[7].reason.startswith("no answer from peer"),
+                            SA_INIT_TIMEOUT + 5)
+                # three negotiations: the first and two restarts after it stalled
+                await until(lambda: len(silent.seen) >= 3, 3.5 * SA_INIT_TIMEOUT)
+            finally:
+                silent.stop()
+            spans = sorted((min(t), max(t), len(t)) for t in silent.seen.values())
+            assert spans, "VPP sent no IKE_SA_INIT"
+            # at most one initiation in flight: each one's retransmissions end before
+            # the next one starts (a restart deletes the profile, dropping the old one)
+            for (_, last, _), (first, _, _) in itertools.pairwise(spans):
+                assert last < first, spans
+            assert any(n >= 2 for _, _, n in spans), spans  # VPP retransmits, we listened
+            # restarted only after a stall: never sooner than sa_init_timeout apart
+            for (a, _, _), (b, _, _) in itertools.pairwise(spans):
+                assert b - a >= SA_INIT_TIMEOUT - 0.5, spans
+            # the peer comes up: the one pending initiation is answered
+            await asyncio.to_thread(peer.start)
+            await until(lambda: state[7].status == "up", 20)
+            up_at = time.monotonic()
+            # two of VPP's retransmit periods: any other pending initiation would be
+            # answered by now and show as a second IKE SA
+            await until(lambda: time.monotonic() - up_at > 5, 6)
+            sas = await r.sas()
+            assert len(sas) == 1, sas
+            assert state[7].status == "up"
+            assert await asyncio.to_thread(peer_ike_sas, peer) == 1, peer.list_sas()
+
+            async def still_one() -> bool:
+                return len(await r.sas()) == 1
+
+            await until_async(still_one, 2)
+
+    try:
+        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
+    finally:
+        peer.stop()
+
+
+def test_a_dead_peer_is_down_within_dpd_time_and_up_again_by_vpps_own_reinitiation(
+        lab: Lab, workdir: Path) -> None:  # noqa: F811
+    settings = PeerSettings()
+    peer = PeerGateway(lab, workdir, settings)
+    peer.start()
+
+    async def scenario() -> None:
+        async with rig(lab, workdir, peer) as r:
+            ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=81))
+            state = r.agent.manager.states
+            await until(lambda: 7 in state and state[7].status == "up", 15)
+            first = (await r.sas())[0].ispi
+            restarts = state[7].reinitiations
+            await asyncio.to_thread(peer.charon.kill)  # dead: no DELETE, no answers
+            died = time.monotonic()
+            await until(lambda: state[7].status == "down", DPD_TIME + 3)
+            assert time.monotonic() - died <= DPD_TIME + 3
+            assert state[7].reason.startswith("IKE SA lost"), state[7].reason
+            await asyncio.to_thread(peer.start)
+            await until(lambda: state[7].status == "up", SA_INIT_TIMEOUT)
+            # VPP's own re-initiation came through: the agent did not fight it
+            assert state[7].reinitiations == restarts
+            sas = await r.sas()
+            assert len(sas) == 1 and sas[0].ispi != first, sas
+            assert await asyncio.to_thread(peer_ike_sas, peer) == 1, peer.list_sas()
+
+    try:
+        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
+    finally:
+        peer.stop()
