@@ -200,7 +200,8 @@ class StateConfig(_Section):
 
 class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
-        default=False, description="accept weak transforms (3des, sha1-96, modp-768/1024, null)"
+        default=False, description="accept weak transforms VPP implements (sha1-96, "
+        "modp-768/1024/1536, ecp-192, IKE null); DES, 3DES and MD5 are always refused"
     )
 
 

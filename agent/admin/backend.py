@@ -34,6 +34,7 @@ class PeerView:
     ike_state: str | None
     reason: str
     child_sas: int
+    spis: str  # installed child SAs, "i_spi/r_spi" hex, comma-separated
     uptime: float | None  # seconds since the IKE SA was established
     rtt_ms: float | None
     jitter_ms: float | None
@@ -106,6 +107,7 @@ class ManagerBackend:
                 ike_state=st["ike_state"],
                 reason=reason,
                 child_sas=int(st["child_sas"]),
+                spis=",".join(st.get("spis", [])),
                 uptime=st["sa_uptime"],
                 rtt_ms=snap.rtt_ms if snap is not None else None,
                 jitter_ms=snap.jitter_ms if snap is not None else None,

@@ -622,7 +622,9 @@ class PeerManager:
         st = self.states.get(tunnel_id, PeerState(tunnel_id))
         return {"status": st.status, "reason": st.reason, "ike_state": st.ike_state,
                 "child_sas": st.child_sas, "sa_uptime": st.sa_uptime,
-                "reinitiations": st.reinitiations}
+                "reinitiations": st.reinitiations,
+                # the installed child SAs' SPIs (initiator/responder): a rekey changes them
+                "spis": [f"{i:08x}/{r:08x}" for i, r in st.record.child_spis]}
 
 
 def _check_ike_source(spec: PeerSpec, name: str, addrs: list[IPv4Interface]) -> None:
