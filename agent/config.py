@@ -224,12 +224,14 @@ class MonitorConfig(_Section):
 class PeersConfig(_Section):
     sa_poll_interval: float = Field(default=2.0, gt=0, description="seconds between IKE SA "
                                     "state polls (VPP has no IKE events)")
-    reinit_backoff_min: float = Field(default=2.0, gt=0, description="first re-initiation "
-                                      "delay after an SA is lost, seconds (doubles each try)")
-    reinit_backoff_max: float = Field(default=60.0, gt=0, description="re-initiation delay cap, "
-                                      "seconds")
+    reinit_backoff_min: float = Field(default=2.0, gt=0, description="first delay between "
+                                      "negotiation restarts after a failure, seconds (doubles "
+                                      "each restart)")
+    reinit_backoff_max: float = Field(default=60.0, gt=0, description="negotiation restart "
+                                      "delay cap, seconds")
     sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
-                                   "this long is reported down: no answer from the peer")
+                                   "this long is down (no answer from the peer) and restarted; "
+                                   "a lost SA is left to VPP's re-initiation this long")
     liveness_period: int = Field(default=10, ge=1, le=3600, description="seconds between VPP's "
                                  "IKE liveness (DPD) checks; one setting for all profiles")
     liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "
