@@ -144,7 +144,19 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
 def check_capabilities(spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
     """Refuse what VPP would silently do differently; return warnings for benign gaps."""
     warnings: list[str] = []
-    if spec.pfs and "ikev2_set_pfs" not in facts.optional_messages:
+    if spec.role == "responder":
+        # VPP as responder picks from the peer's proposals whatever it implements,
+        # ignoring the profile's transforms, and never rekeys (the peer does).
+        warnings.append(
+            f"tunnel {spec.tunnel_id}: as responder VPP accepts any proposal it implements, "
+            "not only the configured IKE/ESP transforms, and never rekeys: the peer's "
+            "proposals and lifetimes decide (configure them as exported)")
+        if spec.pfs:
+            # ...and it accepts a key exchange in the peer's rekeys: PFS is the peer's to do.
+            warnings.append(
+                f"tunnel {spec.tunnel_id}: PFS happens only if the peer proposes the DH group "
+                "in its rekeys (VPP as responder accepts it but cannot require it)")
+    elif spec.pfs and "ikev2_set_pfs" not in facts.optional_messages:
         raise CapabilityError(
             f"tunnel {spec.tunnel_id}: ikev2.pfs is true, but this VPP has no ikev2_set_pfs "
             "(stock VPP rekeys child SAs without a key exchange, so PFS would silently be off); "

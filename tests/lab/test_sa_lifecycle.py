@@ -10,6 +10,8 @@ tunnel has exactly one IKE SA, not one per stacked initiation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import itertools
 import select
 import socket
@@ -22,12 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from agent.admin.peerctl import main as peerctl_main
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, enter_netns, run_in_netns
 from tests.lab.conftest import require_real_vpp
 from tests.lab.test_strongswan_lab import (  # noqa: F401  (fixtures)
     add_tunnel_params,
     ok,
+    ping_through,
     rig,
     workdir,
 )
@@ -183,3 +187,64 @@ def test_a_dead_peer_is_down_within_dpd_time_and_up_again_by_vpps_own_reinitiati
         run_in_netns(lab.device, lambda: asyncio.run(scenario()))
     finally:
         peer.stop()
+
+
+def test_vpp_rekeys_the_child_sa_before_its_lifetime_with_traffic_flowing(
+        lab: Lab, workdir: Path) -> None:  # noqa: F811
+    """A 300 s child SA (the shortest the validation allows): VPP rekeys at the programmed
+    lifetime + jitter, all before 300 s; pings keep passing; peerctl shows the new SPIs."""
+    settings = PeerSettings()
+    peer = PeerGateway(lab, workdir, settings)
+    peer.start()
+    lifetime = 300
+
+    async def scenario() -> None:
+        async with rig(lab, workdir, peer) as r:
+            params = add_tunnel_params(lab, settings)
+            params["ikev2"]["lifetime"] = lifetime
+            ok(await r.ctl.send_job("add-tunnel", params, jobid=91))
+            state = r.agent.manager.states
+            await until(lambda: 7 in state and state[7].status == "up", 15)
+            up_at = time.monotonic()
+            first = r.agent.manager.peer_summary(7)["spis"]
+            assert first, first
+            rounds = failed = 0
+            stop = asyncio.Event()
+
+            async def traffic() -> None:
+                nonlocal rounds, failed
+                while not stop.is_set():
+                    rc, _ = await ping_through("peer7", lab.monitor_addrs[0], 2)
+                    rounds, failed = rounds + 1, failed + (rc != 0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+
+            pinger = asyncio.create_task(traffic())
+            try:
+                await until(lambda: (s := r.agent.manager.peer_summary(7)["spis"])
+                            and s != first, lifetime + 15)
+                rekeyed_after = time.monotonic() - up_at
+            finally:
+                stop.set()
+                await pinger
+            assert rekeyed_after < lifetime, rekeyed_after  # before the configured lifetime
+            assert state[7].status == "up" and len(await r.sas()) == 1
+            assert rounds > 100 and failed <= 1, (rounds, failed)  # traffic kept flowing
+            rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+            assert rc == 0, out
+            new = r.agent.manager.peer_summary(7)["spis"]
+            code, table, err = await peerctl("--socket", str(workdir / "admin.sock"),
+                                             "show", "peers")
+            assert code == 0, err
+            assert all(spi in table for spi in new) and not any(spi in table for spi in first)
+
+    try:
+        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
+    finally:
+        peer.stop()
+
+
+async def peerctl(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = await asyncio.to_thread(peerctl_main, list(argv), stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()

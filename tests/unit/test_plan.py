@@ -13,6 +13,7 @@ from agent.vpp.plan import (
     CapabilityError,
     Ref,
     VppFacts,
+    check_capabilities,
     child_sa_lifetime,
     covering_prefixes,
     inverse,
@@ -188,3 +189,13 @@ def test_every_rekey_is_scheduled_before_the_configured_lifetime() -> None:
         lifetime, jitter, handover = child_sa_lifetime(configured)
         assert lifetime > 0 and handover >= 1
         assert lifetime + jitter + handover <= configured, configured
+
+
+def test_a_responder_is_told_what_vpp_leaves_to_the_peer() -> None:
+    spec = example_spec(role="responder", pfs=True, esp=replace(example_spec().esp, dh_group=14))
+    warnings = check_capabilities(spec, FACTS)  # PFS is the peer's to propose: not refused
+    assert any("accepts any proposal it implements" in w and "never rekeys" in w
+               for w in warnings)
+    assert any("PFS happens only if the peer proposes" in w for w in warnings)
+    ops = [op.message for op in plan_add_ops(spec, FACTS)]
+    assert "ikev2_initiate_sa_init" not in ops
