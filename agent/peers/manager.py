@@ -558,13 +558,16 @@ class PeerManager:
         if changed:
             self._notify_state()
         if restart:
-            await self._restart(restart)
+            await self._restart(restart, now)
 
-    async def _restart(self, specs: list[PeerSpec]) -> None:
+    async def _restart(self, specs: list[PeerSpec], decided: float) -> None:
         """Delete and re-create each profile, then initiate: VPP drops every initiation
         still pending for it, so exactly one negotiation is in flight afterwards."""
         async with self._lock:
-            specs = [s for s in specs if self.desired.get(s.tunnel_id) == s]
+            # skip tunnels removed, changed or re-initiated (reconcile) since the decision
+            specs = [s for s in specs if self.desired.get(s.tunnel_id) == s
+                     and (st := self.states.get(s.tunnel_id)) is not None
+                     and st.record.initiated_at == decided]
             if not specs or not self.vpp.connected:
                 return
             try:
