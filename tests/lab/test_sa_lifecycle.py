@@ -26,7 +26,7 @@ import pytest
 
 from agent.admin.peerctl import main as peerctl_main
 from agent.lab.peer import PeerGateway, PeerSettings
-from agent.lab.topology import Lab, enter_netns, run_in_netns
+from agent.lab.topology import Lab, enter_netns, run_in_netns, sh
 from tests.lab.conftest import require_real_vpp
 from tests.lab.test_strongswan_lab import (  # noqa: F401  (fixtures)
     add_tunnel_params,
@@ -248,3 +248,100 @@ async def peerctl(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     rc = await asyncio.to_thread(peerctl_main, list(argv), stdout=out, stderr=err)
     return rc, out.getvalue(), err.getvalue()
+
+
+SOAK_TUNNELS = 10
+SOAK_RESTARTS = 5
+
+
+@dataclass
+class ManyTunnels(PeerSettings):
+    """The peer's administrator configured one connection per device tunnel: its own
+    address and ID each (VPP tells SAs apart by address pair and IDs)."""
+
+    count: int = SOAK_TUNNELS
+
+    def swanctl_conf(self, lab: Lab) -> str:
+        one = super().swanctl_conf(lab)
+        conns, secrets = one.split("secrets {", 1)
+        body = conns.strip().removeprefix("connections {").removesuffix("}")
+        out_conns, out_secrets = [], []
+        for n in range(1, self.count + 1):
+            out_conns.append(body.replace("edge-device {", f"edge-device-{n} {{", 1)
+                             .replace(f"local_addrs = {lab.peer_addr}",
+                                      f"local_addrs = {soak_peer_addr(n)}")
+                             .replace(f"id = {self.local_id}", f"id = gw{n}.cloud.example"))
+            out_secrets.append(secrets.strip().removesuffix("}")
+                               .replace("ike-edge {", f"ike-edge-{n} {{")
+                               .replace(f"id-gw = {self.local_id}", f"id-gw = gw{n}.cloud.example"))
+        return ("connections {\n" + "\n".join(out_conns) + "\n}\nsecrets {\n"
+                + "\n".join(out_secrets) + "\n}\n")
+
+
+def soak_peer_addr(n: int) -> str:
+    return f"203.0.113.{10 + n}"
+
+
+def soak_params(lab: Lab, settings: PeerSettings, n: int) -> dict[str, object]:
+    params = add_tunnel_params(lab, settings)
+    params["tunnel-id"] = n
+    params["dst"] = soak_peer_addr(n)
+    params["peer"]["addr"] = f"10.100.1.{2 * n}/31"  # type: ignore[index]
+    params["peer"]["ips"] = []  # type: ignore[index]
+    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # type: ignore[index]
+    return params
+
+
+def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> None:  # noqa: F811
+    """Each crash: every tunnel down within DPD time, up again after recovery; never more
+    than one IKE SA per tunnel; VPP alive throughout."""
+    settings = ManyTunnels()
+    for n in range(1, SOAK_TUNNELS + 1):
+        sh(lab.peer, "ip", "addr", "replace", f"{soak_peer_addr(n)}/24", "dev", "eth0")
+    peer = PeerGateway(lab, workdir, settings)
+    peer.start()
+    tids = range(1, SOAK_TUNNELS + 1)
+
+    async def scenario() -> None:
+        async with rig(lab, workdir, peer) as r:
+            for n in tids:
+                ok(await r.ctl.send_job("add-tunnel", soak_params(lab, settings, n),
+                                        jobid=100 + n))
+            state = r.agent.manager.states
+
+            def all_are(status: str) -> bool:
+                return all(n in state and state[n].status == status for n in tids)
+
+            await until(lambda: all_are("up"), 30)
+            most = 0
+            stop = asyncio.Event()
+
+            async def watch() -> None:  # IKE SAs per tunnel (by peer address), all along
+                nonlocal most
+                while not stop.is_set():
+                    per: dict[object, int] = {}
+                    for sa in await r.sas():
+                        per[sa.raddr] = per.get(sa.raddr, 0) + 1
+                    most = max([most, *per.values()])
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.3)
+
+            watcher = asyncio.create_task(watch())
+            try:
+                for _ in range(SOAK_RESTARTS):
+                    await asyncio.to_thread(peer.charon.kill)
+                    await until(lambda: all_are("down"), DPD_TIME + 5)
+                    await asyncio.to_thread(peer.start)
+                    await until(lambda: all_are("up"), SA_INIT_TIMEOUT + 15)
+                    assert r.agent.vpp.connected
+            finally:
+                stop.set()
+                await watcher
+            assert most == 1, most
+            assert r.agent.vpp.generation == 1  # VPP never went away (no reconnect)
+            assert len(await r.sas()) == SOAK_TUNNELS
+
+    try:
+        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
+    finally:
+        peer.stop()
