@@ -18,9 +18,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,10 +152,7 @@ def test_an_unreachable_then_reachable_peer_gets_one_negotiation_at_a_time(
 
             await until_async(still_one, 2)
 
-    try:
-        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
-    finally:
-        peer.stop()
+    run(lab, peer, scenario)
 
 
 def test_a_dead_peer_is_down_within_dpd_time_and_up_again_by_vpps_own_reinitiation(
@@ -183,10 +181,7 @@ def test_a_dead_peer_is_down_within_dpd_time_and_up_again_by_vpps_own_reinitiati
             assert len(sas) == 1 and sas[0].ispi != first, sas
             assert await asyncio.to_thread(peer_ike_sas, peer) == 1, peer.list_sas()
 
-    try:
-        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
-    finally:
-        peer.stop()
+    run(lab, peer, scenario)
 
 
 def test_vpp_rekeys_the_child_sa_before_its_lifetime_with_traffic_flowing(
@@ -238,10 +233,7 @@ def test_vpp_rekeys_the_child_sa_before_its_lifetime_with_traffic_flowing(
             assert code == 0, err
             assert all(spi in table for spi in new) and not any(spi in table for spi in first)
 
-    try:
-        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
-    finally:
-        peer.stop()
+    run(lab, peer, scenario)
 
 
 async def peerctl(*argv: str) -> tuple[int, str, str]:
@@ -282,13 +274,13 @@ def soak_peer_addr(n: int) -> str:
     return f"203.0.113.{10 + n}"
 
 
-def soak_params(lab: Lab, settings: PeerSettings, n: int) -> dict[str, object]:
+def soak_params(lab: Lab, settings: PeerSettings, n: int) -> dict[str, Any]:
     params = add_tunnel_params(lab, settings)
     params["tunnel-id"] = n
     params["dst"] = soak_peer_addr(n)
-    params["peer"]["addr"] = f"10.100.1.{2 * n}/31"  # type: ignore[index]
-    params["peer"]["ips"] = []  # type: ignore[index]
-    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # type: ignore[index]
+    params["peer"]["addr"] = f"10.100.1.{2 * n}/31"
+    params["peer"]["ips"] = []
+    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"
     return params
 
 
@@ -328,11 +320,12 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
 
             watcher = asyncio.create_task(watch())
             try:
-                for _ in range(SOAK_RESTARTS):
+                for crash in range(SOAK_RESTARTS):
                     await asyncio.to_thread(peer.charon.kill)
-                    await until(lambda: all_are("down"), DPD_TIME + 5)
+                    await until_states(lambda: all_are("down"), DPD_TIME + 5, crash, state)
                     await asyncio.to_thread(peer.start)
-                    await until(lambda: all_are("up"), SA_INIT_TIMEOUT + 15)
+                    await until_states(lambda: all_are("up"), SA_INIT_TIMEOUT + 15, crash,
+                                       state)
                     assert r.agent.vpp.connected
             finally:
                 stop.set()
@@ -341,7 +334,23 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
             assert r.agent.vpp.generation == 1  # VPP never went away (no reconnect)
             assert len(await r.sas()) == SOAK_TUNNELS
 
+    run(lab, peer, scenario)
+
+
+async def until_states(predicate: Callable[[], bool], timeout: float, crash: int,
+                       state: Mapping[int, object]) -> None:
     try:
-        run_in_netns(lab.device, lambda: asyncio.run(scenario()))
+        await until(predicate, timeout)
+    except AssertionError as e:
+        raise AssertionError(f"crash {crash}: {e}: {sorted(state.items())}") from None
+
+
+def run(lab: Lab, peer: PeerGateway, scenario: Callable[[], Awaitable[None]]) -> None:
+    """The scenario in the device namespace; the peer's log when it fails."""
+    try:
+        run_in_netns(lab.device, lambda: asyncio.run(scenario()))  # type: ignore[arg-type]
+    except BaseException:
+        print("--- peer charon log ---\n" + peer.charon.log_tail(400))
+        raise
     finally:
         peer.stop()
