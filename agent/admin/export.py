@@ -225,6 +225,8 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
         f"({LIVENESS_RETRIES} retries) and answers yours.",
         f"        dpd_delay = {LIVENESS_PERIOD * 3}s",
         "        mobike = no",
+        "        # The device (VPP) cannot answer IKEv2 cookie requests: in strongswan.conf keep",
+        "        # charon.cookie_threshold_ip above the number of tunnels from its address.",
     ]
     if remote_initiates:
         lines.append("        keyingtries = 0")

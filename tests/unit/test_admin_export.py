@@ -40,6 +40,8 @@ connections {
         # The device checks liveness every 10 s (3 retries) and answers yours.
         dpd_delay = 30s
         mobike = no
+        # The device (VPP) cannot answer IKEv2 cookie requests: in strongswan.conf keep
+        # charon.cookie_threshold_ip above the number of tunnels from its address.
         local {
             auth = psk
             id = fqdn:gw.cloud.example
