@@ -56,6 +56,8 @@ class Agent:
             reinit_backoff_min=cfg.peers.reinit_backoff_min,
             reinit_backoff_max=cfg.peers.reinit_backoff_max,
             sa_init_timeout=cfg.peers.sa_init_timeout,
+            # a job arriving before VPP is up waits for it, within the job's own bound
+            vpp_wait=cfg.controller.job_timeout * 0.9,
             linux_cp=cfg.vpp.linux_cp,
             liveness=(cfg.peers.liveness_period, cfg.peers.liveness_retries),
         )

@@ -47,7 +47,8 @@ def example_spec(**overrides: Any) -> PeerSpec:
 
 
 def numbered_spec(n: int, **overrides: Any) -> PeerSpec:
-    """Distinct peers: tunnel n, its own dst, /31 and remote ID (VPP tells SAs apart by IDs)."""
+    """Distinct peers: tunnel n, its own dst, /31 and remote ID (VPP deletes the IKE SAs
+    of every other peer with the same local/remote IDs when one is established)."""
     base = 16 + 2 * n
     overrides.setdefault("remote_id", Identity(IdType.FQDN, f"gw{n}.cloud.example"))
     return example_spec(

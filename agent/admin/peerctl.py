@@ -3,7 +3,7 @@
     peerctl show peers
     peerctl show ikev2 sa [details]          peerctl show ikev2 profile
     peerctl show jobs [N]                    peerctl show vpp
-    peerctl show event-logger                peerctl event-logger clear
+    peerctl show logging                     peerctl event-logger clear
     peerctl ikev2 set logging level <0-5>    peerctl vpp <any vppctl command>
     peerctl log level [debug|info|warning|error]
     peerctl peer export <tunnel-id> [--format swanctl|text]
@@ -44,6 +44,7 @@ USAGE_LINES = (
     "show ikev2 profile",
     "show jobs [N]",
     "show vpp",
+    "show logging",
     "show event-logger",
     "event-logger clear",
     "ikev2 set logging level <0-5>",
@@ -51,6 +52,10 @@ USAGE_LINES = (
     "log level [debug|info|warning|error]",
     "peer export <tunnel-id> [--format swanctl|text]",
 )
+
+
+# the old ikev2 plugin levels 0-5 as VPP 26.06's log levels
+IKEV2_LOG_LEVELS = ("disabled", "err", "warn", "notice", "info", "debug")
 
 
 class UsageError(Exception):
@@ -98,7 +103,10 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
     if w[:4] == ["ikev2", "set", "logging", "level"]:
         if len(w) != 5 or not w[4].isdigit() or int(w[4]) > 5:
             raise UsageError("ikev2 set logging level: expected a level from 0 to 5")
-        return vpp(" ".join(w))
+        # VPP 26.06 removed `ikev2 set logging level`: IKE logs through VPP's log class
+        return vpp(f"set logging class ikev2 level {IKEV2_LOG_LEVELS[int(w[4])]}")
+    if w == ["show", "logging"]:
+        return vpp("show logging")
     if w[:1] == ["vpp"]:
         if len(w) == 1:
             raise UsageError("vpp: expected a vppctl command, e.g. 'vpp show interface'")

@@ -33,15 +33,18 @@ TEMPLATE_CANDIDATES: tuple[Path, ...] = (
 REQUIRED_PLUGINS: tuple[str, ...] = (
     "dpdk_plugin.so",  # the WAN NICs
     "ikev2_plugin.so",  # IKE negotiation and SA installation
-    "crypto_native_plugin.so",  # AES-GCM/CBC with CPU instructions for ESP
-    "crypto_openssl_plugin.so",  # everything else (SHA-1/2 HMACs, 3DES when allowed, DH)
-    "linux_cp_plugin.so",  # Linux mirrors of tunnels (probes, FRR)
-    "linux_nl_plugin.so",  # Linux routes (FRR/OSPF over the tunnels) into VPP's FIB
     "ping_plugin.so",  # `ping` CLI used by peerctl diagnostics
     "mss_clamp_plugin.so",  # peer.tcp-mss-clamp
     "acl_plugin.so",  # path selection: classify traffic towards a peer
     "abf_plugin.so",  # path selection: forward the classified traffic into the tunnel
 )
+
+# With [vpp] linux_cp (the default): Linux mirrors of tunnels (probes, FRR) and Linux
+# routes (FRR/OSPF over the tunnels) into VPP's FIB.
+LINUX_CP_PLUGINS: tuple[str, ...] = ("linux_cp_plugin.so", "linux_nl_plugin.so")
+# 4k, 2m, 1g, default or default-hugepage (VPP's own spellings)
+_PAGE_SIZE_RE = re.compile(r"^(4k|2m|1g|default|default-hugepage)$")
+_SIZE_RE = re.compile(r"^[1-9][0-9]*[KMG]$")
 
 DEFAULT_API_SOCKET = Path("/run/vpp/api.sock")
 DEFAULT_STATS_SOCKET = Path("/run/vpp/stats.sock")
@@ -95,6 +98,9 @@ class StartupParams:
     worker_cores: tuple[int, ...] = ()
     buffers_per_numa: int = 16384
     lcp_default_netns: str = ""  # empty: the linux-cp mirrors live in the host namespace
+    linux_cp: bool = True  # [vpp] linux_cp: the linux-cp plugins and section
+    page_size: str = "default-hugepage"  # for the main heap, the stats segment, buffers
+    main_heap_size: str = "1G"
     plugins: tuple[str, ...] = REQUIRED_PLUGINS
     source: str = "the agent configuration"  # named in the header comment
 
@@ -142,6 +148,12 @@ class StartupParams:
         for plugin in self.plugins:
             if not _PLUGIN_RE.match(plugin):
                 raise StartupConfError(f"plugins: {plugin!r} is not a VPP plugin file name")
+        if not _PAGE_SIZE_RE.match(self.page_size):
+            raise StartupConfError(
+                f"page_size: {self.page_size!r} must be 4k, 2m, 1g, default or default-hugepage")
+        if not _SIZE_RE.match(self.main_heap_size):
+            raise StartupConfError(
+                f"main_heap_size: {self.main_heap_size!r} must be a size such as 512M or 1G")
         missing = [p for p in REQUIRED_PLUGINS if p not in self.plugins]
         if missing:
             raise StartupConfError(f"plugins: the agent needs {', '.join(missing)}")
@@ -198,10 +210,17 @@ def render_startup_conf(params: StartupParams, template: str | None = None) -> s
     if params.worker_cores:
         cpu += f"  corelist-workers {_core_list(params.worker_cores)}\n"
     dpdk = "".join(f"  dev {d.pci} {{ name {d.name} }}\n" for d in params.devices)
-    plugins = "".join(f"  plugin {p} {{ enable }}\n" for p in params.plugins)
-    linux_cp = "  lcp-sync\n  lcp-auto-subint\n"
-    if params.lcp_default_netns:
-        linux_cp = f"  default netns {params.lcp_default_netns}\n" + linux_cp
+    enabled = [*params.plugins,
+               *(p for p in LINUX_CP_PLUGINS if params.linux_cp and p not in params.plugins)]
+    plugins = "".join(f"  plugin {p} {{ enable }}\n" for p in enabled)
+    linux_cp = ""
+    if params.linux_cp:
+        netns = (f"  default netns {params.lcp_default_netns}\n"
+                 if params.lcp_default_netns else "")
+        linux_cp = ("\n# Mirror VPP interfaces into Linux (probes leave through the tunnels' "
+                    "Linux side),\n# keep their state/addresses/MTU in sync, and create "
+                    f"Linux sub-interfaces too.\nlinux-cp {{\n{netns}  lcp-sync\n"
+                    "  lcp-auto-subint\n}\n")
     values = {
         "source": " ".join(params.source.split()),
         "log_file": params.log_file,
@@ -211,6 +230,8 @@ def render_startup_conf(params: StartupParams, template: str | None = None) -> s
         "stats_socket": params.stats_socket,
         "cpu": cpu,
         "buffers_per_numa": params.buffers_per_numa,
+        "page_size": params.page_size,
+        "main_heap_size": params.main_heap_size,
         "dpdk_devices": dpdk,
         "plugins": plugins,
         "linux_cp": linux_cp,
@@ -262,6 +283,9 @@ def add_render_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
                    help="worker thread cores, e.g. 2-3 (default: no workers)")
     p.add_argument("--buffers-per-numa", type=int, default=16384)
     p.add_argument("--stats-socket", type=Path, default=DEFAULT_STATS_SOCKET)
+    p.add_argument("--page-size", default="default-hugepage",
+                   help="page size of VPP's main heap, stats segment and buffers: "
+                        "default-hugepage (default), 2m, 1g or 4k (no hugepages)")
     p.add_argument("--lcp-netns", default="",
                    help="network namespace for the linux-cp mirrors (default: host)")
     p.add_argument("--template", type=Path, default=None,
@@ -283,6 +307,8 @@ def render_startup_conf_cli(args: argparse.Namespace,
             worker_cores=tuple(args.worker_cores),
             buffers_per_numa=args.buffers_per_numa,
             lcp_default_netns=args.lcp_netns,
+            linux_cp=cfg.vpp.linux_cp,
+            page_size=args.page_size,
             source=str(args.config),
         )
         text = render_startup_conf(params, load_template(args.template))

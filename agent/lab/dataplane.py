@@ -18,6 +18,7 @@ so every probe crosses VPP's own ESP.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -78,9 +79,7 @@ class SimPlane:
         await self.sim.stop()
 
     async def restart(self) -> None:
-        await self.sim.stop()
-        self.sim = VppSim(self.socket_path, interfaces=[(SIM_WAN, self.lab.device_wan_cidr)],
-                          ike=self.ike)
+        await self.sim.stop()  # its charon stops with it: every SA is gone
         await self.sim.start()
 
     def describe(self) -> str:
@@ -119,7 +118,10 @@ class RealVppPlane:
     wan_name = VPP_WAN
 
     def __init__(self, lab: Lab, workdir: Path, tunnels: tuple[TunnelStandIn, ...] = (),
-                 *, linux_cp: bool | None = None) -> None:
+                 *, linux_cp: bool | None = None,
+                 conf: Callable[[RealVpp], str] | None = None) -> None:
+        """`conf`: the startup.conf to run instead of the lab's own (given the RealVpp,
+        whose run directory, sockets and setup.cli it must use)."""
         if not lab.vpp_wan:
             raise ValueError("real VPP needs a lab built with vpp_wan=True")
         self.lab = lab
@@ -129,6 +131,7 @@ class RealVppPlane:
         self.vpp = RealVpp(lab.device, workdir / "vpp", prefix=find_vpp(),
                            linux_cp=self.linux_cp)
         self.socket_path = self.vpp.socket_path
+        self.conf = conf
 
     @property
     def _startup_cli(self) -> list[str]:
@@ -174,6 +177,8 @@ class RealVppPlane:
         if not self._linux_made:
             self._make_linux_side()
         self.vpp.startup_cli = self._startup_cli
+        if self.conf is not None:
+            self.vpp.conf_text = self.conf(self.vpp)
         self.vpp.start()
         self._route_into_vpp()
 

@@ -1,8 +1,9 @@
 """The one-command demo: real IKEv2/ESP between the agent's device and a strongSwan peer.
 
 A lab of network namespaces (device, internet, peer; documentation addresses only,
-nothing leaves them) is built; in the device namespace run vppsim with its
-strongSwan backend, the controller double and the agent; in the peer namespace a
+nothing leaves them) is built; in the device namespace run the data plane (vppsim
+with its strongSwan backend by default; `--vpp real`: real VPP 26.06 with its own
+IKEv2 and ESP, behind a NAT), the controller double and the agent; in the peer namespace a
 strongSwan gateway configured by its "administrator" from its own side. The
 controller pushes the protocol document's add-tunnel (with lab addresses), the
 agent programs VPP, charon negotiates with the peer, the agent probes the monitor
@@ -26,15 +27,22 @@ from typing import Any, TextIO
 
 from agent.config import parse_config
 from agent.lab.controller_double import ControllerDouble
+from agent.lab.dataplane import (
+    DataPlane,
+    RealVppPlane,
+    SimPlane,
+    TunnelStandIn,
+    agent_vpp_config,
+)
 from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
+from agent.lab.realvpp import vpp_unavailable
 from agent.lab.topology import Lab, enter_netns
-from agent.lab.vppsim.ike_strongswan import StrongswanIke, charon_available
-from agent.lab.vppsim.server import VppSim
+from agent.lab.vppsim.ike_strongswan import charon_available
 from agent.logsetup import configure_logging
 
 MACHINE = "3f1c0000-0000-4000-8000-0000000de770"
-WAN_NAME = "GigabitEthernet0/3/0"
+TUNNEL_NET = "10.100.0.16/31"
 
 
 def add_tunnel(lab: Lab, psk: str) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def add_tunnel(lab: Lab, psk: str) -> dict[str, Any]:
     return {
         "encryption-mode": "ikev2", "dev_id": "pci:0000:00:03.00", "tunnel-id": 7,
         "src": str(lab.device_addr), "srcPort": "4789", "dst": str(lab.peer_addr),
-        "peer": {"addr": "10.100.0.16/31", "routing": "ospf", "mtu": 1500,
+        "peer": {"addr": TUNNEL_NET, "routing": "ospf", "mtu": 1500,
                  "multilink": {"labels": []}, "urls": [], "ips": [str(lab.monitor_addrs[0])],
                  "tcp-mss-clamp": 1310, "ospf-cost": 100},
         "ikev2": {"role": "initiator", "mode": "psk", "psk": psk,
@@ -61,13 +69,22 @@ def add_tunnel(lab: Lab, psk: str) -> dict[str, Any]:
 
 
 
+def make_plane(lab: Lab, workdir: Path) -> DataPlane:
+    if lab.vpp_wan:
+        from ipaddress import IPv4Interface
+
+        return RealVppPlane(lab, workdir, (TunnelStandIn(7, IPv4Interface(TUNNEL_NET)),))
+    return SimPlane(lab, workdir)
+
+
 async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
                    out: TextIO) -> int:
     from agent.app import Agent
 
-    ike = StrongswanIke(workdir / "dev")
-    sim = VppSim(workdir / "api.sock", interfaces=[(WAN_NAME, lab.device_wan_cidr)], ike=ike)
-    await sim.start()
+    plane = make_plane(lab, workdir)
+    await plane.start()
+    print(f"data plane: {plane.describe()}", file=out, flush=True)
+    vpp, interfaces = agent_vpp_config(plane)
     ctl = ControllerDouble(machine_id=MACHINE, ping_interval=20.0, stats_interval=None)
     await ctl.start()
     token = workdir / "device.token"
@@ -76,7 +93,8 @@ async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
     cfg = parse_config({
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token),
                        "allow_insecure": True, "backoff_min": 0.1, "backoff_max": 1.0},
-        "vpp": {"api_socket": str(workdir / "api.sock")},
+        "vpp": vpp,
+        "interfaces": interfaces,
         "state": {"dir": str(workdir / "state")},
         "admin": {"socket": str(workdir / "admin.sock")},
         "monitor": {"stats_period": 2.0},
@@ -107,7 +125,7 @@ async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await ctl.stop()
-        await sim.stop()
+        await plane.stop()
     return 0
 
 
@@ -120,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="percent of probes the peer side drops")
     parser.add_argument("--delay-ms", type=float, default=0.0,
                         help="delay added to the monitor address's replies")
+    parser.add_argument("--vpp", choices=("sim", "real"), default="sim",
+                        help="the data plane: vppsim (default, any machine) or real VPP "
+                             "26.06 (installed by scripts/bootstrap.sh from ../shared/vpp, "
+                             "or VPP_PREFIX)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("peering-demo: run as root (it builds network namespaces)", file=sys.stderr)
@@ -128,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"peering-demo: {missing}", file=sys.stderr)
         return 2
+    real = args.vpp == "real"
+    if real and (why := vpp_unavailable()) is not None:
+        print(f"peering-demo: {why}", file=sys.stderr)
+        return 2
     configure_logging("error")
     workdir = Path(tempfile.mkdtemp(prefix="peering-demo-", dir="/tmp"))
     settings = PeerSettings(psk="Demo-PSK-for-the-lab-only-42")
     try:
-        with Lab(loss_percent=args.loss) as lab:
+        # real VPP sits behind a NAT: the peer's kernel-libipsec only does ESP in UDP
+        with Lab(loss_percent=args.loss, nat=real, vpp_wan=real) as lab:
             peer = PeerGateway(lab, workdir, settings)
             peer.start()
             try:

@@ -112,7 +112,7 @@ class RealVpp:
         self.linux_cp = linux_cp
         self.startup_cli = list(startup_cli)
         self.tag = f"pa{uuid.uuid4().hex[:10]}"  # api-segment prefix: unique per VPP
-        self._conf_text = conf_text
+        self.conf_text = conf_text
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -134,7 +134,7 @@ class RealVpp:
         if self.startup_cli:
             cli_path = self.run / "setup.cli"
             cli_path.write_text("\n".join(self.startup_cli) + "\n")
-        text = self._conf_text if self._conf_text is not None else lab_startup_conf(
+        text = self.conf_text if self.conf_text is not None else lab_startup_conf(
             self.run, self.tag, linux_cp=self.linux_cp, startup_cli=cli_path)
         self.conf_path.write_text(text)
         return self.conf_path
@@ -229,8 +229,10 @@ class RealVpp:
         raise RuntimeError(f"VPP shows no Ethernet address for {interface}")
 
     def log_tail(self, lines: int = 30) -> str:
-        text = ""
-        for name in ("vpp.stdout", "vpp.log"):
+        """The end of VPP's own log and of its stdout/stderr (where it reports aborts)."""
+        parts = []
+        for name in ("vpp.log", "vpp.stdout"):
             with contextlib.suppress(OSError):
-                text += (self.run / name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+                text = (self.run / name).read_text(errors="replace")
+                parts.append(f"[{name}]\n" + "\n".join(text.splitlines()[-lines:]))
+        return "\n".join(parts)

@@ -112,6 +112,8 @@ class Manager(Protocol):
 
     def add_state_listener(self, listener: Callable[[], None]) -> None: ...
 
+    def vpp_down_reason(self) -> str | None: ...
+
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None: ...
 
 
@@ -398,6 +400,11 @@ class MonitorService:
         self._history.clear()
         if not entries:
             entries.append(self._entry(evaluate=False))
+        # the last entry carries the device state now (flexiagent overwrites it too):
+        # "stopped" while VPP's API is not connected, e.g. at boot before VPP is up
+        down = self.manager.vpp_down_reason()
+        entries[-1].update(running=down is None, state="stopped" if down else "running",
+                           stateReason=down or "")
         return entries
 
     def _entry(self, *, evaluate: bool) -> dict[str, Any]:

@@ -166,6 +166,7 @@ class PeerManager:
         reinit_backoff_min: float = 2.0,
         reinit_backoff_max: float = 60.0,
         sa_init_timeout: float = 30.0,
+        vpp_wait: float = 0.0,
         linux_cp: bool = True,
         liveness: tuple[int, int] = (LIVENESS_PERIOD, LIVENESS_RETRIES),
     ) -> None:
@@ -177,6 +178,8 @@ class PeerManager:
         self.reinit_backoff_min = reinit_backoff_min
         self.reinit_backoff_max = reinit_backoff_max
         self.sa_init_timeout = sa_init_timeout
+        self.vpp_wait = vpp_wait  # how long a job waits for VPP's API (boot order)
+        self.jobs_waiting_for_vpp = 0
         self.liveness = liveness  # VPP's DPD: period (s), retries
         self.linux_cp = linux_cp  # configured: without it the plan has no lcp step
         self.desired: dict[int, PeerSpec] = {}
@@ -184,6 +187,7 @@ class PeerManager:
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self._refs: dict[str, int] = {}
         self._intents: set[int] = set()
+        self._unplaced: set[int] = set()  # desired peers the last reconcile could not program
         self._lock = asyncio.Lock()
         self._liveness_generation = 0
         self._reconciled_generation = 0
@@ -223,6 +227,10 @@ class PeerManager:
             self._notify_state()
         await self._watch_interfaces()
         await self.reconcile()
+
+    def vpp_down_reason(self) -> str | None:
+        """None while VPP's API is connected; otherwise why not (for the device state)."""
+        return None if self.vpp.connected else f"VPP is not connected: {self.vpp.last_error}"
 
     def cfg_hash(self) -> str:
         return cfg_hash(self.desired.values())
@@ -267,8 +275,22 @@ class PeerManager:
 
     # -- jobs ------------------------------------------------------------------------------
 
+    async def _wait_for_vpp(self) -> None:
+        """At boot the controller may deliver a job before VPP's API socket is up."""
+        if self.vpp.connected or self.vpp_wait <= 0:
+            return
+        log.info("job waits for VPP", bound=self.vpp_wait)
+        self.jobs_waiting_for_vpp += 1
+        try:
+            await self.vpp.wait_connected(self.vpp_wait)
+        except VppError as e:
+            raise JobError(str(e)) from None
+        finally:
+            self.jobs_waiting_for_vpp -= 1
+
     async def apply(self, changes: Sequence[Change]) -> JobResult:
         """Apply controller changes as one all-or-nothing transaction."""
+        await self._wait_for_vpp()
         async with self._lock:
             try:
                 return await self._apply_locked(changes)
@@ -277,6 +299,7 @@ class PeerManager:
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         """Converge to exactly `specs`: unchanged peers are not touched."""
+        await self._wait_for_vpp()
         async with self._lock:
             wanted = {s.tunnel_id: s for s in specs}
             if len(wanted) != len(specs):
@@ -459,6 +482,7 @@ class PeerManager:
                         desired[tid] = spec
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+            self._unplaced = set(self.desired) - set(desired)
             owned = self._intents | set(self.desired)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
@@ -514,8 +538,14 @@ class PeerManager:
             if not self.vpp.connected:
                 continue
             try:
-                if not self.in_sync:
+                if not self.in_sync or self._unplaced:
+                    # also while a peer's WAN is missing: after a VPP restart the agent
+                    # may connect before VPP's startup-config created the interfaces
                     await self.reconcile()
+                if not self.in_sync:
+                    # VPP 26.06 crashes (SIGSEGV) on ikev2_initiate_sa_init for a profile
+                    # it does not have: never initiate what is not known to be programmed
+                    continue
                 await self.supervise_once()
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))
@@ -539,6 +569,8 @@ class PeerManager:
         restart: list[PeerSpec] = []
         changed = False
         for tid, spec in list(self.desired.items()):
+            if tid in self._unplaced:
+                continue  # reconcile could not program it and said why
             st = self.states.setdefault(tid, PeerState(tid))
             before = (st.status, st.reason)
             sw = self._refs.get(f"tun:{tid}")

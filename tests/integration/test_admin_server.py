@@ -191,6 +191,8 @@ async def test_vpp_passthrough_and_its_errors(device: Device) -> None:
     assert err == "peerctl: VPP refused the command: unknown input `bogus'\n"
     rc, _, _ = await peerctl("--socket", sock, "ikev2", "set", "logging", "level", "4")
     assert rc == 0
+    rc, out, _ = await peerctl("--socket", sock, "show", "logging")
+    assert rc == 0
     rc, out, _ = await peerctl("--socket", sock, "show", "event-logger")
     assert rc == 0
 
@@ -199,7 +201,7 @@ async def test_show_vpp_jobs_and_log_level(device: Device) -> None:
     sock = str(device.socket)
     rc, out, _ = await peerctl("--socket", sock, "show", "vpp")
     assert rc == 0
-    assert out.startswith("VPP version v26.06-release")
+    assert out.startswith("VPP version 26.06-release")
     assert "all messages the agent needs are present" in out
     rc, out, _ = await peerctl("--socket", sock, "show", "jobs")
     assert rc == 0 and "41   add-tunnel  ok      2024-05-29T16:26:40Z  success\n" in out

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,12 @@ import pytest
 
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
+from agent.daemon.startup_conf import DpdkDevice, StartupParams, render_startup_conf
 from agent.lab.controller_double import ControllerDouble
 from agent.lab.dataplane import DataPlane, RealVppPlane, SimPlane, TunnelStandIn, agent_vpp_config
 from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
-from agent.lab.realvpp import RealVpp
+from agent.lab.realvpp import RealVpp, has_vhost_net
 from agent.lab.topology import Lab, run_in_netns
 from agent.lab.vppsim.ike_strongswan import charon_available
 from agent.logsetup import configure_logging
@@ -93,9 +95,9 @@ def lab(backend: str) -> Iterator[Lab]:
         yield lab
 
 
-def make_plane(lab: Lab, base: Path) -> DataPlane:
+def make_plane(lab: Lab, base: Path, conf: Callable[[RealVpp], str] | None = None) -> DataPlane:
     if lab.vpp_wan:
-        return RealVppPlane(lab, base, (TunnelStandIn(7, TUNNEL_NET),))
+        return RealVppPlane(lab, base, (TunnelStandIn(7, TUNNEL_NET),), conf=conf)
     return SimPlane(lab, base, poll=0.1, failed_linger=3.0, initiate_timeout=6.0,
                     dpd_delay=1.0)
 
@@ -109,6 +111,7 @@ class Rig:
     peer: PeerGateway
     logs: io.StringIO
     base: Path
+    task: asyncio.Task[None] | None = None
 
     @property
     def sim(self) -> SimPlane:
@@ -123,10 +126,16 @@ class Rig:
         """The IKE SAs as VPP's API reports them (either data plane)."""
         return await read_sas(self.agent.vpp)
 
-    def new_agent(self) -> Agent:
-        """Another agent process on the same state directory and VPP."""
-        return Agent(_config(self.ctl, self.plane, self.base),
-                     name_resolver=offline_name_resolver)
+    async def restart_agent(self) -> Agent:
+        """Stop the agent, start another on the same state directory and VPP; return
+        once it is connected and in sync."""
+        assert self.task is not None
+        await stop_agent(self.task)
+        self.agent = Agent(_config(self.ctl, self.plane, self.base),
+                           name_resolver=offline_name_resolver)
+        self.task = await run_agent(self.agent)
+        await until(lambda: self.agent.manager.in_sync, 15)
+        return self.agent
 
 
 def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
@@ -175,9 +184,10 @@ async def stop_agent(task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
+async def rig(lab: Lab, base: Path, peer: PeerGateway,
+              conf: Callable[[RealVpp], str] | None = None) -> AsyncIterator[Rig]:
     """The data plane (vppsim + charon, or real VPP), the controller double, the agent."""
-    plane = make_plane(lab, base)
+    plane = make_plane(lab, base, conf)
     await plane.start()
     logs = io.StringIO()
     configure_logging("debug", json=True, stream=logs)
@@ -187,7 +197,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
         await ctl.start()
         r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base),
                                        name_resolver=offline_name_resolver), peer, logs, base)
-        task = await run_agent(r.agent)
+        r.task = await run_agent(r.agent)
         try:
             await ctl.wait_connected(10)
             await until(lambda: r.agent.manager.in_sync, 10)
@@ -198,7 +208,8 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
                     print("--- VPP state ---\n" + vpp_state(base))
                 raise
         finally:
-            await stop_agent(task)
+            if r.task is not None:
+                await stop_agent(r.task)
             await ctl.stop()
     finally:
         configure_logging("warning", json=True, stream=sys.stderr)
@@ -206,13 +217,14 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway) -> AsyncIterator[Rig]:
 
 
 def run_lab(lab: Lab, base: Path, settings: PeerSettings,
-            scenario: Callable[[Rig], Awaitable[None]]) -> None:
+            scenario: Callable[[Rig], Awaitable[None]],
+            conf: Callable[[RealVpp], str] | None = None) -> None:
     """Start the peer, run `scenario` on a loop inside the device namespace, clean up."""
     peer = PeerGateway(lab, base, settings)
     peer.start()
 
     async def main() -> None:
-        async with rig(lab, base, peer) as r:
+        async with rig(lab, base, peer, conf) as r:
             await scenario(r)
 
     try:
@@ -663,3 +675,91 @@ def test_disjoint_selectors_end_down_with_ts_unacceptable(lab: Lab, workdir: Pat
         assert r.agent.manager.peer_summary(7)["child_sas"] == 0
 
     run_lab(lab, workdir, peer_side, scenario)
+
+
+def test_a_vpp_restart_is_resynced_and_the_tunnel_comes_back(lab: Lab, workdir: Path) -> None:
+    settings = PeerSettings()
+
+    async def scenario(r: Rig) -> None:
+        ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=71))
+        state = r.agent.manager.states
+        await until(lambda: state[7].status == "up", 15)
+        first_spi = (await r.sas())[0].ispi
+        generation = r.agent.vpp.generation
+
+        await r.plane.restart()  # a crash: VPP comes back empty
+        await until(lambda: r.agent.vpp.generation > generation, 15)
+        await until(lambda: r.agent.manager.in_sync, 15)
+        obs = await read_observed(r.agent.vpp)
+        assert 7 in obs.tunnels and "peer-7" in obs.profiles
+        tunnel_sw = obs.tunnels[7].sw_if_index
+        assert any(n == IPv4Network(f"{lab.monitor_addrs[0]}/32")
+                   for n in obs.routes.get(tunnel_sw, ()))
+        await until(lambda: state[7].status == "up", 20)
+        assert first_spi not in [s.ispi for s in await r.sas()]
+        rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+        assert rc == 0, out
+
+    run_lab(lab, workdir, settings, scenario)
+
+
+def test_an_agent_restart_writes_nothing_and_keeps_the_sa(lab: Lab, workdir: Path) -> None:
+    settings = PeerSettings()
+
+    async def scenario(r: Rig) -> None:
+        ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=81))
+        await until(lambda: r.agent.manager.states[7].status == "up", 15)
+        spis = [s.ispi for s in await r.sas()]
+        before = await read_observed(r.agent.vpp)
+
+        agent = await r.restart_agent()
+        assert agent.manager.executor.writes == 0  # reconcile found VPP as it left it
+        await until(lambda: agent.manager.states[7].status == "up", 15)
+        assert [s.ispi for s in await r.sas()] == spis  # the same IKE SA carries on
+        after = await read_observed(agent.vpp)
+        assert after.tunnels == before.tunnels and after.profiles == before.profiles
+        rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+        assert rc == 0, out
+
+    run_lab(lab, workdir, settings, scenario)
+
+
+def lab_conf_from_rendered(vpp: RealVpp) -> str:
+    """`peering-agent render-startup-conf`'s output for this VPP's sockets, with only what
+    the lab cannot have swapped: DPDK for the lab's af_packet veths (set up by the lab's
+    startup-config), a unique api-segment prefix, an idle main loop that sleeps."""
+    params = StartupParams(
+        devices=(DpdkDevice("0000:00:03.0", "GigabitEthernet0/3/0"),),
+        api_socket=vpp.socket_path, stats_socket=vpp.run / "stats.sock",
+        cli_socket=vpp.cli_socket, log_file=vpp.run / "vpp.log", gid="root",
+        main_core=None, page_size="4k", linux_cp=has_vhost_net(),
+        main_heap_size="512M")
+    text = render_startup_conf(params)
+    assert "_plugin.so" in text and not re.search(r"crypto_\w*_plugin", text)
+    swapped, n = re.subn(r"\ndpdk \{\n.*?\n\}\n", "\n", text, flags=re.S)
+    assert n == 1
+    for old, new in (
+            ("  plugin dpdk_plugin.so { enable }\n", "  plugin af_packet_plugin.so { enable }\n"),
+            ("unix {\n", f"unix {{\n  startup-config {vpp.run / 'setup.cli'}\n"
+                          "  poll-sleep-usec 100\n"),
+            ("api-segment {\n", f"api-segment {{\n  prefix {vpp.tag}\n")):
+        assert swapped.count(old) == 1, old
+        swapped = swapped.replace(old, new)
+    return swapped
+
+
+def test_real_vpp_runs_the_rendered_startup_conf_and_the_agent_on_it(
+        lab: Lab, workdir: Path) -> None:
+    if not lab.vpp_wan:
+        pytest.skip("starts real VPP with the rendered startup.conf (vppsim reads none)")
+    settings = PeerSettings()
+
+    async def scenario(r: Rig) -> None:
+        conf = (r.base / "vpp" / "startup.conf").read_text()
+        assert "main-heap-page-size 4k" in conf and "plugin ikev2_plugin.so" in conf
+        ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=91))
+        await until(lambda: r.agent.manager.states[7].status == "up", 15)
+        rc, out = await ping_through("peer7", lab.monitor_addrs[0])
+        assert rc == 0, out
+
+    run_lab(lab, workdir, settings, scenario, conf=lab_conf_from_rendered)

@@ -109,12 +109,17 @@ class FakeManager:
         self.state_listeners: list[Callable[[], None]] = []
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
+        self.vpp_down: str | None = None
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
 
     def add_state_listener(self, listener: Callable[[], None]) -> None:
         self.state_listeners.append(listener)
+
+    def vpp_down_reason(self) -> str | None:
+        return self.vpp_down
+
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None:
         addrs = tuple(addrs)

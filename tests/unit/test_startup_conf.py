@@ -10,6 +10,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.daemon.startup_conf import (
+    LINUX_CP_PLUGINS,
     REQUIRED_PLUGINS,
     DpdkDevice,
     StartupConfError,
@@ -47,8 +48,17 @@ socksvr {
   socket-name /run/vpp/api.sock
 }
 
+# Every size names its page size: VPP 26.06 otherwise picks hugepages by itself (and
+# reserves them, writing /proc/sys/vm/nr_hugepages).
+memory {
+  main-heap-size 1G
+  main-heap-page-size default-hugepage
+}
+
 statseg {
   socket-name /run/vpp/stats.sock
+  size 32m
+  page-size default-hugepage
 }
 
 cpu {
@@ -58,6 +68,7 @@ cpu {
 
 buffers {
   buffers-per-numa 32768
+  page-size default-hugepage
 }
 
 # Only the WAN devices named in the agent's [interfaces] table; each gets the VPP
@@ -68,19 +79,18 @@ dpdk {
 }
 
 # Everything off except what the agent uses, so a VPP upgrade cannot bring in
-# unexpected features.
+# unexpected features. The crypto engines (native, openssl) are not plugins in 26.06:
+# they load by themselves from vpp_crypto_engines/.
 plugins {
   plugin default { disable }
   plugin dpdk_plugin.so { enable }
   plugin ikev2_plugin.so { enable }
-  plugin crypto_native_plugin.so { enable }
-  plugin crypto_openssl_plugin.so { enable }
-  plugin linux_cp_plugin.so { enable }
-  plugin linux_nl_plugin.so { enable }
   plugin ping_plugin.so { enable }
   plugin mss_clamp_plugin.so { enable }
   plugin acl_plugin.so { enable }
   plugin abf_plugin.so { enable }
+  plugin linux_cp_plugin.so { enable }
+  plugin linux_nl_plugin.so { enable }
 }
 
 # Mirror VPP interfaces into Linux (probes leave through the tunnels' Linux side),
@@ -131,8 +141,8 @@ def test_exact_output() -> None:
 
 def test_balanced_sections() -> None:
     sections = _sections(render_startup_conf(_params()))
-    assert list(sections) == ["unix", "api-trace", "api-segment", "socksvr", "statseg", "cpu",
-                              "buffers", "dpdk", "plugins", "linux-cp"]
+    assert list(sections) == ["unix", "api-trace", "api-segment", "socksvr", "memory",
+                              "statseg", "cpu", "buffers", "dpdk", "plugins", "linux-cp"]
     assert sections["socksvr"] == ["socket-name", "/run/vpp/api.sock"]
 
 
@@ -156,9 +166,26 @@ def test_every_plugin_the_agent_calls_is_enabled() -> None:
     for hint in PLUGIN_HINTS.values():
         plugin = re.search(r"(\S+_plugin\.so)", hint)
         assert plugin is not None and plugin[1] in enabled
-    # packets need a NIC driver and ESP needs crypto engines
-    assert {"dpdk_plugin.so", "crypto_native_plugin.so", "crypto_openssl_plugin.so"} <= enabled
-    assert enabled == set(REQUIRED_PLUGINS)
+    # packets need a NIC driver; VPP 26.06's crypto engines are no plugins any more
+    # (a crypto_*_plugin.so line names a file that does not exist)
+    assert "dpdk_plugin.so" in enabled
+    assert not any(p.startswith("crypto_") for p in enabled)
+    assert enabled == set(REQUIRED_PLUGINS) | set(LINUX_CP_PLUGINS)
+
+
+def test_without_linux_cp_neither_its_plugins_nor_its_section() -> None:
+    text = render_startup_conf(_params(linux_cp=False))
+    assert _enabled(text) == set(REQUIRED_PLUGINS)
+    assert "linux-cp" not in _sections(text)
+
+
+def test_every_size_states_its_page_size() -> None:
+    sections = _sections(render_startup_conf(_params(page_size="4k")))
+    assert sections["memory"] == ["main-heap-size", "1G", "main-heap-page-size", "4k"]
+    assert sections["statseg"][-2:] == ["page-size", "4k"]
+    assert sections["buffers"][-2:] == ["page-size", "4k"]
+    with pytest.raises(StartupConfError, match="page_size"):
+        render_startup_conf(_params(page_size="3k"))
 
 
 def test_socket_paths_match_agent_defaults() -> None:
@@ -166,7 +193,7 @@ def test_socket_paths_match_agent_defaults() -> None:
     sections = _sections(render_startup_conf(_params(api_socket=cfg.vpp.api_socket)))
     assert sections["socksvr"] == ["socket-name", str(cfg.vpp.api_socket)]
     assert str(StartupParams(devices=()).api_socket) == str(cfg.vpp.api_socket)
-    assert sections["statseg"] == ["socket-name", "/run/vpp/stats.sock"]
+    assert sections["statseg"][:2] == ["socket-name", "/run/vpp/stats.sock"]
 
 
 @pytest.mark.parametrize(

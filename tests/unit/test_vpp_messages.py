@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.vpp.errors import VppApiError, vnet_error_name
 from agent.vpp.messages import OPTIONAL, REQUIRED, check_table
 
 API_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "vpp-api" / "v26.06"
@@ -44,3 +45,18 @@ def test_check_table_names_missing_and_mismatched_messages() -> None:
                                 "0x4d7e2418 (VPP 26.06): version mismatch",
     }
     assert result.optional_present == frozenset({"ikev2_set_pfs"})
+
+
+@pytest.mark.parametrize(("retval", "name"), [
+    (-11, "SYSCALL_ERROR_1"),  # lcp pair without /dev/vhost-net
+    (-73, "INVALID_ARGUMENT"),  # lcp pair on a tunnel with a TAP host side
+    (-105, "ADDRESS_IN_USE"),  # an address added twice
+    (-147, "INSTANCE_IN_USE"),  # ipip_add_tunnel with a taken instance
+    (-2, "INVALID_SW_IF_INDEX"),
+    (-6, "NO_SUCH_ENTRY"),
+])
+def test_vpp_errors_the_agent_meets_have_vpp_26_06_names(retval: int, name: str) -> None:
+    assert vnet_error_name(retval) == name
+    assert str(VppApiError("ipip_add_tunnel", retval)) == \
+        f"ipip_add_tunnel failed: {name} ({retval})"
+    assert vnet_error_name(-9999) == "error -9999"

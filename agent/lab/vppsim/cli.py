@@ -15,7 +15,7 @@ from agent.lab.vppsim.state import (
     SimState,
 )
 
-VERSION = "v26.06-release"
+VERSION = "26.06-release"  # what show_version answers (the CLI prints "vpp v26.06-release")
 BUILD_DATE = "2026-06-24T00:00:00"
 
 ENCR = {
@@ -91,6 +91,10 @@ def format_id(id_: tuple[int, bytes]) -> str:
     return s + "0x" + data.hex()
 
 
+# VPP's log levels, most severe first ("set logging class C level L")
+LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "disabled")
+
+
 class Cli:
     def __init__(self, state: SimState) -> None:
         self.state = state
@@ -127,16 +131,19 @@ class Cli:
             if rest[0] == "logging":
                 return self.show_logging()
             if rest[0] == "event-logger":
+                # VPP 26.06's IKE does not write to the event logger any more
+                return "0 of 131072 events in buffer, logger running\n"
+            if rest[0] == "logging":
                 return "".join(f"{line}\n" for line in self.state.event_log)
             raise unknown(rest)
-        if w[:4] == ["ikev2", "set", "logging", "level"]:
+        if w[:2] == ["ikev2", "set"]:
+            # `ikev2 set logging level` was removed before VPP 26.06
+            raise CliError(f"ikev2 set: unknown input `{' '.join(w[2:])}'")
+        if w[:4] == ["set", "logging", "class", "ikev2"]:
             arg = w[4:]
-            if len(arg) != 1 or not arg[0].isdigit():
-                raise CliError(f"unknown input '{' '.join(arg)}'")
-            level = int(arg[0])
-            if level > 5:
-                raise CliError("setting log level failed!")
-            self.state.ike_log_level = level
+            if len(arg) != 2 or arg[0] != "level" or arg[1] not in LOG_LEVELS:
+                raise CliError(f"set logging class: unknown input `{' '.join(arg)}'")
+            self.state.ike_log_level = LOG_LEVELS.index(arg[1])
             return ""
         if w[:2] == ["event-logger", "clear"]:
             self.state.event_log.clear()
@@ -151,7 +158,7 @@ class Cli:
             for sa in self.state.sas.values() if sa.state == AUTH_FAILED)
 
     def show_version(self) -> str:
-        return f"vpp {VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
+        return f"vpp v{VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
 
     def show_interface(self) -> str:
         lines = [
@@ -273,7 +280,7 @@ class Cli:
         return "".join(f"{line}\n" for line in out)
 
     def show_ikev2_sa(self, details: bool) -> str:
-        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.sas.values())
+        return "".join(self._format_sa(sa, details) + "\n" for sa in self.state.visible_sas())
 
     def _format_sa(self, sa: IkeSa, details: bool) -> str:
         s = f"iip {sa.iaddr} ispi {sa.ispi:x} rip {sa.raddr} rspi {sa.rspi:x}"

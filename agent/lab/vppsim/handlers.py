@@ -24,6 +24,7 @@ from agent.lab.vppsim.state import (
     ApiError,
     ChildSa,
     IkeSa,
+    Route,
     SimState,
 )
 
@@ -82,6 +83,8 @@ def _ts(ts: dict[str, Any] | None, is_local: bool, sa: int = 0, child: int = 0) 
 
 # fib_path.label_stack is a fixed array of 16 MPLS labels; papi needs all of them.
 _NO_LABELS: list[dict[str, Any]] = [{} for _ in range(16)]
+# FIB_API_PATH_TYPE_*: what VPP's own routes carry
+_PATH_NORMAL, _PATH_LOCAL, _PATH_DROP = 0, 1, 2
 
 
 def _transform(kind: int, alg: int, key_bits: int = 0) -> dict[str, Any]:
@@ -139,7 +142,7 @@ class Handlers:
                         "sup_sw_if_index": itf.sw_if_index,
                         "l2_address": itf.mac,
                         "flags": itf.flags,
-                        "type": 2 if itf.kind == "ipip" else 0,
+                        "type": 0,  # IF_API_TYPE_HARDWARE, an ipip tunnel's too
                         "link_duplex": 2 if itf.kind == "ethernet" else 0,
                         "link_speed": 10000000 if itf.kind == "ethernet" else 0,
                         "link_mtu": itf.link_mtu,
@@ -209,14 +212,25 @@ class Handlers:
         return self.ok("ip_route_add_del_reply", stats_index=0)
 
     def on_ip_route_dump(self, m: Any) -> list[Reply]:
+        """Every route of the table, as VPP 26.06 dumps it: the API's routes and the ones
+        VPP makes itself (special prefixes, connected and local routes of each address,
+        the /32 a tunnel's destination resolves through)."""
         v6 = bool(m.table.is_ip6)
         out: list[Reply] = []
-        for route in self.state.routes.values():
-            if route.table_id != m.table.table_id or (route.prefix.version == 6) != v6:
-                continue
+        tid = m.table.table_id
+        user = {r.prefix: r for r in self.state.routes.values()
+                if r.table_id == tid and (r.prefix.version == 6) == v6}
+        implicit = [] if v6 else [r for r in self._implicit_routes(tid, user)
+                                  if r.prefix not in user]
+        for route in [*user.values(), *implicit]:
             paths = []
             for p in route.paths:
-                nh = {"address": {"ip6" if p["proto"] == 1 else "ip4": p["nh"]}}
+                addr = p["nh"]
+                itf = self.state.interfaces.get(p["sw_if_index"])
+                if (itf is not None and itf.kind == "ipip" and route.prefix.prefixlen == 32
+                        and not int(addr)):
+                    addr = route.prefix.network_address  # a host route via a p2p link
+                nh = {"address": {"ip6" if p["proto"] == 1 else "ip4": addr}}
                 paths.append(
                     {k: v for k, v in p.items() if k != "nh"}
                     | {"nh": nh, "label_stack": _NO_LABELS}
@@ -234,6 +248,48 @@ class Handlers:
                     },
                 )
             )
+        return out
+
+    def _implicit_routes(self, table_id: int, user: dict[Any, Route]) -> list[Route]:
+        def path(sw: int, kind: int, nh: Any) -> dict[str, Any]:
+            return {"sw_if_index": sw, "table_id": 0, "rpf_id": 0, "weight": 1,
+                    "preference": 0, "type": kind, "flags": 0, "proto": 0, "nh": nh,
+                    "n_labels": 0}
+
+        zero = ipaddress.IPv4Address(0)
+        drop = [path(NO_INDEX, _PATH_DROP, zero)]
+        out = [Route(table_id, ipaddress.ip_network(p), list(drop))
+               for p in ("0.0.0.0/0", "0.0.0.0/32", "224.0.0.0/4", "240.0.0.0/4",
+                         "255.255.255.255/32")]
+        if table_id != 0:
+            return out
+        for sw, addrs in sorted(self.state.addresses.items()):
+            itf = self.state.interfaces[sw]
+            for a in addrs:
+                if a.version != 4:
+                    continue
+                net = a.network
+                out.append(Route(0, net, [path(sw, _PATH_NORMAL, zero)]))
+                out.append(Route(0, ipaddress.ip_network(f"{a.ip}/32"),
+                                 [path(sw, _PATH_LOCAL, a.ip)]))
+                if itf.kind == "ipip" and net.prefixlen == 31:
+                    other = next(h for h in (net.network_address, net.broadcast_address)
+                             if h != a.ip)
+                    out.append(Route(0, ipaddress.ip_network(f"{other}/32"),
+                                     [path(sw, _PATH_NORMAL, other)]))
+                elif net.prefixlen < 31:
+                    for h in (net.network_address, net.broadcast_address):
+                        out.append(Route(0, ipaddress.ip_network(f"{h}/32"), list(drop)))
+        # a tunnel's destination: a /32 entry resolving through its covering route
+        covering = [*user.values(), *out]
+        for t in self.state.tunnels.values():
+            if t.dst.version != 4 or t.table_id != 0:
+                continue
+            best = max((r for r in covering if t.dst in r.prefix),
+                       key=lambda r: r.prefix.prefixlen)
+            host = ipaddress.ip_network(f"{t.dst}/32")
+            if best.prefix != host:
+                out.append(Route(0, host, [dict(p) for p in best.paths]))
         return out
 
     # -- ipip -----------------------------------------------------------------
@@ -522,22 +578,23 @@ class Handlers:
         return fields
 
     def on_ikev2_sa_dump(self, m: Any) -> list[Reply]:
-        # An initiation the peer has not answered is not in VPP's SA table yet.
+        # An initiation the peer has not answered is not in VPP's SA table yet (the
+        # strongSwan backend knows an SA's responder SPI only once it was answered).
         return [
             ("ikev2_sa_details", {"retval": 0, "sa": self._sa_fields(sa, 1)})
-            for sa in self.state.sas.values() if sa.rspi or sa.state != SA_INIT
+            for sa in self.state.visible_sas() if sa.rspi or sa.state != SA_INIT
         ]
 
     def on_ikev2_sa_v2_dump(self, m: Any) -> list[Reply]:
         return [
             ("ikev2_sa_v2_details", {"retval": 0, "sa": self._sa_fields(sa, 2)})
-            for sa in self.state.sas.values()
+            for sa in self.state.visible_sas()
         ]
 
     def on_ikev2_sa_v3_dump(self, m: Any) -> list[Reply]:
         return [
             ("ikev2_sa_v3_details", {"retval": 0, "sa": self._sa_fields(sa, 3)})
-            for sa in self.state.sas.values()
+            for sa in self.state.visible_sas()
         ]
 
     def _child_fields(self, sa: IkeSa, c: ChildSa) -> dict[str, Any]:
@@ -560,7 +617,7 @@ class Handlers:
 
     def on_ikev2_child_sa_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         if sa.state != AUTHENTICATED and not sa.children:
             # VPP's initiator SA carries its offered first child from the start: the
@@ -575,7 +632,7 @@ class Handlers:
 
     def on_ikev2_child_sa_v2_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         now = self.state.clock()
         return [
@@ -588,7 +645,7 @@ class Handlers:
 
     def on_ikev2_traffic_selector_dump(self, m: Any) -> list[Reply]:
         sa = self.state.sas.get(m.sa_index)
-        if sa is None:
+        if sa is None or sa.hidden:
             return []
         child = next((c for c in sa.children if c.index == m.child_sa_index), None)
         if child is None:

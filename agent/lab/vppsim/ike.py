@@ -107,6 +107,7 @@ class InProcessIke:
         return self.default_outcome
 
     def initiate(self, profile: Profile, sa: IkeSa) -> None:
+        sa.hidden = True  # in no dump until the (model) peer answers
         self._later(self.delay, self._finish, sa.index, self.outcome_for(profile))
 
     def _finish(self, sa_index: int, outcome: str) -> None:
@@ -116,8 +117,10 @@ class InProcessIke:
         if sa is None:
             return
         if outcome == "TIMEOUT":
-            self._later(self.timeout_after, state.remove_sa, sa_index)
+            # VPP 26.06 retransmits an unanswered initiation with no limit: it stays
+            # (hidden) until its profile is deleted
             return
+        sa.hidden = False
         sa.rspi = secrets.randbits(64) | 1
         sa.nonces = (sa.nonces[0], secrets.token_bytes(32))
         if outcome in _FAIL_STATES:
@@ -137,6 +140,11 @@ class InProcessIke:
         }
         state.add_child(sa, profile)
         state.log(f"ikev2: sa {sa_index} profile {sa.profile} AUTHENTICATED")
+        # VPP 26.06: a new IKE SA replaces the established ones with the same IDs
+        # (INITIAL_CONTACT)
+        for other in [s for s in state.visible_sas()
+                      if s.index != sa_index and (s.i_id, s.r_id) == (sa.i_id, sa.r_id)]:
+            state.remove_sa(other.index)
 
     def delete_ike_sa(self, sa: IkeSa) -> None:
         assert self._state is not None

@@ -207,6 +207,9 @@ def connection_for(p: Profile, local_addr: str, dpd_delay: float = 10.0) -> dict
     dpd_delay plays VPP's global liveness period (`ikev2_profile_set_liveness`).
     """
     assert p.ike is not None and p.esp is not None and p.responder_addr is not None
+    # VPP 26.06's meaning: the child SA is rekeyed at lifetime + random(0..jitter) s;
+    # handover is the interval between rekey retries, so the SA may live a few retries
+    # beyond that before it is gone
     lifetime = p.lifetime or 3600
     handover = p.handover or max(lifetime // 20, 1)
     child: dict[str, Any] = {
@@ -214,8 +217,8 @@ def connection_for(p: Profile, local_addr: str, dpd_delay: float = 10.0) -> dict
         "local_ts": _ts(p.loc_ts),
         "remote_ts": _ts(p.rem_ts),
         "esp_proposals": [_proposal(p.esp, ike=False)],
-        "life_time": str(lifetime),
-        "rekey_time": str(max(lifetime - handover, 1)),
+        "life_time": str(lifetime + p.lifetime_jitter + 3 * handover),
+        "rekey_time": str(lifetime),
         "rand_time": str(p.lifetime_jitter),
         "start_action": "none",
         "dpd_action": "clear",

@@ -172,6 +172,9 @@ class IkeSa:
     keys: dict[str, bytes] = field(default_factory=dict)
     nonces: tuple[bytes, bytes] = (b"", b"")
     next_child: int = 0
+    # VPP 26.06: an initiation is in no dump (and cannot be deleted by SPI) until the
+    # peer's first answer; unanswered, it is retransmitted until its profile goes
+    hidden: bool = False
 
 
 @dataclass
@@ -238,7 +241,12 @@ class SimState:
         self._max_index = max(self._max_index, itf.sw_if_index)
 
     def _next_index(self) -> int:
-        return self._max_index + 1
+        """VPP's interface pool hands out the lowest free index (a deleted tunnel's
+        sw_if_index is reused by the next one)."""
+        idx = 0
+        while idx in self.interfaces:
+            idx += 1
+        return idx
 
     def _del_interface(self, sw_if_index: int) -> None:
         self._addr_clear(sw_if_index)
@@ -285,7 +293,9 @@ class SimState:
         return None
 
     def log(self, text: str) -> None:
-        self.event_log.append(f"{self.clock() - self.boot:.6f}: {text}")
+        """An ikev2 log line, as `show logging` prints it (VPP 26.06: vlib log class)."""
+        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
+        self.event_log.append(f"{stamp}:000 debug      ikev2          {text}")
 
     def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
         itf = self.interfaces.get(sw_if_index)
@@ -333,7 +343,8 @@ class SimState:
             return
         if is_add:
             if prefix in mine:
-                return  # VPP accepts re-adding the same address
+                # VPP 26.06 refuses the same address twice
+                raise ApiError(ADDRESS_IN_USE, f"{prefix} already on {sw_if_index}")
             clash = self._overlapping(sw_if_index, prefix)
             if clash is not None:
                 raise ApiError(ADDRESS_IN_USE, f"{prefix} conflicts with {clash[1]} on {clash[0]}")
@@ -372,7 +383,8 @@ class SimState:
             raise ApiError(INSTANCE_IN_USE, f"instance {instance} in use")
         idx = self._next_index()
         self._add_interface(
-            Interface(idx, f"ipip{instance}", "ipip", link_mtu=9000, mtu=[9000, 0, 0, 0])
+            # VPP 26.06: an ipip tunnel's link MTU is 65516, its L3 MTU 9000
+            Interface(idx, f"ipip{instance}", "ipip", link_mtu=65516, mtu=[9000, 0, 0, 0])
         )
         self.tunnels[idx] = Tunnel(
             idx, instance, src, dst, t["table_id"], t["flags"], t["mode"], t["dscp"]
@@ -436,7 +448,7 @@ class SimState:
                 route.paths.extend(p for p in paths if p not in route.paths)
             return
         if route is None:
-            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {table_id}")
+            return  # VPP 26.06 answers 0 to deleting a route that is not there
         if is_multipath and paths:
             remaining = [p for p in route.paths if p not in paths]
             if remaining:
@@ -539,8 +551,7 @@ class SimState:
     def set_responder(
         self, name: str, sw_if_index: int, addr: IpAddress, hostname: str = ""
     ) -> None:
-        p = self.profile(name)
-        self.interface(sw_if_index)
+        p = self.profile(name)  # VPP 26.06 does not check sw_if_index here
         p.responder_sw_if_index, p.responder_addr, p.responder_hostname = (
             sw_if_index,
             addr,
@@ -624,9 +635,13 @@ class SimState:
         if not still_up:
             self.set_admin(p.tun_itf, False)
 
+    def visible_sas(self) -> list[IkeSa]:
+        """The SAs VPP's dumps and CLI show (not initiations still waiting for an answer)."""
+        return [sa for sa in self.sas.values() if not sa.hidden]
+
     def find_sa_by_request_spi(self, ispi: int) -> IkeSa:
         want = swap64(ispi)
-        for sa in self.sas.values():
+        for sa in self.visible_sas():
             if sa.ispi == want:
                 return sa
         raise ApiError(UNSPECIFIED, "IKE SA not found")
@@ -659,7 +674,7 @@ class SimState:
             ),
             "profiles": {n: p.snapshot() for n, p in sorted(self.profiles.items())},
             "sas": sorted(
-                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.sas.values()
+                (sa.profile, STATE_NAMES[sa.state], len(sa.children)) for sa in self.visible_sas()
             ),
             "liveness": self.liveness,
             "lcp": dict(sorted(self.lcp.items())),
