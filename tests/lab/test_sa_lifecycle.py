@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import itertools
+import secrets
 import select
 import socket
 import struct
@@ -354,3 +355,77 @@ def run(lab: Lab, peer: PeerGateway, scenario: Callable[[], Awaitable[None]]) ->
         raise
     finally:
         peer.stop()
+
+
+def ike_sa_init_request(ispi: int) -> bytes:
+    """A well-formed IKE_SA_INIT request VPP accepts (AES-CBC-256, HMAC-SHA2-256,
+    PRF-SHA2-256, MODP-2048): what any host on the Internet may send to UDP 500."""
+    def transform(last: bool, ttype: int, tid: int, attrs: bytes = b"") -> bytes:
+        return struct.pack(">BBHBBH", 0 if last else 3, 0, 8 + len(attrs), ttype, 0, tid) + attrs
+
+    transforms = (transform(False, 1, 12, struct.pack(">HH", 0x800E, 256))
+                  + transform(False, 2, 5) + transform(False, 3, 12) + transform(True, 4, 14))
+    proposal = struct.pack(">BBHBBBB", 0, 0, 8 + len(transforms), 1, 1, 0, 4) + transforms
+    sa = struct.pack(">BBH", 34, 0, 4 + len(proposal)) + proposal
+    ke_data = secrets.token_bytes(256)
+    ke = struct.pack(">BBHHH", 40, 0, 8 + len(ke_data), 14, 0) + ke_data
+    nonce_data = secrets.token_bytes(32)
+    nonce = struct.pack(">BBH", 0, 0, 4 + len(nonce_data)) + nonce_data
+    body = sa + ke + nonce
+    header = struct.pack(">QQBBBBII", ispi, 0, 33, 0x20, IKE_SA_INIT, FLAG_INITIATOR, 0,
+                         28 + len(body))
+    return header + body
+
+
+def send_from(ns: str, dst: str, payload: bytes) -> bytes | None:
+    """One UDP datagram to dst:500 from namespace ns; the answer if one comes."""
+    def go() -> bytes | None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(3)
+            s.sendto(payload, (dst, 500))
+            try:
+                return s.recv(65535)
+            except TimeoutError:
+                return None
+
+    return run_in_netns(ns, go)
+
+
+def test_a_half_open_sa_from_a_stranger_neither_crashes_vpp_nor_disturbs_supervision(
+        lab: Lab, workdir: Path) -> None:  # noqa: F811
+    """An IKE_SA_INIT from anyone leaves a half-open SA without a profile; VPP 26.06's
+    v2/v3 SA dumps and `show ikev2 sa` then crash it. The agent reads only v1 and the
+    child dump, and peerctl does not pass `show ikev2 sa` to VPP while one exists."""
+    settings = PeerSettings()
+    peer = PeerGateway(lab, workdir, settings)
+    peer.start()
+
+    async def scenario() -> None:
+        async with rig(lab, workdir, peer) as r:
+            ok(await r.ctl.send_job("add-tunnel", add_tunnel_params(lab, settings), jobid=95))
+            state = r.agent.manager.states
+            await until(lambda: 7 in state and state[7].status == "up", 15)
+            # from the NAT box, straight to VPP's WAN address: a scanner
+            answer = await asyncio.to_thread(send_from, lab.nat_ns, "10.10.0.2",
+                                             ike_sa_init_request(secrets.randbits(64) | 1))
+            assert answer is not None and struct.unpack(">Q", answer[8:16])[0] != 0, answer
+
+            async def half_open() -> bool:
+                return any(sa.i_id[0] == 0 for sa in await r.sas())
+
+            await until_async(half_open, 5)
+            polls = state[7].since
+            # several supervision polls later VPP is the same process and the tunnel up
+            deadline = time.monotonic() + 3
+            await until(lambda: time.monotonic() > deadline, 4)
+            assert r.agent.vpp.connected and r.agent.vpp.generation == 1
+            assert state[7].status == "up" and state[7].since == polls
+            assert len([sa for sa in await r.sas() if sa.i_id[0] != 0]) == 1
+            code, out, err = await peerctl("--socket", str(workdir / "admin.sock"),
+                                           "show", "ikev2", "sa")
+            assert code != 0 and "half-open IKE SA(s) without a profile" in err, (out, err)
+            assert "10.10.0.1" in err
+            version = await r.agent.vpp.call("show_version")
+            assert str(version.version).startswith("26.06")
+
+    run(lab, peer, scenario)
