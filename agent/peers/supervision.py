@@ -144,8 +144,9 @@ def step(sas: list[SaView], rec: Record, now: float, policy: Policy,
             restarts=0))
     base = replace(base, child_sas=0, child_spis=(),
                    ike_state=sas[0].state if sas else None)
-    if up:  # child SA listed but VPP just took the tunnel down: it is being removed
-        return Step(_down(base, "child SA removed (tunnel set down by VPP)"))
+    if up:  # child SA listed but the tunnel is admin-down: VPP is removing the child
+        return Step(_down(base, "tunnel interface admin-down: its child SA is being "
+                                "removed (or the tunnel was set down by hand)"))
 
     failed = _failed(sas, seen, now, policy)
     if failed is not None:
