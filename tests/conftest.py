@@ -11,6 +11,7 @@ import pytest
 import structlog
 
 from agent.lab.vppsim.server import VppSim
+from tests.real_vpp import fold_skip
 
 WAN = ("GigabitEthernet0/3/0", "192.168.1.10/24")
 
@@ -59,6 +60,7 @@ SUITE_SECRETS = (
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report: pytest.TestReport = outcome.get_result()
+    fold_skip(report)
     if item.get_closest_marker("prints_secrets"):
         return
     own = [content for name, content in report.sections if name.endswith(report.when)]

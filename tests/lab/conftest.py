@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.lab.realvpp import vpp_unavailable
-
-REAL_VPP_REASON = vpp_unavailable()
-
-
-def require_real_vpp() -> None:
-    """Skip (one reason, one place: -rs shows it as a single line) without real VPP."""
-    if REAL_VPP_REASON is not None:
-        pytest.skip(f"real-VPP tier: {REAL_VPP_REASON}")
+from tests.real_vpp import require_real_vpp
 
 
 @pytest.fixture(scope="module", params=["vppsim", "vpp"])

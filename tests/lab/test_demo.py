@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.lab.vppsim.ike_strongswan import charon_available
-from tests.lab.conftest import REAL_VPP_REASON
+from tests.real_vpp import require_real_vpp
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,8 +47,7 @@ def _demo_labs_gone(stdout: str, before: set[str]) -> bool:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the demo builds network namespaces: needs root")
 @pytest.mark.skipif(charon_available() is not None, reason=str(charon_available()))
 def test_demo_on_real_vpp_shows_the_tunnel_up_through_vpps_esp() -> None:
-    if REAL_VPP_REASON is not None:
-        pytest.skip(f"real-VPP tier: {REAL_VPP_REASON}")
+    require_real_vpp()
     before = _lab_names()
     done = subprocess.run(
         [sys.executable, "-m", "agent.lab.demo", "--vpp", "real", "--duration", "10"],

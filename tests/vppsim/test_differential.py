@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
+import struct
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,13 +30,17 @@ from typing import Any
 
 import pytest
 
-from agent.lab.realvpp import RealVpp, vpp_unavailable
+from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
+from agent.vpp.readers import read_sas, read_summary
+from tests.real_vpp import require_real_vpp
 
-_REASON = vpp_unavailable()
-pytestmark = pytest.mark.skipif(_REASON is not None,
-                                reason=f"real-VPP tier: {_REASON or ''}")
+
+@pytest.fixture(autouse=True)
+def _real_vpp_tier() -> None:
+    require_real_vpp()
+
 
 WAN = "host-wan0"
 WAN_ADDR = "192.168.1.10/24"
@@ -318,3 +325,59 @@ def test_vppsim_answers_the_scripted_api_calls_as_real_vpp_26_06(capsys: Any) ->
         print(f"\ndifferential: {real.calls} API calls, {len(diffs)} known differences, "
               f"{len(undeclared)} undeclared")
     assert not undeclared, "\n".join(undeclared)
+
+
+def _ike_sa_init() -> bytes:
+    """An IKE_SA_INIT request as any host on the Internet may send (AES-CBC-256,
+    HMAC-SHA2-256, MODP-2048 with a random public value): VPP answers it and keeps a
+    half-open SA that has no profile yet."""
+    def transform(last: bool, kind: int, ident: int, attrs: bytes = b"") -> bytes:
+        body = struct.pack("!BBH", kind, 0, ident) + attrs
+        return struct.pack("!BBH", 0 if last else 3, 0, 4 + len(body)) + body
+
+    transforms = (transform(False, 1, 12, struct.pack("!HH", 0x800E, 256))
+                  + transform(False, 2, 5) + transform(False, 3, 12) + transform(True, 4, 14))
+    proposal_body = struct.pack("!BBBB", 1, 1, 0, 4) + transforms
+    proposal = struct.pack("!BBH", 0, 0, 4 + len(proposal_body)) + proposal_body
+    sa = struct.pack("!BBH", 34, 0, 4 + len(proposal)) + proposal
+    ke_body = struct.pack("!HH", 14, 0) + os.urandom(256)
+    ke = struct.pack("!BBH", 40, 0, 4 + len(ke_body)) + ke_body
+    nonce = struct.pack("!BBH", 0, 0, 36) + os.urandom(32)
+    payloads = sa + ke + nonce
+    header = os.urandom(8) + bytes(8) + struct.pack("!BBBBII", 33, 0x20, 34, 0x08, 0,
+                                                     28 + len(payloads))
+    return header + payloads
+
+
+def test_a_scanners_half_open_sa_does_not_make_the_agent_kill_vpp() -> None:
+    """VPP 26.06's v2/v3 SA dumps dereference a half-open SA's missing profile (SIGSEGV);
+    the agent's SA reads must survive one."""
+    with real_vpp() as vpp:
+        subprocess.run(["ip", "netns", "exec", vpp.netns, "ip", "addr", "add",
+                        "192.168.1.20/24", "dev", "wan0p"], check=True)
+
+        async def scenario() -> None:
+            async with client(vpp.socket_path) as c:
+                # VPP listens on UDP 500 once a profile exists
+                await c.call("ikev2_profile_add_del", name="peer-1", is_add=True)
+                send = ("import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+                        "s.bind(('192.168.1.20',500));s.settimeout(5);"
+                        "s.sendto(bytes.fromhex(sys.argv[1]),('192.168.1.10',500));"
+                        "print(len(s.recv(4096)))")
+                done = await asyncio.to_thread(
+                    subprocess.run, ["ip", "netns", "exec", vpp.netns, sys.executable, "-c",
+                                     send, _ike_sa_init().hex()],
+                    capture_output=True, text=True, timeout=20)
+                assert done.returncode == 0 and int(done.stdout) > 0, done.stderr
+                half_open = await c.dump("ikev2_sa_dump")
+                assert len(half_open) == 1 and int(half_open[0].sa.i_id.data_len) == 0
+                # read from v1: a responder's SA still waiting, no peer ID yet (so it
+                # matches no tunnel: nobody's SA)
+                assert [(sa.state, sa.i_id[0], sa.children) for sa in await read_sas(c)] == [
+                    ("SA_INIT", 0, 0)]
+                summary = await read_summary(c)
+                assert summary.sas == 1
+                assert "26.06" in str((await c.call("show_version")).version)
+                assert vpp.running
+
+        asyncio.run(scenario())

@@ -374,3 +374,29 @@ def test_cli_process_ready_and_sigterm(tmp_path: Path) -> None:
 
 async def test_sync_addresses_typed(sim: VppSim) -> None:
     assert sim.state.addresses[1] == [ipaddress.ip_interface("192.168.1.10/24")]
+
+
+async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survives(
+        sim: VppSim) -> None:
+    from agent.vpp.client import VppClient
+    from agent.vpp.errors import VppError
+    from agent.vpp.readers import read_sas
+
+    client = VppClient(str(sim.socket_path), backoff_min=0.01, backoff_max=0.05)
+    await client.start()
+    try:
+        await client.wait_connected(5)
+        await client.call("ikev2_profile_add_del", name="peer-1", is_add=True)
+        sim.state.add_half_open(ipaddress.ip_address("198.51.100.9"),
+                                ipaddress.ip_address("192.168.1.10"))
+        v1 = await client.dump("ikev2_sa_dump")
+        assert [(s.sa.profile_index, s.sa.i_id.data_len) for s in v1] == [(0, 0)]
+        assert await read_sas(client) == []  # the agent's read: v1 first, survives
+        assert "peer-1" in sim.state.profiles
+        generation = client.generation
+        with pytest.raises(VppError):  # VPP 26.06 dies on this (SIGSEGV); so does vppsim
+            await client.dump("ikev2_sa_v3_dump")
+        await wait_for(lambda: client.generation > generation)
+        assert not sim.state.profiles and not sim.state.sas  # a restarted, empty VPP
+    finally:
+        await client.close()

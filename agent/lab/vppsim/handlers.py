@@ -29,6 +29,11 @@ from agent.lab.vppsim.state import (
 )
 
 Reply = tuple[str, dict[str, Any]]
+
+
+class VppCrash(Exception):
+    """What kills real VPP 26.06 (SIGSEGV); vppsim then behaves as a crashed and
+    restarted VPP: every client is dropped and all state is lost."""
 Handler = Callable[[Any], list[Reply]]
 
 # Requests that change state (counted by write_count, subject to inject_failure).
@@ -568,9 +573,12 @@ class Handlers:
             "stats": {"n_rekey_req": sa.n_rekey, "n_sa_init_req": 1, "n_sa_auth_req": 1},
         }
         if version == 1:
-            p = self.state.profiles.get(sa.profile)
-            fields["profile_index"] = p.index if p else NO_INDEX
+            # VPP 26.06's send_sa copies the field onto itself: always 0
+            fields["profile_index"] = 0
         else:
+            if not sa.profile:
+                # VPP 26.06 indexes its profile pool with the half-open SA's ~0
+                raise VppCrash(f"{'v2' if version == 2 else 'v3'} SA dump of a half-open SA")
             fields["profile_name"] = sa.profile
             fields["state"] = sa.state
         if version == 3:

@@ -221,7 +221,8 @@ def connection_for(p: Profile, local_addr: str, dpd_delay: float = 10.0) -> dict
         "rekey_time": str(lifetime),
         "rand_time": str(p.lifetime_jitter),
         "start_action": "none",
-        "dpd_action": "clear",
+        # VPP 26.06 re-initiates the IKE SA by itself when DPD finds the peer gone
+        "dpd_action": "restart",
         "close_action": "none",
     }
     return {

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 
 from agent.lab.vppsim.api import HEADER, ApiCatalog, MessageDef, frame
-from agent.lab.vppsim.handlers import WRITES, Handlers
+from agent.lab.vppsim.handlers import WRITES, Handlers, VppCrash
 from agent.lab.vppsim.ike import IkeBackend, InProcessIke
 from agent.lab.vppsim.state import UNSPECIFIED, ApiError, SimState
 
@@ -143,6 +143,15 @@ class VppSim:
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
 
+    def crash(self) -> None:
+        """A VPP crash and restart by its supervisor: clients dropped, state empty."""
+        self.kill_connections()
+        self.state = SimState(self.wan)
+        self.state.listeners.append(self._on_interface_change)
+        self.handlers = Handlers(self.state, self.ike)
+        if self._loop is not None:
+            self.ike.attach(self.state, self._loop)
+
     def kill_connections(self) -> None:
         """Drop every client socket abruptly."""
         for conn in list(self.connections):
@@ -225,6 +234,11 @@ class VppSim:
                 replies = handler(msg)
                 packed = [self._pack(rname, {**fields, "context": msg.context})
                           for rname, fields in replies]
+            except VppCrash as crash:
+                log.error("vppsim crashes as VPP 26.06 would", message=name, why=str(crash))
+                self.crash()
+                out.clear()
+                return
             except ApiError:
                 raise
             except Exception as bug:  # VPP answers every request; so must its emulator

@@ -591,6 +591,17 @@ class SimState:
         self.sas[sa.index] = sa
         return sa
 
+    def add_half_open(self, iaddr: IpAddress, raddr: IpAddress) -> IkeSa:
+        """The SA an incoming IKE_SA_INIT leaves (a peer initiating, or any scanner):
+        responder side, no IDs and no profile until IKE_AUTH, which may never come."""
+        sa = IkeSa(index=self.next_sa_index, profile="", state=SA_INIT,
+                   ispi=secrets.randbits(64) | 1, rspi=secrets.randbits(64) | 1,
+                   iaddr=iaddr, raddr=raddr, i_id=(0, b""), r_id=(0, b""), ike={},
+                   created=self.clock())
+        self.next_sa_index += 1
+        self.sas[sa.index] = sa
+        return sa
+
     def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
         esp = p.esp or {}
         key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8
