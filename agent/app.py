@@ -19,7 +19,9 @@ import structlog
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
 from agent.config import AgentConfig
+from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
+from agent.jobs.info import detect_frr_version
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
@@ -29,8 +31,13 @@ from agent.monitor.resolver import NameResolver
 from agent.monitor.service import MonitorService
 from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
+from agent.policy.decide import Hysteresis
+from agent.policy.manager import PolicyManager
+from agent.remote.service import RemoteService
 from agent.vpp.client import ConnectInfo, VppClient
+from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
+from agent.vpp.readers import WanFacts, read_tunnel_indexes, read_wan_facts
 
 log = structlog.get_logger(__name__)
 
@@ -72,23 +79,77 @@ class Agent:
                                        up_after=mon.up_after),
             stats_period=mon.stats_period,
         )
+        pol = cfg.policy
+        self.policies = PolicyManager(
+            self.vpp, lambda: self.manager.desired, self.monitor.health,
+            lan_interfaces=pol.lan_interfaces, wan_interfaces=pol.wan_interfaces,
+            state_file=state_dir / "multilink-policy.json", period=pol.period,
+            hysteresis=Hysteresis(pol.hysteresis_rtt_ms, pol.hysteresis_drop_pct),
+        )
+        self.monitor.status_listeners.append(lambda _tid, _status: self.policies.notify())
+        self.config_store = ConfigStore(state_dir)
+        self.stats_segment = (StatsSegment(Path(cfg.vpp.stats_socket))
+                              if cfg.vpp.stats_socket else None)
+        ctl = cfg.controller
         self.dispatcher = JobDispatcher(
             self.manager,
-            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto),
+            ValidationPolicy(allow_weak_crypto=cfg.security.allow_weak_crypto,
+                             psk_min_length=cfg.security.psk_min_length),
             stats=self.monitor.device_stats,
+            config=self.config_store,
+            agent_version=ctl.fwagent_version,
             vpp_version=lambda: self.vpp_version,
+            vpp_fallback=ctl.vpp_version,
+            frr_version=detect_frr_version(ctl.frr_version),
+            facts=self._wan_facts,
+            counters=self._counters,
             observe=job_metrics,
         )
+        self.monitor.alert_rules = lambda: (
+            self.dispatcher.notification_rules(), self.dispatcher.tunnel_notifications(),
+            self.dispatcher.data_plane_state()[0] == "running",
+            self.dispatcher.tunnels_without_wan())
         self.journal = Journal(state_dir / "link-journal.sqlite3",
                                keep=cfg.controller.journal_keep)
-        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal)
+        self.remote = RemoteService(
+            cfg.remote,
+            vpp_cli=self._vpp_cli,
+            config=self.dispatcher.recorded_config,
+            secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+        )
+        self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
+                                direct=self.remote)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
-                           jobs=self.journal.recent, log_level=cfg.logging.level),
+                           jobs=self.journal.recent, log_level=cfg.logging.level,
+                           policies=self.policies.status),
             Path(cfg.admin.socket),
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
+
+    async def _wan_facts(self) -> list[WanFacts]:
+        if not self.vpp.connected:
+            raise VppError("VPP is not connected")
+        return await read_wan_facts(self.vpp, self.cfg.interfaces)
+
+    async def _counters(self) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        """Counter totals per WAN dev_id and per peer tunnel, from the stats segment."""
+        if self.stats_segment is None or not self.vpp.connected:
+            raise VppError("no VPP counters")
+        totals = await asyncio.to_thread(self.stats_segment.read)
+        wans = await read_wan_facts(self.vpp, self.cfg.interfaces)
+        tunnels = await read_tunnel_indexes(self.vpp)
+        by_dev = {f.dev_id: totals[f.sw_if_index] for f in wans if f.sw_if_index in totals}
+        by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()
+                     if sw in totals and tid in self.manager.desired}
+        return by_dev, by_tunnel
+
+    async def _vpp_cli(self, cmd: str) -> tuple[int, str]:
+        """cli_inband for the Command and Traces tabs: (retval, VPP's text)."""
+        reply = await self.vpp.call("cli_inband", cmd=cmd, _check=False,
+                                    _timeout=self.cfg.remote.max_timeout)
+        return int(reply.retval), str(reply.reply)
 
     async def _on_vpp_connect(self, info: ConnectInfo) -> None:
         try:
@@ -101,6 +162,7 @@ class Agent:
     async def run(self, on_ready: ReadyCallback | None = None) -> None:
         """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
         self.manager.load()
+        self.policies.load()
         self.vpp.add_connect_listener(self._on_vpp_connect)
         await self.admin.start()
         try:
@@ -109,6 +171,8 @@ class Agent:
                 tg.create_task(self.link.run(), name="controller-link")
                 tg.create_task(self.manager.supervise_forever(), name="sa-supervisor")
                 tg.create_task(self.monitor.run(), name="monitor")
+                # follows tunnel health; reconciles itself after each VPP (re)connect
+                tg.create_task(self.policies.run(), name="multilink-policies")
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()
@@ -120,6 +184,9 @@ class Agent:
             await self.admin.stop()
             await self.vpp.close()
             self.journal.close()
+            self.config_store.close()
+            if self.stats_segment is not None:
+                self.stats_segment.close()
             self.store.close()
 
 

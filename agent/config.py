@@ -34,7 +34,9 @@ from pydantic_core import PydanticCustomError
 
 ENV_PREFIX = "PEERING_AGENT_"
 
-_VERSION_RE = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+_VERSION_RE = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$")
+_VPP_VERSION_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?(-[a-z0-9]{1,10})?$", re.I)
+_PLAIN_VERSION_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?$")
 _MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -72,8 +74,22 @@ class ControllerConfig(_Section):
     )
     fwagent_version: str = Field(
         default="6.3.0",
-        description="fwagent version advertised in User-Agent and at registration "
-        "(flexiManage refuses peering below major 5)",
+        description="the agent version, used everywhere: User-Agent, registration, "
+        "get-device-info device/agent/router (flexiManage: major 5-6; 6.3 enables "
+        "notifications and per-tunnel thresholds)",
+    )
+    vpp_version: str = Field(
+        default="26.06",
+        description="VPP version reported while VPP has not answered show_version",
+    )
+    frr_version: str = Field(
+        default="8.4.4",
+        description="FRR version reported when `vtysh --version` is unavailable "
+        "(flexiManage refuses an empty one)",
+    )
+    origin: str = Field(
+        default="",
+        description="Origin header of the websocket handshake; empty: https://<controller host>",
     )
     connect_timeout: float = Field(
         default=15.0, gt=0, description="seconds for TCP+TLS+websocket handshake"
@@ -84,11 +100,16 @@ class ControllerConfig(_Section):
     backoff_max: float = Field(
         default=60.0, gt=0, description="reconnect delay cap, seconds (full jitter below it)"
     )
-    refused_backoff: float = Field(
-        default=600.0,
-        gt=0,
-        description="delay after a permanent refusal (HTTP 400/401/402/403/404), seconds",
+    retry_quick_min: float = Field(
+        default=5.0, gt=0, description="retry after HTTP 403 (not approved yet) or a local "
+        "error (DNS, TCP, TLS, timeout): random delay from min to max seconds",
     )
+    retry_quick_max: float = Field(default=15.0, gt=0, description="see retry_quick_min")
+    retry_slow_min: float = Field(
+        default=50.0, gt=0, description="retry after any other handshake status "
+        "(400, 402, 404, 500...): random delay from min to max seconds",
+    )
+    retry_slow_max: float = Field(default=70.0, gt=0, description="see retry_slow_min")
     ping_interval: float = Field(
         default=20.0, gt=0, description="agent keepalive ping interval, seconds"
     )
@@ -146,10 +167,31 @@ class ControllerConfig(_Section):
         m = _VERSION_RE.match(v)
         if not m:
             raise PydanticCustomError("version", "must be X.Y.Z, e.g. 6.3.0")
-        if int(m.group(1)) < 5:
+        if not 5 <= int(m.group(1)) <= 6:
             raise PydanticCustomError(
-                "version", "flexiManage refuses peering for fwagent majors below 5"
+                "version", "flexiManage accepts fwagent majors 5 and 6 only"
             )
+        return v
+
+    @field_validator("vpp_version")
+    @classmethod
+    def _vpp_version(cls, v: str) -> str:
+        if not _VPP_VERSION_RE.match(v):
+            raise PydanticCustomError("version", "must be X.Y[.Z][-suffix], e.g. 26.06")
+        return v
+
+    @field_validator("frr_version")
+    @classmethod
+    def _frr_version(cls, v: str) -> str:
+        if not _PLAIN_VERSION_RE.match(v):
+            raise PydanticCustomError("version", "must be X.Y[.Z] without suffix, e.g. 8.4.4")
+        return v
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, v: str) -> str:
+        if v and not re.match(r"^https?://[^/\s]+$", v):
+            raise PydanticCustomError("origin", "must be an absolute URL such as https://host")
         return v
 
     @field_validator("ca_file")
@@ -176,11 +218,21 @@ class ControllerConfig(_Section):
             raise PydanticCustomError(
                 "backoff", "controller.backoff_min: must not exceed controller.backoff_max"
             )
+        for kind in ("quick", "slow"):
+            if getattr(self, f"retry_{kind}_min") > getattr(self, f"retry_{kind}_max"):
+                raise PydanticCustomError(
+                    "retry", "controller.retry_{kind}_min: must not exceed "
+                    "controller.retry_{kind}_max", {"kind": kind})
         return self
 
 
 class VppConfig(_Section):
     api_socket: Path = Field(default=Path("/run/vpp/api.sock"), description="VPP binary API socket")
+    stats_socket: str = Field(
+        default="/run/vpp/stats.sock",
+        description="VPP stats segment socket (interface and tunnel rx/tx counters); "
+        "empty: no counters",
+    )
     call_timeout: float = Field(
         default=5.0, gt=0, description="bound for one VPP API call, seconds"
     )
@@ -202,6 +254,10 @@ class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
         default=False, description="accept weak transforms VPP implements (sha1-96, "
         "modp-768/1024/1536, ecp-192, IKE null); DES, 3DES and MD5 are always refused"
+    )
+    psk_min_length: int = Field(
+        default=8, ge=1, le=1024, description="shortest PSK accepted, bytes (flexiManage only "
+        "requires a non-empty PSK without whitespace)"
     )
 
 
@@ -236,6 +292,28 @@ class PeersConfig(_Section):
                                  "IKE liveness (DPD) checks; one setting for all profiles")
     liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "
                                   "checks after which VPP drops the IKE SA")
+
+
+class PolicyConfig(_Section):
+    lan_interfaces: list[str] = Field(
+        default=[], description="VPP interfaces whose received traffic multilink "
+        "policies steer (ABF attachments); comma-separated in the environment")
+    wan_interfaces: list[str] = Field(
+        default=[], description="VPP WAN interfaces that rules with apply-on-wan-rx "
+        "also attach to")
+    period: float = Field(default=1.0, gt=0, description="seconds between re-decisions of "
+                          "each rule's paths from tunnel health")
+    hysteresis_rtt_ms: float = Field(default=30.0, ge=0, description="how much lower rtt "
+                                     "another link needs before link-quality moves to it")
+    hysteresis_drop_pct: float = Field(default=2.0, ge=0, description="how much lower drop "
+                                       "(points) another link needs before link-quality moves")
+
+    @field_validator("lan_interfaces", "wan_interfaces", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [n.strip() for n in v.split(",") if n.strip()]
+        return v
 
 
 class AdminConfig(_Section):
@@ -274,6 +352,57 @@ class MetricsConfig(_Section):
         return v
 
 
+class RemoteConfig(_Section):
+    allow: tuple[str, ...] = Field(
+        default=(
+            "vppctl show ...", "vppctl set logging class ikev2 level *", "vppctl clear logging",
+            "swanctl --list-sas ...", "ip -br addr", "ip -br route", "ip -br link",
+            "journalctl -u peering-agent -n <n>", "ping -c <n> -W 1 <ip>",
+            "ping -c <n> -W 1 -I <name> <ip>", "vtysh -c 'show ...'",
+        ),
+        description="commands the controller's Command tab (exec_timeout) may run, never "
+        "through a shell; `*` any one argument, `<n>` number, `<ip>` address, `<name>` "
+        "interface-like name, `'show ...'` one argument of such words, a last `...` any "
+        "further arguments; `vppctl` runs through VPP's API; `[]` refuses all",
+    )
+    output_max: int = Field(
+        default=65536, ge=1024, le=8388608,
+        description="characters of a command's output (and of its error text) in a reply; "
+        "the rest is cut and the reply says so",
+    )
+    max_timeout: float = Field(
+        default=90.0, gt=0, le=95.0,
+        description="cap on exec_timeout's timeout, seconds (the controller gives up at 100 s)",
+    )
+    agent_log: str = Field(
+        default="",
+        description="file the Logs tab reads for `fwagent`; empty: the journal of "
+        "peering-agent.service",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_text(cls, v: Any) -> Any:
+        if isinstance(v, str):  # from the environment: a JSON array
+            try:
+                return json.loads(v)
+            except ValueError:
+                raise PydanticCustomError("allow", "must be a JSON array of strings") from None
+        return v
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from agent.remote.commands import parse_pattern
+
+        for entry in v:
+            try:
+                parse_pattern(entry)
+            except ValueError as e:
+                raise PydanticCustomError("allow", "{problem}", {"problem": str(e)}) from None
+        return v
+
+
 class AgentConfig(_Section):
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
     vpp: VppConfig = Field(default_factory=VppConfig)
@@ -284,9 +413,11 @@ class AgentConfig(_Section):
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     peers: PeersConfig = Field(default_factory=PeersConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
     @field_validator("interfaces")
     @classmethod
@@ -400,6 +531,8 @@ def _default_text(value: Any) -> str:
         return json.dumps(str(value))
     if isinstance(value, dict):
         return "{}"
+    if isinstance(value, tuple | list):
+        return json.dumps(list(value))
     return repr(value)
 
 

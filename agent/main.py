@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from agent import __version__
 from agent.config import AgentConfig, ConfigError, load_config
@@ -82,7 +83,8 @@ async def _run(cfg: AgentConfig) -> int:
     agent = Agent(cfg, job_metrics=jobs.observe)
     agent.extra_tasks.append(lambda: watchdog_loop(notifier, watchdog_interval()))
     if cfg.metrics.listen:
-        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs)
+        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs,
+                                    agent.policies)
         agent.extra_tasks.append(lambda: run_metrics_server(source, cfg.metrics.listen))
     def ready() -> None:
         notifier.ready(f"VPP {agent.vpp_version} connected, {len(agent.manager.desired)} peers")
@@ -94,11 +96,31 @@ async def _run(cfg: AgentConfig) -> int:
     return 0
 
 
-async def _register(cfg: AgentConfig, token: Secret) -> int:
-    from agent.link.register import RegistrationError, register
+async def _registration_interfaces(cfg: AgentConfig) -> list[dict[str, Any]] | None:
+    """Interface entries read from VPP when it answers within 3 s, else None."""
+    from agent.jobs.info import interface_entry
+    from agent.vpp.readers import read_wan_facts
 
+    client = VppClient(str(cfg.vpp.api_socket), connect_timeout=3.0, call_timeout=3.0)
+    await client.start()
     try:
-        result = await register(cfg, token)
+        await client.wait_connected(3.0)
+        return [interface_entry(f) for f in await read_wan_facts(client, cfg.interfaces)]
+    except (VppError, TimeoutError):
+        return None
+    finally:
+        await client.close()
+
+
+async def _register(cfg: AgentConfig, token: Secret) -> int:
+    from agent.link.register import RegistrationError, default_facts, register
+
+    interfaces = await _registration_interfaces(cfg)
+    if interfaces is None:
+        print("peering-agent: VPP not reachable: registering the [interfaces] table only",
+              file=sys.stderr)
+    try:
+        result = await register(cfg, token, facts=default_facts(cfg, interfaces))
     except RegistrationError as e:
         print(f"peering-agent: registration failed: {e}", file=sys.stderr)
         return 1
@@ -114,9 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    reg = sub.add_parser("register", help="register this device with the controller")
+    # no abbreviations: `--token SECRET` must not be taken for `--token-file SECRET`
+    reg = sub.add_parser("register", help="register this device with the controller",
+                         allow_abbrev=False)
     reg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    reg.add_argument("--token", help="organisation token (default: read from stdin)")
+    reg.add_argument("--token-file", type=Path, default=None,
+                     help="file holding the organisation token (default: read it from stdin; "
+                     "never pass a token as an argument, ps shows arguments)")
     add_render_parser(sub, DEFAULT_CONFIG)
     info = sub.add_parser("vpp-info", help="connect to VPP and print what the agent finds")
     info.add_argument("--socket", default="/run/vpp/api.sock", help="VPP API socket")
@@ -136,7 +162,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return render_startup_conf_cli(args)
     if args.command == "register":
         cfg = _load(args.config)
-        token = args.token if args.token is not None else sys.stdin.readline().strip()
+        if args.token_file is not None:
+            try:
+                token = args.token_file.read_text().strip()
+            except OSError as e:
+                print(f"peering-agent: cannot read the token file: {e.strerror}",
+                      file=sys.stderr)
+                return 2
+        else:
+            token = sys.stdin.readline().strip()
         if not token:
             print("peering-agent: register needs an organisation token", file=sys.stderr)
             return 2

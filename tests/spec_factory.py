@@ -41,7 +41,7 @@ def example_spec(**overrides: Any) -> PeerSpec:
         tcp_mss_clamp=1310,
         monitor_ips=(IPv4Address("8.8.8.8"),),
         monitor_urls=("monitoring.example.com",),
-        ospf_cost=100,
+        ospf_cost="100",
     )
     return replace(spec, **overrides)
 

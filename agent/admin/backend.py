@@ -81,6 +81,7 @@ class ManagerBackend:
         log_level: str = "info",
         apply_log_level: Callable[[str], None] = configure_logging,
         cli_timeout: float | None = None,
+        policies: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._manager = manager
         self._vpp = vpp
@@ -89,6 +90,11 @@ class ManagerBackend:
         self._level = log_level
         self._apply_level = apply_log_level
         self._cli_timeout = cli_timeout
+        self._policies = policies
+
+    def policy_status(self) -> dict[str, Any]:
+        """The multilink policy for `show policies` (agent.policy.manager.status)."""
+        return self._policies() if self._policies is not None else {"policy_id": None}
 
     def peers(self) -> list[PeerView]:
         rows = []

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from typing import Any, TextIO
 from agent.admin import protocol as proto
 from agent.admin.client import AdminRequestError, AdminUnavailable, call
 from agent.admin.export import FORMATS
+from agent.admin.policies import render_policies
 from agent.admin.render import render_jobs, render_peers, render_vpp
 from agent.config import AdminConfig, ConfigError, load_config
 
@@ -44,6 +46,7 @@ USAGE_LINES = (
     "show ikev2 profile",
     "show jobs [N]",
     "show vpp",
+    "show policies",
     "show logging",
     "show event-logger",
     "event-logger clear",
@@ -96,6 +99,8 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
         return Request(proto.SHOW_JOBS, args, "jobs")
     if w == ["show", "vpp"]:
         return Request(proto.SHOW_VPP, {}, "vpp")
+    if w == ["show", "policies"]:
+        return Request(proto.SHOW_POLICIES, {}, "policies")
     if w[:2] == ["show", "event-logger"]:
         return vpp(" ".join(w))
     if w == ["event-logger", "clear"]:
@@ -180,6 +185,8 @@ def render(req: Request, data: Any) -> str:
         return render_jobs(data)
     if req.kind == "vpp":
         return render_vpp(data)
+    if req.kind == "policies":
+        return render_policies(data, time.time())
     if req.kind == "level":
         return f"log level {data['level']}\n"
     text = str(data)

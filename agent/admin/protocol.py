@@ -10,6 +10,7 @@ Commands (args):
   vpp           {"command": str, "show_secrets": bool}          -> CLI output text
   log level     {"level": str | null}             -> {"level": str}
   peer export   {"tunnel_id": int, "format": "swanctl"|"text", "show_secrets": bool} -> text
+  show policies                                   -> PolicyManager.status()
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ SHOW_VPP = "show vpp"
 VPP = "vpp"
 LOG_LEVEL = "log level"
 PEER_EXPORT = "peer export"
-COMMANDS = (SHOW_PEERS, SHOW_JOBS, SHOW_VPP, VPP, LOG_LEVEL, PEER_EXPORT)
+SHOW_POLICIES = "show policies"
+COMMANDS = (SHOW_PEERS, SHOW_JOBS, SHOW_VPP, VPP, LOG_LEVEL, PEER_EXPORT, SHOW_POLICIES)
 
 
 class ProtocolError(Exception):

@@ -26,7 +26,8 @@ import structlog
 from agent.admin import protocol as proto
 from agent.admin.backend import AdminBackend, AdminError
 from agent.admin.export import FORMATS, ExportError, render_export
-from agent.admin.masking import mask_cli_command, mask_cli_output
+from agent.masking import mask_cli_command, mask_cli_output
+from agent.vpp.cli_compat import translate_cli
 from agent.vpp.errors import VppError
 
 log = structlog.get_logger(__name__)
@@ -192,20 +193,25 @@ class AdminServer:
             return b.recent_jobs(_int(args, "limit", 20, 1, 10000))
         if cmd == proto.SHOW_VPP:
             return asdict(await b.vpp_summary())
+        if cmd == proto.SHOW_POLICIES:  # a backend without multilink policies has none
+            status = getattr(b, "policy_status", None)
+            return status() if status is not None else {"policy_id": None}
         if cmd == proto.VPP:
             command = _str(args, "command")
             if len(command) > proto.MAX_CLI_COMMAND or "\n" in command or "\r" in command:
                 raise AdminError(f"VPP command must be one line of at most "
                                  f"{proto.MAX_CLI_COMMAND} characters")
             show = _bool(args, "show_secrets")
+            command, note = translate_cli(command)
             log.info("admin vpp command", command=mask_cli_command(command), uid=uid,
                      secrets_shown=show)
             out = await b.vpp_cli(command)
             if show:
                 log.warning("VPP output with secrets sent to peerctl",
                             command=mask_cli_command(command), uid=uid)
-                return out
-            return mask_cli_output(out)
+            else:
+                out = mask_cli_output(out)
+            return f"{note}\n{out}" if note else out
         if cmd == proto.LOG_LEVEL:
             level = args.get("level")
             if level is not None:

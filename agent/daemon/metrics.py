@@ -222,6 +222,16 @@ def render_metrics(source: MetricsSource) -> str:
                          "Times the VPP API connection was re-established.")
     reconnects.add(source.vpp_reconnects())
     families += [connected, reconnects]
+    policy_counters = getattr(source, "policy_counters", None)  # optional part of a source
+    if policy_counters is not None:
+        done, failed = policy_counters()
+        reprog = _Family("policy_reprogrammings_total", "counter",
+                         "Multilink policy re-programmings after a path choice changed.")
+        reprog.add(done)
+        reprog_failed = _Family("policy_reprogram_failures_total", "counter",
+                                "Re-programmings VPP refused (rolled back, retried).")
+        reprog_failed.add(failed)
+        families += [reprog, reprog_failed]
     return "\n".join(line for f in families for line in f.lines()) + "\n"
 
 
@@ -271,6 +281,13 @@ class _Vpp(Protocol):
     def generation(self) -> int: ...
 
 
+class _Policies(Protocol):
+    @property
+    def reprogrammings(self) -> int: ...
+    @property
+    def reprogram_failures(self) -> int: ...
+
+
 class AgentMetricsSource:
     """`MetricsSource` over the agent's parts (PeerManager, MonitorService, VppClient).
 
@@ -279,11 +296,16 @@ class AgentMetricsSource:
     """
 
     def __init__(self, manager: _Manager, monitor: _Monitor, vpp: _Vpp,
-                 jobs: JobMetrics) -> None:
+                 jobs: JobMetrics, policies: _Policies | None = None) -> None:
         self._manager = manager
         self._monitor = monitor
         self._vpp = vpp
         self._jobs = jobs
+        self._policies = policies
+
+    def policy_counters(self) -> tuple[int, int]:
+        p = self._policies
+        return (p.reprogrammings, p.reprogram_failures) if p is not None else (0, 0)
 
     def tunnels(self) -> list[TunnelMetrics]:
         out = []

@@ -1,33 +1,60 @@
 """Controller messages -> validated changes -> the peer manager; outcomes back.
 
-Implements the link's JobHandler. Every failure becomes an `ok: 0` outcome whose
-text names what was wrong; nothing reaches VPP for a rejected job, and nothing
-secret reaches an outcome (validation masks PSKs; internal errors are reported
-by type only, details go to the log).
+Implements the link's JobHandler. A peering device is a drop-in flexiEdge
+device (protocol reference, section 16): it applies what it implements (peer
+tunnels, through the peer manager, all-or-nothing with undo) and accepts and
+records every other configuration message flexiManage sends (interfaces,
+routes, OSPF, BGP, policies, notifications...), keyed like flexiagent's DB, so
+that `sync-device` converges and `get-device-config` can be answered. Only what
+cannot be parsed is refused, with the reason.
+
+After every ok:1 job of the signed set that came with a job id, the
+configuration hash chain advances exactly as flexiManage's (section 5); a
+successful `sync-device` resets it to ''. Items, chain and router state are
+written in one transaction after VPP was programmed.
+
+Every failure becomes an `ok: 0` outcome whose text names what was wrong;
+nothing secret reaches an outcome (validation masks PSKs; internal errors are
+reported by type only, details go to the log).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from agent import __version__
+from agent.jobs.cfgstore import ConfigStore
+from agent.jobs.devcfg import (
+    ConfigRequest,
+    Items,
+    application_order,
+    apply_requests,
+    is_config_message,
+    parse_request,
+    recorded,
+)
+from agent.jobs.info import (
+    device_info_body,
+    distro_facts,
+    interface_entry,
+    normalize_vpp_version,
+    reconfig_hash,
+)
 from agent.jobs.outcome import Outcome
+from agent.jobs.signature import SYNC_DEVICE, advance, is_signed
 from agent.jobs.validation import (
-    AddRequest,
     JobRejected,
-    ModifyRequest,
-    RemoveRequest,
-    SubRequest,
+    Problem,
     ValidationPolicy,
     normalize_add_tunnel,
-    normalize_aggregated,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
-    normalize_sync_device,
+    rejection,
+    render,
 )
 from agent.peers.manager import (
     AddPeer,
@@ -38,21 +65,38 @@ from agent.peers.manager import (
     PeerManager,
     RemovePeer,
 )
+from agent.peers.spec import PeerSpec
+from agent.vpp.counters import Counters, delta
+from agent.vpp.readers import WanFacts
 
 log = structlog.get_logger(__name__)
 
-SUPPORTED = ("add-tunnel", "remove-tunnel", "modify-tunnel", "aggregated", "sync-device")
 StatsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
+FactsProvider = Callable[[], Awaitable[list[WanFacts]]]
+# () -> (totals per dev_id, totals per tunnel id); raises when VPP's counters are unreadable
+CountersProvider = Callable[[], Awaitable[tuple[dict[str, Counters], dict[int, Counters]]]]
 JobObserver = Callable[[str, bool, float], None]  # message, ok, seconds (metrics)
 
+# Jobs that are not configuration, with flexiagent-compatible answers (section 15).
+REFUSED_JOBS = {
+    "upgrade-device-sw": "software is managed out of band on this device (package manager)",
+    "upgrade-linux-sw": "the operating system is managed out of band on this device",
+    "get-device-certificate": "IKEv2 certificates are not supported: peers use PSK",
+    "set-cpu-info": "CPU allocation is fixed by VPP's startup.conf on this device",
+    "modify-lte-pin": "this device has no LTE interface",
+    "reset-lte": "this device has no LTE interface",
+}
+# A value that can never match flexiManage's chain: forces a sync-device (flexiagent's
+# sentinel after a local reset).
+FORCE_SYNC_SIGNATURE = "empty_cfg"
 
-def _change(req: SubRequest) -> Change:
-    if isinstance(req, AddRequest):
-        return AddPeer(req.spec)
-    if isinstance(req, RemoveRequest):
-        return RemovePeer(req.tunnel_id)
-    assert isinstance(req, ModifyRequest)
-    return ModifyTargets(req.tunnel_id, req.monitor_ips, req.monitor_urls)
+
+async def _no_facts() -> list[WanFacts]:
+    return []
+
+
+async def _no_counters() -> tuple[dict[str, Counters], dict[int, Counters]]:
+    raise OSError("no counter source")
 
 
 class JobDispatcher:
@@ -64,26 +108,54 @@ class JobDispatcher:
         policy: ValidationPolicy,
         *,
         stats: StatsProvider,
+        config: ConfigStore,
+        agent_version: str = "6.3.0",
         vpp_version: Callable[[], str] = lambda: "",
+        vpp_fallback: str = "26.06",
+        frr_version: str = "8.4.4",
+        facts: FactsProvider = _no_facts,
+        counters: CountersProvider = _no_counters,
+        clock: Callable[[], float] = time.monotonic,
         observe: JobObserver | None = None,
     ) -> None:
         self.manager = manager
         self._observe = observe
         self.policy = policy
         self._stats = stats
+        self._config = config
         self._vpp_version = vpp_version
+        self._vpp_fallback = vpp_fallback
+        self.agent_version = agent_version
+        self.frr_version = frr_version
+        self._facts = facts
+        self._counters = counters
+        self._clock = clock
+        self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
+        self._last_interfaces: list[dict[str, Any]] = []
+        self._distro = distro_facts()  # flexiManage stores it on every connect
+        self.items: Items
+        self.items, meta = config.load()
+        self.signature = meta.get("signature", "")
+        self.router_state = meta.get("router_state", "running")
 
-    async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
+    # -- jobs ---------------------------------------------------------------------------
+
+    async def run_job(self, message: str, params: Any, jobid: str,
+                      original: Mapping[str, Any] | None = None) -> Outcome:
         started = time.monotonic()
-        outcome = await self._run_job(message, params, jobid, started)
+        if original is None:
+            original = {"entity": "agent", "message": message,
+                        **({} if params is None else {"params": params})}
+        outcome = await self._run_job(message, params, jobid, original, started)
         if self._observe is not None:
             self._observe(message, outcome.ok, time.monotonic() - started)
         return outcome
 
-    async def _run_job(self, message: str, params: Any, jobid: str, started: float) -> Outcome:
+    async def _run_job(self, message: str, params: Any, jobid: str,
+                       original: Mapping[str, Any], started: float) -> Outcome:
         bound = log.bind(jobid=jobid, job=message)
         try:
-            result = await self._run(message, params if params is not None else {})
+            result = await self._run(message, params, jobid, original)
         except JobRejected as e:
             bound.warning("job rejected", reason=e.message)
             return Outcome(False, e.message)
@@ -95,50 +167,301 @@ class JobDispatcher:
             return Outcome(False, f"internal error while handling {message} "
                                   f"({type(e).__name__}); see the agent's log")
         bound.info("job done", seconds=round(time.monotonic() - started, 3),
-                   writes=result.writes, notes=list(result.notes))
+                   writes=result.writes, notes=list(result.notes), hash=self.signature)
         for w in result.warnings:
             bound.warning("job warning", detail=w)
         return Outcome(True, "success")
 
-    async def _run(self, message: str, params: Any) -> JobResult:
-        if not isinstance(params, Mapping):
-            raise JobError(f"{message}: params must be an object, got {type(params).__name__}")
-        if message == "add-tunnel":
-            spec = normalize_add_tunnel(params, self.policy)
-            return await self.manager.apply([AddPeer(spec)])
-        if message == "remove-tunnel":
-            return await self.manager.apply([RemovePeer(normalize_remove_tunnel(params)
-                                                        .tunnel_id)])
-        if message == "modify-tunnel":
-            return await self.manager.apply([_change(normalize_modify_tunnel(params))])
+    async def _run(self, message: str, params: Any, jobid: str,
+                   original: Mapping[str, Any]) -> JobResult:
+        if message == SYNC_DEVICE:
+            result, items = await self._sync(params)
+            await self._commit(items, "", self.router_state)
+            return result
+        if message == "reset-device":
+            result = await self.manager.sync([])
+            await self._commit({}, FORCE_SYNC_SIGNATURE, self.router_state)
+            return result
+        if message in REFUSED_JOBS:
+            raise JobError(f"{message}: {REFUSED_JOBS[message]}")
         if message == "aggregated":
-            subs = normalize_aggregated(params, self.policy)
-            return await self.manager.apply([_change(s) for s in subs])
-        if message == "sync-device":
-            return await self.manager.sync(normalize_sync_device(params, self.policy))
-        raise JobError(f"{message} is not supported by this device (an IPsec peering agent "
-                       f"handles {', '.join(SUPPORTED)}, get-device-info and get-device-stats)")
+            # Parsing and validating 1000 peers takes a second of CPU: off the event
+            # loop, so stats and the device tabs are answered meanwhile.
+            requests = await asyncio.to_thread(self._request_list, message, params,
+                                               allow_all=True)
+        elif is_config_message(message):
+            req, problems = parse_request(message, params, original)
+            if problems:
+                raise JobRejected(problems)
+            assert req is not None
+            requests = [req]
+        else:
+            raise JobError(f"{message} is not supported by this device (an IPsec peering "
+                           "agent that records flexiManage's device configuration)")
+        result, items, router = await self._apply(application_order(requests), params)
+        signature = self.signature
+        if is_signed(message) and jobid:
+            signature = await asyncio.to_thread(advance, signature, original)
+        await self._commit(items, signature, router)
+        return result
+
+    async def _commit(self, items: Items, signature: str, router_state: str) -> None:
+        """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop."""
+        await asyncio.to_thread(self._config.save, self.items, items,
+                                {"signature": signature, "router_state": router_state})
+        self.items, self.signature, self.router_state = items, signature, router_state
+
+    def _request_list(self, job: str, params: Any, *, allow_all: bool) -> list[ConfigRequest]:
+        """The nested requests of aggregated / sync-device, keyed; malformed ones refused."""
+        if not isinstance(params, Mapping) or not isinstance(params.get("requests"), list):
+            raise JobRejected([Problem("requests", "(missing)", f"{job} needs a requests list",
+                                       "params {requests: [{entity, message, params}, ...]}")])
+        out: list[ConfigRequest] = []
+        problems: list[Problem] = []
+        for i, sub in enumerate(params["requests"]):
+            fld = f"requests[{i}]"
+            if not isinstance(sub, Mapping) or not isinstance(sub.get("message"), str):
+                problems.append(Problem(fld, "(not a request)", "not an object with a message",
+                                        "{entity, message, params}"))
+                continue
+            message = sub["message"]
+            if sub.get("entity", "agent") != "agent":
+                problems.append(Problem(f"{fld}.entity", render(sub.get("entity")),
+                                        "unknown entity", "agent"))
+                continue
+            allowed = is_config_message(message) and (allow_all or message.startswith("add-"))
+            if not allowed:
+                problems.append(Problem(f"{fld}.message", render(message),
+                                        f"not a configuration message accepted in {job}",
+                                        "add-X" if not allow_all else "add-/remove-/modify-X, "
+                                        "start-router, stop-router"))
+                continue
+            req, sub_problems = parse_request(message, sub.get("params"), sub,
+                                              f"{fld}.params")
+            problems += sub_problems
+            if req is not None:
+                out.append(req)
+        if problems:
+            raise rejection(problems, params)
+        return out
+
+    def _peer_changes(self, requests: Sequence[ConfigRequest], job_params: Any) -> list[Change]:
+        """The peer-tunnel part of `requests` as manager changes (validated)."""
+        view: dict[int, PeerSpec] = dict(self.manager.desired)
+        changes: list[Change] = []
+        problems: list[Problem] = []
+        added: set[int] = set()
+        for req in requests:
+            if req.item != "tunnel":
+                continue
+            params = req.params if isinstance(req.params, Mapping) else {}
+            try:
+                if req.verb == "add":
+                    if "peer" not in params:
+                        continue  # a site-to-site tunnel: recorded, not built by a peering agent
+                    spec = normalize_add_tunnel(params, self.policy)
+                    if spec.tunnel_id in added:
+                        problems.append(Problem("requests", f"tunnel-id {spec.tunnel_id}",
+                                                "added twice in one job",
+                                                "one add-tunnel per tunnel-id"))
+                    added.add(spec.tunnel_id)
+                    view[spec.tunnel_id] = spec
+                    changes.append(AddPeer(spec))
+                elif req.verb == "remove":
+                    tid = normalize_remove_tunnel(params).tunnel_id
+                    if tid in view:
+                        del view[tid]
+                        changes.append(RemovePeer(tid))
+                else:
+                    mod = normalize_modify_tunnel(params)
+                    old = view.get(mod.tunnel_id)
+                    if old is None or (mod.monitor_ips is None and mod.monitor_urls is None):
+                        continue  # thresholds only, or a tunnel that is not there: recorded
+                    ips = old.monitor_ips if mod.monitor_ips is None else mod.monitor_ips
+                    urls = old.monitor_urls if mod.monitor_urls is None else mod.monitor_urls
+                    changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
+            except JobRejected as e:
+                problems += e.prefixed(_prefix(req))
+        if problems:
+            raise rejection(problems, job_params)
+        return changes
+
+    def _recorded_specs(self, items: Items, job_params: Any) -> list[PeerSpec]:
+        """The peer tunnels of a recorded configuration, validated."""
+        specs: list[PeerSpec] = []
+        problems: list[Problem] = []
+        for key, (_, params) in sorted(items.items()):
+            if key.startswith("tunnel:") and isinstance(params, Mapping) and "peer" in params:
+                try:
+                    specs.append(normalize_add_tunnel(params, self.policy))
+                except JobRejected as e:
+                    problems += e.prefixed(f"{key}.")
+        if problems:
+            raise rejection(problems, job_params)
+        return specs
+
+    async def _apply(self, requests: Sequence[ConfigRequest],
+                     job_params: Any) -> tuple[JobResult, Items, str]:
+        """Record `requests`; program the peer tunnels while the router runs. A stopped
+        router (stop-router) has no peer data plane: its tunnels are removed from VPP,
+        changes are only recorded, and start-router brings the recorded peers back."""
+        router = self.router_state
+        for req in requests:
+            if req.message == "start-router":
+                router = "running"
+            elif req.message == "stop-router":
+                router = "stopped"
+        # validates in every state; CPU-heavy for big jobs, so off the event loop
+        changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
+        items = apply_requests(self.items, requests)
+        if router == "stopped":
+            result = await self.manager.sync([]) if self.manager.desired else JobResult(
+                notes=("recorded; the router is stopped",))
+        elif self.router_state == "stopped":
+            result = await self.manager.sync(self._recorded_specs(items, job_params))
+        elif changes:
+            result = await self.manager.apply(changes)
+        else:
+            result = JobResult(notes=("recorded",))
+        return result, items, router
+
+    async def _sync(self, params: Any) -> tuple[JobResult, Items]:
+        """Converge to exactly the configuration listed: the VPP part through the peer
+        manager (unchanged peers untouched), the recorded part replaced."""
+        requests, specs = await asyncio.to_thread(self._sync_requests, params)
+        items = apply_requests({}, application_order(requests))
+        if self.router_state == "stopped":
+            return JobResult(notes=("recorded; the router is stopped",)), items
+        return await self.manager.sync(specs), items
+
+    def _sync_requests(self, params: Any) -> tuple[list[ConfigRequest], list[PeerSpec]]:
+        """sync-device's requests and its peer tunnels, validated (pure, CPU-heavy)."""
+        requests = self._request_list(SYNC_DEVICE, params, allow_all=False)
+        problems: list[Problem] = []
+        seen: set[str] = set()
+        specs: list[PeerSpec] = []
+        for req in requests:
+            if req.key in seen:
+                problems.append(Problem(req.fld, render(req.key), "listed twice in sync-device",
+                                        "one item per key"))
+            seen.add(req.key)
+            if req.item == "tunnel" and isinstance(req.params, Mapping) \
+                    and "peer" in req.params:
+                try:
+                    specs.append(normalize_add_tunnel(req.params, self.policy))
+                except JobRejected as e:
+                    problems += e.prefixed(_prefix(req))
+        if problems:
+            raise rejection(problems, params)
+        return requests, specs
+
+    # -- what the controller reads --------------------------------------------------------
+
+    def recorded_config(self) -> list[dict[str, Any]]:
+        """`[{message, params}]`: the stored configuration (for get-device-config)."""
+        return recorded(self.items)
+
+    def notification_rules(self) -> Mapping[str, Any]:
+        """The org rules of the stored add-notifications-config ({} without one)."""
+        item = self.items.get("notifications-config")
+        params = item[1] if item is not None else None
+        rules = params.get("rules") if isinstance(params, Mapping) else None
+        return rules if isinstance(rules, Mapping) else {}
+
+    def tunnel_notifications(self) -> dict[int, Mapping[str, Any]]:
+        """Per-tunnel notificationsSettings of the recorded tunnels."""
+        out: dict[int, Mapping[str, Any]] = {}
+        for key, (_, params) in self.items.items():
+            if key.startswith("tunnel:") and isinstance(params, Mapping):
+                settings = params.get("notificationsSettings")
+                if isinstance(settings, Mapping):
+                    out[int(key[7:])] = settings
+        return out
+
+    def tunnels_without_wan(self) -> set[int]:
+        """Peer tunnels whose WAN (last known facts) has no IPv4 address or no link:
+        flexiagent raises no tunnel alerts for them."""
+        wans = {e.get("devId"): e for e in self._last_interfaces}
+        out = set()
+        for tid, spec in self.manager.desired.items():
+            wan = wans.get(spec.dev_id)
+            if wan is not None and (not wan.get("IPv4") or wan.get("link") == "down"):
+                out.add(tid)
+        return out
+
+    async def interfaces(self) -> list[dict[str, Any]]:
+        """`network.interfaces` entries; the last known ones while VPP cannot answer."""
+        try:
+            self._last_interfaces = [interface_entry(f) for f in await self._facts()]
+        except Exception as e:  # VPP away: get-device-info must still answer
+            log.info("interface facts unavailable, reporting the last known", error=str(e))
+        return self._last_interfaces
+
+    def vpp_version(self) -> str:
+        return normalize_vpp_version(self._vpp_version(), self._vpp_fallback)
 
     async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        tunnels = []
-        for tid, spec in sorted(self.manager.desired.items()):
-            tunnels.append({"tunnel-id": tid, "dst": str(spec.dst),
-                            **self.manager.peer_summary(tid)})
-        return {
-            "device": __version__,
-            "components": {
-                "agent": {"version": __version__},
-                "router": {"version": __version__},
-                "vpp": {"version": self._vpp_version()},
-                "frr": {"version": ""},
-            },
-            "tunnels": tunnels,
-            "reconfig": "" if self.manager.in_sync else "vpp-out-of-sync",
-        }
+        interfaces = await self.interfaces()
+        body = device_info_body(agent_version=self.agent_version,
+                                vpp_version=self.vpp_version(),
+                                frr_version=self.frr_version, interfaces=interfaces,
+                                distro=self._distro)
+        if not interfaces:
+            body["reconfig"] = ""  # never a non-empty reconfig without interfaces (9.4)
+        return body
+
+    def data_plane_state(self) -> tuple[str, str]:
+        """(`state`, `stateReason`) as flexiManage shows them: the truth, not a constant."""
+        if self.router_state == "stopped":
+            return "stopped", "stopped by the controller (stop-router)"
+        if not self.manager.vpp.connected:
+            return "failed", f"VPP is not connected: {self.manager.vpp.last_error or 'down'}"
+        return "running", ""
 
     async def device_stats(self) -> list[dict[str, Any]]:
-        return await self._stats()
+        """The monitor's entries, the last one overwritten with the current state (as
+        flexiagent does); every entry has `stats` and at least one CPU value."""
+        entries = await self._stats()
+        state, reason = self.data_plane_state()
+        for entry in entries:
+            entry.setdefault("stats", {})
+            health = entry.setdefault("health", {})
+            if not health.get("cpu"):
+                health["cpu"] = [0]
+        if entries:
+            entries[-1].update(state=state, stateReason=reason, running=state == "running")
+            # flexiManage re-reads get-device-info when this changes (DHCP, link, MTU...)
+            interfaces = await self.interfaces()
+            entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
+            await self._add_counters(entries[-1])
+        return entries
+
+    async def _add_counters(self, entry: dict[str, Any]) -> None:
+        """rx/tx counted since the previous reply, per interface dev_id and per peer
+        tunnel, in the newest entry, whose `period` becomes the time they cover (the
+        controller divides the counters by it)."""
+        try:
+            by_dev, by_tunnel = await self._counters()
+        except Exception as e:  # VPP or its stats segment away: no counters, not zeros
+            log.debug("interface counters unavailable", error=str(e))
+            return
+        now = self._clock()
+        previous = self._last_counters
+        self._last_counters = (now, by_dev, by_tunnel)
+        if previous is None or now <= previous[0]:
+            return  # the first reading is the baseline
+        entry["period"] = round(now - previous[0], 3)
+        entry["stats"] = {dev: c.wire() for dev, c in delta(previous[1], by_dev).items()}
+        tunnel_stats = entry.setdefault("tunnel_stats", {})
+        for tid, c in delta(previous[2], by_tunnel).items():
+            if str(tid) in tunnel_stats:
+                tunnel_stats[str(tid)].update(c.wire())
 
     def cfg_hash(self) -> str:
-        return self.manager.cfg_hash()
+        return self.signature
 
+
+
+def _prefix(req: ConfigRequest) -> str:
+    """Where the request's params sit in the job (``requests[2].params.``), for messages."""
+    return "" if req.fld == "params" else req.fld + "."

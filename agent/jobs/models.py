@@ -48,6 +48,20 @@ def _wire_name(value: object) -> str:
     raise PydanticCustomError("wire_name", "must be a string or an integer")
 
 
+def _number_text(value: object) -> str:
+    """A number sent as a JSON number or as a string ("100", 100, 10.5) -> its text."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("wire_number", "must be a number or a numeric string")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = getattr(value, "text", None)
+        return text if isinstance(text, str) else repr(value)
+    if isinstance(value, str):
+        return value.strip()
+    raise PydanticCustomError("wire_number", "must be a number or a numeric string")
+
+
 def _to_secret(value: object) -> Secret:
     if isinstance(value, Secret):
         return value
@@ -60,6 +74,7 @@ WireInt = Annotated[int, BeforeValidator(_wire_int)]
 WireStr = Annotated[str, Strict()]
 WireBool = Annotated[bool, Strict()]
 WireName = Annotated[str, BeforeValidator(_wire_name)]
+WireNumberText = Annotated[str, BeforeValidator(_number_text)]
 SecretStr = Annotated[Secret, PlainValidator(_to_secret)]
 
 
@@ -85,7 +100,8 @@ class PeerParams(WireModel):
     routing: WireStr = "ospf"
     mtu: WireInt | None = None
     tcp_mss_clamp: WireInt | None = Field(default=None, alias="tcp-mss-clamp")
-    ospf_cost: WireInt | None = Field(default=None, alias="ospf-cost")
+    # flexiManage stores the cost in a String field: "100", also "10.5" or "70000"
+    ospf_cost: WireNumberText | None = Field(default=None, alias="ospf-cost")
     ospf_area: WireName | None = Field(default=None, alias="ospf-area")
     multilink: MultilinkParams | None = None
     urls: list[WireStr] = Field(default_factory=list)
@@ -147,27 +163,19 @@ class RemoveTunnelParams(WireModel):
 
 
 class MonitorTargetsParams(WireModel):
-    urls: list[WireStr] = Field(default_factory=list)
-    ips: list[WireStr] = Field(default_factory=list)
+    """A list left out by the REST caller is absent: the stored value is kept."""
+
+    urls: list[WireStr] | None = None
+    ips: list[WireStr] | None = None
 
 
 class ModifyTunnelParams(WireModel):
+    """Shape 1: `peer` with new monitoring targets. Shape 2: `notificationsSettings`
+    (per-tunnel alert thresholds) and no `peer`."""
+
     tunnel_id: WireInt = Field(alias="tunnel-id")
-    peer: MonitorTargetsParams
-
-
-class SubRequestParams(WireModel):
-    """One request inside `aggregated` or `sync-device`."""
-
-    entity: WireStr
-    message: WireStr
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class RequestListParams(WireModel):
-    """`aggregated` and `sync-device` params."""
-
-    requests: list[SubRequestParams]
+    peer: MonitorTargetsParams | None = None
+    notifications: dict[str, Any] | None = Field(default=None, alias="notificationsSettings")
 
 
 def describe_type(value: object) -> str:

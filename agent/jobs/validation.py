@@ -50,7 +50,6 @@ from agent.jobs.models import (
     ModifyTunnelParams,
     PeerParams,
     RemoveTunnelParams,
-    RequestListParams,
     SelectorParams,
     TransformParams,
     describe_type,
@@ -69,17 +68,21 @@ from agent.secret import Secret
 
 log = structlog.get_logger(__name__)
 
-PSK_MIN = 8
+PSK_MIN = 8  # default of [security] psk_min_length
 PSK_MAX = 1024
 PSK_RECOMMENDED_MIN = 20
-MTU_MIN, MTU_MAX = 576, 9000
-MSS_MIN = 536
+# flexiManage sends min(max(mtu, 500), 1500); larger values are harmless for VPP.
+MTU_MIN, MTU_MAX = 500, 9000
+# flexiManage computes min(mtu, WAN mtu - 150) - 40: 310 with its smallest MTUs.
+MSS_MIN = 200
+WEAK_REASON = ("weak, refused by the device's security policy "
+               "([security] allow_weak_crypto = false)")
 # flexiManage numbers tunnels per organisation from 1 and caps them well below 65536.
 TUNNEL_ID_MIN, TUNNEL_ID_MAX = 1, 65535
 MAX_RENDERED = 64  # characters of an offending value shown in a message
 MAX_PROBLEMS_SHOWN = 10
 
-PSK_ALLOWED = f"{PSK_MIN}-{PSK_MAX} printable ASCII characters without whitespace"
+PSK_ALLOWED = f"1-{PSK_MAX} characters without whitespace or control characters"
 DNS_ALLOWED = (
     "a DNS name: dot-separated labels of 1-63 letters, digits or hyphens "
     "(no hyphen at either end), at most 253 characters"
@@ -87,8 +90,8 @@ DNS_ALLOWED = (
 HOST_ALLOWED = "a bare host name such as monitoring.example.com (no scheme, path or port)"
 UNICAST_ALLOWED = "a unicast IPv4 address (not 0.0.0.0, loopback, multicast, broadcast or 240/4)"
 ROUTINGS = ("ospf", "bgp")
+_OSPF_COST = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 ROLES = ("initiator", "responder")
-TUNNEL_MESSAGES = ("add-tunnel", "remove-tunnel", "modify-tunnel")
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class ValidationPolicy:
     """Local policy applied on top of the controller's choices."""
 
     allow_weak_crypto: bool = False
+    psk_min_length: int = PSK_MIN
     child_lifetime_min: int = 300
     child_lifetime_max: int = 86400
     ike_lifetime_min: int = 300
@@ -153,29 +157,20 @@ class JobNotSupported(JobRejected):
 
 
 @dataclass(frozen=True)
-class AddRequest:
-    spec: PeerSpec
-
-    @property
-    def tunnel_id(self) -> int:
-        return self.spec.tunnel_id
-
-
-@dataclass(frozen=True)
 class RemoveRequest:
     tunnel_id: int
 
 
 @dataclass(frozen=True)
 class ModifyRequest:
-    """New monitoring targets for an existing tunnel; the tunnel itself is untouched."""
+    """New monitoring targets and/or alert thresholds for an existing tunnel; the
+    tunnel itself is untouched. None: the key was absent, keep the stored value."""
 
     tunnel_id: int
-    monitor_ips: tuple[IPv4Address, ...]
-    monitor_urls: tuple[str, ...]
+    monitor_ips: tuple[IPv4Address, ...] | None
+    monitor_urls: tuple[str, ...] | None
+    notifications: Mapping[str, Any] | None = None
 
-
-SubRequest = AddRequest | RemoveRequest | ModifyRequest
 
 
 # ---------------------------------------------------------------------------
@@ -303,9 +298,6 @@ _REQUIRED_HINTS: Mapping[str, str] = MappingProxyType(
         "ikev2.remote-device-id": "an identity matching remote-device-id-type",
         "ikev2.ike": "an object with crypto-alg, integ-alg, dh-group, key-size",
         "ikev2.esp": "an object with crypto-alg, integ-alg, dh-group, key-size",
-        "requests": "a list of {entity, message, params}",
-        "requests[].entity": "agent",
-        "requests[].message": ", ".join(TUNNEL_MESSAGES),
     }
 )
 _SECRET_PATHS = frozenset({"ikev2.psk"})
@@ -567,7 +559,7 @@ def _cipher(
             p.add(
                 name_fld,
                 t.crypto_alg,
-                "weak, refused by policy (allow_weak_crypto is off)",
+                WEAK_REASON,
                 allowed,
             )
             return None
@@ -626,7 +618,7 @@ def _weak_allowed(p: _Problems, fld: str, name: str, weak: bool, policy: Validat
     if not weak:
         return True
     if not policy.allow_weak_crypto:
-        p.add(fld, name, "weak, refused by policy (allow_weak_crypto is off)", allowed)
+        p.add(fld, name, WEAK_REASON, allowed)
         return False
     p.weak_fields.append(fld)
     return True
@@ -736,17 +728,22 @@ def _esp_dh(
     return None if group is None else group.iana
 
 
-def _psk(p: _Problems, psk: str, tunnel_id: int | None) -> bool:
+def _psk(p: _Problems, psk: str, tunnel_id: int | None, policy: ValidationPolicy) -> bool:
     size = len(psk.encode("utf-8"))
     shown = _Shown(f"{size} bytes")
-    if not PSK_MIN <= size <= PSK_MAX:
-        p.add("ikev2.psk", shown, "too short" if size < PSK_MIN else "too long", PSK_ALLOWED)
+    if size == 0 or size > PSK_MAX:
+        p.add("ikev2.psk", shown, "empty" if size == 0 else "too long", PSK_ALLOWED)
+        return False
+    if size < policy.psk_min_length:
+        p.add("ikev2.psk", shown,
+              f"too short for the device's security policy ([security] psk_min_length = "
+              f"{policy.psk_min_length})", f"at least {policy.psk_min_length} bytes")
         return False
     if any(ch.isspace() for ch in psk):
         p.add("ikev2.psk", shown, "contains whitespace", PSK_ALLOWED)
         return False
-    if not all("!" <= ch <= "~" for ch in psk):
-        p.add("ikev2.psk", shown, "contains non-printable or non-ASCII characters", PSK_ALLOWED)
+    if not psk.isprintable():
+        p.add("ikev2.psk", shown, "contains control characters", PSK_ALLOWED)
         return False
     if size < PSK_RECOMMENDED_MIN:
         log.warning(
@@ -806,7 +803,7 @@ def _add_tunnel(p: _Problems, m: AddTunnelParams, policy: ValidationPolicy) -> P
         p.add("ikev2.role", ik.role, "unknown role", ", ".join(ROLES))
     if ik.mode != "psk":
         p.add("ikev2.mode", ik.mode, "not supported for peer tunnels", "psk")
-    psk_ok = _psk(p, ik.psk.reveal(), tunnel_id)
+    psk_ok = _psk(p, ik.psk.reveal(), tunnel_id, policy)
     local_id = _identity(
         p, "ikev2.local-device-id", "ikev2.local-device-id-type", ik.local_id_type, ik.local_id
     )
@@ -892,8 +889,9 @@ def _peer(
     if m.tcp_mss_clamp is not None:
         high = m.mtu - 40 if m.mtu is not None and mtu_ok else MTU_MAX
         _in_range(p, "peer.tcp-mss-clamp", m.tcp_mss_clamp, MSS_MIN, high)
-    if m.ospf_cost is not None:
-        _in_range(p, "peer.ospf-cost", m.ospf_cost, 1, 65535)
+    if m.ospf_cost is not None and (not _OSPF_COST.fullmatch(m.ospf_cost)
+                                    or float(m.ospf_cost) <= 0):
+        p.add("peer.ospf-cost", m.ospf_cost, "not a positive number", "a number > 0, e.g. '100'")
     area = None if m.ospf_area is None else _ospf_area(p, m.ospf_area)
     labels = m.multilink.labels if m.multilink is not None else []
     for i, label in enumerate(labels):
@@ -967,76 +965,37 @@ def normalize_modify_tunnel(params: Mapping[str, Any]) -> ModifyRequest:
     result = None
     if model is not None:
         _in_range(p, "tunnel-id", model.tunnel_id, TUNNEL_ID_MIN, TUNNEL_ID_MAX)
-        ips, urls = _monitor_targets(p, "peer.", model.peer.ips, model.peer.urls)
-        result = ModifyRequest(model.tunnel_id, ips, urls)
+        ips: tuple[IPv4Address, ...] | None = None
+        urls: tuple[str, ...] | None = None
+        if model.peer is not None:
+            got_ips, got_urls = _monitor_targets(p, "peer.", model.peer.ips or [],
+                                                 model.peer.urls or [])
+            ips = None if model.peer.ips is None else got_ips
+            urls = None if model.peer.urls is None else got_urls
+        if model.notifications is not None:
+            notification_problems(p, "notificationsSettings", model.notifications)
+        result = ModifyRequest(model.tunnel_id, ips, urls, model.notifications)
     p.raise_if_any()
     return _built(result)
 
 
-def normalize_aggregated(params: Mapping[str, Any], policy: ValidationPolicy) -> list[SubRequest]:
-    """Validate every request of an `aggregated` job; all must be valid or none is used."""
-    return _request_list(params, policy, "aggregated", TUNNEL_MESSAGES)
+def notification_problems(p: _Problems, fld: str, settings: Mapping[str, Any]) -> None:
+    """Per-event thresholds: objects whose warning/critical thresholds are numbers or null."""
+    for event, rule in settings.items():
+        if not isinstance(rule, Mapping):
+            p.add(f"{fld}.{event}", _Shown(describe_type(rule)), "not an object",
+                  "{warningThreshold, criticalThreshold, ...}")
+            continue
+        for key in ("warningThreshold", "criticalThreshold"):
+            value = rule.get(key)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, int | float)):
+                p.add(f"{fld}.{event}.{key}", value, "not a number", "a number or null")
 
 
-def normalize_sync_device(params: Mapping[str, Any], policy: ValidationPolicy) -> list[PeerSpec]:
-    """Validate the full desired set of peer tunnels sent by `sync-device`."""
-    out = _request_list(params, policy, "sync-device", ("add-tunnel",))
-    return [r.spec for r in out if isinstance(r, AddRequest)]
-
-
-def _request_list(
-    params: Mapping[str, Any], policy: ValidationPolicy, job: str, allowed: tuple[str, ...]
-) -> list[SubRequest]:
-    """The nested requests of `job`, each an `allowed` message for entity agent."""
+def rejection(problems: Sequence[Problem], params: object) -> JobRejected:
+    """A `JobRejected` for problems found anywhere in a job, with every PSK of the job
+    (nested requests included) masked wherever it was pasted."""
     p = _Problems(secrets=_raw_psks(params))
-    model = _parse(RequestListParams, params, p)
-    out: list[SubRequest] = []
-    if model is not None:
-        for i, sub in enumerate(model.requests):
-            prefix = f"requests[{i}]."
-            if sub.entity != "agent":
-                p.add(prefix + "entity", sub.entity, "unknown entity", "agent")
-            elif sub.message not in allowed:
-                p.add(prefix + "message", sub.message, f"not supported in {job}",
-                      ", ".join(allowed))
-            else:
-                p.extend(_sub_request(sub.message, sub.params, policy, prefix + "params.", out))
-        _duplicate_adds(p, out)
-    p.raise_if_any()
-    return out
-
-
-def _sub_request(
-    message: str,
-    params: Mapping[str, Any],
-    policy: ValidationPolicy,
-    prefix: str,
-    out: list[SubRequest],
-) -> list[Problem]:
-    """Normalize one nested request into `out`; its problems with `prefix` otherwise."""
-    try:
-        if message == "add-tunnel":
-            out.append(AddRequest(normalize_add_tunnel(params, policy)))
-        elif message == "remove-tunnel":
-            out.append(normalize_remove_tunnel(params))
-        else:
-            out.append(normalize_modify_tunnel(params))
-    except JobRejected as exc:
-        return exc.prefixed(prefix)
-    return []
-
-
-def _duplicate_adds(p: _Problems, requests: Sequence[SubRequest]) -> None:
-    """Two add-tunnels for one tunnel-id in a job cannot both be the desired state."""
-    seen: set[int] = set()
-    for request in requests:
-        if not isinstance(request, AddRequest):
-            continue  # remove + add of one tunnel is how the controller replaces it
-        if request.tunnel_id in seen:
-            p.add(
-                "requests",
-                _Shown(f"tunnel-id {request.tunnel_id}"),
-                "added twice in one job",
-                "one add-tunnel per tunnel-id",
-            )
-        seen.add(request.tunnel_id)
+    p.extend(problems)
+    return JobRejected(p.items)

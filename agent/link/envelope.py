@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.link.handler import GET_DEVICE_INFO, QUERY_MESSAGES
+from agent.jobs.wirejson import loads
+from agent.link.handler import DIRECT_MESSAGES, GET_DEVICE_INFO, QUERY_MESSAGES
 
 MAX_DEPTH = 64  # JSON nesting accepted; real requests nest < 10 deep
 MAX_SEQ_LEN = 128
 MAX_JOBID_LEN = 64
 MAX_INFO_JOBS = 1000
-_MESSAGE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+_MESSAGE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # exec_timeout has a "_"
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,18 @@ class Request:
     params: Any
     jobid: str  # "" for queries; ints are normalised to their decimal text
     host_id: str | None = None
+    # The msg object as received (entity, message, params as present): the
+    # configuration hash chain signs exactly this.
+    msg: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_direct(self) -> bool:
+        """A direct message (issue 17): answered beside jobs, not journaled."""
+        return not self.jobid and self.message in DIRECT_MESSAGES
 
     @property
     def is_job(self) -> bool:
-        return self.message not in QUERY_MESSAGES
+        return self.message not in QUERY_MESSAGES and not self.is_direct
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ def _seq_of(doc: Any) -> str | None:
 
 def _loads(text: str) -> tuple[bool, Any]:
     try:
-        return True, json.loads(text)
+        return True, loads(text)
     except (ValueError, RecursionError):
         return False, None
 
@@ -98,7 +108,8 @@ def parse_frame(frame: str | bytes) -> Request | Rejected:
     msg = doc.get("msg")
     if not isinstance(msg, dict):
         return Rejected(seq, "request has no msg object")
-    entity, message = msg.get("entity"), msg.get("message")
+    entity, message = msg.get("entity", "agent"), msg.get("message")
+    # flexiManage omits entity in one builder (modify-vxlan-config on a VXLAN port change).
     if not isinstance(entity, str):
         return Rejected(seq, "msg.entity must be a string")
     if entity != "agent":
@@ -122,7 +133,7 @@ def parse_frame(frame: str | bytes) -> Request | Rejected:
                 f"get-device-info params must be an object whose 'jobs' is a list of at most "
                 f"{MAX_INFO_JOBS} job ids",
             )
-    elif not jobid:
+    elif not jobid and message not in DIRECT_MESSAGES:
         return Rejected(seq, f"'{message}' is not supported without a jobid")
     return Request(
         seq=seq,
@@ -130,6 +141,7 @@ def parse_frame(frame: str | bytes) -> Request | Rejected:
         params=params,
         jobid=jobid,
         host_id=host_id if isinstance(host_id, str) else None,
+        msg=msg,
     )
 
 
@@ -150,17 +162,14 @@ def info_job_ids(params: Any) -> list[int | str] | None:
     return list(jobs)
 
 
-def encode_reply(seq: str, ok: bool, message: Any, cfg_hash: str) -> str:
-    """The reply frame; raises TypeError/ValueError if `message` is not JSON-serialisable."""
-    return json.dumps(
-        {
-            "seq": seq,
-            "msg": {
-                "ok": 1 if ok else 0,
-                "message": message,
-                "entity": "agentReply",
-                "router-cfg-hash": cfg_hash,
-            },
-        },
-        allow_nan=False,
-    )
+def encode_reply(seq: str, ok: bool, message: Any, cfg_hash: str,
+                 entity: str = "agentReply") -> str:
+    """The reply frame; raises TypeError/ValueError if `message` is not JSON-serialisable.
+
+    `router-cfg-hash` sits next to `ok` in every ok:1 reply and is left out of
+    failure replies, as flexiagent does (flexiManage reads it only on success);
+    `entity` is "agentReply", or "osReply" for exec_timeout, as flexiagent sets it."""
+    msg: dict[str, Any] = {"ok": 1 if ok else 0, "message": message, "entity": entity}
+    if ok:
+        msg["router-cfg-hash"] = cfg_hash
+    return json.dumps({"seq": seq, "msg": msg}, allow_nan=False)

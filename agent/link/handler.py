@@ -7,34 +7,63 @@ device-info and stats bodies). The daemon wires a concrete handler in.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from agent.jobs.outcome import Outcome
 
-__all__ = ["GET_DEVICE_INFO", "GET_DEVICE_STATS", "QUERY_MESSAGES", "JobHandler", "Outcome"]
+__all__ = ["DIRECT_MESSAGES", "EXEC_TIMEOUT", "GET_DEVICE_INFO", "GET_DEVICE_STATS",
+           "QUERY_MESSAGES", "DirectHandler", "JobHandler", "Outcome", "reply_entity"]
 
 # Non-job messages the link answers concurrently with a running job.
 GET_DEVICE_INFO = "get-device-info"
 GET_DEVICE_STATS = "get-device-stats"
 QUERY_MESSAGES = frozenset({GET_DEVICE_INFO, GET_DEVICE_STATS})
 
+# --- direct messages (issue 17) -------------------------------------------------
+# The controller's Command, Logs, Configuration, Routes, Traces and BGP tabs send
+# these with `jobid: ""`; the link answers them through a DirectHandler
+# (`agent.remote`), concurrently with a running job and in slots of their own, so a
+# slow command never delays get-device-stats. `exec_timeout` also arrives as a job
+# (flexiManage's upgrade scheduler): it then runs in order on the job worker, through
+# the same DirectHandler.
+EXEC_TIMEOUT = "exec_timeout"
+DIRECT_MESSAGES = frozenset({EXEC_TIMEOUT, "get-device-logs", "get-device-config",
+                             "get-device-os-routes", "get-device-packet-traces",
+                             "get-bgp-status"})
+
+
+def reply_entity(message: str) -> str:
+    """flexiagent answers exec_timeout as `osReply`, everything else as `agentReply`."""
+    return "osReply" if message == EXEC_TIMEOUT else "agentReply"
+
+
+class DirectHandler(Protocol):
+    async def answer(self, message: str, params: Any) -> Outcome:
+        """Answer one of DIRECT_MESSAGES; bounded in time by the handler itself."""
+        ...
+# --- end of direct messages ------------------------------------------------------
+
 
 class JobHandler(Protocol):
     """Implemented by the agent's job layer (`agent.jobs`).
 
-    Idempotency: the link guarantees a job id is applied at most once *per
-    journaled outcome*; if the agent crashes after applying a job but before its
-    outcome reaches the journal, the controller re-sends it and `run_job` sees it
-    again. `run_job` must therefore be idempotent (adding an existing identical
-    tunnel is a no-op success, removing an absent one likewise).
+    Idempotency: flexiManage never re-sends a job it delivered (a lost reply
+    makes the job fail with "Send Timeout" and the hash mismatch brings a
+    sync-device). The link still journals outcomes so that a job id sent again
+    with the same content (e.g. by an operator tool) is answered without running
+    twice, and `run_job` is idempotent like flexiagent's configuration DB
+    (adding an identical item or removing an absent one is a no-op success).
 
     Cancellation: a job exceeding `controller.job_timeout` is cancelled; the
     handler must leave no half-applied state behind (roll back on CancelledError).
     """
 
-    async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
-        """Apply one job (`add-tunnel`, `remove-tunnel`, ...). Unknown messages
-        return Outcome(False, "<message> is not supported ...")."""
+    async def run_job(self, message: str, params: Any, jobid: str,
+                      original: Mapping[str, Any] | None = None) -> Outcome:
+        """Apply one job (`add-tunnel`, `remove-tunnel`, ...). `original` is the msg
+        object as received, which the configuration hash chain signs. Unknown
+        messages return Outcome(False, "<message> is not supported ...")."""
         ...
 
     async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -47,5 +76,5 @@ class JobHandler(Protocol):
         ...
 
     def cfg_hash(self) -> str:
-        """Hash of the stored desired configuration (`router-cfg-hash`)."""
+        """The configuration hash chain (`router-cfg-hash`), sent in every ok:1 reply."""
         ...

@@ -2,9 +2,11 @@
 
 sqlite3 in WAL mode with ``synchronous=FULL``: each `record()` returns only
 after the commit is fsync'd, and the link sends a job's reply only after that,
-so a reply the controller saw always survives a crash. The converse window
-(crash after the handler applied a job, before its outcome was recorded) makes
-the controller re-send the job, which is why handlers must be idempotent.
+so a reply the controller saw always survives a crash, and a job that flexiManage
+failed with Send Timeout can be reported complete when it asks for it in
+get-device-info. flexiManage never re-sends a job: in the converse window (crash
+after the handler applied a job, before its outcome was recorded) the job fails
+there, its hash has advanced, and the sync-device that follows repairs the device.
 
 Job ids are counters of the controller's queue and restart from 1 when the
 controller's database is reset, so each entry also stores a fingerprint of the
@@ -49,6 +51,11 @@ CREATE TABLE IF NOT EXISTS outcomes (
     recorded_at REAL NOT NULL
 );
 """
+
+
+def received_at_text(at: float | None) -> str:
+    """flexiagent's job time format, e.g. ``Jun 08, 2022, 05:01 AM`` (UTC; now if None)."""
+    return time.strftime("%b %d, %Y, %I:%M %p", time.gmtime(time.time() if at is None else at))
 
 
 @dataclass(frozen=True)

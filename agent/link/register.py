@@ -1,8 +1,11 @@
-"""Device registration: `peering-agent register --token ORG_TOKEN`.
+"""Device registration: `peering-agent register` (organisation token on stdin or
+from ``--token-file``, never on the command line where `ps` would show it).
 
 POSTs the device's facts with the organisation token to
 ``https://<server>/api/connect/register`` (form-urlencoded, flexiManage field
-names) and stores the returned device token in ``controller.token_file``,
+names and formats: `distro` and `cpuInfo` are dict texts, `interfaces` the JSON
+array of interface entries flexiManage's interface schema accepts) and stores
+the returned device token in ``controller.token_file``,
 created 0600 under a temporary name and renamed into place, so the token is
 never readable by anyone else, even briefly, and a crash leaves either the old
 file or the new one.
@@ -18,7 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
+import re
 import secrets
 import socket
 import urllib.error
@@ -31,6 +34,7 @@ from urllib.parse import urlencode
 import structlog
 
 from agent.config import AgentConfig
+from agent.jobs.info import distro_facts, interface_entry
 from agent.link.ident import (
     MACHINE_ID_FILE,
     registration_url,
@@ -39,6 +43,7 @@ from agent.link.ident import (
     user_agent,
 )
 from agent.secret import Secret
+from agent.vpp.readers import WanFacts
 
 log = structlog.get_logger(__name__)
 
@@ -72,10 +77,11 @@ class DeviceFacts:
 
     The caller (the CLI) fills what only other parts of the agent know (VPP
     version, addresses, interfaces); `default_facts` supplies the rest.
+    `distro` is ``{"version": "12", "codename": "bookworm"}``.
     """
 
     machine_name: str
-    distro: str
+    distro: dict[str, str]
     router_version: str = ""
     serial: str = "0"
     ip_list: list[str] = field(default_factory=list)
@@ -85,22 +91,42 @@ class DeviceFacts:
     cpu_info: dict[str, Any] = field(default_factory=dict)
 
 
-def _distro(os_release: Path = Path("/etc/os-release")) -> str:
-    try:
-        lines = os_release.read_text().splitlines()
-    except OSError:
-        return platform.system()
-    info = dict(line.split("=", 1) for line in lines if "=" in line)
-    return info.get("PRETTY_NAME", info.get("NAME", platform.system())).strip('"')
+def dict_text(value: dict[str, Any]) -> str:
+    """The text flexiManage parses after replacing ' by " (Python's dict text, as
+    flexiagent sends it); quotes inside values would break that, so they are dropped."""
+    clean = {k: v.replace("'", "").replace('"', "") if isinstance(v, str) else v
+             for k, v in value.items()}
+    return str(clean)
 
 
-def default_facts(cfg: AgentConfig) -> DeviceFacts:
+_MACHINE_NAME_BAD = re.compile(r"[^a-z0-9._-]")
+
+
+def machine_name(hostname: str) -> str:
+    """flexiManage accepts ``[a-z0-9-_.]{1,253}``: lower-cased, others become '-'."""
+    return (_MACHINE_NAME_BAD.sub("-", hostname.lower()) or "edge")[:253]
+
+
+def configured_interfaces(cfg: AgentConfig) -> list[dict[str, Any]]:
+    """Interface entries from the [interfaces] table alone (VPP not reachable)."""
+    return [interface_entry(WanFacts(dev, name, "", 0, False, None, ""))
+            for dev, name in sorted(cfg.interfaces.items())]
+
+
+def default_facts(cfg: AgentConfig,
+                  interfaces: list[dict[str, Any]] | None = None) -> DeviceFacts:
     """Facts knowable without VPP: host name, distribution, CPUs, configured interfaces."""
+    entries = configured_interfaces(cfg) if interfaces is None else interfaces
+    wan = next((e for e in entries if e.get("gateway")), None)
     return DeviceFacts(
-        machine_name=socket.gethostname(),
-        distro=_distro(),
-        interfaces=[{"devId": dev, "name": name} for dev, name in cfg.interfaces.items()],
-        cpu_info={"hwCores": os.cpu_count() or 1},
+        machine_name=machine_name(socket.gethostname()),
+        distro=distro_facts(),
+        ip_list=[e["IPv4"] for e in entries if e.get("IPv4")][:4],
+        default_route=wan["gateway"] if wan else "",
+        default_dev=wan["name"] if wan else "",
+        interfaces=entries,
+        cpu_info={"hwCores": os.cpu_count() or 1, "grubCores": os.cpu_count() or 1,
+                  "vppCores": 1, "configuredVppCores": 1, "powerSaving": False},
     )
 
 
@@ -127,8 +153,8 @@ def registration_form(
         "default_route": facts.default_route,
         "default_dev": facts.default_dev,
         "interfaces": json.dumps(facts.interfaces),
-        "cpuInfo": json.dumps(facts.cpu_info),
-        "distro": facts.distro,
+        "cpuInfo": dict_text(facts.cpu_info),
+        "distro": dict_text(facts.distro),
     }
 
 

@@ -6,20 +6,28 @@ One `LinkSession` per agent. `run()` keeps a connection up forever:
   fwagent/<controller.fwagent_version>``, TLS verified (system CAs +
   ``controller.ca_file``), ws:// only when ``allow_insecure`` (enforced by the
   configuration);
-- reconnect with capped exponential backoff and full jitter; an HTTP 400/401/
-  402/403/404 handshake answer needs an operator, so the next attempt waits
-  ``controller.refused_backoff`` instead;
+- an ``Origin: https://<controller host>`` header (flexiManage builds the request
+  URL from it; without one its handshake never answers);
+- retry timing as flexiagent's: HTTP 403 (not approved yet) and local errors
+  (DNS, TCP, TLS, timeout) are retried after ``controller.retry_quick_min..max``
+  seconds (5-15), every other handshake status after ``retry_slow_min..max``
+  (50-70); a connection that was up and closed is reopened after the short
+  capped backoff (``backoff_min``/``backoff_max``, full jitter);
 - a connection with no inbound byte (data, ping or pong) for
   ``controller.silence_timeout`` is dead and is aborted; the agent pings every
   ``controller.ping_interval`` so a live controller always produces pongs;
-- jobs (every message except get-device-info/get-device-stats) run one at a time
-  in arrival order on a worker that outlives connections; the two queries are
-  answered concurrently, also while a job runs;
-- exactly-once: a job's outcome is recorded in the `Journal` (fsync'd) before
-  its reply is sent; a job id already recorded with the same content is
-  answered from the journal without running it again. A job queued but not
-  started when its connection dies is dropped: the controller lists it as
-  unanswered on reconnect and re-sends it.
+- jobs (every message except get-device-info/get-device-stats and the direct
+  messages) run one at a time in arrival order on a worker that outlives
+  connections; the two queries are answered concurrently, also while a job runs;
+  direct messages (`jobid: ""`, `handler.DIRECT_MESSAGES`) likewise, in slots of
+  their own so a slow command never delays the stats;
+- flexiManage never re-sends a job it delivered: a job whose connection died
+  still runs, and its reply goes out on the next connection (flexiManage
+  matches replies by seq, not socket, while the job's 180 s timer runs; after
+  that it lists the job id in `get-device-info` and the journal entry answers
+  ``state: complete|failed``). A job's outcome is recorded in the `Journal`
+  (fsync'd) before its reply is sent; a job id already recorded with the same
+  content is answered from the journal without running it again.
 
 Nothing received is trusted: malformed frames get an ``ok: 0`` reply when they
 carry a seq, are logged otherwise, and never reach the handler. A frame larger
@@ -41,11 +49,19 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.protocol import State
+from websockets.typing import Origin
 
 from agent.config import ControllerConfig
 from agent.link.backoff import Backoff
 from agent.link.envelope import Rejected, Request, encode_reply, info_job_ids, parse_frame
-from agent.link.handler import GET_DEVICE_STATS, JobHandler, Outcome
+from agent.link.handler import (
+    DIRECT_MESSAGES,
+    GET_DEVICE_STATS,
+    DirectHandler,
+    JobHandler,
+    Outcome,
+    reply_entity,
+)
 from agent.link.ident import (
     read_token,
     redact,
@@ -55,22 +71,28 @@ from agent.link.ident import (
     user_agent,
     websocket_url,
 )
-from agent.link.journal import Journal
+from agent.link.journal import Journal, received_at_text
 from agent.secret import Secret
 
 log = structlog.get_logger(__name__)
 
-# Handshake statuses an operator must act on (flexiManage: 400 bad URL/version,
-# 402 subscription, 403 not approved, 404 unknown device; 401 bad credentials).
+# Handshake statuses, worded for the operator (flexiManage: 400 bad URL/version,
+# 402 subscription, 403 not approved, 404 unknown device, 500 duplicate device).
 REFUSALS: dict[int, str] = {
     400: "bad request (URL or agent version refused)",
     401: "device token rejected",
     402: "subscription or device quota exhausted",
     403: "not approved (approve the device in the controller)",
     404: "unknown device (machine id not registered)",
+    500: "controller error (e.g. more than one device with this machine id)",
 }
+QUICK_RETRY_STATUSES = frozenset({403})  # approval is expected soon
 MAX_QUEUED_JOBS = 256
+MAX_HELD_REPLIES = 256
+HELD_REPLY_TTL = 180.0  # flexiManage's job timer: a later reply is useless
 MAX_CONCURRENT_QUERIES = 4
+MAX_CONCURRENT_DIRECT = 4  # direct messages running at once (own slots: stats never wait)
+MAX_DIRECT_IN_FLIGHT = 16  # running + waiting for a slot; more are refused at once
 
 
 class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
@@ -115,7 +137,7 @@ class LinkCounters:
     rejected_frames: int = 0
     jobs_run: int = 0
     jobs_replayed: int = 0
-    jobs_dropped: int = 0
+    replies_held: int = 0  # job replies sent on a later connection
     last_refusal: int | None = None
 
 
@@ -135,8 +157,12 @@ class LinkSession:
         journal: Journal,
         *,
         rng: random.Random | None = None,
+        direct: DirectHandler | None = None,
     ) -> None:
         self._cfg = cfg
+        self._direct = direct
+        self._direct_slots = asyncio.Semaphore(MAX_CONCURRENT_DIRECT)
+        self._direct_in_flight = 0
         self._handler = handler
         self._journal = journal
         self._rng = rng or random.Random()
@@ -144,8 +170,11 @@ class LinkSession:
         self._ssl = ssl_context(cfg)
         self._jobs: asyncio.Queue[_QueuedJob] = asyncio.Queue(MAX_QUEUED_JOBS)
         self._pending: dict[str, int] = {}  # job ids queued or running -> count
+        self._pending_names: dict[str, str] = {}  # job id -> message, while pending
         self._query_slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
         self._connected = asyncio.Event()
+        self._live: ClientConnection | None = None
+        self._held: list[tuple[float, str, Outcome, str]] = []  # replies waiting for a connection
         self.counters = LinkCounters()
         self.url = redacted_websocket_url(cfg, self._machine_id)
 
@@ -167,6 +196,19 @@ class LinkSession:
             delay = await self._attempt(backoff)
             await asyncio.sleep(delay)
 
+    def _quick_retry(self) -> float:
+        return self._rng.uniform(self._cfg.retry_quick_min, self._cfg.retry_quick_max)
+
+    def _slow_retry(self) -> float:
+        return self._rng.uniform(self._cfg.retry_slow_min, self._cfg.retry_slow_max)
+
+    def _origin(self) -> str:
+        if self._cfg.origin:
+            return self._cfg.origin
+        scheme, _, rest = self._cfg.url.partition("://")
+        host = rest.split("/", 1)[0]
+        return f"{'https' if scheme in ('wss', 'https') else 'http'}://{host}"
+
     async def _attempt(self, backoff: Backoff) -> float:
         """One connection attempt (and its whole life); returns the delay before the next."""
         cfg = self._cfg
@@ -176,13 +218,14 @@ class LinkSession:
                 "no device token: register the device first (peering-agent register)",
                 token_file=str(cfg.token_file),
             )
-            return cfg.backoff_max
+            return self._quick_retry()
         self.counters.attempts += 1
         log.info("connecting to controller", url=self.url)
         try:
             ws = await connect(
                 websocket_url(cfg, self._machine_id, token),
                 user_agent_header=user_agent(cfg),
+                origin=Origin(self._origin()),
                 ssl=self._ssl,
                 proxy=None,
                 open_timeout=cfg.connect_timeout,
@@ -195,25 +238,20 @@ class LinkSession:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            if status in REFUSALS:
-                self.counters.refusals += 1
-                self.counters.last_refusal = status
-                delay = cfg.refused_backoff * (1 + self._rng.uniform(0, 0.1))
-                log.error(
-                    f"controller refused the device: {status} {REFUSALS[status]}; "
-                    f"next attempt in {delay:.0f} s",
-                    status=status,
-                    url=self.url,
-                )
-                backoff.reset()
-                return delay
-            delay = backoff.next_delay()
-            log.warning(
-                "controller rejected the connection", status=status, retry_in=round(delay, 2)
+            self.counters.refusals += 1
+            self.counters.last_refusal = status
+            delay = self._quick_retry() if status in QUICK_RETRY_STATUSES else self._slow_retry()
+            reason = REFUSALS.get(status, "handshake refused")
+            log.error(
+                f"controller refused the device: {status} {reason}; "
+                f"next attempt in {delay:.0f} s",
+                status=status,
+                url=self.url,
             )
+            backoff.reset()
             return delay
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            delay = backoff.next_delay()
+            delay = self._quick_retry()
             log.warning(
                 "cannot connect to controller",
                 url=self.url,
@@ -224,12 +262,15 @@ class LinkSession:
         assert isinstance(ws, _WatchedConnection)
         started = asyncio.get_running_loop().time()
         self.counters.connections += 1
+        self._live = ws
         self._connected.set()
         log.info("connected to controller", url=self.url)
+        await self._flush_held(ws)
         try:
             await self._serve(ws)
         finally:
             self._connected.clear()
+            self._live = None
             if ws.state is not State.CLOSED:
                 await ws.close()  # bounded by close_timeout; aborts the TCP connection after it
         # A connection that stayed up for a while proves the path works again.
@@ -304,6 +345,10 @@ class LinkSession:
                 await self._send(ws, parsed.seq, Outcome(False, "device job queue is full"))
                 return
             self._pending[parsed.jobid] = self._pending.get(parsed.jobid, 0) + 1
+            self._pending_names[parsed.jobid] = parsed.message
+            return
+        if parsed.is_direct:
+            await self._start_direct(ws, parsed, queries)
             return
         await self._query_slots.acquire()  # backpressure on a query flood
         task = asyncio.create_task(self._answer_query(ws, parsed))
@@ -324,10 +369,11 @@ class LinkSession:
             log.exception("handler.cfg_hash failed")
             return ""
 
-    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome) -> bool:
+    async def _send(self, ws: ClientConnection, seq: str, outcome: Outcome,
+                    entity: str = "agentReply") -> bool:
         cfg_hash = self._cfg_hash()
         try:
-            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash)
+            text = encode_reply(seq, outcome.ok, outcome.message, cfg_hash, entity)
         except (TypeError, ValueError):
             log.error("reply is not JSON-serialisable", seq=seq)
             text = encode_reply(
@@ -363,40 +409,68 @@ class LinkSession:
             )
         await self._send(ws, req.seq, outcome)
 
-    async def _job_states(self, ids: list[int | str]) -> list[dict[str, Any]]:
-        """Outcome of each listed job id.
+    # --- direct messages (issue 17) ----------------------------------------------
 
-        ``{"id", "state": "done", "ok": 1|0, "message"}`` for a recorded outcome;
-        ``state`` ``running`` (queued or running now) or ``unknown`` (never
-        received, or dropped before it ran) carry ``ok: 0`` and an explanation,
-        so a controller testing ``ok == 1`` never mistakes them for success.
-        """
+    async def _start_direct(
+        self, ws: ClientConnection, req: Request, queries: set[asyncio.Task[None]]
+    ) -> None:
+        """Answer a direct message in a task of its own; never blocks the reader."""
+        if self._direct_in_flight >= MAX_DIRECT_IN_FLIGHT:
+            await self._send(ws, req.seq, Outcome(
+                False, f"device busy: {MAX_DIRECT_IN_FLIGHT} diagnostics requests in progress"),
+                reply_entity(req.message))
+            return
+        self._direct_in_flight += 1
+        task = asyncio.create_task(self._answer_direct(ws, req))
+        queries.add(task)
+
+        def _done(t: asyncio.Task[None]) -> None:
+            queries.discard(t)
+            self._direct_in_flight -= 1
+
+        task.add_done_callback(_done)
+
+    async def _direct_outcome(self, req: Request) -> Outcome:
+        if self._direct is None:
+            return Outcome(False, f"{req.message} is not supported by this device")
+        async with asyncio.timeout(self._cfg.job_timeout):  # a safety net: handlers bound
+            return await self._direct.answer(req.message, req.params)  # themselves
+
+    async def _answer_direct(self, ws: ClientConnection, req: Request) -> None:
+        async with self._direct_slots:
+            try:
+                outcome = await self._direct_outcome(req)
+            except Exception as exc:
+                log.exception("direct message failed", message=req.message)
+                outcome = Outcome(False, f"internal error while answering {req.message} "
+                                         f"({type(exc).__name__})")
+        await self._send(ws, req.seq, outcome, reply_entity(req.message))
+
+    # --- end of direct messages ------------------------------------------------
+
+    async def _job_states(self, ids: list[int | str]) -> list[dict[str, Any]]:
+        """flexiagent's job records for the ids flexiManage asks about (jobs that
+        failed there with Send Timeout): ``{job_id, request, received_at, errors,
+        state}`` with state ``running`` (queued or running now), ``complete`` or
+        ``failed``. Ids this device never received are left out."""
         keys = [str(i) for i in ids]
         entries = await asyncio.to_thread(lambda: [self._journal.lookup(k) for k in keys])
         states: list[dict[str, Any]] = []
-        for jid, key, entry in zip(ids, keys, entries, strict=True):
+        for key, entry in zip(keys, entries, strict=True):
             if key in self._pending:
-                states.append(
-                    {"id": jid, "state": "running", "ok": 0, "message": "job is still running"}
-                )
+                states.append({"job_id": key, "request": self._pending_names.get(key, ""),
+                               "received_at": received_at_text(None), "errors": [],
+                               "state": "running"})
             elif entry is not None:
-                states.append(
-                    {
-                        "id": jid,
-                        "state": "done",
-                        "ok": int(entry.outcome.ok),
-                        "message": entry.outcome.message,
-                    }
-                )
-            else:
-                states.append(
-                    {
-                        "id": jid,
-                        "state": "unknown",
-                        "ok": 0,
-                        "message": "job was never received or never ran on this device",
-                    }
-                )
+                ok = entry.outcome.ok
+                error = entry.outcome.message
+                states.append({
+                    "job_id": key,
+                    "request": entry.message,
+                    "received_at": received_at_text(entry.recorded_at),
+                    "errors": [] if ok else [error if isinstance(error, str) else str(error)],
+                    "state": "complete" if ok else "failed",
+                })
         return states
 
     # --- jobs ------------------------------------------------------------------
@@ -406,15 +480,7 @@ class LinkSession:
             item = await self._jobs.get()
             req = item.request
             try:
-                if item.ws.state is not State.OPEN:
-                    self.counters.jobs_dropped += 1
-                    log.warning(
-                        "dropping a job whose connection closed before it started; "
-                        "the controller will re-send it",
-                        jobid=req.jobid,
-                        job=req.message,
-                    )
-                    continue
+                # A job whose connection died still runs: flexiManage never re-sends it.
                 outcome = await self._execute(req)
             finally:
                 left = self._pending.get(req.jobid, 1) - 1
@@ -422,9 +488,30 @@ class LinkSession:
                     self._pending[req.jobid] = left
                 else:
                     self._pending.pop(req.jobid, None)
-            if not await self._send(item.ws, req.seq, outcome):
-                log.warning("job outcome is journaled but the reply was lost", jobid=req.jobid)
+                    self._pending_names.pop(req.jobid, None)
+            await self._reply_anywhere(item.ws, req.seq, outcome, reply_entity(req.message))
             del item, req  # the parsed job (all its params) is garbage from here on
+
+    async def _reply_anywhere(self, ws: ClientConnection, seq: str, outcome: Outcome,
+                              entity: str) -> None:
+        """Send on the job's connection, or on the current one, or hold the reply for
+        the next connection (flexiManage matches replies by seq, not by socket)."""
+        for target in (ws, self._live):
+            if target is not None and target.state is State.OPEN \
+                    and await self._send(target, seq, outcome, entity):
+                return
+        loop = asyncio.get_running_loop()
+        self._held = [h for h in self._held if loop.time() - h[0] < HELD_REPLY_TTL]
+        self._held = [*self._held, (loop.time(), seq, outcome, entity)][-MAX_HELD_REPLIES:]
+        self.counters.replies_held += 1
+        log.warning("job reply held until the controller connection is back", seq=seq)
+
+    async def _flush_held(self, ws: ClientConnection) -> None:
+        held, self._held = self._held, []
+        now = asyncio.get_running_loop().time()
+        for at, seq, outcome, entity in held:
+            if now - at < HELD_REPLY_TTL:
+                await self._send(ws, seq, outcome, entity)
 
     async def _execute(self, req: Request) -> Outcome:
         journal = self._journal
@@ -451,7 +538,7 @@ class LinkSession:
             await asyncio.to_thread(journal.record, req.jobid, req.message, fingerprint, outcome)
         except Exception:
             log.exception(
-                "cannot journal the job outcome: a re-sent job would run again", jobid=req.jobid
+                "cannot journal the job outcome: get-device-info cannot report it", jobid=req.jobid
             )
         return outcome
 
@@ -461,7 +548,11 @@ class LinkSession:
         log.info("running job", jobid=req.jobid, job=req.message)
         try:
             async with asyncio.timeout(timeout) as scope:
-                outcome = await self._handler.run_job(req.message, req.params, req.jobid)
+                if req.message in DIRECT_MESSAGES and self._direct is not None:
+                    outcome = await self._direct.answer(req.message, req.params)  # issue 17
+                else:
+                    outcome = await self._handler.run_job(req.message, req.params, req.jobid,
+                                                          req.msg)
         except TimeoutError:
             if not scope.expired():
                 log.exception("job handler raised TimeoutError", jobid=req.jobid)

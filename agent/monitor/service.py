@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from agent.monitor.alerts import DeviceAlerts, TunnelSample
 from agent.monitor.health import (
     AlertConfig,
     AlertEvaluator,
@@ -58,6 +59,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 Bind = Literal["device", "source"]
+# () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
+# has no address or link)
+AlertRulesSource = Callable[[], tuple[Mapping[str, Any], Mapping[int, Mapping[str, Any]], bool,
+                                      set[int]]]
 BINDS: tuple[Bind, ...] = ("device", "source")
 
 
@@ -154,6 +159,7 @@ class MonitorService:
         history: int = 60,
         route_retry: float = 5.0,
         host_health: Callable[[], Mapping[str, Any]] | None = None,
+        alert_rules: AlertRulesSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         utc: Callable[[], float] = utc_now,
     ) -> None:
@@ -173,6 +179,10 @@ class MonitorService:
         self.bind_overrides: dict[int, Bind] = dict(bind_overrides or {})
         self.health_config = health_config or HealthConfig()
         self.alerts = AlertEvaluator(alert_config)
+        # With a rules source (the daemon), alerts follow the controller's notification
+        # configuration (flexiagent 6.3); without one, the fixed-threshold evaluator.
+        self.alert_rules = alert_rules
+        self.device_alerts = DeviceAlerts()
         self.stats_period = stats_period
         self.route_retry = route_retry
         self._host_health = host_health or HostHealth().sample
@@ -184,6 +194,8 @@ class MonitorService:
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._running = False
+        # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
+        self.status_listeners: list[Callable[[int, str], None]] = []
         manager.add_change_listener(self.sync)
         manager.add_state_listener(self.poll_sa)
 
@@ -358,6 +370,8 @@ class MonitorService:
             log.info("tunnel health changed", tunnel_id=t.tunnel_id, status=status.value,
                      reason=snap.reason, rtt_ms=round(snap.rtt_ms, 3),
                      drop_rate=round(snap.drop_rate, 1))
+            for listener in list(self.status_listeners):
+                listener(t.tunnel_id, status.value)
 
     # -- routes for resolved addresses -----------------------------------------------------
 
@@ -412,6 +426,19 @@ class MonitorService:
         snaps: dict[int, HealthSnapshot] = {
             tid: t.health.snapshot() for tid, t in sorted(self._tunnels.items())
         }
+        health = self._host_health()
+        if self.alert_rules is not None:
+            rules, per_tunnel, running, wan_down = self.alert_rules()
+            if evaluate:
+                samples = {tid: TunnelSample(s.status.value, s.rtt_ms, s.drop_rate,
+                                             wan_ok=tid not in wan_down)
+                           for tid, s in snaps.items()}
+                alerts = self.device_alerts.evaluate(rules, per_tunnel, samples, health,
+                                                     router_running=running)
+            else:
+                alerts = self.device_alerts.wire(rules) if rules else {}
+            return stats_entry(period=self.stats_period, utc=self._utc(), tunnels=snaps,
+                               health=health, alerts=alerts)
         if evaluate:
             alerts = self.alerts.evaluate(snaps)
         else:  # an entry on demand must not count as a period for alert debouncing
@@ -421,7 +448,7 @@ class MonitorService:
             }
             alerts = {event: per_tunnel for event, per_tunnel in alerts.items() if per_tunnel}
         return stats_entry(period=self.stats_period, utc=self._utc(), tunnels=snaps,
-                           health=self._host_health(), alerts=alerts)
+                           health=health, alerts=alerts)
 
     def tunnel_ids(self) -> list[int]:
         return sorted(self._tunnels)

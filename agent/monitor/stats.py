@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.monitor.health import HealthSnapshot, alerts_hash
+from agent.monitor.alerts import alerts_hash
+from agent.monitor.health import HealthSnapshot
 
 
 def tunnel_stats_entry(snap: HealthSnapshot) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def stats_entry(
     utc: float,
     tunnels: Mapping[int, HealthSnapshot],
     health: Mapping[str, Any],
-    alerts: Mapping[str, Mapping[str, object]],
+    alerts: Mapping[str, Any],
 ) -> dict[str, Any]:
     """One element of the get-device-stats reply list, as the controller reads it."""
     return {
@@ -54,7 +55,7 @@ def stats_entry(
         "stats": {},
         "tunnel_stats": {str(tid): tunnel_stats_entry(tunnels[tid]) for tid in sorted(tunnels)},
         "health": dict(health),
-        "alerts": {event: dict(per_tunnel) for event, per_tunnel in alerts.items()},
+        "alerts": {event: dict(per_event) for event, per_event in alerts.items()},
         "alerts_hash": alerts_hash(alerts),
     }
 

@@ -83,7 +83,7 @@ def spec_from_dict(d: dict[str, Any]) -> PeerSpec:
         mtu=d["mtu"],
         tcp_mss_clamp=d["tcp_mss_clamp"],
         routing=d["routing"],
-        ospf_cost=d["ospf_cost"],
+        ospf_cost=None if d["ospf_cost"] is None else str(d["ospf_cost"]),
         ospf_area=d["ospf_area"],
         labels=tuple(d["labels"]),
         monitor_ips=tuple(IPv4Address(i) for i in d["monitor_ips"]),

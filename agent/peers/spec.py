@@ -89,7 +89,7 @@ class PeerSpec:
     mtu: int | None = None
     tcp_mss_clamp: int | None = None
     routing: str = "ospf"
-    ospf_cost: int | None = None
+    ospf_cost: str | None = None  # as flexiManage sends it ("100", "10.5")
     ospf_area: str | None = None
     labels: tuple[str, ...] = ()
     monitor_ips: tuple[IPv4Address, ...] = ()

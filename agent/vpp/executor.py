@@ -19,6 +19,8 @@ from agent.vpp.plan import Op, resolve
 
 log = structlog.get_logger(__name__)
 
+MAX_CHAINS_IN_FLIGHT = 64
+
 
 class VppCaller(Protocol):
     async def call(
@@ -72,7 +74,17 @@ class Executor:
             if len(chains) == 1:
                 await run_chain(0)
             else:
-                await asyncio.gather(*(run_chain(i) for i in range(len(chains))))
+                # A bounded number of chains in flight: enough to keep the socket busy,
+                # few enough that one event-loop pass stays short and the controller's
+                # stats and commands are answered while a 1000-peer job runs.
+                pending = iter(range(len(chains)))
+
+                async def worker() -> None:
+                    for i in pending:
+                        await run_chain(i)
+
+                await asyncio.gather(*(worker() for _ in
+                                       range(min(len(chains), MAX_CHAINS_IN_FLIGHT))))
         except asyncio.CancelledError:
             # A job timeout must not leave half a peer behind: undo, then stop.
             errors: list[str] = []
@@ -104,5 +116,5 @@ class Executor:
         self.writes += 1
         reply = await self._vpp.call(op.message, **args)
         if op.produces is not None:
-            refs[op.produces] = int(reply.sw_if_index)
+            refs[op.produces] = int(getattr(reply, op.produces_field))
         return reply

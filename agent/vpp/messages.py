@@ -14,6 +14,8 @@ PLUGIN_HINTS: dict[str, str] = {
     "ikev2": "is ikev2_plugin.so enabled?",
     "lcp": "is linux_cp_plugin.so enabled?",
     "mss_clamp": "is mss_clamp_plugin.so enabled?",
+    "acl": "is acl_plugin.so enabled?",
+    "abf": "is abf_plugin.so enabled?",
 }
 
 # name -> (crc, module)
@@ -66,6 +68,14 @@ REQUIRED: dict[str, tuple[str, str]] = {
 OPTIONAL: dict[str, tuple[str | None, str]] = {
     "ikev2_set_ike_lifetime": (None, "ikev2"),
     "ikev2_set_pfs": (None, "ikev2"),
+    # multilink policies (agent/policy): without them a policy job is refused
+    "acl_add_replace": ("0xee5c2f18", "acl"),
+    "acl_del": ("0xef34fea4", "acl"),
+    "acl_dump": ("0xef34fea4", "acl"),
+    "abf_policy_add_del": ("0xc6131197", "abf"),
+    "abf_policy_dump": ("0x51077d14", "abf"),
+    "abf_itf_attach_add_del": ("0x25c8621b", "abf"),
+    "abf_itf_attach_dump": ("0x51077d14", "abf"),
 }
 
 

@@ -38,7 +38,8 @@ class Ref:
 
 @dataclass(frozen=True)
 class Op:
-    """One VPP write. `undo` reverses it; `produces` names the reply's sw_if_index."""
+    """One VPP write. `undo` reverses it; `produces` names the reply's `produces_field`
+    (the sw_if_index of a new interface, the acl_index of a new ACL)."""
 
     message: str
     args: Mapping[str, Any]
@@ -46,6 +47,7 @@ class Op:
     undo: tuple[Op, ...] = ()
     produces: str | None = None
     tunnel_id: int | None = None
+    produces_field: str = "sw_if_index"
 
 
 @dataclass(frozen=True)

@@ -366,3 +366,72 @@ async def read_summary(vpp: VppClient) -> VppSummary:
         missing=dict(check.missing),
         optional_present=sorted(check.optional_present),
     )
+
+
+@dataclass(frozen=True)
+class WanFacts:
+    """One controller-known interface as VPP sees it (for registration and device info)."""
+
+    dev_id: str
+    name: str  # VPP interface name
+    mac: str  # aa:bb:cc:dd:ee:ff, "" when VPP reports none
+    mtu: int
+    link_up: bool
+    addr: IPv4Interface | None  # first IPv4 address
+    gateway: str  # next hop of a default route through it, "" when none
+    sw_if_index: int = -1
+
+
+_ETH_NAME = re.compile(r"^[A-Za-z0-9]*Ethernet([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)$")
+
+
+def pci_dev_id(name: str) -> str | None:
+    """The controller dev_id of a PCI NIC by VPP's naming: GigabitEthernet0/3/0 ->
+    pci:0000:00:03.00 (the inverse of `resolve_dev_id`)."""
+    m = _ETH_NAME.match(name)
+    if not m:
+        return None
+    bus, slot, func = (int(g, 16) for g in m.groups())
+    return f"pci:0000:{bus:02x}:{slot:02x}.{func:02x}"
+
+
+async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[WanFacts]:
+    """Facts of every dev_id of the [interfaces] table that VPP has, plus the PCI NICs
+    VPP names by address, in dev_id order."""
+    details = await vpp.dump("sw_interface_dump", sw_if_index=NO_INDEX, name_filter_valid=False)
+    by_name = {str(d.interface_name): d for d in details}
+    configured = dict(configured)
+    mapped = set(configured.values())
+    for name in by_name:
+        dev_id = pci_dev_id(name)
+        if dev_id is not None and name not in mapped:
+            configured.setdefault(dev_id, name)
+    routes = await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""})
+    gateways: dict[int, str] = {}
+    for r in routes:
+        route = r.route
+        if str(route.prefix) != "0.0.0.0/0" or int(route.n_paths) < 1:
+            continue
+        path = route.paths[0]
+        nh = str(getattr(path.nh.address, "ip4", "") or "")
+        gateways.setdefault(int(path.sw_if_index), "" if nh == "0.0.0.0" else nh)
+    out = []
+    for dev_id in sorted(configured):
+        d = by_name.get(configured[dev_id])
+        if d is None:
+            continue
+        sw = int(d.sw_if_index)
+        addrs = sorted(await read_addresses(vpp, sw))
+        raw_mac = bytes(getattr(d.l2_address, "packed", d.l2_address) or b"")[:6]
+        mac = ":".join(f"{b:02x}" for b in raw_mac) if any(raw_mac) else ""
+        out.append(WanFacts(dev_id=dev_id, name=str(d.interface_name), mac=mac,
+                            mtu=int(d.mtu[0]) or int(d.link_mtu), link_up=bool(int(d.flags) & 2),
+                            addr=addrs[0] if addrs else None, gateway=gateways.get(sw, ""),
+                            sw_if_index=sw))
+    return out
+
+
+async def read_tunnel_indexes(vpp: VppClient) -> dict[int, int]:
+    """ipip instance (= controller tunnel id) -> sw_if_index."""
+    tunnels = await vpp.dump("ipip_tunnel_dump", sw_if_index=NO_INDEX)
+    return {int(t.tunnel.instance): int(t.tunnel.sw_if_index) for t in tunnels}

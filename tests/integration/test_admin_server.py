@@ -189,12 +189,25 @@ async def test_vpp_passthrough_and_its_errors(device: Device) -> None:
     rc, out, err = await peerctl("--socket", sock, "vpp", "show", "bogus")
     assert (rc, out) == (1, "")
     assert err == "peerctl: VPP refused the command: unknown input `bogus'\n"
-    rc, _, _ = await peerctl("--socket", sock, "ikev2", "set", "logging", "level", "4")
+
+
+
+async def test_seed_ike_logging_commands_are_translated_for_vpp_26_06(sim: VppSim,
+                                                                  device: Device) -> None:
+    """VPP 26.06 lost `ikev2 set logging level` and IKE's event-logger output: the
+    seed's spellings run their vlib-logging equivalents and say so."""
+    sock = str(device.socket)
+    rc, out, _ = await peerctl("--socket", sock, "ikev2", "set", "logging", "level", "4")
     assert rc == 0
-    rc, out, _ = await peerctl("--socket", sock, "show", "logging")
-    assert rc == 0
+    assert "ran 'set logging class ikev2 level debug' instead" in out
+    sim.state.log("ispi 1 IKE_INIT request received")  # a debug message of the plugin
     rc, out, _ = await peerctl("--socket", sock, "show", "event-logger")
-    assert rc == 0
+    assert rc == 0 and "ran 'show logging' instead" in out
+    assert any(ln.split()[2:5] == ["debug", "ikev2", "ispi"] for ln in out.splitlines())
+    rc, out, _ = await peerctl("--socket", sock, "event-logger", "clear")
+    assert rc == 0 and "ran 'clear logging' instead" in out
+    rc, out, _ = await peerctl("--socket", sock, "vpp", "show", "logging")
+    assert "IKE_INIT" not in out
 
 
 async def test_show_vpp_jobs_and_log_level(device: Device) -> None:

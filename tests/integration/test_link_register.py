@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from agent.config import AgentConfig, ControllerConfig
+from agent.lab.flexi_rules import validate_registration
 from agent.link.register import DeviceFacts, RegistrationError, register
 from agent.secret import Secret
 
@@ -78,7 +79,7 @@ def make_cfg(port: int, tmp_path: Path) -> AgentConfig:
 
 FACTS = DeviceFacts(
     machine_name="edge-1",
-    distro="Debian 12",
+    distro={"version": "12", "codename": "bookworm"},
     router_version="26.06",
     ip_list=["192.0.2.10"],
     default_dev="pci:0000:00:03.00",
@@ -102,7 +103,8 @@ async def test_success_posts_the_form_and_stores_the_token_0600(
     assert form["token"] == ORG_TOKEN and form["machine_id"] == "m-0001"
     assert form["fwagent_version"] == "6.3.0" and form["device_version"] == "6.3.0"
     assert form["router_version"] == "26.06" and form["machine_name"] == "edge-1"
-    assert form["ip_list"] == "192.0.2.10" and form["distro"] == "Debian 12"
+    assert form["ip_list"] == "192.0.2.10"
+    assert form["distro"] == "{'version': '12', 'codename': 'bookworm'}"  # dict text
     assert json.loads(form["interfaces"]) == []
     assert {"serial", "default_route", "default_dev", "cpuInfo"} <= form.keys()
     token_file = cfg.controller.token_file
@@ -116,9 +118,28 @@ async def test_success_posts_the_form_and_stores_the_token_0600(
     await register(cfg, Secret(ORG_TOKEN))
     assert token_file.read_text() == "dev-token-2\n"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert json.loads(fake.requests[1][1]["interfaces"]) == [
-        {"devId": "pci:0000:00:03.00", "name": "GigabitEthernet0/3/0"}
-    ]
+    default_form = fake.requests[1][1]
+    [itf] = json.loads(default_form["interfaces"])
+    assert (itf["devId"], itf["name"], itf["driver"]) == (
+        "pci:0000:00:03.00", "GigabitEthernet0/3/0", "vpp")
+    assert "mtu" not in itf and "MAC" not in itf  # omitted, never '' (flexiManage: 408)
+    # what flexiManage's routes/connect.js answers for the default form
+    default_form["machine_id"] = "3f1c0000-0000-4000-8000-00000000e2e0"  # flexiManage's format
+    assert validate_registration(default_form) == (200, "")
+
+
+def test_flexiManage_refuses_what_the_old_form_sent() -> None:
+    """The previous form (plain distro text, interfaces without driver) got 500/408."""
+    form = {"fwagent_version": "6.3.0", "machine_id": "3f1c0000-0000-4000-8000-00000000e2e0",
+            "machine_name": "edge-1", "distro": "Debian GNU/Linux 12 (bookworm)",
+            "interfaces": json.dumps([{"devId": "pci:0000:00:03.00", "name": "x"}])}
+    assert validate_registration(form)[0] == 500
+    form["distro"] = "{'version': '12', 'codename': 'bookworm'}"
+    assert validate_registration(form)[0] == 408
+    form["interfaces"] = json.dumps([{"devId": "pci:0000:00:03.00", "name": "host-eth0",
+                                      "driver": "vpp"}])
+    assert validate_registration(form)[0] == 408  # '-' in a name
+
 
 
 @pytest.mark.parametrize(

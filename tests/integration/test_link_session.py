@@ -20,6 +20,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.link.handler import Outcome
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
+from tests.waiting import until
 
 MACHINE = "m-0001"
 ADD = {"tunnel-id": 7, "peer": {"ips": ["8.8.8.8"]}, "ikev2": {"psk": "S3cr3tPSK"}}
@@ -37,7 +38,8 @@ class FakeHandler:
         self.max_running = 0
         self.applied: set[str] = set()
 
-    async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
+    async def run_job(self, message: str, params: Any, jobid: str,
+                      original: Any = None) -> Outcome:
         self.calls.append((message, params, jobid))
         self.running += 1
         self.max_running = max(self.max_running, self.running)
@@ -55,10 +57,14 @@ class FakeHandler:
             self.finished.set()
 
     async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
-        return {"device": "6.3.0", "components": {"agent": {"version": "6.3.0"}}}
+        version = {"version": "6.3.0"}
+        return {"device": "6.3.0", "components": {"agent": version, "router": version,
+                                                  "vpp": {"version": "26.06"},
+                                                  "frr": {"version": "8.4.4"}}}
 
     async def device_stats(self) -> list[dict[str, Any]]:
-        return [{"ok": 1, "running": True, "state": "running", "tunnel_stats": {}}]
+        return [{"ok": 1, "period": 10, "utc": 1.0, "stats": {}, "running": True,
+                 "state": "running", "tunnel_stats": {}}]
 
     def cfg_hash(self) -> str:
         return f"hash-{len(self.applied)}"
@@ -73,7 +79,10 @@ def make_cfg(ctl: ControllerDouble, token_file: Path, **over: Any) -> Controller
         connect_timeout=2.0,
         backoff_min=0.05,
         backoff_max=0.3,
-        refused_backoff=0.5,
+        retry_quick_min=0.3,
+        retry_quick_max=0.5,
+        retry_slow_min=0.8,
+        retry_slow_max=1.0,
         ping_interval=0.2,
         silence_timeout=1.0,
         close_timeout=0.3,
@@ -191,15 +200,10 @@ async def test_connect_info_and_stats_answered_while_job_runs(env: Env) -> None:
         stats = await env.ctl.request("get-device-stats", timeout=2)
         assert msg_of(stats)["ok"] == 1 and stats["msg"]["message"][0]["state"] == "running"
         info2 = await env.ctl.request("get-device-info", {"jobs": [11, 999]}, timeout=2)
-        assert info2["msg"]["message"]["jobs"] == [
-            {"id": 11, "state": "running", "ok": 0, "message": "job is still running"},
-            {
-                "id": 999,
-                "state": "unknown",
-                "ok": 0,
-                "message": "job was never received or never ran on this device",
-            },
-        ]
+        # flexiagent's job records; ids never received are left out
+        [running_job] = info2["msg"]["message"]["jobs"]
+        assert {k: running_job[k] for k in ("job_id", "request", "errors", "state")} == {
+            "job_id": "11", "request": "add-tunnel", "errors": [], "state": "running"}
         assert not job.done(), "queries must be answered before the running job finishes"
         handler.gate.set()
         reply = await asyncio.wait_for(job, 5)
@@ -210,9 +214,10 @@ async def test_connect_info_and_stats_answered_while_job_runs(env: Env) -> None:
             "router-cfg-hash": "hash-1",
         }
         info3 = await env.ctl.request("get-device-info", {"jobs": ["11"]}, timeout=2)
-        assert info3["msg"]["message"]["jobs"] == [
-            {"id": "11", "state": "done", "ok": 1, "message": "add-tunnel 11 done"}
-        ]
+        [done] = info3["msg"]["message"]["jobs"]
+        assert set(done) == {"job_id", "request", "received_at", "errors", "state"}
+        assert (done["job_id"], done["state"], done["errors"]) == ("11", "complete", [])
+    assert env.ctl.violations == []
     assert handler.calls == [("add-tunnel", ADD, "11")]
 
 
@@ -270,33 +275,52 @@ async def test_same_jobid_applies_once_and_survives_restart(env: Env) -> None:
         other = await env.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=42)
     assert handler2.calls == [("remove-tunnel", {"tunnel-id": 7}, "42")]
     assert third["msg"] == first["msg"]
-    assert info["msg"]["message"]["jobs"] == [
-        {"id": 42, "state": "done", "ok": 1, "message": "add-tunnel 42 done"}
-    ]
+    assert [(j["job_id"], j["state"]) for j in info["msg"]["message"]["jobs"]] == [
+        ("42", "complete")]
     assert other["msg"]["ok"] == 1 and session2.counters.jobs_replayed == 1
 
 
-async def test_outcome_of_a_job_whose_reply_was_lost_is_reported_on_reconnect(env: Env) -> None:
+async def test_a_job_whose_connection_dropped_is_answered_on_the_next_one(env: Env) -> None:
+    """flexiManage never re-sends a delivered job; it matches replies by seq while the
+    job's timer runs, so the device finishes the job and replies on the new socket."""
+    handler = FakeHandler()
+    handler.gate = asyncio.Event()
+    session = env.session(handler)
+    async with running(session):
+        await env.ctl.wait_ready(5)
+        job = asyncio.create_task(env.ctl.send_job("add-tunnel", ADD, jobid=77))
+        await asyncio.wait_for(handler.started.wait(), 5)
+        env.ctl.refuse_status = 503  # keep the device out until the job is done
+        await env.ctl.drop()
+        handler.gate.set()
+        await wait_until(lambda: session.counters.replies_held == 1, 5)
+        env.ctl.refuse_status = None
+        reply = await asyncio.wait_for(job, 5)
+    assert reply["msg"]["ok"] == 1 and env.ctl.jobs[77].state == "complete"
+    sent = [json.loads(f.data) for f in env.ctl.frames if f.direction == "out"]
+    assert [m["jobid"] for m in sent if m["jobid"] != ""] == [77]  # never re-sent
+    assert len(handler.calls) == 1
+
+
+async def test_a_job_answered_after_the_send_timeout_is_recovered_not_resent(env: Env) -> None:
+    """After Send Timeout flexiManage lists the job in get-device-info; the device's
+    record says complete and the job flips to complete. It is never sent again."""
+    env.ctl.job_timeout = 0.5
     handler = FakeHandler()
     handler.gate = asyncio.Event()
     async with running(env.session(handler)):
-        await env.ctl.wait_connected(5)
-        job = asyncio.create_task(env.ctl.send_job("add-tunnel", ADD, jobid=77))
-        await asyncio.wait_for(handler.started.wait(), 5)
-        env.ctl.refuse_status = 503  # transient: keep the device out until the job is done
-        await env.ctl.drop()
-        with pytest.raises(ConnectionError):
-            await job
-        assert env.ctl.unanswered_jobs == [77]
+        await env.ctl.wait_ready(5)
+        with pytest.raises(TimeoutError):
+            await env.ctl.send_job("add-tunnel", ADD, jobid=78)
+        assert env.ctl.jobs[78].error == "Send Timeout" and env.ctl.unanswered_jobs == [78]
         handler.gate.set()
-        await asyncio.wait_for(handler.finished.wait(), 5)
-        env.ctl.refuse_status = None
-        await env.ctl.wait_connected(5, count=2)
-        await env.ctl.wait_for(lambda: len(env.ctl.info_replies) >= 2, 5)
+        await env.ctl.wait_for(lambda: env.ctl.jobs[78].late_reply is not None, 5)
+        await env.ctl.drop()
+        await env.ctl.wait_ready(5, count=2)
     jobs = env.ctl.info_replies[-1]["msg"]["message"]["jobs"]
-    assert jobs == [{"id": 77, "state": "done", "ok": 1, "message": "add-tunnel 77 done"}]
-    assert env.ctl.unanswered_jobs == []
-    assert len(handler.calls) == 1
+    assert [(j["job_id"], j["state"]) for j in jobs] == [("78", "complete")]
+    assert env.ctl.jobs[78].state == "complete" and env.ctl.unanswered_jobs == []
+    assert len(handler.calls) == 1 and env.ctl.jobs[78].sends == 1
 
 
 async def test_agent_is_back_within_backoff_bound_after_controller_restart(env: Env) -> None:
@@ -318,20 +342,27 @@ async def test_agent_is_back_within_backoff_bound_after_controller_restart(env: 
     assert session.counters.connections == 2
 
 
-async def test_refused_handshake_backs_off_long(env: Env) -> None:
-    env.ctl.refuse_status = 403
+async def test_handshake_retry_timing_follows_flexiagent(env: Env) -> None:
+    """403 (not approved yet) is retried quickly (retry_quick_*), any other status
+    slowly (retry_slow_*); never hammered, never ten minutes."""
+    env.ctl.approved = False
     handler = FakeHandler()
-    session = env.session(handler, backoff_min=0.01, backoff_max=0.02, refused_backoff=0.4)
+    session = env.session(handler, backoff_min=0.01, backoff_max=0.02)
     async with running(session):
         await env.ctl.wait_for(lambda: len(env.ctl.handshakes) >= 3, 5)
         times = [h.at for h in env.ctl.handshakes]
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert all(g >= 0.4 for g in gaps), gaps  # never hammered
+        assert all(0.3 <= g < 0.5 + 0.3 for g in gaps), gaps
         assert session.counters.last_refusal == 403 and session.counters.connections == 0
-        # A transient refusal, by contrast, is retried within backoff_max.
-        env.ctl.refuse_status = 503
+        assert all(h.status == 403 and h.origin.startswith("http://") for h in env.ctl.handshakes)
+        env.ctl.approved = True
+        env.ctl.refuse_status = 404
         n = len(env.ctl.handshakes)
-        await env.ctl.wait_for(lambda: len(env.ctl.handshakes) >= n + 5, 3)
+        await env.ctl.wait_for(lambda: len(env.ctl.handshakes) >= n + 2, 5)
+        times = [h.at for h in env.ctl.handshakes[n:]]
+        assert all(b - a >= 0.8 for a, b in itertools.pairwise(times))
+        env.ctl.refuse_status = None
+        await env.ctl.wait_ready(5)
     assert handler.calls == []
 
 
@@ -469,11 +500,10 @@ async def test_hostile_frames_never_kill_the_session_nor_reach_the_handler(env: 
         assert (await env.ctl.request("get-device-stats", timeout=2))["msg"]["ok"] == 1
         # An unknown message sent as a job is the handler's call ("not supported").
         reply = await env.ctl.send_job("format-disk", {"x": 1})
-        assert reply["msg"] == {
+        assert reply["msg"] == {  # no router-cfg-hash in a failure reply
             "ok": 0,
             "message": "format-disk is not supported by this device",
             "entity": "agentReply",
-            "router-cfg-hash": "hash-0",
         }
     assert [c[0] for c in handler.calls] == ["format-disk"]
     assert events(env.logs, "larger than controller.max_frame_size")
@@ -510,7 +540,8 @@ async def test_idle_but_alive_connection_is_kept(env: Env) -> None:
 
 async def test_job_timeout_and_handler_crash_become_failed_outcomes(env: Env) -> None:
     class Broken(FakeHandler):
-        async def run_job(self, message: str, params: Any, jobid: str) -> Outcome:
+        async def run_job(self, message: str, params: Any, jobid: str,
+                          original: Any = None) -> Outcome:
             if jobid == "1":
                 raise RuntimeError("psk S3cr3tPSK rejected")
             await asyncio.Event().wait()  # hangs forever
@@ -529,11 +560,10 @@ async def test_job_timeout_and_handler_crash_become_failed_outcomes(env: Env) ->
     assert hung["msg"] == {
         "ok": 0,
         "entity": "agentReply",
-        "router-cfg-hash": "hash-0",
         "message": "add-tunnel did not finish within 0.3 s and was cancelled",
     }
-    assert [j["ok"] for j in info["msg"]["message"]["jobs"]] == [0, 0]
-    assert [j["state"] for j in info["msg"]["message"]["jobs"]] == ["done", "done"]
+    assert [j["state"] for j in info["msg"]["message"]["jobs"]] == ["failed", "failed"]
+    assert info["msg"]["message"]["jobs"][1]["errors"] == [hung["msg"]["message"]]
 
 
 async def test_missing_token_file_is_reported_and_nothing_is_sent(env: Env) -> None:
@@ -542,3 +572,103 @@ async def test_missing_token_file_is_reported_and_nothing_is_sent(env: Env) -> N
     async with running(session):
         await wait_until(lambda: bool(events(env.logs, "no device token")), 5)
     assert env.ctl.handshakes == [] and session.counters.attempts == 0
+
+
+async def test_the_double_disconnects_on_an_invalid_device_info(env: Env) -> None:
+    """flexiManage drops a device whose get-device-info fails its schemas (3.3)."""
+
+    class OldInfo(FakeHandler):
+        async def device_info(self, params: dict[str, Any]) -> dict[str, Any]:
+            version = {"version": "0.1.0"}
+            return {"device": "0.1.0", "components": {"agent": version, "router": version,
+                                                      "vpp": {"version": ""},
+                                                      "frr": {"version": ""}},
+                    "tunnels": [], "reconfig": "vpp-out-of-sync"}
+
+    session = env.session(OldInfo())
+    async with running(session):
+        await env.ctl.wait_for(lambda: len(env.ctl.info_replies) >= 2, 5)
+    assert not env.ctl.ready
+    assert any("frr.version is not allowed to be empty" in v for v in env.ctl.violations)
+    assert any("reconfig without network" in v for v in env.ctl.violations)
+    assert session.counters.connections >= 2  # dropped, reconnected, dropped again
+
+
+async def test_the_double_gives_up_after_two_automatic_syncs(env: Env) -> None:
+    """A device that never matches the chain gets two sync-device jobs, then not-synced."""
+    handler = FakeHandler()  # its hash is never flexiManage's chain; sync-device fails
+    async with running(env.session(handler)):
+        await env.ctl.wait_ready(5)
+        env.ctl.queue("add-ospf", {"custom": [], "redistributeBgp": False})  # hash advances
+        for trial in (1, 2):
+            await env.ctl.poll_stats(timeout=2)
+            assert env.ctl.sync_state == "syncing"
+            await env.ctl.wait_for(lambda t=trial: len(env.ctl.sync_jobs) == t  # type: ignore[misc]
+                                   and env.ctl.sync_jobs[-1].state == "failed", 5)
+        await env.ctl.poll_stats(timeout=2)
+        assert env.ctl.sync_state == "not-synced" and not env.ctl.auto_sync_on
+        await env.ctl.poll_stats(timeout=2)
+        assert len(env.ctl.sync_jobs) == 2
+    assert [c[0] for c in handler.calls] == ["sync-device", "sync-device"]
+    ospf = handler.calls[0][1]["requests"]
+    assert {"entity": "agent", "message": "add-ospf",
+            "params": {"custom": [], "redistributeBgp": False}} in ospf
+
+class GatedDirect:
+    """A DirectHandler whose answers wait at a gate (a slow command)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def answer(self, message: str, params: Any) -> Outcome:
+        self.waiting += 1
+        await self.gate.wait()
+        return Outcome(True, {"output": message, "error": "", "returncode": 0})
+
+
+async def test_slow_direct_messages_never_hold_stats_jobs_or_the_reader(env: Env) -> None:
+    from agent.link.session import MAX_CONCURRENT_DIRECT, MAX_DIRECT_IN_FLIGHT
+
+    handler, direct = FakeHandler(), GatedDirect()
+    journal = Journal(env.journal_path)
+    env.journals.append(journal)
+    session = LinkSession(make_cfg(env.ctl, env.token_file), handler, journal, direct=direct)
+    async with running(session):
+        await env.ctl.wait_connected(5)
+        pending = [asyncio.create_task(env.ctl.direct("exec_timeout", {"cmd": "x"}))
+                   for _ in range(MAX_DIRECT_IN_FLIGHT)]
+        try:
+            await _slow_directs_do_not_block(env, direct, pending, MAX_CONCURRENT_DIRECT,
+                                             MAX_DIRECT_IN_FLIGHT)
+        finally:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _slow_directs_do_not_block(env: Env, direct: GatedDirect,
+                                     pending: list[asyncio.Task[dict[str, Any]]],
+                                     concurrent: int, in_flight: int) -> None:
+    await until(lambda: direct.waiting == concurrent)
+    await until(lambda: sum('"exec_timeout"' in str(f.data) for f in env.ctl.frames
+                            if f.direction == "out") == in_flight)  # all sent before the next
+    busy = await env.ctl.direct("get-device-logs", {"lines": 1, "filter": "vpp"})
+    assert busy["ok"] == 0 and busy["message"].startswith("device busy")
+    stats = await env.ctl.request("get-device-stats", timeout=2)
+    assert stats["msg"]["ok"] == 1
+    job = await env.ctl.send_job("add-tunnel", ADD, jobid=4242)
+    assert job["msg"]["ok"] == 1
+    assert direct.waiting == concurrent  # the rest wait for a slot
+    direct.gate.set()
+    replies = await asyncio.gather(*pending)
+    assert all(r["ok"] == 1 and r["entity"] == "osReply" for r in replies)
+    assert direct.waiting == in_flight
+
+
+async def test_direct_messages_without_a_handler_are_refused(env: Env) -> None:
+    async with running(env.session(FakeHandler())):
+        await env.ctl.wait_connected(5)
+        msg = await env.ctl.direct("get-device-config")
+        assert msg["ok"] == 0 and msg["message"] == \
+            "get-device-config is not supported by this device"

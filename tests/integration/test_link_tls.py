@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 
 class Handler:
-    async def run_job(self, message: str, params: object, jobid: str) -> Outcome:
+    async def run_job(self, message: str, params: object, jobid: str,
+                      original: object = None) -> Outcome:
         return Outcome(True, "success")
 
     async def device_info(self, params: dict[str, object]) -> dict[str, object]:
@@ -97,6 +98,8 @@ async def test_wss_verifies_the_controller_certificate(tmp_path: Path) -> None:
             token_file=token,
             backoff_min=0.05,
             backoff_max=0.1,
+            retry_quick_min=0.05,
+            retry_quick_max=0.1,
             connect_timeout=2.0,
         )
         # Not trusted: every attempt fails verification, no connection is ever made.

@@ -207,6 +207,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway,
                 if r.real:
                     print("--- VPP state ---\n" + vpp_state(base))
                 raise
+            assert ctl.violations == []  # every reply passed flexiManage's rules
         finally:
             if r.task is not None:
                 await stop_agent(r.task)

@@ -81,7 +81,9 @@ def test_vpp_summary() -> None:
         "missing capabilities (the agent needs these):\n"
         "  ikev2_set_responder missing: enable ikev2\n"
         "optional capabilities found: ikev2_sa_v3_dump\n"
-        "optional capabilities absent: ikev2_set_ike_lifetime, ikev2_set_pfs\n"
+        "optional capabilities absent: ikev2_set_ike_lifetime, ikev2_set_pfs, acl_add_replace, "
+        "acl_del, acl_dump, abf_policy_add_del, abf_policy_dump, abf_itf_attach_add_del, "
+        "abf_itf_attach_dump\n"
     )
 
 
@@ -89,6 +91,7 @@ def test_vpp_summary() -> None:
     ("words", "expected"),
     [
         ("show peers", Request(proto.SHOW_PEERS, {}, "peers")),
+        ("show policies", Request(proto.SHOW_POLICIES, {}, "policies")),
         ("sh peers", Request(proto.SHOW_PEERS, {}, "peers")),
         ("show ikev2 sa details",
          Request(proto.VPP, {"command": "show ikev2 sa details", "show_secrets": False}, "text")),

@@ -64,7 +64,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, ""), {})
     assert cfg == AgentConfig()
     c = cfg.controller
-    assert (c.allow_insecure, c.fwagent_version, c.refused_backoff) == (False, "6.3.0", 600.0)
+    assert (c.allow_insecure, c.fwagent_version, c.retry_quick_min, c.retry_slow_max) == (
+        False, "6.3.0", 5.0, 70.0)
     assert c.silence_timeout == 80.0 and c.ping_interval == 20.0
     assert cfg.logging.level == "info" and cfg.metrics.listen == "" and cfg.vpp.call_timeout == 5.0
 
@@ -153,7 +154,7 @@ def test_reference_lists_every_setting_with_its_default() -> None:
     assert rows["monitor.window"][0] == "30"
     table = config_reference_markdown()
     assert table.startswith("| key | default | meaning |")
-    assert "| `controller.refused_backoff` | `600.0` |" in table
+    assert "| `controller.retry_quick_min` | `5.0` |" in table
 
 
 def test_metrics_endpoint_must_stay_on_loopback() -> None:

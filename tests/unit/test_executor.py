@@ -103,3 +103,26 @@ async def test_cancellation_rolls_back_before_stopping() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert _net_effect(vpp.calls) == {}
+
+
+async def test_chains_in_flight_are_bounded_and_all_complete() -> None:
+    """Many peers keep the socket busy, but never all at once: one event-loop pass
+    must stay short so the controller's queries are answered during a big job."""
+    from agent.vpp.executor import MAX_CHAINS_IN_FLIGHT
+
+    class SlowVpp(FakeVpp):
+        in_flight = 0
+        most = 0
+
+        async def call(self, name: str, /, **kw: Any) -> Any:
+            SlowVpp.in_flight += 1
+            SlowVpp.most = max(SlowVpp.most, SlowVpp.in_flight)
+            await asyncio.sleep(0)
+            SlowVpp.in_flight -= 1
+            return await super().call(name, **kw)
+
+    vpp = SlowVpp()
+    chains = [plan_add_ops(numbered_spec(n), VppFacts(1)) for n in range(1, 301)]
+    await Executor(vpp).apply(chains, {})
+    assert len(vpp.calls) == sum(len(c) for c in chains)
+    assert 1 < SlowVpp.most <= MAX_CHAINS_IN_FLIGHT

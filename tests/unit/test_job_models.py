@@ -13,17 +13,14 @@ from structlog.testing import capture_logs
 
 from agent.jobs.models import AddTunnelParams
 from agent.jobs.validation import (
-    AddRequest,
     JobNotSupported,
     JobRejected,
     ModifyRequest,
     RemoveRequest,
     ValidationPolicy,
     normalize_add_tunnel,
-    normalize_aggregated,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
-    normalize_sync_device,
 )
 from agent.peers.spec import (
     FULL_END,
@@ -89,7 +86,7 @@ def test_document_example_normalizes_to_the_expected_spec() -> None:
         mtu=1500,
         tcp_mss_clamp=1310,
         routing="ospf",
-        ospf_cost=100,
+        ospf_cost="100",
         ospf_area=None,
         labels=(),
         monitor_ips=(IPv4Address("8.8.8.8"),),
@@ -349,11 +346,11 @@ def test_all_problems_are_reported_together() -> None:
     exc = rejection(params)
     assert [p.field for p in exc.problems] == ["peer.mtu", "ikev2.role", "ikev2.ike_lifetime"]
     assert exc.message == (
-        "peer.mtu: 100: out of range; allowed: 576-9000"
+        "peer.mtu: 100: out of range; allowed: 500-9000"
         " | ikev2.role: 'boss': unknown role; allowed: initiator, responder"
         " | ikev2.ike_lifetime: 1: out of range; allowed: 300-604800 seconds"
     )
-    assert (exc.field, exc.value, exc.allowed) == ("peer.mtu", "100", "576-9000")
+    assert (exc.field, exc.value, exc.allowed) == ("peer.mtu", "100", "500-9000")
 
 
 def test_long_problem_lists_are_capped() -> None:
@@ -410,7 +407,7 @@ def all_text(exc: BaseException) -> str:
     "mutation",
     [
         pytest.param(lambda p: p["ikev2"].update(psk=PSK + " x"), id="psk-with-space"),
-        pytest.param(lambda p: p["ikev2"].update(psk=PSK + "\u00e9"), id="psk-non-ascii"),
+        pytest.param(lambda p: p["ikev2"].update(psk=PSK + "\u0007"), id="psk-control-char"),
         pytest.param(lambda p: p["ikev2"].update(psk=PSK * 60), id="psk-too-long"),
         pytest.param(lambda p: p["ikev2"].update(psk=[PSK]), id="psk-list"),
         pytest.param(lambda p: p["ikev2"].update(psk=47114711), id="psk-int"),
@@ -497,7 +494,20 @@ def test_modify_tunnel() -> None:
     assert request == ModifyRequest(
         7, (IPv4Address("1.1.1.1"), IPv4Address("9.9.9.9")), ("probe.example.net",)
     )
-    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyRequest(7, (), ())
+    # a list the REST caller left out is absent: None keeps the stored value
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyRequest(7, None, None)
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {"urls": []}}) == ModifyRequest(
+        7, None, ())
+
+
+def test_modify_tunnel_with_thresholds_and_no_peer() -> None:
+    """flexiManage's second modify-tunnel shape (per-tunnel alert thresholds)."""
+    settings = {"Link/Tunnel round trip time": {"warningThreshold": 300,
+                                                "criticalThreshold": 600, "thresholdUnit": "ms"},
+                "Link/Tunnel default drop rate": {"warningThreshold": 5.5,
+                                                  "criticalThreshold": 20, "thresholdUnit": "%"}}
+    request = normalize_modify_tunnel({"notificationsSettings": settings, "tunnel-id": 7})
+    assert request == ModifyRequest(7, None, None, settings)
 
 
 def test_modify_tunnel_rejections() -> None:
@@ -511,119 +521,34 @@ def test_modify_tunnel_rejections() -> None:
         " such as monitoring.example.com (no scheme, path or port)"
     )
     with pytest.raises(JobRejected) as info:
-        normalize_modify_tunnel({"tunnel-id": 7})
-    assert info.value.message == "peer: (missing): required field"
+        normalize_modify_tunnel({"tunnel-id": 7, "notificationsSettings": {"x": 5}})
+    assert info.value.message == (
+        "notificationsSettings.x: a number: not an object; allowed: "
+        "{warningThreshold, criticalThreshold, ...}")
 
 
 # --- aggregated / sync-device ---------------------------------------------------------------
 
 
-def add_request(tunnel_id: int, last_octet: int, psk: str = PSK) -> dict[str, Any]:
-    request = example_request()
-    params = with_psk(request["params"], psk)
-    params["tunnel-id"] = tunnel_id
-    params["dst"] = f"203.0.113.{last_octet}"
-    params["peer"]["addr"] = f"10.100.0.{2 * tunnel_id}/31"
-    return request
+@pytest.mark.parametrize("peer, expected", [
+    ({"mtu": 500, "tcp-mss-clamp": 310}, (500, 310, "100")),  # flexiManage's smallest
+    ({"mtu": 1500, "tcp-mss-clamp": 1310, "ospf-cost": "10.5"}, (1500, 1310, "10.5")),
+    ({"ospf-cost": "70000"}, (1500, 1310, "70000")),
+    ({"ospf-cost": 100}, (1500, 1310, "100")),
+])
+def test_peer_values_flexiManage_sends_are_accepted(
+        peer: dict[str, Any], expected: tuple[Any, ...]) -> None:
+    params = example_request()["params"]
+    params["peer"].update(peer)
+    spec = normalize_add_tunnel(params, POLICY)
+    assert (spec.mtu, spec.tcp_mss_clamp, spec.ospf_cost) == expected
 
 
-def test_aggregated_with_nested_requests() -> None:
-    params = {
-        "requests": [
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": 7}},
-            add_request(7, 20),
-            {
-                "entity": "agent",
-                "message": "modify-tunnel",
-                "params": {"tunnel-id": "9", "peer": {"ips": ["1.1.1.1"]}},
-            },
-        ]
-    }
-    out = normalize_aggregated(params, POLICY)
-    assert out[0] == RemoveRequest(7)
-    assert isinstance(out[1], AddRequest)
-    assert (out[1].tunnel_id, out[1].spec.dst) == (7, IPv4Address("203.0.113.20"))
-    assert out[2] == ModifyRequest(9, (IPv4Address("1.1.1.1"),), ())
-    assert normalize_aggregated({"requests": []}, POLICY) == []
-
-
-def test_aggregated_reports_every_bad_request_with_its_path() -> None:
-    bad_psk = add_request(8, 21, psk="tiny")
-    no_peer = add_request(9, 22)
-    del no_peer["params"]["peer"]
-    params = {
-        "requests": [
-            add_request(7, 20),
-            bad_psk,
-            {"entity": "agent", "message": "aggregated", "params": {"requests": []}},
-            {"entity": "system", "message": "remove-tunnel", "params": {"tunnel-id": 7}},
-            no_peer,
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": "x"}},
-            add_request(7, 23),
-        ]
-    }
+def test_a_short_psk_is_a_policy_choice() -> None:
+    params = example_request()["params"]
+    params["ikev2"]["psk"] = "Sh0rt"
     with pytest.raises(JobRejected) as info:
-        normalize_aggregated(params, POLICY)
-    assert [str(p) for p in info.value.problems] == [
-        "requests[1].params.ikev2.psk: 4 bytes: too short; allowed: 8-1024 printable ASCII "
-        "characters without whitespace",
-        "requests[2].message: 'aggregated': not supported in aggregated; "
-        "allowed: add-tunnel, remove-tunnel, modify-tunnel",
-        "requests[3].entity: 'system': unknown entity; allowed: agent",
-        "requests[4].params.peer: (missing): add-tunnel without peer is not supported: this agent "
-        "runs peer tunnels only; allowed: an add-tunnel with peer and ikev2",
-        "requests[5].params.tunnel-id: 'x': not an integer; allowed: an integer (JSON number or "
-        "string of digits)",
-        "requests: tunnel-id 7: added twice in one job; allowed: one add-tunnel per tunnel-id",
-    ]
-    assert PSK not in all_text(info.value)
-
-
-def test_aggregated_masks_a_psk_pasted_into_another_request() -> None:
-    leaking = add_request(8, 21)
-    leaking["params"]["ikev2"]["remote-device-id"] = f"x {PSK}"
-    with pytest.raises(JobRejected) as info:
-        normalize_aggregated(
-            {"requests": [add_request(7, 20, psk=PSK + "-other"), leaking]}, POLICY
-        )
-    assert info.value.field == "requests[1].params.ikev2.remote-device-id"
-    assert PSK not in all_text(info.value)
-
-
-def test_aggregated_shape_errors() -> None:
-    with pytest.raises(JobRejected) as info:
-        normalize_aggregated({"requests": [{"entity": "agent"}, "add-tunnel"]}, POLICY)
-    assert info.value.message == (
-        "requests[0].message: (missing): required field; allowed: add-tunnel, remove-tunnel, "
-        "modify-tunnel | requests[1]: a string: not an object; allowed: a JSON object"
-    )
-
-
-def test_sync_device_returns_the_desired_specs() -> None:
-    specs = normalize_sync_device({"requests": [add_request(7, 20), add_request(8, 21)]}, POLICY)
-    assert [(s.tunnel_id, str(s.dst), str(s.addr)) for s in specs] == [
-        (7, "203.0.113.20", "10.100.0.14/31"),
-        (8, "203.0.113.21", "10.100.0.16/31"),
-    ]
-    assert normalize_sync_device({"requests": []}, POLICY) == []
-
-
-def test_sync_device_rejections() -> None:
-    params = {
-        "requests": [
-            add_request(7, 20),
-            {"entity": "agent", "message": "remove-tunnel", "params": {"tunnel-id": 3}},
-            add_request(7, 21),
-        ]
-    }
-    with pytest.raises(JobRejected) as info:
-        normalize_sync_device(params, POLICY)
-    assert info.value.message == (
-        "requests[1].message: 'remove-tunnel': not supported in sync-device; allowed: add-tunnel"
-        " | requests: tunnel-id 7: added twice in one job; allowed: one add-tunnel per tunnel-id"
-    )
-    with pytest.raises(JobRejected) as info:
-        normalize_sync_device({}, POLICY)
-    assert info.value.message == (
-        "requests: (missing): required field; allowed: a list of {entity, message, params}"
-    )
+        normalize_add_tunnel(params, POLICY)
+    assert "[security] psk_min_length = 8" in info.value.message
+    spec = normalize_add_tunnel(params, ValidationPolicy(psk_min_length=1))
+    assert spec.psk.reveal() == "Sh0rt"

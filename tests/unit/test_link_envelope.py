@@ -25,7 +25,8 @@ def frame(**over: Any) -> str:
 
 def test_job_and_queries() -> None:
     req = parse_frame(frame())
-    assert req == Request("42:a1B2c3D4", "add-tunnel", {"tunnel-id": 7}, "1234", "h1")
+    assert req == Request("42:a1B2c3D4", "add-tunnel", {"tunnel-id": 7}, "1234", "h1",
+                          {"entity": "agent", "message": "add-tunnel", "params": {"tunnel-id": 7}})
     assert req.is_job
     info = parse_frame(
         frame(
@@ -103,6 +104,26 @@ def test_reply_shape() -> None:
         encode_reply("1:x", True, float("nan"), "abc")
 
 
+def test_failure_reply_has_no_hash() -> None:
+    """flexiagent leaves router-cfg-hash out of failure replies."""
+    assert json.loads(encode_reply("1:x", False, "bad", "abc")) == {
+        "seq": "1:x", "msg": {"ok": 0, "message": "bad", "entity": "agentReply"}}
+
+
+def test_msg_without_entity_is_accepted_and_kept_as_received() -> None:
+    """flexiManage omits entity in modify-vxlan-config; the hash chain signs msg as sent."""
+    req = parse_frame(frame(msg={"message": "modify-vxlan-config", "params": {"port": "4790"}}))
+    assert isinstance(req, Request)
+    assert req.msg == {"message": "modify-vxlan-config", "params": {"port": "4790"}}
+
+
+def test_float_text_is_preserved() -> None:
+    req = parse_frame(frame(msg={"entity": "agent", "message": "x", "params": {}}).replace(
+        '"params": {}', '"params": {"v": 0.00001}'))
+    assert isinstance(req, Request)
+    assert req.params["v"].text == "0.00001"
+
+
 def test_backoff_is_capped_full_jitter() -> None:
     b = Backoff(0.5, 8.0, random.Random(1))
     bounds = []
@@ -115,3 +136,23 @@ def test_backoff_is_capped_full_jitter() -> None:
     assert b.bound() == 0.5
     delays = [Backoff(1, 1, random.Random(i)).next_delay() for i in range(50)]
     assert min(delays) < 0.3 and max(delays) > 0.7  # jittered, not constant
+
+
+@pytest.mark.parametrize("message", ["exec_timeout", "get-device-logs", "get-device-config",
+                                     "get-device-os-routes", "get-device-packet-traces",
+                                     "get-bgp-status"])
+def test_direct_messages_need_no_jobid(message: str) -> None:
+    req = parse_frame(frame(jobid="", msg={"entity": "agent", "message": message}))
+    assert isinstance(req, Request) and req.is_direct and not req.is_job
+    as_job = parse_frame(frame(msg={"entity": "agent", "message": message}))
+    assert isinstance(as_job, Request) and as_job.is_job and not as_job.is_direct
+
+
+def test_direct_message_registry_matches_the_remote_handler() -> None:
+    from agent.link.handler import DIRECT_MESSAGES, reply_entity
+    from agent.remote.service import MESSAGES
+
+    assert DIRECT_MESSAGES == MESSAGES
+    assert reply_entity("exec_timeout") == "osReply"
+    assert reply_entity("get-device-logs") == reply_entity("add-tunnel") == "agentReply"
+    assert json.loads(encode_reply("1:x", True, {}, "h", "osReply"))["msg"]["entity"] == "osReply"

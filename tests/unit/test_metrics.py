@@ -286,3 +286,20 @@ def test_agent_source_reads_the_agent() -> None:
     monitor.snaps[1] = _Snap("down", 0.0, 0.0, 100.0, True)
     assert src.tunnels()[0].up is False
     assert AgentMetricsSource(manager, monitor, _Vpp(False, 0), jobs).vpp_reconnects() == 0
+
+
+def test_policy_reprogrammings_are_exposed_when_the_source_has_them() -> None:
+    @dataclass
+    class Policies:
+        reprogrammings: int
+        reprogram_failures: int
+
+    manager = _Manager(desired={}, states={})
+    src = AgentMetricsSource(manager, _Monitor({}), _Vpp(True, 1), JobMetrics(),
+                             Policies(5, 1))
+    text = render_metrics(src)
+    assert "# TYPE peering_agent_policy_reprogrammings_total counter" in text
+    assert "\npeering_agent_policy_reprogrammings_total 5\n" in text
+    assert "\npeering_agent_policy_reprogram_failures_total 1\n" in text
+    # a source without policies (the fixed one) keeps its exact exposition
+    assert "policy" not in render_metrics(fixed_source())

@@ -460,3 +460,17 @@ async def test_a_stop_before_the_run_has_begun_is_not_lost() -> None:
     async with asyncio.timeout(2):
         await task
     assert not r.engine.running
+
+
+def test_status_listeners_hear_each_up_and_down_once() -> None:
+    r = rig(plain(7, ("198.51.100.1",)))
+    heard: list[tuple[int, str]] = []
+    r.service.status_listeners.append(lambda tid, status: heard.append((tid, status)))
+    r.manager.sa(7, "up")
+    r.service.poll_sa()
+    for rtt in (10.0, 20.0, 30.0, 40.0):
+        r.engine.deliver(7, "198.51.100.1", rtt)
+    assert heard == [(7, "up")]
+    for _ in range(4):
+        r.engine.deliver(7, "198.51.100.1", None)
+    assert heard == [(7, "up"), (7, "down")]

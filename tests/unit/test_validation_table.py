@@ -29,9 +29,10 @@ DNS = (
 )
 HOST = "a bare host name such as monitoring.example.com (no scheme, path or port)"
 UNICAST = "a unicast IPv4 address (not 0.0.0.0, loopback, multicast, broadcast or 240/4)"
-PSK = "8-1024 printable ASCII characters without whitespace"
+PSK = "1-1024 characters without whitespace or control characters"
 NOT_INT = "not an integer; allowed: an integer (JSON number or string of digits)"
-WEAK = "weak, refused by policy (allow_weak_crypto is off)"
+WEAK = ("weak, refused by the device's security policy "
+        "([security] allow_weak_crypto = false)")
 NOT_IN_VPP = "not implemented by VPP 26.06's IKEv2 plugin (refused even with allow_weak_crypto)"
 SLASH31 = "an IPv4 /31 interface address such as 10.100.0.16/31"
 
@@ -120,14 +121,17 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         {"peer/routing": "rip"},
         "peer.routing: 'rip': unknown routing; allowed: ospf, bgp",
     ),
-    ("peer-mtu-small", {"peer/mtu": 500}, "peer.mtu: 500: out of range; allowed: 576-9000"),
+    ("peer-mtu-small", {"peer/mtu": 499}, "peer.mtu: 499: out of range; allowed: 500-9000"),
     ("peer-mtu-text", {"peer/mtu": "jumbo"}, f"peer.mtu: 'jumbo': {NOT_INT}"),
     (
         "peer-mss-above-mtu",
         {"peer/tcp-mss-clamp": 1461},
-        "peer.tcp-mss-clamp: 1461: out of range; allowed: 536-1460",
+        "peer.tcp-mss-clamp: 1461: out of range; allowed: 200-1460",
     ),
-    ("peer-ospf-cost", {"peer/ospf-cost": 0}, "peer.ospf-cost: 0: out of range; allowed: 1-65535"),
+    ("peer-ospf-cost", {"peer/ospf-cost": 0},
+     "peer.ospf-cost: '0': not a positive number; allowed: a number > 0, e.g. '100'"),
+    ("peer-ospf-cost-text", {"peer/ospf-cost": "cheap"},
+     "peer.ospf-cost: 'cheap': not a positive number; allowed: a number > 0, e.g. '100'"),
     (
         "peer-ospf-area",
         {"peer/ospf-area": "backbone"},
@@ -203,7 +207,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         {"ikev2/mode": "cert"},
         "ikev2.mode: 'cert': not supported for peer tunnels; allowed: psk",
     ),
-    ("psk-short", {"ikev2/psk": "Sh0rt!"}, f"ikev2.psk: 6 bytes: too short; allowed: {PSK}"),
+    ("psk-short", {"ikev2/psk": "Sh0rt!"},
+     "ikev2.psk: 6 bytes: too short for the device's security policy ([security] "
+     "psk_min_length = 8); allowed: at least 8 bytes"),
     (
         "psk-space",
         {"ikev2/psk": "has a space in it"},
@@ -211,9 +217,9 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("psk-long", {"ikev2/psk": "x" * 1025}, f"ikev2.psk: 1025 bytes: too long; allowed: {PSK}"),
     (
-        "psk-non-ascii",
-        {"ikev2/psk": "p\u00e4sswort-geheim"},
-        f"ikev2.psk: 16 bytes: contains non-printable or non-ASCII characters; allowed: {PSK}",
+        "psk-control-char",
+        {"ikev2/psk": "passwort\u0007geheim"},
+        f"ikev2.psk: 15 bytes: contains control characters; allowed: {PSK}",
     ),
     ("psk-number", {"ikev2/psk": 12345678}, f"ikev2.psk: a number: not a string; allowed: {PSK}"),
     ("psk-missing", {"ikev2/psk": DELETE}, f"ikev2.psk: (missing): required field; allowed: {PSK}"),

@@ -61,6 +61,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     ),
     "lcp": ("lcp_itf_pair_add_del_v2", "lcp_itf_pair_get"),
     "mss_clamp": ("mss_clamp_enable_disable", "mss_clamp_get"),
+    "acl": ("acl_plugin_get_version", "acl_add_replace", "acl_del", "acl_dump"),
+    "abf": ("abf_plugin_get_version", "abf_policy_add_del", "abf_policy_dump",
+            "abf_itf_attach_add_del", "abf_itf_attach_dump"),
 }
 
 # Plugin name (as in --omit-plugin) -> module.
@@ -69,4 +72,6 @@ PLUGINS: dict[str, str] = {
     "linux_cp": "lcp",
     "lcp": "lcp",
     "mss_clamp": "mss_clamp",
+    "acl": "acl",
+    "abf": "abf",
 }

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 
 from agent.lab.vppsim.state import (
-    AUTH_FAILED,
     ID_TYPES,
     IPSEC_UDP_PORT_NONE,
+    LOG_LEVELS,
     NO_INDEX,
     STATE_NAMES,
     ChildSa,
@@ -69,6 +70,25 @@ DH = {
 }
 
 
+def hex_bytes(data: bytes, indent: int) -> str:
+    """VPP's format_hex_bytes: up to 32 bytes on one line; more as a dump of 32
+    bytes per line (`00000000: ...`), further lines indented to `indent`, the
+    column where the dump started."""
+    if len(data) <= 32:
+        return data.hex()
+    rows = [f"{i:08x}: {data[i:i + 32].hex()}" for i in range(0, len(data), 32)]
+    return ("\n" + " " * indent).join(rows)
+
+
+def _keyed(prefix: str, data: bytes) -> str:
+    """`prefix` then `data` as VPP prints it at the column after `prefix`."""
+    return prefix + hex_bytes(data, len(prefix))
+
+
+# Input nodes that support `trace add` in the lab's VPP build (no DPDK there).
+TRACE_NODES = frozenset({"af-packet-input", "virtio-input", "ethernet-input", "ip4-input"})
+
+
 class CliError(Exception):
     """A command failed; VPP prints the message and cli_inband returns -1."""
 
@@ -89,10 +109,6 @@ def format_id(id_: tuple[int, bytes]) -> str:
     if id_type in (2, 3):
         return s + data.decode("latin-1")
     return s + "0x" + data.hex()
-
-
-# VPP's log levels, most severe first ("set logging class C level L")
-LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug", "disabled")
 
 
 class Cli:
@@ -128,34 +144,57 @@ class Cli:
                 return self.show_ikev2_profile()
             if rest[:2] == ["ikev2", "sa"]:
                 return self.show_ikev2_sa(details="details" in rest[2:])
-            if rest[0] == "logging":
+            if rest == ["logging"]:
                 return self.show_logging()
+            if rest[0] == "trace":
+                # vppsim forwards no packets: the buffer stays empty, in VPP's layout
+                return ("------------------- Start of thread 0 vpp_main -------------------\n"
+                        "No packets in trace buffer\n")
             if rest[0] == "event-logger":
-                # VPP 26.06's IKE does not write to the event logger any more
-                return "0 of 131072 events in buffer, logger running\n"
-            if rest[0] == "logging":
-                return "".join(f"{line}\n" for line in self.state.event_log)
+                return ""  # vlib's event logger: IKE no longer writes to it in 26.06
             raise unknown(rest)
-        if w[:2] == ["ikev2", "set"]:
-            # `ikev2 set logging level` was removed before VPP 26.06
-            raise CliError(f"ikev2 set: unknown input `{' '.join(w[2:])}'")
-        if w[:4] == ["set", "logging", "class", "ikev2"]:
-            arg = w[4:]
-            if len(arg) != 2 or arg[0] != "level" or arg[1] not in LOG_LEVELS:
-                raise CliError(f"set logging class: unknown input `{' '.join(arg)}'")
-            self.state.ike_log_level = LOG_LEVELS.index(arg[1])
+        if w[:3] == ["set", "logging", "class"]:
+            return self.set_logging_class(w[3:])
+        if w == ["clear", "logging"]:
+            self.state.log_entries.clear()
+            self.state.log("log cleared", "info", "log")
             return ""
         if w[:2] == ["event-logger", "clear"]:
-            self.state.event_log.clear()
+            return ""
+        if w[:2] == ["trace", "add"]:
+            args = w[2:]
+            if len(args) != 2 or args[0] not in TRACE_NODES or not args[1].isdigit():
+                raise CliError(f"expected NODE COUNT, got `{' '.join(args)}'")
+            return ""
+        if w == ["clear", "trace"]:
             return ""
         raise unknown(w)
 
     def show_logging(self) -> str:
-        """VPP's log ring: what the IKEv2 plugin logs at level err on a failed IKE_AUTH."""
-        return "".join(
-            f"{BUILD_DATE} err        ikev2          authentication failed, no matching "
-            f"profile found! ispi {sa.ispi:x}\n"
-            for sa in self.state.sas.values() if sa.state == AUTH_FAILED)
+        """`show logging`: `%U %-10U %-14U %v` of time, level, class, message."""
+        out = []
+        for t, level, cls, text in self.state.log_entries:
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.localtime(t))
+            out.append(f"{stamp}:{int(t * 1000) % 1000:03d} {LOG_LEVELS[level]:<10} "
+                       f"{cls:<14} {text}\n")
+        return "".join(out)
+
+    def set_logging_class(self, args: list[str]) -> str:
+        known = {"ikev2", "log", "linux-cp", "ipip", "ip4", "ping"}
+        if not args or args[0] not in known:
+            raise CliError(f"unknown log class `{' '.join(args)}'")
+        rest = args[1:]
+        while rest:
+            if rest[0] in ("level", "syslog-level", "kmsg-level") and len(rest) >= 2 \
+                    and rest[1] in LOG_LEVELS:
+                if rest[0] == "level":
+                    self.state.log_levels[args[0]] = LOG_LEVELS.index(rest[1])
+                rest = rest[2:]
+            elif rest[0] == "rate-limit" and len(rest) >= 2 and rest[1].isdigit():
+                rest = rest[2:]
+            else:
+                raise CliError(f"unknown input `{' '.join(rest)}'")
+        return ""
 
     def show_version(self) -> str:
         return f"vpp v{VERSION} built by vppsim on vppsim at {BUILD_DATE}\n"
@@ -234,8 +273,9 @@ class Cli:
             out.append(f"profile {p.name}")
             if p.auth_data:
                 method = {1: "rsa-sig", 2: "shared-key-mic"}.get(p.auth_method, "unknown")
-                data = "0x" + p.auth_data.hex() if p.auth_hex else p.auth_data.decode("latin-1")
-                out.append(f"  auth-method {method} auth data {data}")
+                head = f"  auth-method {method} auth data "
+                out.append(_keyed(head + "0x", p.auth_data) if p.auth_hex
+                           else head + p.auth_data.decode("latin-1"))
             if p.loc_id[1]:
                 out.append(f"  local {format_id(p.loc_id)}")
             if p.rem_id[1]:
@@ -309,11 +349,13 @@ class Cli:
         s += f"\n uptime: {uptime:f} (s)\n"
         k = sa.keys
         s += f"\n nonce i:{sa.nonces[0].hex()}\n       r:{sa.nonces[1].hex()}\n"
-        s += f" SK_d    {k.get('sk_d', b'').hex()}\n"
-        if k.get("sk_ai"):
-            s += f" SK_a  i:{k['sk_ai'].hex()}\n       r:{k['sk_ar'].hex()}\n"
-        s += f" SK_e  i:{k.get('sk_ei', b'').hex()}\n       r:{k.get('sk_er', b'').hex()}\n"
-        s += f" SK_p  i:{k.get('sk_pi', b'').hex()}\n       r:{k.get('sk_pr', b'').hex()}\n"
+        s += _keyed(" SK_d    ", k.get("sk_d", b"")) + "\n"
+        pairs = (("a", "sk_ai", "sk_ar"), ("e", "sk_ei", "sk_er"), ("p", "sk_pi", "sk_pr"))
+        for name, ki, kr in pairs:
+            if name == "a" and not k.get("sk_ai"):
+                continue
+            s += _keyed(f" SK_{name}  i:", k.get(ki, b"")) + "\n"
+            s += _keyed("       r:", k.get(kr, b"")) + "\n"
         s += f" identifier (i) {format_id(sa.i_id)}\n"
         s += f" identifier (r) {format_id(sa.r_id)}\n"
         for child in sa.children:
@@ -330,9 +372,11 @@ class Cli:
         s += f"    spi(i) {c.i_spi:x} spi(r) {c.r_spi:x}\n"
         # a strongSwan-backed child has no keys to show (charon keeps them to itself)
         k = c.keys
-        s += f"    SK_e  i:{k.get('sk_ei', b'').hex()}\n          r:{k.get('sk_er', b'').hex()}\n"
+        s += _keyed("    SK_e  i:", k.get("sk_ei", b"")) + "\n"
+        s += _keyed("          r:", k.get("sk_er", b"")) + "\n"
         if k.get("sk_ai"):
-            s += f"    SK_a  i:{c.keys['sk_ai'].hex()}\n          r:{c.keys['sk_ar'].hex()}\n"
+            s += _keyed("    SK_a  i:", k["sk_ai"]) + "\n"
+            s += _keyed("          r:", k["sk_ar"]) + "\n"
         for label, ts in (("i", c.tsi), ("r", c.tsr)):
             s += f"    traffic selectors ({label}):"
             if ts is not None:

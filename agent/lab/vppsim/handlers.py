@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from agent.lab.vppsim import acl_abf
 from agent.lab.vppsim.api import RawString
 from agent.lab.vppsim.cli import BUILD_DATE, VERSION, Cli
 from agent.lab.vppsim.ike import IkeBackend
@@ -68,7 +69,7 @@ WRITES = frozenset(
         "lcp_itf_pair_add_del_v2",
         "mss_clamp_enable_disable",
     }
-)
+) | acl_abf.WRITES
 
 
 def _addr(a: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> Any:
@@ -106,6 +107,8 @@ class Handlers:
         self.table: dict[str, Handler] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("on_")
         }
+        self.acl_abf = acl_abf.AclAbfHandlers(state)
+        self.table.update(self.acl_abf.table)
 
     @staticmethod
     def ok(name: str, **fields: Any) -> list[Reply]:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agent.lab.vppsim.state import (
     AUTH_FAILED,
+    AUTH_FAILED_LOG,
     AUTHENTICATED,
     NO_PROPOSAL_CHOSEN,
     TS_UNACCEPTABLE,
@@ -20,6 +21,7 @@ from agent.lab.vppsim.state import (
     IkeSa,
     Profile,
     SimState,
+    ike_sa_keys,
 )
 
 OUTCOMES = ("UP", "AUTH_FAILED", "NO_PROPOSAL_CHOSEN", "TS_UNACCEPTABLE", "TIMEOUT")
@@ -126,6 +128,8 @@ class InProcessIke:
         if outcome in _FAIL_STATES:
             sa.state = _FAIL_STATES[outcome]
             state.log(f"ikev2: sa {sa_index} profile {sa.profile} {outcome}")
+            if sa.state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
+                state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="err")
             self._later(self.failed_linger, state.remove_sa, sa_index)
             return
         profile = state.profiles.get(sa.profile)
@@ -134,10 +138,7 @@ class InProcessIke:
             return
         sa.state = AUTHENTICATED
         sa.auth_time = state.clock()
-        sa.keys = {
-            k: secrets.token_bytes(32)
-            for k in ("sk_d", "sk_ai", "sk_ar", "sk_ei", "sk_er", "sk_pi", "sk_pr")
-        }
+        sa.keys = ike_sa_keys(sa.ike)
         state.add_child(sa, profile)
         state.log(f"ikev2: sa {sa_index} profile {sa.profile} AUTHENTICATED")
         # VPP 26.06: a new IKE SA replaces the established ones with the same IDs

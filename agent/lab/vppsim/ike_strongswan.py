@@ -54,6 +54,7 @@ import structlog
 
 from agent.lab.vppsim.state import (
     AUTH_FAILED,
+    AUTH_FAILED_LOG,
     AUTHENTICATED,
     NO_PROPOSAL_CHOSEN,
     SA_INIT,
@@ -477,8 +478,17 @@ class DataPlane:
             if addr[2] == _PACKET_OUTGOING or len(data) < 20:
                 continue
             dst = socket.inet_ntoa(data[16:20])
-            owner = next((t for t in self.tuns.values()
-                          if any(a.split("/")[0] == dst for a in t.addresses)), None)
+            if data[16] >> 4 == 0xE:
+                # multicast (OSPF's 224.0.0.5/6): linux-cp hands it to the host side of
+                # the tunnel it came through; one ESP engine serves all tunnels here, so
+                # that tunnel is the one whose /31 holds the sender
+                src = ipaddress.IPv4Address(data[12:16])
+                owner = next((t for t in self.tuns.values()
+                              if any(src in ipaddress.IPv4Interface(a).network
+                                     for a in t.addresses)), None)
+            else:
+                owner = next((t for t in self.tuns.values()
+                              if any(a.split("/")[0] == dst for a in t.addresses)), None)
             if owner is None:
                 self.counters["no_owner"] += 1
                 continue
@@ -800,6 +810,8 @@ class StrongswanIke:
         self._links.setdefault(index, _Link())
         sa.children.clear()
         state.log(f"ikev2: sa {index} profile {sa.profile} failed: state {vpp_state}")
+        if vpp_state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
+            state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="err")
         self._loop.call_later(self.failed_linger, self._forget, index)
 
     def _forget(self, index: int) -> None:

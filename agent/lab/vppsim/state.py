@@ -50,6 +50,35 @@ STATE_NAMES = {
 }
 ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
 
+# vlib's log levels, most severe first (src/vlib/log.h), and its ring size.
+LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug", "disabled")
+LOG_SIZE = 512
+# What VPP 26.06's IKEv2 plugin logs (level err) when IKE_AUTH fails authentication.
+AUTH_FAILED_LOG = "authentication failed, no matching profile found! ispi {ispi:x}"
+
+# Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
+# SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,
+# the cipher key plus a 4-byte salt for AES-GCM (IANA 20) for an IKE SA's SK_e; a
+# child SA's SK_e is the key alone (VPP keeps its salt apart: ikev2.c, child keys).
+_PRF_BYTES = {1: 16, 2: 20, 4: 16, 5: 32, 6: 48, 7: 64, 8: 16}
+_INTEG_BYTES = {1: 16, 2: 20, 5: 16, 12: 32, 13: 48, 14: 64}
+_AES_GCM_16 = 20
+
+
+def _encr_key_bytes(t: dict[str, Any]) -> int:
+    size = (t.get("crypto_key_size", 0) or 0) // 8
+    return size + 4 if size and t.get("crypto_alg") == _AES_GCM_16 else size
+
+
+def ike_sa_keys(ike: dict[str, Any]) -> dict[str, bytes]:
+    """Random SK_* of the lengths an IKE SA with these transforms has."""
+    prf = _PRF_BYTES.get(ike.get("prf_alg") or 5, 32)
+    integ = _INTEG_BYTES.get(ike.get("integ_alg") or 0, 0)
+    encr = _encr_key_bytes(ike) or 32
+    sizes = {"sk_d": prf, "sk_ai": integ, "sk_ar": integ, "sk_ei": encr, "sk_er": encr,
+             "sk_pi": prf, "sk_pr": prf}
+    return {k: secrets.token_bytes(n) for k, n in sizes.items()}
+
 
 class ApiError(Exception):
     """A request failed with a VNET_API_ERROR code."""
@@ -223,8 +252,10 @@ class SimState:
         self.liveness = (30, 3)
         self.lcp: dict[int, dict[str, Any]] = {}
         self.mss: dict[int, tuple[int, int, int, int]] = {}
-        self.ike_log_level = 0
-        self.event_log: list[str] = []
+        # VPP 26.06 logs IKE through vlib's log classes (`show logging`); a message
+        # is kept only when its level is at or above its class's level (default notice).
+        self.log_levels: dict[str, int] = {}
+        self.log_entries: list[tuple[float, int, str, str]] = []  # unix time, level, class, text
         self.listeners: list[InterfaceListener] = []
         self._add_interface(Interface(0, "local0", "local", link_mtu=0, mtu=[0, 0, 0, 0]))
         for name, cidr in wan:
@@ -292,10 +323,12 @@ class SimState:
                         return entries[0]
         return None
 
-    def log(self, text: str) -> None:
-        """An ikev2 log line, as `show logging` prints it (VPP 26.06: vlib log class)."""
-        stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime())
-        self.event_log.append(f"{stamp}:000 debug      ikev2          {text}")
+    def log(self, text: str, level: str = "debug", cls: str = "ikev2") -> None:
+        """vlib_log: keep `text` if `cls` logs at `level` (IKE events are debug in VPP)."""
+        n = LOG_LEVELS.index(level)
+        if n <= self.log_levels.get(cls, LOG_LEVELS.index("notice")):
+            self.log_entries.append((time.time(), n, cls, text))
+            del self.log_entries[:-LOG_SIZE]
 
     def interface(self, sw_if_index: int, retval: int = INVALID_SW_IF_INDEX) -> Interface:
         itf = self.interfaces.get(sw_if_index)
@@ -604,7 +637,8 @@ class SimState:
 
     def add_child(self, sa: IkeSa, p: Profile) -> ChildSa:
         esp = p.esp or {}
-        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8
+        key_bytes = (esp.get("crypto_key_size", 0) or 0) // 8  # a child's salt is kept apart
+        integ_bytes = _INTEG_BYTES.get(esp.get("integ_alg") or 0, 0)
         child = ChildSa(
             index=sa.next_child,
             i_spi=secrets.randbits(32) | 1,
@@ -617,8 +651,8 @@ class SimState:
             keys={
                 "sk_ei": secrets.token_bytes(key_bytes),
                 "sk_er": secrets.token_bytes(key_bytes),
-                "sk_ai": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
-                "sk_ar": secrets.token_bytes(32 if esp.get("integ_alg") else 0),
+                "sk_ai": secrets.token_bytes(integ_bytes),
+                "sk_ar": secrets.token_bytes(integ_bytes),
             },
         )
         sa.next_child += 1

@@ -1,0 +1,71 @@
+"""The recorded device configuration, the hash chain and the router state, on disk.
+
+One sqlite file (``device-config.sqlite``, 0600: tunnel items hold PSKs) in the
+state directory. Every job's changes (items, signature, router state) are one
+fsync'd transaction, written after the peer store committed the VPP part, so a
+crash in between leaves the signature behind and flexiManage repairs it with a
+`sync-device`. Params are stored as canonical wire JSON, so float text survives.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+from agent.jobs.devcfg import Items
+from agent.jobs.wirejson import canonical, loads
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, message TEXT NOT NULL,
+                                  params TEXT NOT NULL);
+"""
+
+
+class ConfigStore:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = state_dir / "device-config.sqlite"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        os.close(fd)
+        os.chmod(path, 0o600)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def load(self) -> tuple[Items, dict[str, str]]:
+        with self._lock:
+            items: Items = {
+                key: (message, loads(params))
+                for key, message, params in self._db.execute(
+                    "SELECT key, message, params FROM items")
+            }
+            meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        return items, meta
+
+    def save(self, old: Items, new: Items, meta: dict[str, str]) -> None:
+        """Write the difference between `old` and `new` and the meta values atomically."""
+        upserts = [(k, m, canonical(p)) for k, (m, p) in new.items()
+                   if k not in old or old[k] != (m, p)]
+        deletes = [(k,) for k in old if k not in new]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)", upserts)
+                self._db.executemany("DELETE FROM items WHERE key = ?", deletes)
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                                     list(meta.items()))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+

@@ -1,0 +1,49 @@
+"""The configuration hash chain (`router-cfg-hash`), flexiagent's algorithm (pure).
+
+flexiManage advances its copy when it queues a job:
+``sha1(previous + json-stable-stringify(task))``; the device advances its copy
+the same way after it answered a signed-set job with ``ok: 1``, and resets it to
+``''`` after a successful ``sync-device``. Equal values mean "in sync".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from agent.jobs.wirejson import canonical
+
+_ADD_REMOVE = (
+    "route", "tunnel", "interface", "dhcp-config", "application", "multilink-policy", "ospf",
+    "routing-bgp", "routing-filter", "routing-general", "switch", "firewall-policy",
+    "qos-traffic-map", "qos-policy", "vxlan-config", "vrrp-group", "lan-nat-policy", "lte",
+    "notifications-config", "app-install", "app-config",
+)
+_MODIFY = ("interface", "tunnel", "routing-bgp", "vxlan-config")
+
+# Messages whose ok:1 reply advances the chain (flexiagent's "sign" set, plus
+# add-/remove-routing-general which flexiManage 6.3 sends and 6.3.25 lacks).
+SIGNED: frozenset[str] = frozenset(
+    {"aggregated", "start-router", "stop-router"}
+    | {f"{verb}-{item}" for item in _ADD_REMOVE for verb in ("add", "remove")}
+    | {f"modify-{item}" for item in _MODIFY}
+)
+
+SYNC_DEVICE = "sync-device"
+
+
+def task_of(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a received `msg` that flexiManage hashed: entity, message, params
+    (only the keys that were present; seq, jobid and hostId are outside msg)."""
+    return {k: msg[k] for k in ("entity", "message", "params") if k in msg}
+
+
+def advance(previous: str, msg: Mapping[str, Any]) -> str:
+    """The chain value after applying `msg` (the received msg object, unmodified)."""
+    text = previous + canonical(task_of(msg))
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def is_signed(message: str) -> bool:
+    return message in SIGNED

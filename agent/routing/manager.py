@@ -1,0 +1,257 @@
+"""Applies the desired routing to a running FRR through vtysh, and reads BGP status.
+
+`RoutingManager.apply(model)` renders the model, reads `show running-config`,
+applies the difference as one `vtysh -f` file and reads FRR back: anything still
+different is an error (a command FRR refused or printed otherwise), after which
+the previous configuration is restored, so a failed apply leaves FRR as it was
+and the caller can undo its own (VPP) steps. What the agent applied is kept in a
+0600 JSON file (it holds BGP passwords, as the store holds PSKs), so after an
+agent restart the lines it owns are still known, and an operator's are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+from agent.routing.bgpstatus import bgp_status
+from agent.routing.frrconf import P2P_LINE, Plan, diff, elide_defaults, mask, parse
+from agent.routing.model import RoutingModel
+from agent.routing.render import Path, render
+from agent.routing.status import peer_statuses
+
+log = logging.getLogger(__name__)
+
+
+class RoutingError(RuntimeError):
+    """FRR could not be read or did not take the configuration; the text is secret-free."""
+
+
+@dataclass(frozen=True)
+class Vtysh:
+    """How to reach FRR: the vtysh binary and, for a private FRR, its vty socket directory."""
+
+    binary: str = "vtysh"
+    vty_socket: str | None = None
+    timeout: float = 30.0
+
+    def _argv(self, *args: str) -> list[str]:
+        extra = ["--vty_socket", self.vty_socket] if self.vty_socket else []
+        return [self.binary, *extra, *args]
+
+    async def run(self, *args: str) -> tuple[int, str]:
+        """(exit code, stdout+stderr); a vtysh that hangs is killed at the deadline."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self._argv(*args), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        except OSError as e:
+            raise RoutingError(f"cannot run {self.binary} ({e.strerror}): is frr installed?"
+                               ) from None
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise RoutingError(f"vtysh {' '.join(args[:2])}: no answer within "
+                               f"{self.timeout:g} s") from None
+        return proc.returncode or 0, out.decode(errors="replace")
+
+    async def show(self, command: str) -> str:
+        rc, out = await self.run("-c", command)
+        if rc != 0:
+            raise RoutingError(f"vtysh -c {command!r} failed ({rc}): {mask(out.strip())[:300]}")
+        return out
+
+    async def running_config(self) -> str:
+        return await self.show("show running-config")
+
+    async def load(self, script: str) -> tuple[int, str]:
+        """Apply a configuration file; the file is private and removed at once."""
+        with tempfile.TemporaryDirectory(prefix="agent-frr-") as tmp:
+            path = os.path.join(tmp, "apply.conf")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(script)
+            return await self.run("-f", path)
+
+
+class RoutingManager:
+    """The one writer of the agent's part of FRR's configuration."""
+
+    def __init__(self, vtysh: Vtysh, state_path: FsPath | None = None) -> None:
+        self._vtysh = vtysh
+        self._state_path = state_path
+        self._owned: tuple[Path, ...] = self._load_owned()  # in apply order
+        self._model: RoutingModel | None = None
+        self._lock = asyncio.Lock()
+        self._bgp_cache: tuple[float, dict[str, Any]] | None = None
+
+    @property
+    def model(self) -> RoutingModel | None:
+        """The model last applied successfully (None before the first apply)."""
+        return self._model
+
+    @property
+    def owned(self) -> frozenset[Path]:
+        return frozenset(self._owned)
+
+    async def plan(self, model: RoutingModel) -> Plan:
+        """What `apply(model)` would change now (nothing applied)."""
+        running = parse(await self._vtysh.running_config())
+        return diff(await self._printable(render(model)), running, set(self._owned))
+
+    async def apply(self, model: RoutingModel) -> Plan:
+        """Make FRR hold exactly the agent's rendering of `model`; returns what changed.
+
+        On failure FRR is put back to the previous configuration (best effort) and
+        RoutingError is raised.
+        """
+        async with self._lock:
+            previous = self._owned
+            try:
+                plan = await self._apply(render(model))
+            except RoutingError as e:
+                try:
+                    await self._apply(previous)
+                except RoutingError as undo:
+                    raise RoutingError(f"{e}; restoring the previous FRR configuration "
+                                       f"failed too: {undo}") from e
+                raise
+            self._model = model
+            return plan
+
+    async def reconcile(self) -> Plan | None:
+        """Re-apply the last model (after an FRR restart FRR starts empty); None before any.
+
+        Cheap when nothing changed: two reads, no write. The daemon calls it at a
+        steady interval; an FRR that does not answer raises RoutingError.
+        """
+        if self._model is None:
+            return None
+        return await self.apply(self._model)
+
+    async def _printable(self, desired: Sequence[Path]) -> tuple[Path, ...]:
+        """`desired` as FRR will print it, given which interfaces are point-to-point now."""
+        if not any(p[-1] == P2P_LINE for p in desired):
+            return tuple(desired)
+        return elide_defaults(desired, await self._p2p_interfaces())
+
+    async def _p2p_interfaces(self) -> set[str]:
+        try:
+            interfaces = json.loads(await self._vtysh.show("show interface json"))
+        except ValueError:
+            return set()
+        return {name for name, i in interfaces.items()
+                if isinstance(i, dict) and "POINTOPOINT" in str(i.get("flags", ""))}
+
+    async def _apply(self, wanted: Sequence[Path]) -> Plan:
+        if not wanted and not self._owned:
+            return Plan((), ())  # no routing, none applied: FRR need not even be installed
+        desired = await self._printable(wanted)
+        running = parse(await self._vtysh.running_config())
+        plan = diff(desired, running, set(self._owned))
+        if not plan.empty:
+            # owned before touching FRR: after a crash half-way the new lines are still ours
+            known = set(self._owned)
+            self._owned += tuple(p for p in desired if p not in known)
+            self._save_owned()
+            for line in plan.describe():
+                log.info("frr: %s", line)
+            rc, out = await self._vtysh.load(plan.script())
+            desired = await self._printable(wanted)  # an interface may have come meanwhile
+            rest = diff(desired, parse(await self._vtysh.running_config()), set(self._owned))
+            if not rest.empty:
+                said = mask(" | ".join(x.strip() for x in out.splitlines() if x.strip()))
+                raise RoutingError(
+                    f"FRR did not take {len(rest.commands())} line(s): "
+                    f"{'; '.join(rest.describe()[:5])} (vtysh exit {rc}"
+                    + (f": {said[:400]})" if said else ")"))
+        if self._owned != tuple(desired):
+            self._owned = tuple(desired)
+            self._save_owned()
+        return plan
+
+    async def bgp_status(self) -> dict[str, Any]:
+        """The controller's `bgp` object; `{}` without BGP configured or when FRR is down."""
+        if self._model is None or self._model.bgp is None:
+            return {}
+        try:
+            return bgp_status(await self._vtysh.show("show bgp summary json"))
+        except RoutingError as e:
+            log.warning("bgp status: %s", e)
+            return {}
+
+    async def peer_status(self) -> list[dict[str, Any]]:
+        """Per peer: protocol, far end, adjacency/session state, routes learned and
+        advertised (for `peerctl show routing`); [] before the first apply."""
+        model = self._model
+        if model is None or not model.peers:
+            return []
+
+        async def read(command: str) -> dict[str, Any]:
+            try:
+                out = json.loads(await self._vtysh.show(command))
+            except (RoutingError, ValueError):
+                return {}
+            return out if isinstance(out, dict) else {}
+
+        ospf = any(p.routing == "ospf" for p in model.peers)
+        bgp = model.bgp is not None
+        return [s.as_dict() for s in peer_statuses(
+            model,
+            ospf_neighbors=await read("show ip ospf neighbor json") if ospf else {},
+            bgp_summary=await read("show bgp summary json") if bgp else {},
+            routes=await read("show ip route json"),
+            ospf_self_external=(await read("show ip ospf database external self-originate json")
+                                if ospf else {}),
+        )]
+
+    async def stats_bgp(self, max_age: float = 180.0) -> dict[str, Any]:
+        """The `bgp` key of a get-device-stats entry: read at most every `max_age` seconds.
+
+        flexiagent refreshes it every 3 minutes; polls in between get the last reading
+        (the controller stores it only when non-empty), and `{}` without BGP.
+        """
+        if self._model is None or self._model.bgp is None:
+            self._bgp_cache = None
+            return {}
+        now = time.monotonic()
+        if self._bgp_cache is None or now - self._bgp_cache[0] >= max_age:
+            self._bgp_cache = (now, await self.bgp_status())
+        return dict(self._bgp_cache[1])
+
+    def _load_owned(self) -> tuple[Path, ...]:
+        if self._state_path is None:
+            return ()
+        try:
+            data = json.loads(self._state_path.read_text())
+        except FileNotFoundError:
+            return ()
+        except ValueError:
+            log.warning("%s: unreadable, starting with no owned FRR lines", self._state_path)
+            return ()
+        return tuple(tuple(str(x) for x in p) for p in data.get("owned", []))
+
+    def _save_owned(self) -> None:
+        if self._state_path is None:
+            return
+        tmp = self._state_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"owned": [list(p) for p in self._owned]}, f)
+        try:
+            os.replace(tmp, self._state_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise

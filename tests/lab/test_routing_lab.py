@@ -1,0 +1,268 @@
+"""Routing over a real ESP tunnel: the device's FRR (driven by RoutingManager) and the
+peer's own FRR (configured by hand from the peer's side) talk OSPF and BGP through
+the lab's IKEv2/ESP tunnel (vppsim + charon on the device, strongSwan on the peer).
+
+The device's tunnel is the linux-cp TUN `peer7` (10.100.0.16/31); the peer's end is
+its charon's ESP TUN `ipsec0`, to which the peer's administrator gives 10.100.0.17/31.
+The peer announces 10.200.7.0/24 (and owns 10.200.7.1); the device announces
+10.201.0.0/24 over BGP. Each FRR runs with private directories (agent/lab/frr.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.lab.frr import Frr, missing
+from agent.lab.peer import PeerGateway, PeerSettings
+from agent.lab.topology import Lab, run_in_netns, sh
+from agent.routing.manager import RoutingManager, Vtysh
+from agent.routing.model import RoutingModel, from_params, peer_routing
+from tests.lab.test_strongswan_lab import (
+    _REASON,
+    Rig,
+    _tail,
+    add_tunnel_params,
+    ok,
+    rig,
+)
+from tests.waiting import until
+
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif((_REASON or missing()) is not None,
+                                 reason=_REASON or missing() or "")]
+
+PEER_NET = "10.200.7.0/24"
+PEER_HOST = "10.200.7.1"
+DEVICE_NET = "10.201.0.0/24"
+BGP_PASSWORD = "Top-Secret-Key-4711"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab() as lab:
+        yield lab
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="lab-", dir="/tmp"))
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def peer_frr_config(peer: Frr) -> None:
+    """What the peer's administrator types: OSPF on its tunnel end, BGP to the device."""
+    peer.configure(
+        "access-list lab-out seq 5 permit 10.200.7.0/24",
+        "route-map lab-out permit 10", "match ip address lab-out", "exit",
+        # charon's ESP TUN has libipsec's MTU (1400), the device's TUN 1500: the peer's
+        # admin lets OSPF ignore the difference (DD packets carry the MTU)
+        "interface ipsec0", "ip ospf network point-to-point", "ip ospf mtu-ignore", "exit",
+        "router ospf", "ospf router-id 203.0.113.10",
+        "network 10.100.0.16/31 area 0.0.0.0",
+        "redistribute kernel route-map lab-out", "exit",
+        "router bgp 65010", "bgp router-id 203.0.113.10", "no bgp ebgp-requires-policy",
+        "neighbor 10.100.0.16 remote-as 65001",
+        f"neighbor 10.100.0.16 password {BGP_PASSWORD}",
+        "neighbor 10.100.0.16 timers 3 9", "neighbor 10.100.0.16 timers connect 2",
+        "address-family ipv4 unicast", f"network {PEER_NET}", "exit-address-family")
+
+
+def vjson(frr: Frr, command: str) -> dict[str, Any]:
+    r = frr.vtysh(command)
+    try:
+        out = json.loads(r.stdout) if r.returncode == 0 else {}
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def ospf_full(frr: Frr) -> bool:
+    nbrs = vjson(frr, "show ip ospf neighbor json").get("neighbors", {})
+    return any(str(n.get("state", n.get("nbrState", ""))).startswith("Full")
+               for entries in nbrs.values() for n in entries)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float,
+                     what: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not met within {timeout:g} s: {what()}")
+        await asyncio.sleep(0.2)
+
+
+async def ping(target: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "ping", "-n", "-c", "3", "-i", "0.1", "-W", "1", target,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    return proc.returncode or 0, out.decode()
+
+
+def kernel_route(prefix: str) -> str:
+    """The device namespace's kernel route for `prefix` (this thread is in it)."""
+    return subprocess.run(["ip", "route", "show", prefix], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def run_routing_lab(lab: Lab, base: Path,
+                    scenario: Callable[[Rig, Frr, Frr], Awaitable[None]]) -> None:
+    settings = PeerSettings()
+    gateway = PeerGateway(lab, base, settings)
+    gateway.start()
+    sh(lab.peer, "ip", "addr", "replace", "10.100.0.17/31", "dev", "ipsec0")
+    sh(lab.peer, "ip", "link", "set", "ipsec0", "multicast", "on")
+    sh(lab.peer, "ip", "addr", "replace", f"{PEER_HOST}/32", "dev", "lo")
+    sh(lab.peer, "ip", "route", "replace", "blackhole", PEER_NET)
+    sh(lab.device, "ip", "route", "replace", "blackhole", DEVICE_NET)
+    try:
+        with Frr(lab.peer, "peer") as peer_frr, Frr(lab.device, "dev") as dev_frr:
+            peer_frr_config(peer_frr)
+
+            async def main() -> None:
+                async with rig(lab, base, gateway) as r:
+                    await scenario(r, dev_frr, peer_frr)
+
+            try:
+                run_in_netns(lab.device, lambda: asyncio.run(main()))
+            except BaseException:
+                print("--- device FRR ---\n" + dev_frr.running_config())
+                print(dev_frr.vtysh("show ip ospf neighbor").stdout)
+                print("--- peer FRR ---\n" + peer_frr.vtysh("show ip ospf neighbor").stdout)
+                print("--- peer charon log ---\n" + gateway.charon.log_tail(30))
+                print("--- device charon log ---\n"
+                      + _tail(base / "dev/device-charon/charon.log", 60))
+                raise
+    finally:
+        gateway.stop()
+        sh(lab.peer, "ip", "addr", "del", f"{PEER_HOST}/32", "dev", "lo", check=False)
+        sh(lab.peer, "ip", "route", "del", PEER_NET, check=False)
+        sh(lab.device, "ip", "route", "del", DEVICE_NET, check=False)
+
+
+async def tunnel_up(r: Rig, lab: Lab) -> dict[str, Any]:
+    params = add_tunnel_params(lab, PeerSettings())
+    ok(await r.ctl.send_job("add-tunnel", params, jobid=71))
+    await until(lambda: r.agent.manager.states[7].status == "up", 20)
+    return params
+
+
+def device_model(params: dict[str, Any], routing: str) -> RoutingModel:
+    peer = peer_routing(params["tunnel-id"], {**params["peer"], "routing": routing})
+    bgp = None if routing != "bgp" else {
+        "routerId": "192.0.2.10", "localAsn": "65001",
+        "neighbors": [{"ip": "10.100.0.17", "remoteAsn": "65010", "password": BGP_PASSWORD,
+                       "keepaliveInterval": "3", "holdInterval": "9", "sendCommunity": "all",
+                       "multiHop": 1}],
+        "networks": [{"ipv4": DEVICE_NET}]}
+    return from_params(peers=[peer], ospf={"routerId": "192.0.2.10"}, bgp=bgp)
+
+
+def test_ospf_full_over_the_esp_tunnel_and_the_peer_prefix_is_learned(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        params = await tunnel_up(r, lab)
+        routing = RoutingManager(Vtysh(vty_socket=dev.vty_socket), workdir / "frr-owned.json")
+        await routing.apply(device_model(params, "ospf"))
+        await until(lambda: ospf_full(dev), 60)
+        assert ospf_full(peer)
+        iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
+        assert iface["cost"] == int(params["peer"]["ospf-cost"])
+        assert iface["networkType"] == "POINTOPOINT"
+        await until(lambda: PEER_NET in vjson(dev, "show ip route ospf json"), 30)
+        learned = re.compile(rf"{re.escape(PEER_NET)} (nhid \d+ )?via 10\.100\.0\.17 dev peer7")
+        await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
+        rc, out = await ping(PEER_HOST)  # the learned route carries traffic through ESP
+        assert rc == 0, out
+        [status] = await routing.peer_status()
+        assert (status["protocol"], status["state"], status["learned"]) == ("ospf", "Full/-", 1)
+        assert (await routing.apply(device_model(params, "ospf"))).empty
+
+    run_routing_lab(lab, workdir, scenario)
+
+
+def test_bgp_established_over_the_esp_tunnel_with_prefixes_both_ways(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        params = await tunnel_up(r, lab)
+        routing = RoutingManager(Vtysh(vty_socket=dev.vty_socket), workdir / "frr-owned.json")
+        before = dev.running_config()
+        model = device_model(params, "bgp")
+        await routing.apply(model)
+        status: dict[str, Any] = {}
+
+        async def established() -> bool:
+            status.clear()
+            status.update(await routing.bgp_status())
+            return status.get("peers", {}).get("10.100.0.17", {}).get("state") == "Established"
+
+        await eventually(established, 60, lambda: f"{status}")
+        await until(lambda: PEER_NET in vjson(dev, "show ip route bgp json"), 30)
+        await until(lambda: DEVICE_NET in vjson(peer, "show ip route bgp json"), 30)
+        status = await routing.bgp_status()
+        assert status["as"] == 65001 and status["peers"]["10.100.0.17"]["remoteAs"] == 65010
+        assert status["peers"]["10.100.0.17"]["pfxRcd"] == 1
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        # a BGP peer puts nothing into OSPF; removing the routing leaves no trace
+        assert "interface peer7" not in dev.running_config()
+        assert (await routing.apply(model)).empty
+        await routing.apply(RoutingModel())
+        assert dev.running_config() == before
+
+    run_routing_lab(lab, workdir, scenario)
+
+
+BLOCK_TUNNEL = """table inet routing_lab_cut {
+  chain cut {
+    type filter hook forward priority 0; policy accept;
+    udp dport { 500, 4500 } drop
+    udp sport { 500, 4500 } drop
+    meta l4proto esp drop
+  }
+}
+"""
+
+
+def test_learned_routes_leave_when_the_tunnel_goes_down_and_return_when_it_is_up(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        params = await tunnel_up(r, lab)
+        routing = RoutingManager(Vtysh(vty_socket=dev.vty_socket), workdir / "frr-owned.json")
+        await routing.apply(device_model(params, "bgp"))
+
+        def learned() -> bool:
+            return PEER_NET in vjson(dev, "show ip route bgp json") and bool(
+                kernel_route(PEER_NET) and "peer7" in kernel_route(PEER_NET))
+
+        await until(learned, 60)
+        # the internet between device and peer drops IKE and ESP: the tunnel is down
+        sh(lab.internet, "nft", "-f", "-", stdin=BLOCK_TUNNEL)
+        try:
+            await until(lambda: not learned(), 30)  # BGP hold time (9 s) withdraws it
+            assert "peer7" not in kernel_route(PEER_NET)
+        finally:
+            sh(lab.internet, "nft", "delete", "table", "inet", "routing_lab_cut", check=False)
+        # back up: the agent re-establishes the SA, BGP reconnects, the route returns
+        await until(lambda: r.agent.manager.states[7].status == "up", 60)
+        await until(learned, 60)
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        # nothing in FRR changed meanwhile: the agent's configuration is still exact
+        assert (await routing.apply(device_model(params, "bgp"))).empty
+
+    run_routing_lab(lab, workdir, scenario)
