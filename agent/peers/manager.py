@@ -25,7 +25,7 @@ import structlog
 
 from agent.peers.codec import cfg_hash
 from agent.peers.reconcile import plan_reconcile
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import Identity, PeerSpec
 from agent.peers.store import PeerStore
 from agent.peers.supervision import (
     Action,
@@ -66,6 +66,9 @@ from agent.vpp.readers import (
 )
 
 log = structlog.get_logger(__name__)
+
+ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
+
 
 class JobError(Exception):
     """A job cannot be done; the message is for the controller's administrator."""
@@ -196,6 +199,8 @@ class PeerManager:
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
         self._wake = asyncio.Event()
+        self._events = False  # interface events registered on this connection
+        self._polls = 0
         self._last_step: dict[int, float] = {}
         vpp.add_event_listener(self._on_vpp_event)
 
@@ -534,9 +539,11 @@ class PeerManager:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.sa_poll_interval):
                     await self._wake.wait()
+                # an event: let its burst (a job toggling many tunnels) settle first
+                await asyncio.sleep(min(0.2, self.sa_poll_interval))
             self._wake.clear()
-            if not self.vpp.connected:
-                continue
+            if not self.vpp.connected or self._lock.locked():
+                continue  # a job or reconcile is changing VPP: look when it is done
             try:
                 if not self.in_sync or self._unplaced:
                     # also while a peer's WAN is missing: after a VPP restart the agent
@@ -557,9 +564,15 @@ class PeerManager:
 
     async def supervise_once(self) -> None:
         """One supervision step for every tunnel: read, decide (pure), act."""
-        sas, interfaces = await asyncio.gather(read_sas(self.vpp), read_interfaces(self.vpp))
-        for info in interfaces.values():
-            self._admin[info.sw_if_index] = info.admin_up
+        self._polls += 1
+        if self._polls % ADMIN_POLL_EVERY == 1 or not self._events:
+            # the admin state is pushed by interface events; reading it is the safety net
+            sas, interfaces = await asyncio.gather(read_sas(self.vpp),
+                                                   read_interfaces(self.vpp))
+            for info in interfaces.values():
+                self._admin[info.sw_if_index] = info.admin_up
+        else:
+            sas = await read_sas(self.vpp)
         endpoints = {tid: Endpoints(spec.src, spec.dst,
                                     (int(spec.local_id.type), spec.local_id.value),
                                     (int(spec.remote_id.type), spec.remote_id.value))
@@ -648,8 +661,10 @@ class PeerManager:
 
     async def _watch_interfaces(self) -> None:
         """Ask VPP for interface events on this connection (registrations die with it)."""
+        self._events = False
         try:
             await self.vpp.call("want_interface_events", enable_disable=1, pid=os.getpid())
+            self._events = True
         except VppError as e:
             log.warning("interface events unavailable; SA state is polled only", error=str(e))
 
@@ -682,10 +697,12 @@ def _refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec
     """Two tunnels with one local/remote ID pair cannot coexist in VPP: it negotiates
     with the first profile whose IDs match, and an initiation deletes every established
     SA with the same IDs, so each tunnel would tear the other down."""
+    users: dict[tuple[Identity, Identity], list[int]] = {}
+    for tid, other in sorted(desired.items()):
+        users.setdefault((other.local_id, other.remote_id), []).append(tid)
     for spec in added:
-        for tid, other in sorted(desired.items()):
-            if tid != spec.tunnel_id and (other.local_id, other.remote_id) == (
-                    spec.local_id, spec.remote_id):
+        for tid in users.get((spec.local_id, spec.remote_id), []):
+            if tid != spec.tunnel_id:
                 raise JobError(
                     f"tunnel {spec.tunnel_id}: local ID {spec.local_id.value} / remote ID "
                     f"{spec.remote_id.value} are already used by tunnel {tid}; VPP matches "

@@ -129,7 +129,7 @@ class InProcessIke:
             sa.state = _FAIL_STATES[outcome]
             state.log(f"ikev2: sa {sa_index} profile {sa.profile} {outcome}")
             if sa.state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
-                state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="err")
+                state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="error")
             self._later(self.failed_linger, state.remove_sa, sa_index)
             return
         profile = state.profiles.get(sa.profile)

@@ -811,7 +811,7 @@ class StrongswanIke:
         sa.children.clear()
         state.log(f"ikev2: sa {index} profile {sa.profile} failed: state {vpp_state}")
         if vpp_state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
-            state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="err")
+            state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="error")
         self._loop.call_later(self.failed_linger, self._forget, index)
 
     def _forget(self, index: int) -> None:
