@@ -67,6 +67,8 @@ class Agent:
             vpp_wait=cfg.controller.job_timeout * 0.9,
             linux_cp=cfg.vpp.linux_cp,
             liveness=(cfg.peers.liveness_period, cfg.peers.liveness_retries),
+            recovery_grace=cfg.state.recovery_grace,
+            drift_check_interval=cfg.peers.drift_check_interval,
         )
         self.vpp_version = ""
         mon = cfg.monitor

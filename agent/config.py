@@ -248,12 +248,19 @@ class StateConfig(_Section):
         default=Path("/var/lib/peering-agent"),
         description="persistent state (desired peers, job journal)",
     )
+    recovery_grace: float = Field(
+        default=600.0, gt=0,
+        description="after a corrupt peers.sqlite was moved aside: seconds to wait for the "
+        "controller's sync-device before removing the agent's objects from VPP",
+    )
 
 
 class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
-        default=False, description="accept weak transforms VPP implements (sha1-96, "
-        "modp-768/1024/1536, ecp-192, IKE null); DES, 3DES and MD5 are always refused"
+        default=False,
+        description="accept weak transforms VPP implements (sha1-96, modp-768/1024/1536, "
+        "ecp-192, the RFC 5114 groups 22 and 23, IKE null); DES, 3DES and MD5 are always "
+        "refused (VPP has none)",
     )
     psk_min_length: int = Field(
         default=8, ge=1, le=1024, description="shortest PSK accepted, bytes (flexiManage only "
@@ -292,6 +299,10 @@ class PeersConfig(_Section):
                                  "IKE liveness (DPD) checks; one setting for all profiles")
     liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "
                                   "checks after which VPP drops the IKE SA")
+    drift_check_interval: float = Field(
+        default=30.0, gt=0, description="seconds between comparisons of VPP with the desired "
+        "state; what changed behind the agent's back (a route, a profile, admin-down) is "
+        "repaired and logged")
 
 
 class PolicyConfig(_Section):

@@ -16,4 +16,8 @@ if [ "$rc" = 5 ]; then
     echo "pytest collected no tests: failing" >&2
     exit 1
 fi
+if [ "$rc" = 0 ] && [ "$#" = 0 ]; then
+    echo "== fault matrix (short form; scripts/faults.sh for the full one)"
+    bash scripts/faults.sh --short || rc=$?
+fi
 exit "$rc"

@@ -3,8 +3,10 @@
     peerctl show peers
     peerctl show ikev2 sa [details]          peerctl show ikev2 profile
     peerctl show jobs [N]                    peerctl show vpp
-    peerctl show logging                     peerctl event-logger clear
-    peerctl ikev2 set logging level <0-5>    peerctl vpp <any vppctl command>
+    peerctl show event-logger                peerctl event-logger clear
+    peerctl show logging
+    peerctl ikev2 set logging level <0-5>    peerctl vpp <vppctl show command>
+    peerctl vpp <any vppctl command> --force (changes VPP behind the agent's back)
     peerctl log level [debug|info|warning|error]
     peerctl peer export <tunnel-id> [--format swanctl|text]
 
@@ -69,7 +71,7 @@ class Request:
 
 
 def build_request(words: Sequence[str], *, fmt: str | None = None,
-                  show_secrets: bool = False) -> Request:
+                  show_secrets: bool = False, force: bool = False) -> Request:
     """Map the command words to one admin request (pure, for tests)."""
     w = list(words)
     if w and w[0] == "sh":
@@ -78,7 +80,8 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
         raise UsageError("--format only applies to 'peer export'")
 
     def vpp(command: str) -> Request:
-        return Request(proto.VPP, {"command": command, "show_secrets": show_secrets}, "text")
+        args = {"command": command, "show_secrets": show_secrets}
+        return Request(proto.VPP, args | {"force": True} if force else args, "text")
 
     if w == ["show", "peers"]:
         return Request(proto.SHOW_PEERS, {}, "peers")
@@ -104,9 +107,7 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
     if w[:4] == ["ikev2", "set", "logging", "level"]:
         if len(w) != 5 or not w[4].isdigit() or int(w[4]) > 5:
             raise UsageError("ikev2 set logging level: expected a level from 0 to 5")
-        # sent as typed: the admin server runs VPP 26.06's equivalent and says so
-        # (agent/vpp/cli_compat.py)
-        return vpp(" ".join(w))
+        return vpp(" ".join(w))  # the daemon translates it for VPP 26.06 and says so
     if w == ["show", "logging"]:
         return vpp("show logging")
     if w[:1] == ["vpp"]:
@@ -170,6 +171,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
     p.add_argument("--show-secrets", action="store_true",
                    help="show PSKs and keys instead of masking them")
+    p.add_argument("--force", action="store_true",
+                   help="let 'vpp <command>' change VPP (read-only 'show' commands otherwise)")
     p.add_argument("--format", choices=FORMATS, help="peer export format (default swanctl)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the agent")
     return p
@@ -199,7 +202,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None,
     except SystemExit as e:  # argparse printed its own message
         return int(e.code or 0)
     try:
-        req = build_request(args.words, fmt=args.format, show_secrets=args.show_secrets)
+        req = build_request(args.words, fmt=args.format, show_secrets=args.show_secrets,
+                            force=args.force)
         socket_path = resolve_socket(args.socket, args.config)
     except UsageError as e:
         print(f"peerctl: {e}", file=err)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import stat
 import struct
@@ -42,6 +43,18 @@ def peer_uid(sock: socket.socket) -> int:
     return int(uid)
 
 
+# peerctl's own commands that change only diagnostics, never forwarding or config
+_HARMLESS_CLI = re.compile(r"^(ikev2 set logging level [0-5]|event-logger clear)$")
+
+
+def read_only_cli(command: str) -> bool:
+    """A vppctl command that only reads: `show` (or an unambiguous prefix of it)."""
+    words = command.split()
+    if not words:
+        return False
+    return words[0] in ("sh", "sho", "show") or bool(_HARMLESS_CLI.match(" ".join(words)))
+
+
 class AdminServer:
     def __init__(
         self,
@@ -64,6 +77,8 @@ class AdminServer:
                              else frozenset({0, os.geteuid()}))
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle: dict[asyncio.Task[Any], None] = {}  # waiting for a request, oldest first
+        self._evicted: set[asyncio.Task[Any]] = set()
         self._inode: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -136,11 +151,12 @@ class AdminServer:
                 await self._send(writer, proto.error(
                     f"permission denied: the admin socket serves root only (you are uid {uid})"))
                 return
-            if len(self._tasks) > self.max_connections:
+            if len(self._tasks) > self.max_connections and not self._evict_idle(task):
                 await self._send(writer, proto.error(
                     f"too many admin connections (limit {self.max_connections}); retry later"))
                 return
             while True:
+                self._idle[task] = None
                 try:
                     async with asyncio.timeout(self.idle_timeout):
                         line = await reader.readline()
@@ -150,6 +166,8 @@ class AdminServer:
                     await self._send(writer, proto.error(
                         f"request too large (limit {self.max_request} bytes)"))
                     return
+                finally:
+                    self._idle.pop(task, None)
                 if not line.strip():
                     if not line:
                         return
@@ -157,6 +175,11 @@ class AdminServer:
                 await self._send(writer, await self._handle(line, uid))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            if task in self._evicted:  # made room for a newer connection: end quietly
+                self._evicted.discard(task)
+            else:
+                raise
         except Exception as e:  # a connection must never take the daemon down
             log.error("admin connection failed", error=repr(e))
         finally:
@@ -164,6 +187,18 @@ class AdminServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _evict_idle(self, newcomer: asyncio.Task[Any]) -> bool:
+        """Close the longest-idle connection (one waiting for a request, not running
+        one) so that idle sockets cannot lock peerctl out; False if none is idle."""
+        for victim in self._idle:
+            if victim is not newcomer and not victim.done():
+                del self._idle[victim]
+                self._evicted.add(victim)
+                victim.cancel()
+                log.info("idle admin connection closed to serve a new one")
+                return True
+        return False
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
@@ -202,6 +237,13 @@ class AdminServer:
                 raise AdminError(f"VPP command must be one line of at most "
                                  f"{proto.MAX_CLI_COMMAND} characters")
             show = _bool(args, "show_secrets")
+            if not read_only_cli(command):
+                if not _bool(args, "force"):
+                    raise AdminError(
+                        "only read-only VPP commands (show ...) pass without --force: a "
+                        "change made behind the agent's back is not in its desired state")
+                log.warning("admin vpp command that may change VPP", uid=uid,
+                            command=mask_cli_command(command))
             command, note = translate_cli(command)
             log.info("admin vpp command", command=mask_cli_command(command), uid=uid,
                      secrets_shown=show)

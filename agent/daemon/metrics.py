@@ -391,6 +391,10 @@ class MetricsServer:
         self._read_timeout = read_timeout
         self._clients = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # connections still waiting for their request line, oldest first: when all
+        # slots are taken, the oldest of these makes room (idle sockets must not lock
+        # out a scrape, whose request arrives at once)
+        self._reading: dict[asyncio.Task[None], None] = {}
         self._server: asyncio.Server | None = None
         self._log = structlog.get_logger(__name__, listen=f"{host}:{port}")
 
@@ -430,7 +434,7 @@ class MetricsServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            if self._clients >= self._max_clients:
+            if self._clients >= self._max_clients and not self._evict_idle(task):
                 await self._shed(reader, writer)
             else:
                 await self._serve(reader, writer)
@@ -440,6 +444,16 @@ class MetricsServer:
             pass
         finally:
             self._tasks.discard(task)
+
+    def _evict_idle(self, newcomer: asyncio.Task[None]) -> bool:
+        """End the oldest connection that has not sent its request yet; False if none."""
+        for victim in self._reading:
+            if victim is not newcomer and not victim.done():
+                del self._reading[victim]
+                victim.cancel()
+                self._log.info("idle metrics connection closed to serve a new one")
+                return True
+        return False
 
     async def _shed(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Answer 503 without parsing: a flood of scrapers must not cost more than this."""
@@ -473,6 +487,9 @@ class MetricsServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._clients += 1
         try:
+            task = asyncio.current_task()
+            assert task is not None
+            self._reading[task] = None
             try:
                 async with asyncio.timeout(self._read_timeout):
                     method, path = await self._read_request(reader)
@@ -484,6 +501,8 @@ class MetricsServer:
                 await self._respond(writer, 408, "request not received in time\n", head=False)
                 await self._linger(reader, writer)
                 return
+            finally:
+                self._reading.pop(task, None)
             await self._route(writer, method, path)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away; nothing to answer

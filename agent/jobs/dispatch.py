@@ -53,6 +53,7 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
+    pasted_psk_problems,
     rejection,
     render,
 )
@@ -89,6 +90,9 @@ REFUSED_JOBS = {
 # A value that can never match flexiManage's chain: forces a sync-device (flexiagent's
 # sentinel after a local reset).
 FORCE_SYNC_SIGNATURE = "empty_cfg"
+# The peer store was corrupt and moved aside: the desired state is unknown until the
+# controller's sync-device, which a hash no chain can reach makes it send.
+STORE_LOST_SIGNATURE = "peers_store_lost"
 
 
 async def _no_facts() -> list[WanFacts]:
@@ -282,6 +286,7 @@ class JobDispatcher:
                     changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
             except JobRejected as e:
                 problems += e.prefixed(_prefix(req))
+        problems += pasted_psk_problems(job_params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, job_params)
         return changes
@@ -351,6 +356,7 @@ class JobDispatcher:
                     specs.append(normalize_add_tunnel(req.params, self.policy))
                 except JobRejected as e:
                     problems += e.prefixed(_prefix(req))
+        problems += pasted_psk_problems(params, problems)  # one request's PSK in another
         if problems:
             raise rejection(problems, params)
         return requests, specs
@@ -414,8 +420,12 @@ class JobDispatcher:
         """(`state`, `stateReason`) as flexiManage shows them: the truth, not a constant."""
         if self.router_state == "stopped":
             return "stopped", "stopped by the controller (stop-router)"
-        if not self.manager.vpp.connected:
-            return "failed", f"VPP is not connected: {self.manager.vpp.last_error or 'down'}"
+        vpp = self.manager.vpp
+        if not vpp.connected:
+            reason = f"VPP is not connected: {vpp.last_error or 'down'}"
+            # flexiagent: `stopped` while VPP does not run (at boot, before its socket is
+            # up); a VPP that ran and went away is a failure until it is back
+            return ("failed" if vpp.generation else "stopped"), reason
         return "running", ""
 
     async def device_stats(self) -> list[dict[str, Any]]:
@@ -458,6 +468,8 @@ class JobDispatcher:
                 tunnel_stats[str(tid)].update(c.wire())
 
     def cfg_hash(self) -> str:
+        if getattr(self.manager, "awaiting_sync", False):
+            return STORE_LOST_SIGNATURE
         return self.signature
 
 

@@ -202,13 +202,14 @@ class _Problems:
     def add(self, fld: str, value: object, reason: str, allowed: str = "") -> None:
         """Record a problem. Only user-derived text is masked: the value, and the reason
         when the value held a secret (reasons may quote parts of the value)."""
-        raw = value.text if isinstance(value, _Shown) else value
-        leaked = isinstance(raw, str) and self._contains_secret(raw)
         if isinstance(value, _Shown):
             shown = self._mask(value.text)
         else:
-            shown = render(self._mask(value) if isinstance(value, str) else value)
-        self.items.append(Problem(fld, shown, self._mask(reason) if leaked else reason, allowed))
+            # a PSK pasted into another field, as text or as a number: masked before
+            # rendering (quoting may escape it) and after (a number is not text)
+            shown = self._mask(render(self._mask(value) if isinstance(value, str) else value))
+        self.items.append(Problem(self._mask(fld), shown, self._mask(reason),
+                                  self._mask(allowed)))
 
     def extend(self, problems: Iterable[Problem]) -> None:
         for p in problems:
@@ -729,7 +730,8 @@ def _esp_dh(
 
 
 def _psk(p: _Problems, psk: str, tunnel_id: int | None, policy: ValidationPolicy) -> bool:
-    size = len(psk.encode("utf-8"))
+    # surrogatepass: a lone surrogate (valid JSON "\ud800") is refused below, not a crash
+    size = len(psk.encode("utf-8", "surrogatepass"))
     shown = _Shown(f"{size} bytes")
     if size == 0 or size > PSK_MAX:
         p.add("ikev2.psk", shown, "empty" if size == 0 else "too long", PSK_ALLOWED)
@@ -741,6 +743,9 @@ def _psk(p: _Problems, psk: str, tunnel_id: int | None, policy: ValidationPolicy
         return False
     if any(ch.isspace() for ch in psk):
         p.add("ikev2.psk", shown, "contains whitespace", PSK_ALLOWED)
+        return False
+    if any("\ud800" <= ch <= "\udfff" for ch in psk):  # cannot become UTF-8 for VPP
+        p.add("ikev2.psk", shown, "not valid Unicode text (a lone surrogate)", PSK_ALLOWED)
         return False
     if not psk.isprintable():
         p.add("ikev2.psk", shown, "contains control characters", PSK_ALLOWED)
@@ -779,8 +784,32 @@ def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy) ->
     p = _Problems(secrets=_raw_psks(params))
     model = _parse(AddTunnelParams, params, p)
     spec = None if model is None else _add_tunnel(p, model, policy)
+    _psk_elsewhere(p, params)
     p.raise_if_any()
     return _built(spec)
+
+
+def _psk_elsewhere(p: _Problems, params: object) -> None:
+    """Refuse the PSK pasted into another field: it would reach VPP, logs and the CLI
+    as an ID, interface name or number that nobody masks."""
+    reported = {pr.field for pr in p.items}
+
+    def walk(value: object, path: str) -> None:
+        if path == "ikev2.psk" or path.endswith(".ikev2.psk"):
+            return
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{path}[{i}]")
+        elif isinstance(value, str | int | float) and not isinstance(value, bool) \
+                and not any(path == f or path.startswith((f + ".", f + "[")) for f in reported) \
+                and p._contains_secret(str(value)):
+            p.add(path, value, "contains the pre-shared key",
+                  "a value that does not contain ikev2.psk")
+
+    walk(params, "")
 
 
 def _add_tunnel(p: _Problems, m: AddTunnelParams, policy: ValidationPolicy) -> PeerSpec | None:
@@ -999,3 +1028,12 @@ def rejection(problems: Sequence[Problem], params: object) -> JobRejected:
     p = _Problems(secrets=_raw_psks(params))
     p.extend(problems)
     return JobRejected(p.items)
+
+
+def pasted_psk_problems(params: object, known: Sequence[Problem] = ()) -> list[Problem]:
+    """Fields of a whole job (aggregated, sync-device) that hold one of its PSKs, e.g.
+    one request's PSK pasted into another request; fields in `known` are not repeated."""
+    p = _Problems(secrets=_raw_psks(params))
+    p.extend(known)
+    _psk_elsewhere(p, params)
+    return list(p.items[len(known):])

@@ -136,8 +136,9 @@ _DH_LIST: tuple[DhGroup, ...] = (
     DhGroup("ecp-256", 19, weak=False),
     DhGroup("ecp-384", 20, weak=False),
     DhGroup("ecp-521", 21, weak=False),
-    DhGroup("modp-1024-160", 22, weak=False),
-    DhGroup("modp-2048-224", 23, weak=False),
+    # RFC 5114 groups with small subgroups (RFC 8247: MUST NOT / SHOULD NOT)
+    DhGroup("modp-1024-160", 22, weak=True),
+    DhGroup("modp-2048-224", 23, weak=True),
     DhGroup("modp-2048-256", 24, weak=False),
     DhGroup("ecp-192", 25, weak=True),
 )

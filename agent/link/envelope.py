@@ -85,6 +85,37 @@ def _loads(text: str) -> tuple[bool, Any]:
         return False, None
 
 
+def _top_level_seq(text: str) -> str | None:
+    """The top-level "seq" of a document too deep for json.loads (issue 15): scanned
+    without recursion so the refusal can still be addressed."""
+    depth, last, i, n = 0, "", 0, len(text)
+    try:
+        while i < n:
+            ch = text[i]
+            if ch == '"':
+                value, end = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+                if depth == 1 and last in "{," and value == "seq":
+                    j = end
+                    while j < n and text[j] in " \t\r\n:":
+                        j += 1
+                    if j < n and text[j] == '"':
+                        seq, _ = json.decoder.scanstring(text, j + 1)  # type: ignore[attr-defined]
+                        return seq if isinstance(seq, str) and 0 < len(seq) <= MAX_SEQ_LEN \
+                            else None
+                last, i = '"', end
+                continue
+            if ch in "{[":
+                depth += 1
+            elif ch in "}]":
+                depth -= 1
+            if not ch.isspace():
+                last = ch
+            i += 1
+    except ValueError:
+        return None
+    return None
+
+
 def parse_frame(frame: str | bytes) -> Request | Rejected:
     """Validate one incoming websocket message."""
     if isinstance(frame, bytes):
@@ -97,6 +128,10 @@ def parse_frame(frame: str | bytes) -> Request | Rejected:
         return Rejected(seq, "binary frames are not accepted: requests are JSON text frames")
     ok, doc = _loads(frame)
     if not ok:
+        deep = _top_level_seq(frame)
+        if deep is not None:  # valid but deeper than json.loads goes
+            return Rejected(deep, f"request is not valid JSON or nests deeper than {MAX_DEPTH} "
+                                  "levels")
         return Rejected(None, "request is not valid JSON")
     if not isinstance(doc, dict):
         return Rejected(None, "request must be a JSON object")

@@ -90,6 +90,9 @@ QUICK_RETRY_STATUSES = frozenset({403})  # approval is expected soon
 MAX_QUEUED_JOBS = 256
 MAX_HELD_REPLIES = 256
 HELD_REPLY_TTL = 180.0  # flexiManage's job timer: a later reply is useless
+# issue 15: the queue is bounded in bytes (30 queued 6.9 MB frames took 1 GB); a job
+# is always admitted into an empty queue, so one frame of max_frame_size always fits
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
 MAX_CONCURRENT_QUERIES = 4
 MAX_CONCURRENT_DIRECT = 4  # direct messages running at once (own slots: stats never wait)
 MAX_DIRECT_IN_FLIGHT = 16  # running + waiting for a slot; more are refused at once
@@ -145,6 +148,7 @@ class LinkCounters:
 class _QueuedJob:
     ws: ClientConnection
     request: Request
+    size: int = 0  # bytes of its frame
 
 
 class LinkSession:
@@ -171,6 +175,7 @@ class LinkSession:
         self._jobs: asyncio.Queue[_QueuedJob] = asyncio.Queue(MAX_QUEUED_JOBS)
         self._pending: dict[str, int] = {}  # job ids queued or running -> count
         self._pending_names: dict[str, str] = {}  # job id -> message, while pending
+        self._queued_bytes = 0
         self._query_slots = asyncio.Semaphore(MAX_CONCURRENT_QUERIES)
         self._connected = asyncio.Event()
         self._live: ClientConnection | None = None
@@ -338,19 +343,30 @@ class LinkSession:
                 await self._send(ws, parsed.seq, Outcome(False, parsed.reason))
             return
         if parsed.is_job:
+            size = len(frame)
             try:
-                self._jobs.put_nowait(_QueuedJob(ws, parsed))
+                if self._jobs.qsize() and self._queued_bytes + size > MAX_QUEUED_BYTES:
+                    raise asyncio.QueueFull
+                self._jobs.put_nowait(_QueuedJob(ws, parsed, size))
             except asyncio.QueueFull:
-                log.error("job queue full, refusing job", jobid=parsed.jobid)
+                log.error("job queue full, refusing job", jobid=parsed.jobid,
+                          queued=self._jobs.qsize(), queued_bytes=self._queued_bytes)
                 await self._send(ws, parsed.seq, Outcome(False, "device job queue is full"))
                 return
+            self._queued_bytes += size
             self._pending[parsed.jobid] = self._pending.get(parsed.jobid, 0) + 1
             self._pending_names[parsed.jobid] = parsed.message
             return
         if parsed.is_direct:
             await self._start_direct(ws, parsed, queries)
             return
-        await self._query_slots.acquire()  # backpressure on a query flood
+        if self._query_slots.locked():
+            # issue 15: never stop reading (the controller's pings and replies would
+            # starve behind us): a query beyond the slots is answered at once
+            await self._send(ws, parsed.seq, Outcome(
+                False, f"device busy: {MAX_CONCURRENT_QUERIES} queries in progress; retry"))
+            return
+        await self._query_slots.acquire()
         task = asyncio.create_task(self._answer_query(ws, parsed))
         queries.add(task)
 
@@ -478,6 +494,7 @@ class LinkSession:
     async def _job_worker(self) -> None:
         while True:
             item = await self._jobs.get()
+            self._queued_bytes -= item.size
             req = item.request
             try:
                 # A job whose connection died still runs: flexiManage never re-sends it.

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+# An on-demand stats entry is rebuilt at most this often (and on any SA state change).
+ON_DEMAND_MAX_AGE = 1.0
+
 Bind = Literal["device", "source"]
 # () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
 # has no address or link)
@@ -120,6 +123,8 @@ class Manager(Protocol):
     def vpp_down_reason(self) -> str | None: ...
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None: ...
+
+    def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None: ...
 
 
 @dataclass
@@ -191,13 +196,15 @@ class MonitorService:
         self._history: deque[dict[str, Any]] = deque(maxlen=history)
         self._tunnels: dict[int, _Tunnel] = {}
         self._name_users: dict[str, set[int]] = {}
+        self._skipped: dict[int, dict[IPv4Address, str]] = {}  # resolved, not routable
+        self._on_demand: tuple[float, dict[str, Any]] | None = None  # (built at, entry)
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._running = False
         # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
         self.status_listeners: list[Callable[[int, str], None]] = []
         manager.add_change_listener(self.sync)
-        manager.add_state_listener(self.poll_sa)
+        manager.add_state_listener(self._on_sa_change)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -233,6 +240,7 @@ class MonitorService:
 
     def sync(self) -> None:
         """Re-read the manager's desired set: add, re-bind and remove tunnels and targets."""
+        self._on_demand = None
         desired = self.manager.desired
         for tid in [t for t in self._tunnels if t not in desired]:
             self._drop_tunnel(tid)
@@ -260,15 +268,31 @@ class MonitorService:
     def _wanted(self, spec: PeerSpec) -> dict[IPv4Address, None]:
         """The tunnel's probe targets, in a stable order: monitor IPs, then resolved ones."""
         wanted: dict[IPv4Address, None] = dict.fromkeys(spec.monitor_ips)
-        for name in spec.monitor_urls:
-            wanted.update(dict.fromkeys(sorted(self.resolver.addresses(name))))
+        wanted.update(dict.fromkeys(self._resolved(spec)))
         return wanted
 
     def _resolved(self, spec: PeerSpec) -> tuple[IPv4Address, ...]:
+        """What the tunnel's names resolve to, minus the answers that must not be routed
+        into it (loopback, link-local, the device's WAN, another peer's address ...):
+        a DNS answer cannot do what a refused monitor IP cannot."""
         addrs: set[IPv4Address] = set()
         for name in spec.monitor_urls:
             addrs |= self.resolver.addresses(name)
-        return tuple(sorted(addrs))
+        skipped: dict[IPv4Address, str] = {}
+        for addr in sorted(addrs):
+            why = self.manager.target_problem(spec, addr)
+            if why is not None:
+                skipped[addr] = why
+        previous = self._skipped.get(spec.tunnel_id, {})
+        for addr, why in skipped.items():
+            if previous.get(addr) != why:
+                log.warning("resolved monitor address skipped", tunnel_id=spec.tunnel_id,
+                            address=str(addr), reason=why)
+        if skipped:
+            self._skipped[spec.tunnel_id] = skipped
+        else:
+            self._skipped.pop(spec.tunnel_id, None)
+        return tuple(a for a in sorted(addrs) if a not in skipped)
 
     def _sync_tunnel(self, tid: int, spec: PeerSpec) -> None:
         now = self._clock()
@@ -314,6 +338,7 @@ class MonitorService:
 
     def _drop_tunnel(self, tid: int) -> None:
         t = self._tunnels.pop(tid)
+        self._skipped.pop(tid, None)
         for addr in t.targets:
             self.engine.remove_target((tid, addr))
         log.info("stopped monitoring tunnel", tunnel_id=tid)
@@ -350,6 +375,10 @@ class MonitorService:
         if st.status == "up":
             return True, ""
         return False, f"SA {st.status}: {st.reason}"
+
+    def _on_sa_change(self) -> None:
+        self._on_demand = None  # the cached on-demand entry shows the old SA state
+        self.poll_sa()
 
     def poll_sa(self) -> None:
         """Feed the manager's current SA state into every tunnel's health (called by the
@@ -406,14 +435,20 @@ class MonitorService:
         """Close one stats period: evaluate alerts and record an entry in the history."""
         entry = self._entry(evaluate=True)
         self._history.append(entry)
+        self._on_demand = None
         return entry
 
     async def device_stats(self) -> list[dict[str, Any]]:
-        """Entries recorded since the previous call, oldest first; a fresh one if none."""
+        """Entries recorded since the previous call, oldest first; if none, a current
+        entry, built at most once per ON_DEMAND_MAX_AGE or SA state or desired-set change:
+        a query flood over 1000 tunnels must not rebuild it every time."""
         entries = list(self._history)
         self._history.clear()
         if not entries:
-            entries.append(self._entry(evaluate=False))
+            now = self._clock()
+            if self._on_demand is None or now - self._on_demand[0] >= ON_DEMAND_MAX_AGE:
+                self._on_demand = (now, self._entry(evaluate=False))
+            entries.append(dict(self._on_demand[1]))  # a copy: the state below is current
         # the last entry carries the device state now (flexiagent overwrites it too):
         # "stopped" while VPP's API is not connected, e.g. at boot before VPP is up
         down = self.manager.vpp_down_reason()
@@ -489,6 +524,12 @@ class MonitorService:
                     "reason": state.reason if state is not None else "not being resolved",
                     "kept": sorted(str(a) for a in (state.addresses if state else ())),
                 })
+        skipped = [
+            {"address": str(addr), "from": [n for n in spec.monitor_urls
+                                            if addr in self.resolver.addresses(n)],
+             "reason": why}
+            for addr, why in sorted(self._skipped.get(tunnel_id, {}).items())
+        ]
         return {
             "tunnel_id": tunnel_id,
             "status": snap.status.value,
@@ -505,6 +546,7 @@ class MonitorService:
             "bind": {"device": t.device, "source": None if t.source is None else str(t.source)},
             "targets": targets,
             "unresolved": unresolved,
+            "skipped": skipped,
         }
 
     # -- periodic loops ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,8 @@ from typing import Any
 import structlog
 
 from agent.peers.codec import cfg_hash
-from agent.peers.reconcile import plan_reconcile
+from agent.peers.guard import route_problems, target_problem
+from agent.peers.reconcile import agent_objects, plan_reconcile
 from agent.peers.spec import Identity, PeerSpec
 from agent.peers.store import PeerStore
 from agent.peers.supervision import (
@@ -39,7 +41,7 @@ from agent.peers.supervision import (
 )
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
-from agent.vpp.executor import ApplyError, Executor
+from agent.vpp.executor import Applied, ApplyError, Executor
 from agent.vpp.plan import (
     LIVENESS_PERIOD,
     LIVENESS_RETRIES,
@@ -59,6 +61,7 @@ from agent.vpp.readers import (
     DevIdError,
     InterfaceInfo,
     read_address_list,
+    read_addresses,
     read_interfaces,
     read_observed,
     read_sas,
@@ -172,6 +175,8 @@ class PeerManager:
         vpp_wait: float = 0.0,
         linux_cp: bool = True,
         liveness: tuple[int, int] = (LIVENESS_PERIOD, LIVENESS_RETRIES),
+        recovery_grace: float = 600.0,
+        drift_check_interval: float = 30.0,
     ) -> None:
         self.vpp = vpp
         self.store = store
@@ -203,11 +208,25 @@ class PeerManager:
         self._polls = 0
         self._last_step: dict[int, float] = {}
         vpp.add_event_listener(self._on_vpp_event)
+        self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
+        # After a corrupt store: desired state unknown. Nothing in VPP is removed until
+        # the controller's sync-device says what is wanted (or the grace time passes).
+        self.recovery_grace = recovery_grace
+        self.drift_check_interval = drift_check_interval
+        self.drift_repairs = 0  # reconciles that found VPP changed behind the agent's back
+        self.awaiting_sync = False
+        self._grace_until = 0.0
 
     # -- startup and VPP restarts ------------------------------------------------------
 
     def load(self) -> None:
         self.desired, self._intents = self.store.load()
+        if self.store.recovered is not None:
+            self.awaiting_sync = True
+            self._grace_until = time.monotonic() + self.recovery_grace
+            log.error("desired state lost; waiting for the controller's sync-device before "
+                      "removing anything from VPP", detail=self.store.recovered,
+                      grace_s=self.recovery_grace)
         self.states = {tid: PeerState(tid) for tid in self.desired}
         log.info("desired state loaded", peers=len(self.desired),
                  pending_intents=sorted(self._intents))
@@ -243,7 +262,7 @@ class PeerManager:
     @property
     def in_sync(self) -> bool:
         return (self.vpp.connected and self._reconciled_generation == self.vpp.generation
-                and self.reconcile_error is None)
+                and self.reconcile_error is None and not self.awaiting_sync)
 
     # -- VPP facts ------------------------------------------------------------------------
 
@@ -275,8 +294,28 @@ class PeerManager:
                 continue
             if sw not in wan_addrs:
                 wan_addrs[sw] = await read_address_list(self.vpp, sw)
+                self.wan_networks[sw] = set(wan_addrs[sw])
             _check_ike_source(spec, name, wan_addrs[sw])
         return out
+
+    async def _wan_of(self, spec: PeerSpec,
+                      interfaces: dict[int, InterfaceInfo]) -> set[IPv4Interface]:
+        """The addresses (with their subnets) of `spec`'s WAN interface, remembered for
+        judging monitor targets that names resolve to."""
+        try:
+            name = resolve_dev_id(spec.dev_id, self.interfaces_cfg,
+                                  [i.name for i in interfaces.values()])
+        except DevIdError:
+            return set()  # refused elsewhere (a new spec) or being removed
+        sw = next(i.sw_if_index for i in interfaces.values() if i.name == name)
+        addrs = await read_addresses(self.vpp, sw)
+        self.wan_networks[sw] = addrs
+        return addrs
+
+    def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
+        """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
+        wan = [a for addrs in self.wan_networks.values() for a in addrs]
+        return target_problem(addr, spec, self.desired, wan)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -306,6 +345,8 @@ class PeerManager:
         """Converge to exactly `specs`: unchanged peers are not touched."""
         await self._wait_for_vpp()
         async with self._lock:
+            if self.awaiting_sync:
+                return await self._adopt_locked(specs)
             wanted = {s.tunnel_id: s for s in specs}
             if len(wanted) != len(specs):
                 raise JobError("sync-device lists the same tunnel-id more than once")
@@ -324,6 +365,57 @@ class PeerManager:
                 result = await self._reconcile_locked()
             return result
 
+    async def _adopt_locked(self, specs: Sequence[PeerSpec]) -> JobResult:
+        """The first sync-device after the store was lost: make VPP show `specs`, re-using
+        what is already there and removing the agent's other objects."""
+        wanted = {s.tunnel_id: s for s in specs}
+        if len(wanted) != len(specs):
+            raise JobError("sync-device lists the same tunnel-id more than once")
+        if not self.vpp.connected:
+            raise JobError(f"VPP is not connected: {self.vpp.last_error}")
+        generation = self.vpp.generation
+        try:
+            obs = await read_observed(self.vpp)
+            facts_for = await self._facts(specs, obs.interfaces)
+            owned = agent_objects(obs) | set(wanted) | self._intents
+            plan = plan_reconcile(wanted, owned, obs, facts_for)
+            try:
+                self.store.begin(sorted(owned))
+            except sqlite3.Error as e:
+                raise JobError(f"cannot record the job in {self.store.path}: {e}; "
+                               "VPP was not changed") from None
+            self._intents |= owned
+            if self._liveness_generation != generation:
+                plan.chains.insert(0, [liveness_op()])
+            refs = dict(self._refs)
+            refs.update(plan.refs)
+            writes_before = self.executor.writes
+            try:
+                await self.executor.apply(plan.chains, refs)
+            except ApplyError as e:
+                self._refs = refs
+                raise JobError(f"{e} (adopting the controller's peers after the store "
+                               "was lost; send sync-device again)") from None
+            self._liveness_generation = generation
+            self._refs = refs
+            try:
+                self.store.commit(specs, [])
+            except sqlite3.Error as e:
+                raise JobError(f"VPP now shows the {len(specs)} peers, but they cannot be "
+                               f"saved in {self.store.path}: {e}; send sync-device again "
+                               "when the store can be written") from None
+        except VppError as e:
+            raise JobError(str(e)) from None
+        self.desired = wanted
+        self.states = {t: PeerState(t) for t in wanted}
+        self.awaiting_sync = False
+        self._intents = set()
+        self._finish_reconcile(generation)
+        self._notify()
+        log.info("desired state restored from sync-device", peers=len(wanted),
+                 writes=self.executor.writes - writes_before)
+        return JobResult(notes=tuple(plan.notes), writes=self.executor.writes - writes_before)
+
     async def _apply_locked(self, changes: Sequence[Change]) -> JobResult:
         if not changes:
             return JobResult(notes=("nothing to change",))
@@ -331,7 +423,6 @@ class PeerManager:
             raise JobError(f"VPP is not connected: {self.vpp.last_error}")
         new = dict(self.desired)
         endpoints = {(s.src, s.dst): t for t, s in new.items()}
-        chains: dict[int, list[Op]] = {}
         notes: list[str] = []
         added: list[PeerSpec] = []
         for ch in changes:
@@ -368,6 +459,15 @@ class PeerManager:
         _refuse_shared_ids(added, new)
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
+        touched = self._touched(changes)
+        hazards: list[str] = []
+        for tid in touched:
+            after = new.get(tid)
+            if after is not None and self.desired.get(tid) != after:
+                hazards += route_problems(after, new, await self._wan_of(after, interfaces))
+        if hazards:
+            more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
+            raise JobError("; ".join(hazards[:10]) + more)
         warnings: list[str] = []
         for spec in added:
             try:
@@ -375,50 +475,76 @@ class PeerManager:
             except CapabilityError as e:
                 raise JobError(str(e)) from None
         # Net effect per tunnel, in job order: remove the old, then add / re-route.
-        touched = self._touched(changes)
+        # Every removal runs before any add (phase 0, then phase 1): a peer moved to a
+        # new tunnel id re-uses the old one's endpoints, /31 and route paths.
         old_facts = await self._facts(
             [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
+        removals: dict[int, list[Op]] = {}
+        adds: dict[int, list[Op]] = {}
         for tid in touched:
             before, after = self.desired.get(tid), new.get(tid)
-            chain: list[Op] = []
             if before == after:
                 continue
             extra_before = self.dynamic_routes.get(tid, ())
             if before is not None and after is not None and _only_targets_differ(before, after):
-                chain = list(plan_routes(tid, route_prefixes(before, extra_before),
-                                         route_prefixes(after, extra_before)).ops)
+                ops = plan_routes(tid, route_prefixes(before, extra_before),
+                                  route_prefixes(after, extra_before)).ops
+                removals[tid] = [op for op in ops if not op.args["is_add"]]
+                adds[tid] = [op for op in ops if op.args["is_add"]]
             else:
                 if before is not None:
-                    chain += plan_remove(before, old_facts[tid], extra_before).ops
+                    removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
                 if after is not None:
-                    chain += plan_add_ops(after, facts[tid])
-            chains[tid] = chain
-        if any(chains.values()):
+                    adds[tid] = plan_add_ops(after, facts[tid])
+        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
+        deletes = [t for t in self.desired if t not in new]
+        applied: Applied | None = None
+        refs = dict(self._refs)
+        writes_before = self.executor.writes
+        intents: list[int] = []  # this job's; earlier unfinished ones stay for reconcile
+        if any(removals.values()) or any(adds.values()):
             if self._liveness_generation != self.vpp.generation:
-                chains.setdefault(-1, []).insert(0, liveness_op(*self.liveness))
-            refs = dict(self._refs)
-            self.store.begin([t for t in chains if t >= 0])
-            writes_before = self.executor.writes
+                removals[-1] = [liveness_op(*self.liveness)]
+            intents = sorted({t for t in (*removals, *adds) if t >= 0})
             try:
-                await self.executor.apply(list(chains.values()), refs)
+                self.store.begin(intents)
+            except sqlite3.Error as e:  # e.g. disk full: nothing touched yet
+                raise JobError(f"cannot record the job in {self.store.path}: {e}; "
+                               "VPP was not changed") from None
+            self._intents |= set(intents)
+            try:
+                applied = await self.executor.apply_phases(
+                    [list(removals.values()), list(adds.values())], refs)
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
-                    self.store.clear_intents()
+                    self._clear_intents(intents)
                 else:
-                    self._reconciled_generation = 0
+                    self._reconciled_generation = 0  # reconcile finishes the undo
                 raise JobError(str(e)) from None
             except VppError as e:
                 raise JobError(str(e)) from None
-            if -1 in chains:
+            if -1 in removals:
                 self._liveness_generation = self.vpp.generation
+        try:
+            self.store.commit(upserts, deletes, clear=intents)
+        except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
-            writes = self.executor.writes - writes_before
-        else:
-            writes = 0
-        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
-        deletes = [t for t in self.desired if t not in new]
-        self.store.commit(upserts, deletes)
+            why = f"cannot save the desired state in {self.store.path}: {e}"
+            if applied is None:
+                raise JobError(f"{why}; VPP was not changed") from None
+            undo_errors = await self.executor.rollback(applied, refs)
+            self._refs = refs
+            if undo_errors:
+                self._reconciled_generation = 0
+                raise JobError(f"{why}; ROLLBACK INCOMPLETE ({len(undo_errors)} undo steps "
+                               f"failed: {'; '.join(undo_errors[:3])}); the agent will "
+                               "reconcile VPP to the last acknowledged state") from None
+            self._clear_intents(intents)
+            raise JobError(f"{why}; VPP restored to its previous state") from None
+        self._intents -= set(intents)
+        self._refs = refs
+        writes = self.executor.writes - writes_before
         for t in deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
@@ -455,7 +581,7 @@ class PeerManager:
             spec = self.desired.get(tunnel_id)
             if spec is None:
                 return
-            new = tuple(sorted(set(addrs)))
+            new = tuple(sorted(a for a in set(addrs) if self.target_problem(spec, a) is None))
             old = self.dynamic_routes.get(tunnel_id, ())
             if new == old:
                 return
@@ -469,6 +595,16 @@ class PeerManager:
     async def reconcile(self) -> JobResult:
         async with self._lock:
             return await self._reconcile_locked()
+
+    async def check_drift(self) -> JobResult:
+        """Compare VPP with the desired state while in sync: whatever was changed behind
+        the agent's back (vppctl, `peerctl --force vpp`) on what it owns is repaired."""
+        result = await self.reconcile()
+        if result.writes:
+            self.drift_repairs += 1
+            log.warning("VPP drifted from the desired state; repaired",
+                        changes=list(result.notes), writes=result.writes)
+        return result
 
     async def _reconcile_locked(self) -> JobResult:
         generation = self.vpp.generation
@@ -488,7 +624,15 @@ class PeerManager:
                     except JobError as e:
                         self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
             self._unplaced = set(self.desired) - set(desired)
-            owned = self._intents | set(self.desired)
+            if self.awaiting_sync and time.monotonic() >= self._grace_until:
+                self.awaiting_sync = False
+                log.warning("no sync-device within the grace time after the store was "
+                            "lost; removing the agent's objects from VPP",
+                            grace_s=self.recovery_grace)
+            if self.awaiting_sync:
+                owned: set[int] = set()  # desired unknown: remove nothing yet
+            else:
+                owned = self._intents | set(self.desired) | agent_objects(obs)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
                 self._refs.update(plan.refs)
@@ -523,10 +667,19 @@ class PeerManager:
                 if op.message == "ikev2_initiate_sa_init" and op.tunnel_id is not None:
                     self.states.setdefault(op.tunnel_id, PeerState(op.tunnel_id)).initiated(now)
 
+    def _clear_intents(self, only: Iterable[int] | None = None) -> None:
+        """These tunnels (None: all) are exactly as acknowledged: none is half-made.
+        A store that cannot write now keeps its rows; they only cause a later check."""
+        try:
+            self.store.clear_intents(only)
+        except sqlite3.Error as e:
+            log.warning("cannot clear intents; kept for the next reconcile", error=str(e))
+            return
+        self._intents = set() if only is None else self._intents - set(only)
+
     def _finish_reconcile(self, generation: int) -> None:
         if self._intents:
-            self.store.clear_intents()
-            self._intents = set()
+            self._clear_intents()
         self._reconciled_generation = generation
         self.reconcile_error = None
 
@@ -535,6 +688,7 @@ class PeerManager:
     async def supervise_forever(self) -> None:
         """Poll SA state (sooner when VPP reports a tunnel's admin state changed), restart
         failed or stalled negotiations with capped backoff, retry failed reconciles."""
+        next_drift_check = time.monotonic() + self.drift_check_interval
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.sa_poll_interval):
@@ -549,6 +703,9 @@ class PeerManager:
                     # also while a peer's WAN is missing: after a VPP restart the agent
                     # may connect before VPP's startup-config created the interfaces
                     await self.reconcile()
+                elif time.monotonic() >= next_drift_check:
+                    await self.check_drift()
+                    next_drift_check = time.monotonic() + self.drift_check_interval
                 if not self.in_sync:
                     # VPP 26.06 crashes (SIGSEGV) on ikev2_initiate_sa_init for a profile
                     # it does not have: never initiate what is not known to be programmed

@@ -14,11 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import Identity, PeerSpec
 from agent.vpp.plan import (
     AUTH_SHARED_KEY_MIC,
     Op,
     VppFacts,
+    admin_up_op,
     child_sa_lifetime,
     delete_profile_op,
     host_if_name,
@@ -52,7 +53,7 @@ def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
         diffs.append("auth")
     for label, have, want in (("local id", info.local_id, spec.local_id),
                               ("remote id", info.remote_id, spec.remote_id)):
-        if have != (int(want.type), want.value):
+        if not _same_id(have, want):
             diffs.append(label)
     if info.local_ts != spec.local_ts:
         diffs.append("local ts")
@@ -72,6 +73,37 @@ def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
     if info.udp_encap != spec.udp_encap:
         diffs.append("udp encap")
     return diffs
+
+
+def agent_objects(obs: Observed) -> set[int]:
+    """Tunnel ids whose VPP objects carry the agent's marks: an IKEv2 profile `peer-<N>`,
+    or an ipip tunnel of instance N whose Linux pair is `peer<N>`. With the intents the
+    store records before VPP is touched, this finds everything the agent ever made
+    (after a crash, a lost connection, a corrupt store) and nothing it did not make."""
+    out: set[int] = set()
+    for name in obs.profiles:
+        num = name.removeprefix("peer-")
+        if num.isdigit() and num == str(int(num)):
+            out.add(int(num))
+    for instance, tun in obs.tunnels.items():
+        if obs.lcp.get(tun.sw_if_index) == host_if_name(instance):
+            out.add(instance)
+    return out
+
+
+# VPP's profile dump shows at most 63 bytes of an IKE ID (a 64-byte field with its NUL)
+VPP_ID_SHOWN = 63
+
+
+def _same_id(have: tuple[int, str], want: Identity) -> bool:
+    """Whether VPP's (possibly truncated) ID is the spec's: a long FQDN must not make
+    every reconcile re-create the profile (and flap the tunnel)."""
+    if have[0] != int(want.type):
+        return False
+    if have[1] == want.value:
+        return True
+    shown = want.value.encode()[:VPP_ID_SHOWN]
+    return have[1].encode().rstrip(b"\0") == shown
 
 
 def plan_reconcile(
@@ -106,6 +138,10 @@ def plan_reconcile(
         sw = tun.sw_if_index
         plan.refs[tunnel_ref(tid).name] = sw
         chain = []
+        iface = obs.interfaces.get(sw)
+        if iface is not None and not iface.admin_up:
+            chain.append(admin_up_op(tid))
+            plan.notes.append(f"tunnel {tid}: admin-down: setting it up")
         info = obs.profiles.get(spec.profile_name)
         diffs = (["missing"] if info is None
                  else profile_differences(spec, info, sw, facts.wan_sw_if_index))

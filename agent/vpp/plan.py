@@ -116,12 +116,20 @@ def _ts_args(ts: TrafficSelector, is_local: bool) -> dict[str, Any]:
 
 
 def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
+    """Add or remove this tunnel's path of `prefix`.
+
+    Multipath add/remove: tunnels that route the same prefix (two peers monitoring
+    8.8.8.8, a redundant pair to one remote subnet) each own one path of the shared
+    VPP route, so removing one tunnel leaves the others' paths and the last removal
+    deletes the route. The monitor sends each tunnel's probes out of the tunnel's own
+    Linux interface, so probes never depend on which path VPP picks.
+    """
     ref = tunnel_ref(spec_id)
 
     def args(add: bool) -> dict[str, Any]:
         return {
             "is_add": add,
-            "is_multipath": False,
+            "is_multipath": True,
             "route": {
                 "table_id": 0,
                 "prefix": prefix,
@@ -226,6 +234,12 @@ def delete_profile_op(tid: int, name: str, what: str = "") -> Op:
               f"tunnel {tid}: {what or f'delete IKEv2 profile {name}'}", tunnel_id=tid)
 
 
+def admin_up_op(tid: int) -> Op:
+    ref = tunnel_ref(tid)
+    return _paired("sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
+                   {"sw_if_index": ref, "flags": 0}, "set admin-up", "set admin-down", tid)
+
+
 def tunnel_ops(spec: PeerSpec, facts: VppFacts) -> list[Op]:
     """The route-based tunnel interface: ipip, /31, MTU, admin-up, MSS clamp, Linux side."""
     tid = spec.tunnel_id
@@ -241,8 +255,7 @@ def tunnel_ops(spec: PeerSpec, facts: VppFacts) -> list[Op]:
         ops.append(Op("sw_interface_set_mtu", {"sw_if_index": ref, "mtu": [spec.mtu, 0, 0, 0]},
                       f"tunnel {tid}: set MTU {spec.mtu}", tunnel_id=tid))
     ops.append(address_op(tid, spec.addr, True))
-    ops.append(_paired("sw_interface_set_flags", {"sw_if_index": ref, "flags": ADMIN_UP},
-                       {"sw_if_index": ref, "flags": 0}, "set admin-up", "set admin-down", tid))
+    ops.append(admin_up_op(tid))
     if spec.tcp_mss_clamp:
         ops.append(mss_op(tid, spec.tcp_mss_clamp))
     if facts.has_lcp:

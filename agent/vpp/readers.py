@@ -190,11 +190,10 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     via_tunnels: list[tuple[int, IPv4Network, int]] = []
     for r in routes:
         route = r.route
-        if int(route.n_paths) != 1:
-            continue
-        via = int(route.paths[0].sw_if_index)
-        if via in tunnel_indexes:
-            via_tunnels.append((via, IPv4Network(str(route.prefix)), int(route.paths[0].type)))
+        for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
+            via = int(path.sw_if_index)
+            if via in tunnel_indexes:
+                via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type)))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):

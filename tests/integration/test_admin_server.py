@@ -347,3 +347,33 @@ async def test_stale_socket_is_replaced_but_a_live_one_or_a_file_is_not(
     with pytest.raises(AdminError, match="exists and is not a socket"):
         await AdminServer(SlowBackend(), regular).start()
     assert regular.read_text() == "x"
+
+
+async def test_idle_connections_do_not_lock_out_peerctl(device: Device) -> None:
+    """16 idle admin connections (the limit), kept at 16 by re-opening: peerctl still works."""
+    idle = [await asyncio.open_unix_connection(str(device.socket)) for _ in range(16)]
+    try:
+        await until(lambda: len(device.server._tasks) == 16)
+        for _ in range(5):
+            rc, _, err = await peerctl("--socket", str(device.socket), "show", "jobs")
+            assert (rc, err) == (0, ""), err
+            idle.append(await asyncio.open_unix_connection(str(device.socket)))
+    finally:
+        for _, w in idle:
+            w.close()
+
+
+async def test_peerctl_vpp_is_read_only_unless_forced(sim: VppSim, device: Device) -> None:
+    sock = str(device.socket)
+    rc, out, err = await peerctl("--socket", sock, "vpp", "set", "interface", "state",
+                                 "GigabitEthernet0/3/0", "down")
+    assert rc == 1 and "only read-only VPP commands (show ...) pass without --force" in err
+    assert sim.state.interfaces[1].flags & 1  # still admin-up
+    rc, out, _ = await peerctl("--socket", sock, "vpp", "sh", "version")
+    assert rc == 0 and "vpp" in out.lower()
+    rc, _, err = await peerctl("--socket", sock, "ikev2", "set", "logging", "level", "4")
+    assert rc == 0, err
+    # forced, it reaches VPP (vppsim's CLI does not implement it and says so)
+    rc, _, err = await peerctl("--socket", sock, "--force", "vpp", "set", "interface", "state",
+                               "GigabitEthernet0/3/0", "down")
+    assert "VPP refused the command: unknown input" in err

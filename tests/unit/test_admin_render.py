@@ -101,7 +101,7 @@ def test_vpp_summary() -> None:
         ("show vpp", Request(proto.SHOW_VPP, {}, "vpp")),
         ("event-logger clear",
          Request(proto.VPP, {"command": "event-logger clear", "show_secrets": False}, "text")),
-        ("ikev2 set logging level 3",  # translated by the server (agent/vpp/cli_compat.py)
+        ("ikev2 set logging level 3",  # translated by the daemon (agent/vpp/cli_compat.py)
          Request(proto.VPP, {"command": "ikev2 set logging level 3", "show_secrets": False},
                  "text")),
         ("vpp show ip fib",

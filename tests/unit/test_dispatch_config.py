@@ -28,6 +28,7 @@ from tests.fixtures import example_request
 class FakeVpp:
     connected: bool = True
     last_error: str = ""
+    generation: int = 1  # connected once
 
 
 @dataclass
@@ -240,6 +241,9 @@ async def test_router_state_follows_start_and_stop(tmp_path: Path) -> None:
     entry = (await d.device_stats())[-1]
     assert entry["state"] == "failed" and "VPP" in entry["stateReason"]
     assert validate_stats(await d.device_stats()) == []
+    mgr.vpp.generation = 0  # never connected yet (boot): VPP is not running, not failed
+    entry = (await d.device_stats())[-1]
+    assert entry["state"] == "stopped" and "VPP" in entry["stateReason"]
 
 
 @pytest.mark.parametrize("raw, reported", [

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from ipaddress import IPv4Address
 from types import SimpleNamespace
 from typing import Any
 
@@ -126,3 +128,35 @@ async def test_chains_in_flight_are_bounded_and_all_complete() -> None:
     await Executor(vpp).apply(chains, {})
     assert len(vpp.calls) == sum(len(c) for c in chains)
     assert 1 < SlowVpp.most <= MAX_CHAINS_IN_FLIGHT
+
+
+class FailingUndo(FakeVpp):
+    """Fails the first route add, and the undo of the route added before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route_adds = 0
+
+    async def call(self, name: str, /, *, _timeout: float | None = None, _check: bool = True,
+                   **fields: Any) -> Any:
+        if name == "ip_route_add_del":
+            if fields["is_add"]:
+                self.route_adds += 1
+                if self.route_adds == 2:
+                    raise VppApiError(name, -1)
+            else:
+                raise VppApiError(name, -6)
+        return await super().call(name, **fields)
+
+
+async def test_an_undo_that_fails_stops_its_chain() -> None:
+    """The tunnel is not deleted under a route whose delete failed (it would dangle);
+    reconcile removes what is left, whole."""
+    spec = replace(numbered_spec(3), monitor_ips=(IPv4Address("198.51.100.1"),
+                                                  IPv4Address("198.51.100.2")))
+    ops = plan_add_ops(spec, VppFacts(1))
+    vpp = FailingUndo()
+    with pytest.raises(ApplyError) as info:
+        await Executor(vpp).apply([ops], {})
+    assert not info.value.rolled_back and "ROLLBACK INCOMPLETE" in str(info.value)
+    assert "ipip_del_tunnel" not in [name for name, _ in vpp.calls]

@@ -14,6 +14,7 @@ from agent.monitor.health import DROP_EVENT, RTT_EVENT, AlertConfig, HealthConfi
 from agent.monitor.icmp import ProbeResult, ResultCallback
 from agent.monitor.resolver import ChangeCallback, NameState
 from agent.monitor.service import Bind, MonitorService
+from agent.peers.guard import target_problem
 from agent.peers.manager import PeerState
 from agent.peers.spec import PeerSpec
 from tests.spec_factory import example_spec, numbered_spec
@@ -110,6 +111,7 @@ class FakeManager:
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
         self.vpp_down: str | None = None
+        self.wan = [IPv4Interface("192.168.1.10/24")]
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
@@ -119,6 +121,9 @@ class FakeManager:
 
     def vpp_down_reason(self) -> str | None:
         return self.vpp_down
+
+    def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
+        return target_problem(addr, spec, self.desired, self.wan)
 
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None:
@@ -474,3 +479,46 @@ def test_status_listeners_hear_each_up_and_down_once() -> None:
     for _ in range(4):
         r.engine.deliver(7, "198.51.100.1", None)
     assert heard == [(7, "up"), (7, "down")]
+
+
+async def test_dns_answers_that_must_not_be_routed_are_skipped_with_a_reason() -> None:
+    other = plain(8)
+    r = rig(plain(7, ("198.51.100.1",), ("mon.example.com",)), other)
+    hostile = ("127.0.0.1", "169.254.169.254", "0.0.0.0", "224.0.0.5", "192.168.1.10",
+               "192.168.1.1", str(other.dst), str(numbered_spec(7).dst))
+    r.resolver.resolved("mon.example.com", "203.0.113.200", *hostile)
+    assert set(r.engine.of(7)) == {A("198.51.100.1"), A("203.0.113.200")}
+    await r.service.push_routes()
+    assert r.manager.dynamic_routes[7] == (A("203.0.113.200"),)
+    snap = r.service.snapshot(7)
+    assert snap is not None
+    reasons = {s["address"]: s["reason"] for s in snap["skipped"]}
+    assert set(reasons) == set(hostile)
+    assert reasons["169.254.169.254"].startswith("a link-local address")
+    assert reasons[str(other.dst)] == ("the peer address of tunnel 8: that tunnel's IKE/ESP "
+                                       "would be diverted")
+    assert reasons["192.168.1.1"].startswith("in the WAN subnet 192.168.1.0/24")
+    assert all(s["from"] == ["mon.example.com"] for s in snap["skipped"])
+
+
+async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
+    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)], sa_poll=1.0)
+    built = 0
+    real = r.service._entry
+
+    def counting(*, evaluate: bool) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        return real(evaluate=evaluate)
+
+    r.service._entry = counting  # type: ignore[method-assign]
+    first = await r.service.device_stats()
+    for _ in range(99):
+        assert await r.service.device_stats() == first
+    assert built == 1
+    r.clock.t += 1.0  # the next SA poll period: fresh numbers
+    r.engine.deliver(7, "198.51.100.7", 12.0)
+    fresh = await r.service.device_stats()
+    assert built == 2 and fresh[0]["tunnel_stats"]["7"] != first[0]["tunnel_stats"]["7"]
+    r.manager.put(plain(60, ("198.51.100.60",)))  # a desired-set change: at once
+    assert "60" in (await r.service.device_stats())[0]["tunnel_stats"]

@@ -18,7 +18,7 @@ DELETE = object()
 
 STRONG_DH = (
     "modp-2048, modp-3072, modp-4096, modp-6144, modp-8192, ecp-256, ecp-384, ecp-521, "
-    "modp-1024-160, modp-2048-224, modp-2048-256"
+    "modp-2048-256"
 )
 HMACS = "sha1-96, hmac-sha2-256-128, hmac-sha2-384-192, hmac-sha2-512-256"
 IKE_CIPHERS = "aes-cbc, aes-gcm-16, chacha20-poly1305"

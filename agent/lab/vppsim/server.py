@@ -69,6 +69,10 @@ class Connection(asyncio.Protocol):
                 break
             self.sim.handle(self, bytes(buf[pos + 16 : end]), out)
             pos = end
+            if self.sim.abort_pending:  # inject_disconnect: drop everyone, reply to nobody
+                self.sim.abort_pending = False
+                self.sim.kill_connections()
+                return
         del buf[:pos]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
@@ -110,6 +114,8 @@ class VppSim:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_client = _FIRST_CLIENT_INDEX
         self._injections: list[_Injection] = []
+        self._disconnect_after: int | None = None
+        self.abort_pending = False
         self._pending_events: list[tuple[int, int, bool]] = []
         self._ids = {name: md.msg_id for name, md in self.catalog.by_name.items()}
 
@@ -165,6 +171,12 @@ class VppSim:
         if message is not None and message not in WRITES:
             raise ValueError(f"{message} is not a state-changing request vppsim serves")
         self._injections.append(_Injection(message, retval, after))
+
+    def inject_disconnect(self, after: int = 0) -> None:
+        """Apply the (after+1)-th state-changing request, then reset every API connection
+        before its reply is sent: VPP keeps its state, the client loses the socket (an
+        API socket reset, a stalled VPP that recovers)."""
+        self._disconnect_after = after
 
     def snapshot(self) -> dict[str, Any]:
         return self.state.snapshot()
@@ -260,6 +272,12 @@ class VppSim:
             changed = getattr(self.ike, "state_changed", None)
             if changed is not None:  # a backend that mirrors VPP state to Linux
                 changed()
+            if self._disconnect_after is not None:
+                if self._disconnect_after == 0:  # applied, but the reply never leaves
+                    self._disconnect_after = None
+                    self.abort_pending = True
+                    return
+                self._disconnect_after -= 1
         out.extend(packed)
 
     def _pack(self, name: str, fields: dict[str, Any]) -> bytes:

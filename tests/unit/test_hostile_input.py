@@ -1,0 +1,128 @@
+"""Hostile or unlucky input: a PSK pasted elsewhere, lone surrogates, weak RFC 5114
+groups, absurd nesting, a state dir left world-readable."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.jobs.validation import (
+    JobRejected,
+    ValidationPolicy,
+    normalize_add_tunnel,
+)
+from agent.link.envelope import Rejected, parse_frame
+from agent.peers.store import PeerStore
+from tests.fixtures import example_request
+from tests.unit.test_dispatch_config import job, make, run
+
+DIGIT_PSK = "4711471147114711"  # a PSK that is also a valid number
+
+
+def _params(**ikev2: Any) -> dict[str, Any]:
+    params: dict[str, Any] = copy.deepcopy(example_request()["params"])
+    params["ikev2"].update(ikev2)
+    return params
+
+
+def _refusal(params: dict[str, Any], policy: ValidationPolicy | None = None) -> JobRejected:
+    with pytest.raises(JobRejected) as info:
+        normalize_add_tunnel(params, policy or ValidationPolicy())
+    return info.value
+
+
+def _everything(exc: JobRejected) -> str:
+    return "\n".join([str(exc), repr(exc.args), exc.message,
+                      *(f"{p.field} {p.value} {p.reason} {p.allowed}" for p in exc.problems)])
+
+
+@pytest.mark.parametrize("where", ["dev_id", "srcPort", "tunnel-id", "ike.key-size",
+                                   "esp.key-size", "lifetime", "remote-device-id", "ips"])
+@pytest.mark.parametrize("as_number", [False, True])
+def test_a_psk_pasted_into_another_field_is_refused_and_never_echoed(
+        where: str, as_number: bool) -> None:
+    params = _params(psk=DIGIT_PSK)
+    value: Any = int(DIGIT_PSK) if as_number else DIGIT_PSK
+    if where.startswith(("ike.", "esp.")):
+        part, key = where.split(".")
+        params["ikev2"][part][key] = value
+    elif where in ("lifetime", "remote-device-id"):
+        params["ikev2"][where] = value
+    elif where == "ips":
+        params["peer"]["ips"] = [value]
+    else:
+        params[where] = value
+    exc = _refusal(params)
+    assert DIGIT_PSK not in _everything(exc)
+    assert "******" in exc.message
+
+
+def test_a_psk_used_as_dev_id_is_refused_before_it_reaches_vpp_or_the_logs() -> None:
+    params = _params(psk="Top-Secret-Key-4711")
+    params["dev_id"] = "Top-Secret-Key-4711"
+    exc = _refusal(params)
+    assert exc.message == ("dev_id: '******': contains the pre-shared key; "
+                           "allowed: a value that does not contain ikev2.psk")
+
+
+def test_a_psk_with_a_lone_surrogate_is_refused_normally() -> None:
+    exc = _refusal(_params(psk="abc\ud800defghijkl"))
+    assert exc.message.startswith("ikev2.psk: 15 bytes: not valid Unicode text (a lone "
+                                  "surrogate)")
+
+
+@pytest.mark.parametrize("group", ["modp-1024-160", "modp-2048-224"])
+def test_rfc5114_groups_22_and_23_are_weak(group: str) -> None:
+    params = _params()
+    params["ikev2"]["ike"]["dh-group"] = group
+    exc = _refusal(params)
+    assert "weak, refused by the device's security policy" in exc.message
+    spec = normalize_add_tunnel(params, ValidationPolicy(allow_weak_crypto=True))
+    assert spec.ike.dh_group in (22, 23)
+
+
+def test_a_5000_deep_valid_job_gets_an_addressed_refusal() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    frame = ('{"seq": "41", "jobid": 9, "msg": {"entity": "agent", "message": "add-tunnel",'
+             f' "params": {{"x": {deep}}}}}}}')
+    json.loads(frame.replace(deep, "[]"))  # the frame is valid JSON apart from its depth
+    out = parse_frame(frame)
+    assert isinstance(out, Rejected) and out.seq == "41"
+    assert "deeper than 64" in out.reason
+
+
+def test_a_world_readable_state_dir_is_tightened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    os.chmod(state, 0o755)
+    PeerStore(state).close()
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+
+
+async def test_one_peers_psk_pasted_into_another_request_of_the_job(tmp_path: Path) -> None:
+    first = _params(psk="Top-Secret-Key-4711")
+    second = _params(psk="Integration-PSK-never-logged")
+    second["tunnel-id"] = 8
+    second["dev_id"] = "Top-Secret-Key-4711"
+    d, mgr = make(tmp_path)
+
+    def sync(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        return job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": a},
+            {"entity": "agent", "message": "add-tunnel", "params": b}]})
+
+    outcome = await run(d, sync(first, second))
+    assert not outcome.ok and outcome.message == (
+        "requests[1].params.dev_id: '******': contains the pre-shared key; allowed: a value "
+        "that does not contain ikev2.psk")
+    assert mgr.synced == []  # refused before anything was applied
+    # the same PSK for a redundant pair is fine
+    second["dev_id"], second["ikev2"]["psk"] = first["dev_id"], "Top-Secret-Key-4711"
+    assert (await run(d, sync(first, second))).ok
+    assert [s.tunnel_id for s in mgr.synced[-1]] == [7, 8]

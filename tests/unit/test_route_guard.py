@@ -1,0 +1,70 @@
+"""Routes that would break the device (pure): monitor IPs and remote selectors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Interface
+
+import pytest
+
+from agent.peers.guard import route_problems
+from agent.peers.spec import TrafficSelector
+from tests.spec_factory import numbered_spec
+
+WAN = [IPv4Interface("192.168.1.10/24")]
+A = IPv4Address
+
+
+def ts(start: str, end: str) -> TrafficSelector:
+    return TrafficSelector(0, 0, 65535, A(start), A(end))
+
+
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("monitor_ips", (A("203.0.113.1"),),
+     "tunnel 1: peer.ips 203.0.113.1 is the tunnel's own peer address (dst): its IKE/ESP "
+     "would be routed into itself"),
+    ("monitor_ips", (A("192.168.1.1"),),
+     "tunnel 1: peer.ips 192.168.1.1 is in the WAN subnet 192.168.1.0/24 (the gateway and "
+     "the neighbours there must stay reachable)"),
+    ("monitor_ips", (A("192.168.1.10"),),
+     "tunnel 1: peer.ips 192.168.1.10 is this device's own WAN address"),
+    ("monitor_ips", (A("203.0.113.2"),),
+     "tunnel 1: peer.ips 203.0.113.2 is the peer address of tunnel 2: that tunnel's IKE/ESP "
+     "would be diverted"),
+    ("remote_ts", ts("203.0.113.0", "203.0.113.255"),
+     "tunnel 1: ikev2.remote-ts 203.0.113.0-203.0.113.255 covers the tunnel's own peer "
+     "address 203.0.113.1: its IKE/ESP would be routed into itself"),
+    ("remote_ts", ts("192.168.0.0", "192.168.255.255"),
+     "tunnel 1: ikev2.remote-ts 192.168.0.0-192.168.255.255 overlaps the WAN subnet "
+     "192.168.1.0/24 of this device"),
+    ("remote_ts", ts("127.0.0.0", "127.0.0.255"),
+     "tunnel 1: ikev2.remote-ts 127.0.0.0-127.0.0.255 covers 127.0.0.0/8, which must never "
+     "be routed into a tunnel"),
+])
+def test_each_hazard_is_named(field: str, value: object, expected: str) -> None:
+    spec = replace(numbered_spec(1), **{field: value})
+    peers = {1: spec, 2: numbered_spec(2)}
+    assert route_problems(spec, peers, WAN)[0] == expected
+
+
+def test_the_whole_space_but_one_is_refused_for_many_reasons() -> None:
+    spec = replace(numbered_spec(1), remote_ts=ts("0.0.0.0", "255.255.255.254"))
+    problems = route_problems(spec, {1: spec, 2: numbered_spec(2)}, WAN)
+    assert any("covers the tunnel's own peer address" in p for p in problems)
+    assert any("covers the peer address 203.0.113.2 of tunnel 2" in p for p in problems)
+    assert any("overlaps the WAN subnet" in p for p in problems)
+
+
+def test_a_new_peer_whose_address_another_tunnel_routes_is_refused() -> None:
+    old = replace(numbered_spec(1), remote_ts=ts("198.18.0.0", "198.18.255.255"))
+    new = replace(numbered_spec(2), dst=A("198.18.0.9"))
+    assert route_problems(new, {1: old, 2: new}, WAN) == [
+        "tunnel 2: dst 198.18.0.9 is inside the remote selector of tunnel 1, routed into "
+        "that tunnel"]
+
+
+def test_ordinary_peers_have_no_problem() -> None:
+    a = replace(numbered_spec(1), remote_ts=ts("10.20.0.0", "10.20.255.255"))
+    b = replace(numbered_spec(2), remote_ts=ts("10.20.0.0", "10.20.255.255"))
+    assert route_problems(a, {1: a, 2: b}, WAN) == []
+    assert route_problems(numbered_spec(3), {3: numbered_spec(3)}, WAN) == []
