@@ -501,8 +501,8 @@ async def test_dns_answers_that_must_not_be_routed_are_skipped_with_a_reason() -
     assert all(s["from"] == ["mon.example.com"] for s in snap["skipped"])
 
 
-async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
-    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)], sa_poll=1.0)
+async def test_a_query_flood_builds_the_stats_entry_once_a_second() -> None:
+    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)])
     built = 0
     real = r.service._entry
 
@@ -516,9 +516,15 @@ async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
     for _ in range(99):
         assert await r.service.device_stats() == first
     assert built == 1
-    r.clock.t += 1.0  # the next SA poll period: fresh numbers
+    r.clock.t += 1.0  # a second later: fresh numbers
     r.engine.deliver(7, "198.51.100.7", 12.0)
     fresh = await r.service.device_stats()
     assert built == 2 and fresh[0]["tunnel_stats"]["7"] != first[0]["tunnel_stats"]["7"]
     r.manager.put(plain(60, ("198.51.100.60",)))  # a desired-set change: at once
     assert "60" in (await r.service.device_stats())[0]["tunnel_stats"]
+    before = built
+    await r.service.device_stats()
+    assert built == before  # cached
+    r.manager.sa(7, "up")  # an SA state change the manager pushes: rebuilt at once
+    await r.service.device_stats()
+    assert built == before + 1
