@@ -44,7 +44,9 @@ pytestmark = [pytest.mark.netns]
 IKE_SA_INIT = 34
 FLAG_INITIATOR = 0x08
 SA_INIT_TIMEOUT = 8.0  # the lab agent's peers.sa_init_timeout
-DPD_TIME = 1 * (2 + 1)  # the lab agent's liveness_period x (liveness_retries + 1)
+# VPP's DPD detection time with the lab agent's liveness 1 s x 2 retries: VPP checks
+# liveness at its manager's ticks (every 2 s), so (retries + 1) x max(period, 2 s)
+DPD_TIME = (2 + 1) * max(1, 2.0)
 
 
 @pytest.fixture(scope="module")
