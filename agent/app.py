@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,7 +19,7 @@ import structlog
 
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
-from agent.config import AgentConfig
+from agent.config import AgentConfig, RoutingConfig
 from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
 from agent.jobs.info import detect_frr_version
@@ -34,6 +35,7 @@ from agent.peers.store import PeerStore
 from agent.policy.decide import Hysteresis
 from agent.policy.manager import PolicyManager
 from agent.remote.service import RemoteService
+from agent.routing.manager import RoutingManager, Vtysh
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
@@ -42,6 +44,17 @@ from agent.vpp.readers import WanFacts, read_tunnel_indexes, read_wan_facts
 log = structlog.get_logger(__name__)
 
 ReadyCallback = Callable[[], None]
+
+
+def make_routing(cfg: RoutingConfig, state_dir: Path,
+                 which: Callable[[str], str | None] = shutil.which) -> RoutingManager | None:
+    """The FRR writer when FRR is usable (vtysh installed); None: routing is recorded only."""
+    vtysh = which(cfg.vtysh) if cfg.vtysh else None
+    if vtysh is None:
+        log.warning("FRR's vtysh not found: routing (OSPF/BGP over peers) is recorded, "
+                    "not applied; install frr to apply it", vtysh=cfg.vtysh)
+        return None
+    return RoutingManager(Vtysh(vtysh, cfg.vty_socket or None), state_dir / "frr-owned.json")
 
 
 class Agent:
@@ -90,6 +103,7 @@ class Agent:
         )
         self.monitor.status_listeners.append(lambda _tid, _status: self.policies.notify())
         self.config_store = ConfigStore(state_dir)
+        self.routing = make_routing(cfg.routing, state_dir)
         self.stats_segment = (StatsSegment(Path(cfg.vpp.stats_socket))
                               if cfg.vpp.stats_socket else None)
         ctl = cfg.controller
@@ -106,6 +120,8 @@ class Agent:
             facts=self._wan_facts,
             counters=self._counters,
             observe=job_metrics,
+            routing=self.routing,
+            policies=self.policies,
         )
         self.monitor.alert_rules = lambda: (
             self.dispatcher.notification_rules(), self.dispatcher.tunnel_notifications(),
@@ -118,13 +134,15 @@ class Agent:
             vpp_cli=self._vpp_cli,
             config=self.dispatcher.recorded_config,
             secrets=lambda: [s.psk.reveal() for s in self.manager.desired.values()],
+            bgp_status=self.dispatcher.bgp_status,
         )
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
                                 direct=self.remote)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level,
-                           policies=self.policies.status),
+                           policies=self.policies.status,
+                           routing=self.dispatcher.routing_status),
             Path(cfg.admin.socket),
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
@@ -175,6 +193,9 @@ class Agent:
                 tg.create_task(self.monitor.run(), name="monitor")
                 # follows tunnel health; reconciles itself after each VPP (re)connect
                 tg.create_task(self.policies.run(), name="multilink-policies")
+                # FRR to the recorded routing now, and again after FRR restarts
+                tg.create_task(self.dispatcher.routing_forever(self.cfg.routing.reconcile_period),
+                               name="frr-routing")
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()

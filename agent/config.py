@@ -327,6 +327,17 @@ class PolicyConfig(_Section):
         return v
 
 
+class RoutingConfig(_Section):
+    vtysh: str = Field(
+        default="vtysh", description="FRR's vtysh (name or path); empty or not installed: "
+        "routing messages are recorded, not applied")
+    vty_socket: str = Field(
+        default="", description="FRR's vty socket directory; empty: FRR's default")
+    reconcile_period: float = Field(
+        default=30.0, gt=0, description="seconds between re-applications of the recorded "
+        "routing to FRR (an FRR restart loses it); no write when FRR holds it")
+
+
 class AdminConfig(_Section):
     socket: Path = Field(
         default=Path("/run/peering-agent/admin.sock"),
@@ -425,6 +436,7 @@ class AgentConfig(_Section):
     peers: PeersConfig = Field(default_factory=PeersConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)

@@ -7,7 +7,7 @@ with its manager, VPP client, health source (monitor) and job journal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +82,7 @@ class ManagerBackend:
         apply_log_level: Callable[[str], None] = configure_logging,
         cli_timeout: float | None = None,
         policies: Callable[[], dict[str, Any]] | None = None,
+        routing: Callable[[], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self._manager = manager
         self._vpp = vpp
@@ -91,10 +92,15 @@ class ManagerBackend:
         self._apply_level = apply_log_level
         self._cli_timeout = cli_timeout
         self._policies = policies
+        self._routing = routing
 
     def policy_status(self) -> dict[str, Any]:
         """The multilink policy for `show policies` (agent.policy.manager.status)."""
         return self._policies() if self._policies is not None else {"policy_id": None}
+
+    async def routing_status(self) -> list[dict[str, Any]]:
+        """Per peer routing for `show routing` (agent.routing.manager.peer_status)."""
+        return await self._routing() if self._routing is not None else []
 
     def peers(self) -> list[PeerView]:
         rows = []

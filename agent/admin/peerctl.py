@@ -37,6 +37,7 @@ from agent.admin.export import FORMATS
 from agent.admin.policies import render_policies
 from agent.admin.render import render_jobs, render_peers, render_vpp
 from agent.config import AdminConfig, ConfigError, load_config
+from agent.routing.status import format_table
 
 DEFAULT_CONFIG = Path("/etc/peering-agent/agent.toml")
 SOCKET_ENV = "PEERING_AGENT_ADMIN__SOCKET"
@@ -49,6 +50,7 @@ USAGE_LINES = (
     "show jobs [N]",
     "show vpp",
     "show policies",
+    "show routing",
     "show logging",
     "show event-logger",
     "event-logger clear",
@@ -100,6 +102,8 @@ def build_request(words: Sequence[str], *, fmt: str | None = None,
         return Request(proto.SHOW_VPP, {}, "vpp")
     if w == ["show", "policies"]:
         return Request(proto.SHOW_POLICIES, {}, "policies")
+    if w == ["show", "routing"]:
+        return Request(proto.SHOW_ROUTING, {}, "routing")
     if w[:2] == ["show", "event-logger"]:
         return vpp(" ".join(w))
     if w == ["event-logger", "clear"]:
@@ -187,6 +191,8 @@ def render(req: Request, data: Any) -> str:
         return render_vpp(data)
     if req.kind == "policies":
         return render_policies(data, time.time())
+    if req.kind == "routing":
+        return format_table(data)
     if req.kind == "level":
         return f"log level {data['level']}\n"
     text = str(data)

@@ -11,6 +11,7 @@ Commands (args):
   log level     {"level": str | null}             -> {"level": str}
   peer export   {"tunnel_id": int, "format": "swanctl"|"text", "show_secrets": bool} -> text
   show policies                                   -> PolicyManager.status()
+  show routing                                    -> [RoutingManager.peer_status() row, ...]
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ VPP = "vpp"
 LOG_LEVEL = "log level"
 PEER_EXPORT = "peer export"
 SHOW_POLICIES = "show policies"
-COMMANDS = (SHOW_PEERS, SHOW_JOBS, SHOW_VPP, VPP, LOG_LEVEL, PEER_EXPORT, SHOW_POLICIES)
+SHOW_ROUTING = "show routing"
+COMMANDS = (SHOW_PEERS, SHOW_JOBS, SHOW_VPP, VPP, LOG_LEVEL, PEER_EXPORT, SHOW_POLICIES,
+            SHOW_ROUTING)
 
 
 class ProtocolError(Exception):

@@ -231,6 +231,9 @@ class AdminServer:
         if cmd == proto.SHOW_POLICIES:  # a backend without multilink policies has none
             status = getattr(b, "policy_status", None)
             return status() if status is not None else {"policy_id": None}
+        if cmd == proto.SHOW_ROUTING:  # a backend without FRR routes nothing
+            routing = getattr(b, "routing_status", None)
+            return await routing() if routing is not None else []
         if cmd == proto.VPP:
             command = _str(args, "command")
             if len(command) > proto.MAX_CLI_COMMAND or "\n" in command or "\r" in command:

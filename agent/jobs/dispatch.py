@@ -8,6 +8,13 @@ routes, OSPF, BGP, policies, notifications...), keyed like flexiagent's DB, so
 that `sync-device` converges and `get-device-config` can be answered. Only what
 cannot be parsed is refused, with the reason.
 
+Routing and path selection ride on the same jobs: after the recorded configuration
+changed, the routing model built from it goes to FRR (agent.routing) and the
+multilink policy to VPP's ACL/ABF (agent.policy), in that order after the peer
+tunnels; a failure of either undoes the job's VPP steps (the routing manager restores
+FRR itself), so a job is all or nothing across VPP and FRR. Parameters FRR or the
+policy could not take refuse the job before anything is changed.
+
 After every ok:1 job of the signed set that came with a job id, the
 configuration hash chain advances exactly as flexiManage's (section 5); a
 successful `sync-device` resets it to ''. Items, chain and router state are
@@ -23,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
@@ -45,6 +52,15 @@ from agent.jobs.info import (
     reconfig_hash,
 )
 from agent.jobs.outcome import Outcome
+from agent.jobs.rooms import (
+    Policies,
+    PolicyStep,
+    Routing,
+    policy_step,
+    policy_step_sync,
+    routing_model,
+    touches_routing,
+)
 from agent.jobs.signature import SYNC_DEVICE, advance, is_signed
 from agent.jobs.validation import (
     JobRejected,
@@ -67,7 +83,12 @@ from agent.peers.manager import (
     RemovePeer,
 )
 from agent.peers.spec import PeerSpec
+from agent.policy.model import PolicyError
+from agent.routing.manager import RoutingError
+from agent.routing.model import RoutingModel, RoutingModelError
 from agent.vpp.counters import Counters, delta
+from agent.vpp.errors import VppError
+from agent.vpp.executor import ApplyError
 from agent.vpp.readers import WanFacts
 
 log = structlog.get_logger(__name__)
@@ -121,8 +142,16 @@ class JobDispatcher:
         counters: CountersProvider = _no_counters,
         clock: Callable[[], float] = time.monotonic,
         observe: JobObserver | None = None,
+        routing: Routing | None = None,
+        policies: Policies | None = None,
     ) -> None:
+        """`routing` is None when FRR is not usable: routing is then recorded only."""
         self.manager = manager
+        self.routing = routing
+        self.policies = policies
+        self._lock = asyncio.Lock()  # one job (or routing reconcile) at a time
+        self._warned_no_frr = False
+        self._routing_error = ""
         self._observe = observe
         self.policy = policy
         self._stats = stats
@@ -159,7 +188,8 @@ class JobDispatcher:
                        original: Mapping[str, Any], started: float) -> Outcome:
         bound = log.bind(jobid=jobid, job=message)
         try:
-            result = await self._run(message, params, jobid, original)
+            async with self._lock:
+                result = await self._run(message, params, jobid, original)
         except JobRejected as e:
             bound.warning("job rejected", reason=e.message)
             return Outcome(False, e.message)
@@ -183,7 +213,9 @@ class JobDispatcher:
             await self._commit(items, "", self.router_state)
             return result
         if message == "reset-device":
-            result = await self.manager.sync([])
+            result = await self._transact({}, self.router_state, target=[],
+                                          policy=PolicyStep("replace-apps"), converge=True,
+                                          job_params=params)
             await self._commit({}, FORCE_SYNC_SIGNATURE, self.router_state)
             return result
         if message in REFUSED_JOBS:
@@ -319,25 +351,38 @@ class JobDispatcher:
         # validates in every state; CPU-heavy for big jobs, so off the event loop
         changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
         items = apply_requests(self.items, requests)
+        step = policy_step(requests)
+        touched = touches_routing(requests)
         if router == "stopped":
-            result = await self.manager.sync([]) if self.manager.desired else JobResult(
-                notes=("recorded; the router is stopped",))
+            if self.manager.desired:
+                result = await self._transact(items, router, target=[], policy=step,
+                                              touched=touched, job_params=job_params)
+            else:
+                result = await self._transact(items, router, policy=step, touched=touched,
+                                              note="recorded; the router is stopped",
+                                              job_params=job_params)
         elif self.router_state == "stopped":
-            result = await self.manager.sync(self._recorded_specs(items, job_params))
-        elif changes:
-            result = await self.manager.apply(changes)
+            result = await self._transact(items, router,
+                                          target=self._recorded_specs(items, job_params),
+                                          policy=step, touched=touched, job_params=job_params)
         else:
-            result = JobResult(notes=("recorded",))
+            result = await self._transact(items, router, changes=changes, policy=step,
+                                          touched=touched, job_params=job_params)
         return result, items, router
 
     async def _sync(self, params: Any) -> tuple[JobResult, Items]:
         """Converge to exactly the configuration listed: the VPP part through the peer
-        manager (unchanged peers untouched), the recorded part replaced."""
+        manager (unchanged peers untouched), FRR and the multilink policy to what the
+        list says (nothing written when they hold it already), the recorded part replaced."""
         requests, specs = await asyncio.to_thread(self._sync_requests, params)
         items = apply_requests({}, application_order(requests))
+        step = policy_step_sync(items)
         if self.router_state == "stopped":
-            return JobResult(notes=("recorded; the router is stopped",)), items
-        return await self.manager.sync(specs), items
+            return await self._transact(items, self.router_state, policy=step, converge=True,
+                                        note="recorded; the router is stopped",
+                                        job_params=params), items
+        return await self._transact(items, self.router_state, target=specs, policy=step,
+                                    converge=True, job_params=params), items
 
     def _sync_requests(self, params: Any) -> tuple[list[ConfigRequest], list[PeerSpec]]:
         """sync-device's requests and its peer tunnels, validated (pure, CPU-heavy)."""
@@ -360,6 +405,165 @@ class JobDispatcher:
         if problems:
             raise rejection(problems, params)
         return requests, specs
+
+    # -- one job across VPP, FRR and the multilink policy -----------------------------------
+
+    async def _transact(self, items: Items, router: str, *,
+                        changes: Sequence[Change] | None = None,
+                        target: Sequence[PeerSpec] | None = None,
+                        policy: PolicyStep | None = None, touched: bool = True,
+                        converge: bool = False, note: str = "recorded",
+                        job_params: Any = None) -> JobResult:
+        """Peer tunnels (`changes` applied, or converged to `target`), then FRR, then the
+        policy; all or nothing. `converge` (sync-device) hands FRR its model even when it
+        equals the last one applied, so a restarted FRR is repaired (no write when equal).
+        """
+        model = self._desired_routing(items, router, touched)
+        if policy is not None and self.policies is not None:
+            try:
+                policy.check(self.policies.applications)
+            except PolicyError as e:
+                raise JobError(f"multilink policy: {e}") from None
+        before = dict(self.manager.desired)
+        result = await self._vpp_step(changes, target, note)
+        old_model = self.routing.model if self.routing is not None else None
+        routed = False
+        if self.routing is not None and model is not None and (
+                converge or (touched and model != old_model)):
+            try:
+                plan = await self.routing.apply(model)
+            except RoutingError as e:  # the routing manager put FRR back already
+                await self._undo_vpp(before, f"FRR: {e}")
+            routed = not plan.empty
+            if routed:
+                result = _with(result, f"FRR: {len(plan.commands())} line(s) changed")
+        if policy is not None and self.policies is not None:
+            try:
+                writes = await self._policy_step(policy)
+            except (PolicyError, ApplyError, VppError) as e:
+                reason = f"multilink policy: {e}"
+                if routed and self.routing is not None:
+                    try:
+                        await self.routing.apply(old_model or RoutingModel())
+                    except RoutingError as undo:
+                        reason += f"; restoring FRR failed: {undo}"
+                await self._undo_vpp(before, reason)
+            if writes:
+                result = _with(result, f"multilink policy: {writes} VPP write(s)")
+        return result
+
+    def _desired_routing(self, items: Items, router: str, touched: bool) -> RoutingModel | None:
+        """The routing model for FRR (None without FRR); a field FRR cannot take refuses
+        the job here, before any VPP step."""
+        if self.routing is None:
+            if touched and not self._warned_no_frr:
+                self._warned_no_frr = True
+                log.warning("FRR (vtysh) is not installed: routing messages are recorded "
+                            "but not applied")
+            return None
+        try:
+            return routing_model(items, router)
+        except RoutingModelError as e:
+            raise JobError(f"routing: {e}") from None
+
+    async def _vpp_step(self, changes: Sequence[Change] | None,
+                        target: Sequence[PeerSpec] | None, note: str) -> JobResult:
+        """The peer-tunnel part; tunnels about to be deleted or re-created are taken out of
+        the multilink policy first (changing an ABF path through a deleted interface
+        crashes VPP 26.06) and given back once the step is over."""
+        desired = self.manager.desired
+        if target is not None:
+            wanted = {s.tunnel_id: s for s in target}
+            going = {t for t, s in desired.items() if wanted.get(t) != s}
+        elif changes:
+            going = {c.tunnel_id for c in changes
+                     if isinstance(c, RemovePeer) and c.tunnel_id in desired}
+        else:
+            return JobResult(notes=(note,))
+        await self._release(going)
+        try:
+            if target is not None:
+                return await self.manager.sync(target)
+            assert changes is not None
+            return await self.manager.apply(changes)
+        finally:
+            if going and self.policies is not None:
+                self.policies.restore(going)
+
+    async def _release(self, tunnel_ids: set[int]) -> None:
+        if not tunnel_ids or self.policies is None:
+            return
+        try:
+            await self.policies.release(tunnel_ids)
+        except (PolicyError, ApplyError, VppError) as e:
+            self.policies.restore(tunnel_ids)
+            raise JobError(f"multilink policy: cannot take tunnel(s) "
+                           f"{', '.join(map(str, sorted(tunnel_ids)))} out of it: {e}") from None
+
+    async def _undo_vpp(self, before: Mapping[int, PeerSpec], reason: str) -> NoReturn:
+        """Put the peer tunnels back to `before` and fail the job with `reason`."""
+        now = self.manager.desired
+        if dict(now) == dict(before):
+            raise JobError(reason)
+        going = {t for t, s in now.items() if before.get(t) != s}
+        try:
+            await self._release(going)
+            try:
+                await self.manager.sync(list(before.values()))
+            finally:
+                if going and self.policies is not None:
+                    self.policies.restore(going)
+        except JobError as undo:
+            raise JobError(f"{reason}; undoing the job's VPP changes failed too: {undo}"
+                           ) from None
+        raise JobError(f"{reason}; the job's VPP changes were undone")
+
+    async def _policy_step(self, step: PolicyStep) -> int:
+        assert self.policies is not None
+        if step.kind == "apply":
+            assert step.policy is not None
+            return await self.policies.apply(step.policy, step.apps)
+        if step.kind == "remove":
+            return await self.policies.remove()
+        if step.kind == "applications":
+            return await self.policies.set_applications(step.apps)
+        writes = await self.policies.remove()  # replace-apps: sync-device without a policy
+        return writes + await self.policies.set_applications(step.apps)
+
+    # -- routing outside jobs -------------------------------------------------------------
+
+    async def reconcile_routing(self) -> None:
+        """FRR to the recorded configuration's routing (at start, then periodically: an
+        FRR restart loses it); no write when FRR holds it. Problems are logged once."""
+        if self.routing is None:
+            return
+        async with self._lock:
+            try:
+                plan = await self.routing.apply(routing_model(self.items, self.router_state))
+            except (RoutingError, RoutingModelError) as e:
+                if str(e) != self._routing_error:
+                    log.warning("FRR reconcile failed", error=str(e))
+                self._routing_error = str(e)
+                return
+        if self._routing_error:
+            log.info("FRR reconciled again")
+        self._routing_error = ""
+        if not plan.empty:
+            log.info("FRR reconciled", lines=len(plan.commands()))
+
+    async def routing_forever(self, period: float = 30.0) -> None:
+        """`reconcile_routing` now and every `period` seconds until cancelled."""
+        while True:
+            await self.reconcile_routing()
+            await asyncio.sleep(period)
+
+    async def bgp_status(self) -> dict[str, Any]:
+        """The `get-bgp-status` answer: `{}` without FRR or BGP (section 12.6)."""
+        return await self.routing.bgp_status() if self.routing is not None else {}
+
+    async def routing_status(self) -> list[dict[str, Any]]:
+        """Per peer routing state for `peerctl show routing` ([] without FRR)."""
+        return await self.routing.peer_status() if self.routing is not None else []
 
     # -- what the controller reads --------------------------------------------------------
 
@@ -444,6 +648,8 @@ class JobDispatcher:
             interfaces = await self.interfaces()
             entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
             await self._add_counters(entries[-1])
+            if self.routing is not None:  # flexiagent's 3-minute reading; {} without BGP
+                entries[-1]["bgp"] = await self.routing.stats_bgp()
         return entries
 
     async def _add_counters(self, entry: dict[str, Any]) -> None:
@@ -477,3 +683,7 @@ class JobDispatcher:
 def _prefix(req: ConfigRequest) -> str:
     """Where the request's params sit in the job (``requests[2].params.``), for messages."""
     return "" if req.fld == "params" else req.fld + "."
+
+
+def _with(result: JobResult, note: str) -> JobResult:
+    return JobResult(result.warnings, (*result.notes, note), result.writes)

@@ -96,6 +96,7 @@ async def run_demo(lab: Lab, workdir: Path, psk: str, duration: float | None,
         "vpp": vpp,
         "interfaces": interfaces,
         "state": {"dir": str(workdir / "state")},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(workdir / "admin.sock")},
         "monitor": {"stats_period": 2.0},
         "logging": {"level": "error"},

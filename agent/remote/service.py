@@ -125,8 +125,10 @@ class RemoteService:
         secrets: SecretsSource,
         log_sources: Mapping[str, LogSource] | None = None,
         journalctl: str = "journalctl",
+        bgp_status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
-        """`log_sources` and `journalctl` replace the defaults in tests."""
+        """`log_sources` and `journalctl` replace the defaults in tests; `bgp_status`
+        answers get-bgp-status (the dispatcher's, from FRR; None: `{}`)."""
         self._cfg = cfg
         self._allow: list[Pattern] = parse_allow(cfg.allow)
         self._vpp_cli = vpp_cli
@@ -135,6 +137,7 @@ class RemoteService:
         self._sources = dict(log_sources) if log_sources is not None \
             else default_sources(cfg.agent_log)
         self._journalctl = journalctl
+        self._bgp_status = bgp_status
         self._trace_lock = asyncio.Lock()  # VPP has one trace buffer: one capture at a time
 
     async def answer(self, message: str, params: Any) -> Outcome:
@@ -161,7 +164,8 @@ class RemoteService:
         if message == GET_DEVICE_PACKET_TRACES:
             return await self.packet_traces(params)
         if message == GET_BGP_STATUS:
-            return Outcome(True, {})  # no BGP on this device yet: flexiagent's "not running"
+            # `{}` without FRR or BGP: flexiagent's "not running"
+            return Outcome(True, await self._bgp_status() if self._bgp_status else {})
         return Outcome(False, f"{message} is not a remote diagnostics message")
 
     def _mask(self, text: str, secrets: Iterable[str] | None = None) -> str:

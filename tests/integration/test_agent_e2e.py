@@ -55,6 +55,7 @@ def make_config(ctl: ControllerDouble, sim: VppSim, state: Path,
                        "job_timeout": job_timeout},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(state)},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(state.parent / "admin.sock")},
         "logging": {"level": "debug"},
     }, {})

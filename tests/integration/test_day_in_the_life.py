@@ -49,6 +49,7 @@ def config(ws_url: str, sim: VppSim, state: Path, **controller: Any) -> AgentCon
                        "ping_interval": 0.5, "silence_timeout": 5.0, **controller},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(state)},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(state.parent / "admin.sock")},
         "monitor": {"stats_period": 0.2},
         "logging": {"level": "info"},

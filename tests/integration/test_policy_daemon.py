@@ -56,6 +56,7 @@ async def test_daemon_runs_policies_for_controller_peers(short_dir: Path) -> Non
                        "allow_insecure": True, "backoff_min": 0.05, "backoff_max": 0.3},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
         "state": {"dir": str(state)},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(short_dir / "admin.sock")},
         "policy": {"lan_interfaces": [LAN[0]], "period": 0.2},
     }, {})

@@ -59,6 +59,7 @@ async def running_agent(api_socket: Path, short_dir: Path, *, job_timeout: float
                        "job_timeout": job_timeout},
         "vpp": {"api_socket": str(api_socket), "call_timeout": 30.0},
         "state": {"dir": str(short_dir / "state")},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(short_dir / "admin.sock")},
         "remote": {"agent_log": str(agent_log)},
     }, {})

@@ -161,6 +161,7 @@ def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
         "vpp": {**vpp, "call_timeout": 2.0},
         "interfaces": interfaces,
         "state": {"dir": str(base / "state")},
+        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(base / "admin.sock")},
         # faster supervision than the daemon's defaults, so the lab stays quick
         # an unanswered initiation is down after 8 s (real VPP shows no state for
