@@ -93,7 +93,6 @@ class Agent:
             health_config=HealthConfig(window=mon.window, down_after=mon.down_after,
                                        up_after=mon.up_after),
             stats_period=mon.stats_period,
-            sa_poll=mon.sa_poll,
         )
         pol = cfg.policy
         self.policies = PolicyManager(

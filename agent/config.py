@@ -258,9 +258,9 @@ class StateConfig(_Section):
 class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
         default=False,
-        description="accept weak transforms (3des, sha1-96, modp-768/1024, "
-        "the RFC 5114 groups 22 and 23, null); flexiManage offers them, the device refuses "
-        "them by policy",
+        description="accept weak transforms VPP implements (sha1-96, modp-768/1024/1536, "
+        "ecp-192, the RFC 5114 groups 22 and 23, IKE null); DES, 3DES and MD5 are always "
+        "refused (VPP has none)",
     )
     psk_min_length: int = Field(
         default=8, ge=1, le=1024, description="shortest PSK accepted, bytes (flexiManage only "
@@ -282,19 +282,19 @@ class MonitorConfig(_Section):
     )
     down_after: int = Field(default=3, ge=1, description="losses in a row that mark a tunnel down")
     up_after: int = Field(default=3, ge=1, description="consecutive replies that mark it up again")
-    sa_poll: float = Field(default=1.0, gt=0, description="seconds between reads of the SA "
-                           "state that a tunnel's status follows")
 
 
 class PeersConfig(_Section):
     sa_poll_interval: float = Field(default=2.0, gt=0, description="seconds between IKE SA "
                                     "state polls (VPP has no IKE events)")
-    reinit_backoff_min: float = Field(default=2.0, gt=0, description="first re-initiation "
-                                      "delay after an SA is lost, seconds (doubles each try)")
-    reinit_backoff_max: float = Field(default=60.0, gt=0, description="re-initiation delay cap, "
-                                      "seconds")
+    reinit_backoff_min: float = Field(default=2.0, gt=0, description="first delay between "
+                                      "negotiation restarts after a failure, seconds (doubles "
+                                      "each restart)")
+    reinit_backoff_max: float = Field(default=60.0, gt=0, description="negotiation restart "
+                                      "delay cap, seconds")
     sa_init_timeout: float = Field(default=30.0, gt=0, description="an initiation unanswered "
-                                   "this long is reported down: no answer from the peer")
+                                   "this long is down (no answer from the peer) and restarted; "
+                                   "a lost SA is left to VPP's re-initiation this long")
     liveness_period: int = Field(default=10, ge=1, le=3600, description="seconds between VPP's "
                                  "IKE liveness (DPD) checks; one setting for all profiles")
     liveness_retries: int = Field(default=3, ge=1, le=100, description="unanswered liveness "

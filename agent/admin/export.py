@@ -113,6 +113,18 @@ def ike_proposal(spec: PeerSpec) -> str:
     return "-".join(parts)
 
 
+def _child_rekey(spec: PeerSpec) -> list[str]:
+    """Who rekeys the child SA: VPP only when it initiated (before the lifetime), never
+    as responder; the remote end's rekey_time follows."""
+    lifetime = spec.child_lifetime
+    if spec.role == "responder":
+        return ["                # The device never rekeys as responder: your side does.",
+                f"                rekey_time = {lifetime}s"]
+    return [f"                # The device rekeys before {lifetime} s; rekeying later here "
+            "avoids rekey collisions.",
+            f"                rekey_time = {lifetime + lifetime // 10}s"]
+
+
 def esp_proposal(spec: PeerSpec) -> str:
     """The one ESP proposal, e.g. aes256-sha256 (+ -modp2048 only with PFS)."""
     t = spec.esp
@@ -213,6 +225,8 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
         f"({LIVENESS_RETRIES} retries) and answers yours.",
         f"        dpd_delay = {LIVENESS_PERIOD * 3}s",
         "        mobike = no",
+        "        # The device (VPP) cannot answer IKEv2 cookie requests: in strongswan.conf keep",
+        "        # charon.cookie_threshold_ip above the number of tunnels from its address.",
     ]
     if remote_initiates:
         lines.append("        keyingtries = 0")
@@ -233,7 +247,7 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
         f"                local_ts = {swan_ts(spec.remote_ts)}",
         f"                remote_ts = {swan_ts(spec.local_ts)}",
         f"                esp_proposals = {esp}",
-        f"                rekey_time = {spec.child_lifetime}s",
+        *_child_rekey(spec),
         "                mode = tunnel",
     ]
     if spec.route_based:
@@ -253,7 +267,10 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
     if spec.esp.crypto_alg == vocab.CIPHERS["null"].iana and spec.esp.integ_alg in _GMAC_INTEG:
         lines.append("                # WARNING: the device proposes ENCR_NULL with AES-GMAC "
                      "integrity; strongSwan can only express the combined aesNNNgmac.")
-    if spec.pfs:
+    if spec.pfs and remote_initiates:
+        lines.append("                # PFS: propose the DH group in your rekeys; the device "
+                     "(responder) accepts it.")
+    elif spec.pfs:
         lines.append("                # PFS: the device's own rekeys use this DH group too.")
     if remote_initiates:
         lines += [

@@ -49,8 +49,8 @@ def _pct(value: float | None) -> str:
     return NONE if value is None else f"{value:.1f}%"
 
 
-PEER_HEADERS = ("ID", "NAME", "REMOTE", "IKE", "CHILD", "UPTIME", "RTT", "JITTER", "DROP",
-                "STATUS", "REASON")
+PEER_HEADERS = ("ID", "NAME", "REMOTE", "IKE", "CHILD", "SPIS", "UPTIME", "RTT", "JITTER",
+                "DROP", "STATUS", "REASON")
 
 
 def render_peers(peers: Sequence[Mapping[str, Any]]) -> str:
@@ -63,6 +63,7 @@ def render_peers(peers: Sequence[Mapping[str, Any]]) -> str:
             str(p["remote"]),
             str(p.get("ike_state") or NONE),
             str(p.get("child_sas", 0)),
+            str(p.get("spis") or NONE),
             fmt_duration(p.get("uptime")),
             _ms(p.get("rtt_ms")),
             _ms(p.get("jitter_ms")),

@@ -435,7 +435,7 @@ def _identity(p: _Problems, fld: str, type_fld: str, type_name: str, value: str)
         if why:
             p.add(fld, value, f"not a valid fqdn identity ({why})", DNS_ALLOWED)
             return None
-        return Identity(id_type, value)
+        return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
     local, at, domain = value.rpartition("@")
     rfc822_allowed = "local@domain, e.g. tunnel@example.com"
     if not at or not local:
@@ -448,7 +448,21 @@ def _identity(p: _Problems, fld: str, type_fld: str, type_name: str, value: str)
     if why:
         p.add(fld, value, f"invalid domain of rfc822 identity ({why})", rfc822_allowed)
         return None
-    return Identity(id_type, value)
+    return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
+
+
+VPP_ID_MAX = 63  # bytes of an IKE identity VPP's dumps keep (string data[64])
+
+
+def _vpp_id_fits(p: _Problems, fld: str, value: str) -> bool:
+    """VPP negotiates longer IDs but dumps only 63 bytes of them: reconcile would never
+    see the configured ID and re-create the profile forever."""
+    size = len(value.encode("utf-8"))
+    if size > VPP_ID_MAX:
+        p.add(fld, value, f"{size} bytes, longer than VPP keeps in its profile and SA dumps",
+              f"at most {VPP_ID_MAX} bytes")
+        return False
+    return True
 
 
 def _monitor_targets(
@@ -535,6 +549,8 @@ def _cipher(
             p.add(name_fld, t.crypto_alg, "unknown encryption algorithm", allowed)
         return None
     cipher, implied = found
+    if not _vpp_implements(p, name_fld, t.crypto_alg, cipher.vpp, allowed):
+        return None
     if ike and not cipher.ike:
         p.add(name_fld, t.crypto_alg, f"{cipher.name} is for ESP only, not IKE", allowed)
         return None
@@ -583,7 +599,18 @@ def _integrity(
         else:
             p.add(fld, name, "unknown integrity algorithm", allowed)
         return None
+    if not _vpp_implements(p, fld, name, integ.vpp, allowed):
+        return None
     return integ if _weak_allowed(p, fld, name, integ.weak, policy, allowed) else None
+
+
+def _vpp_implements(p: _Problems, fld: str, name: str, implemented: bool, allowed: str) -> bool:
+    """Refuse what VPP 26.06's IKEv2 plugin lacks (DES, 3DES, MD5), whatever the weak-crypto
+    policy: VPP would accept the profile and fail every negotiation later."""
+    if not implemented:
+        p.add(fld, name, "not implemented by VPP 26.06's IKEv2 plugin (refused even with "
+                         "allow_weak_crypto)", allowed)
+    return implemented
 
 
 def _weak_allowed(p: _Problems, fld: str, name: str, weak: bool, policy: ValidationPolicy,

@@ -37,6 +37,7 @@ class Cipher:
     ike: bool  # allowed for the IKE SA
     esp: bool  # allowed for child SAs
     weak: bool
+    vpp: bool = True  # implemented by VPP 26.06's IKEv2 plugin (ikev2_crypto.c)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class Integrity:
     prf: int | None  # PRF of the same hash, used for IKE; None for none/GMAC
     gmac: bool  # AES-GMAC: ESP only, only together with ESP NULL encryption
     weak: bool
+    vpp: bool = True  # implemented by VPP 26.06's IKEv2 plugin (ikev2_crypto.c)
 
 
 @dataclass(frozen=True)
@@ -63,8 +65,9 @@ _CIPHER_LIST: tuple[Cipher, ...] = (
     # IKE with NULL encryption is forbidden by RFC 7296 and only reachable with the
     # weak-crypto policy; ESP NULL (integrity only, with GMAC) is a legitimate choice.
     Cipher("null", 11, (), 0, aead=False, ike=True, esp=True, weak=False),
-    Cipher("3des", 3, (), 192, aead=False, ike=True, esp=True, weak=True),
-    Cipher("des", 2, (), 64, aead=False, ike=True, esp=True, weak=True),
+    # Named so exports and messages can say what they are; VPP 26.06 has no DES.
+    Cipher("3des", 3, (), 192, aead=False, ike=True, esp=True, weak=True, vpp=False),
+    Cipher("des", 2, (), 64, aead=False, ike=True, esp=True, weak=True, vpp=False),
 )
 CIPHERS: Mapping[str, Cipher] = MappingProxyType({c.name: c for c in _CIPHER_LIST})
 
@@ -99,7 +102,7 @@ _INTEG_LIST: tuple[Integrity, ...] = (
     Integrity("aes-128-gmac", 9, None, gmac=True, weak=False),
     Integrity("aes-192-gmac", 10, None, gmac=True, weak=False),
     Integrity("aes-256-gmac", 11, None, gmac=True, weak=False),
-    Integrity("md5-96", 1, PRF_HMAC_MD5, gmac=False, weak=True),
+    Integrity("md5-96", 1, PRF_HMAC_MD5, gmac=False, weak=True, vpp=False),  # no MD5 in VPP
 )
 INTEGRITIES: Mapping[str, Integrity] = MappingProxyType({i.name: i for i in _INTEG_LIST})
 
@@ -186,6 +189,7 @@ def cipher_names(*, ike: bool, allow_weak: bool) -> list[str]:
         c.name
         for c in _CIPHER_LIST
         if (c.ike if ike else c.esp)
+        and c.vpp
         and (allow_weak or not c.weak)
         # IKE NULL encryption is only offered to a weak-crypto policy.
         and not (ike and c.name == "null" and not allow_weak)
@@ -195,7 +199,8 @@ def cipher_names(*, ike: bool, allow_weak: bool) -> list[str]:
 def hmac_names(*, allow_weak: bool) -> list[str]:
     """HMAC integrity names (not none, not GMAC) allowed by the policy."""
     return [
-        i.name for i in _INTEG_LIST if i.iana != 0 and not i.gmac and (allow_weak or not i.weak)
+        i.name for i in _INTEG_LIST
+        if i.iana != 0 and not i.gmac and i.vpp and (allow_weak or not i.weak)
     ]
 
 

@@ -26,6 +26,12 @@ charon {{
   retransmit_timeout = 0.5
   retransmit_base = 1.4
   retransmit_tries = 2
+  # VPP 26.06 implements no IKEv2 cookies (RFC 7296 2.6): an IKE_SA_INIT answered with
+  # COOKIE is retransmitted unchanged forever. Many tunnels of one device behind one NAT
+  # address are legitimate half-open SAs after an outage (strongSwan 5.9 asks for cookies
+  # from 3 per address), so this gateway does not demand cookies for them.
+  cookie_threshold_ip = 1000
+  block_threshold = 1000
   plugins {{
     vici {{ socket = unix://{vici} }}
     kernel-netlink {{ fwmark = 0x10f7 }}

@@ -16,7 +16,8 @@ It owns no policy of its own; it wires the pieces together:
   data plane sends them where the probes are meant to go. A name that does not
   resolve is reported, never fatal, and its last known addresses stay probed;
 * the manager's SA state (status ``up`` = IKE SA established, child SA
-  installed) feeds each tunnel's health, polled every ``sa_poll`` seconds;
+  installed) feeds each tunnel's health: the manager is the only reader of SA
+  state in VPP and calls back whenever a tunnel's SA status changes;
 * every ``stats_period`` seconds one get-device-stats entry is recorded in a
   bounded history, which `device_stats` hands out since the previous poll.
 
@@ -56,6 +57,9 @@ if TYPE_CHECKING:
     from agent.peers.spec import PeerSpec
 
 log = structlog.get_logger(__name__)
+
+# An on-demand stats entry is rebuilt at most this often (and on any SA state change).
+ON_DEMAND_MAX_AGE = 1.0
 
 Bind = Literal["device", "source"]
 # () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
@@ -114,6 +118,8 @@ class Manager(Protocol):
 
     def add_change_listener(self, listener: Callable[[], None]) -> None: ...
 
+    def add_state_listener(self, listener: Callable[[], None]) -> None: ...
+
     def vpp_down_reason(self) -> str | None: ...
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None: ...
@@ -156,7 +162,6 @@ class MonitorService:
         alert_config: AlertConfig | None = None,
         stats_period: float = 10.0,
         history: int = 60,
-        sa_poll: float = 1.0,
         route_retry: float = 5.0,
         host_health: Callable[[], Mapping[str, Any]] | None = None,
         alert_rules: AlertRulesSource | None = None,
@@ -168,8 +173,8 @@ class MonitorService:
         for mode in (bind, *(bind_overrides or {}).values()):
             if mode not in BINDS:
                 raise ValueError(f"probe binding must be one of {', '.join(BINDS)}, got {mode!r}")
-        if stats_period <= 0 or sa_poll <= 0 or route_retry <= 0:
-            raise ValueError("stats_period, sa_poll and route_retry must be > 0 s")
+        if stats_period <= 0 or route_retry <= 0:
+            raise ValueError("stats_period and route_retry must be > 0 s")
         if history < 1:
             raise ValueError(f"history must keep at least 1 entry, got {history}")
         self.manager = manager
@@ -184,7 +189,6 @@ class MonitorService:
         self.alert_rules = alert_rules
         self.device_alerts = DeviceAlerts()
         self.stats_period = stats_period
-        self.sa_poll = sa_poll
         self.route_retry = route_retry
         self._host_health = host_health or HostHealth().sample
         self._clock = clock
@@ -200,6 +204,7 @@ class MonitorService:
         # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
         self.status_listeners: list[Callable[[int, str], None]] = []
         manager.add_change_listener(self.sync)
+        manager.add_state_listener(self._on_sa_change)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -219,7 +224,6 @@ class MonitorService:
                     tg.create_task(self.engine.run(), name="probe engine"),
                     tg.create_task(self.resolver.run(), name="name resolver"),
                     tg.create_task(self._stats_loop(), name="stats period"),
-                    tg.create_task(self._sa_loop(), name="SA state poll"),
                     tg.create_task(self._routes_loop(), name="monitor routes"),
                 ]
                 await self._stop.wait()
@@ -372,8 +376,13 @@ class MonitorService:
             return True, ""
         return False, f"SA {st.status}: {st.reason}"
 
+    def _on_sa_change(self) -> None:
+        self._on_demand = None  # the cached on-demand entry shows the old SA state
+        self.poll_sa()
+
     def poll_sa(self) -> None:
-        """Feed the manager's current SA state into every tunnel's health."""
+        """Feed the manager's current SA state into every tunnel's health (called by the
+        manager when it changes, and before each stats entry)."""
         now = self._clock()
         for tid, t in self._tunnels.items():
             sa = self._sa_state(tid)
@@ -431,14 +440,13 @@ class MonitorService:
 
     async def device_stats(self) -> list[dict[str, Any]]:
         """Entries recorded since the previous call, oldest first; if none, a current
-        entry, built at most once per SA poll period (status follows the SA polled that
-        often) or desired-set change: a query flood over 1000 tunnels must not rebuild
-        it every time."""
+        entry, built at most once per ON_DEMAND_MAX_AGE or SA state or desired-set change:
+        a query flood over 1000 tunnels must not rebuild it every time."""
         entries = list(self._history)
         self._history.clear()
         if not entries:
             now = self._clock()
-            if self._on_demand is None or now - self._on_demand[0] >= self.sa_poll:
+            if self._on_demand is None or now - self._on_demand[0] >= ON_DEMAND_MAX_AGE:
                 self._on_demand = (now, self._entry(evaluate=False))
             entries.append(dict(self._on_demand[1]))  # a copy: the state below is current
         # the last entry carries the device state now (flexiagent overwrites it too):
@@ -553,7 +561,3 @@ class MonitorService:
             if next_at <= loop.time():  # the loop stalled: skip periods instead of bursting
                 next_at = loop.time() + self.stats_period
 
-    async def _sa_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sa_poll)
-            self.poll_sa()

@@ -13,10 +13,12 @@ half-done when the process died is named by the intents and reconciled away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
@@ -25,8 +27,18 @@ import structlog
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import route_problems, target_problem
 from agent.peers.reconcile import agent_objects, plan_reconcile
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import Identity, PeerSpec
 from agent.peers.store import PeerStore
+from agent.peers.supervision import (
+    Action,
+    Endpoints,
+    Policy,
+    Record,
+    Status,
+    initiated,
+    match_sas,
+    step,
+)
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import Applied, ApplyError, Executor
@@ -37,31 +49,28 @@ from agent.vpp.plan import (
     Op,
     VppFacts,
     check_capabilities,
+    delete_profile_op,
     liveness_op,
     plan_add_ops,
     plan_remove,
     plan_routes,
+    profile_ops,
     route_prefixes,
 )
 from agent.vpp.readers import (
     DevIdError,
     InterfaceInfo,
-    SaInfo,
+    read_address_list,
     read_addresses,
     read_interfaces,
     read_observed,
     read_sas,
     resolve_dev_id,
-    swap_spi,
 )
 
 log = structlog.get_logger(__name__)
 
-FAILED_STATES = {
-    "AUTH_FAILED": "AUTH_FAILED: authentication failed (PSK or IKE IDs do not match the peer)",
-    "NO_PROPOSAL_CHOSEN": "NO_PROPOSAL_CHOSEN: the peer accepts none of our IKE/ESP proposals",
-    "TS_UNACCEPTABLE": "TS_UNACCEPTABLE: the peer refused our traffic selectors",
-}
+ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
 
 
 class JobError(Exception):
@@ -88,28 +97,61 @@ class ModifyTargets:
 Change = AddPeer | RemovePeer | ModifyTargets
 
 
-@dataclass
 class PeerState:
-    """What supervision knows about one peer, for monitoring, replies and the CLI."""
+    """What supervision knows about one peer, for monitoring, replies and the CLI.
 
-    tunnel_id: int
-    status: str = "connecting"  # connecting | up | down
-    reason: str = "not initiated yet"
-    ike_state: str | None = None
-    child_sas: int = 0
-    sa_uptime: float | None = None
-    since: float = field(default_factory=time.monotonic)
-    reinitiations: int = 0
-    next_attempt: float = 0.0
-    backoff: float = 0.0
-    initiated_at: float | None = None
+    The decisions live in `agent.peers.supervision`; this holds its record and
+    the figures the rest of the agent reads.
+    """
+
+    def __init__(self, tunnel_id: int, initiated_at: float | None = None) -> None:
+        self.tunnel_id = tunnel_id
+        self.record = Record(initiated_at=initiated_at) if initiated_at is None else Record(
+            initiated_at=initiated_at, reason="IKE_SA_INIT sent, waiting for the answer")
+        self.since = time.monotonic()
+        self.reinitiations = 0  # negotiations the agent restarted
+        self.sa_uptime: float | None = None
+
+    def __repr__(self) -> str:
+        return (f"PeerState({self.tunnel_id}, {self.status.value}, {self.reason!r}, "
+                f"ike={self.ike_state}, children={self.child_sas})")
+
+    @property
+    def status(self) -> Status:
+        return self.record.status
+
+    @property
+    def reason(self) -> str:
+        return self.record.reason
+
+    @property
+    def ike_state(self) -> str | None:
+        return self.record.ike_state
+
+    @property
+    def child_sas(self) -> int:
+        return self.record.child_sas
+
+    def update(self, record: Record) -> None:
+        if record.status is not self.record.status:
+            self.since = time.monotonic()
+            log.info("peer state", tunnel_id=self.tunnel_id, status=record.status.value,
+                     reason=record.reason)
+        elif record.reason != self.record.reason:
+            log.info("peer state reason", tunnel_id=self.tunnel_id, status=record.status.value,
+                     reason=record.reason)
+        if record.status is Status.UP and self.record.status is not Status.UP:
+            self.sa_uptime = 0.0
+        elif record.status is not Status.UP:
+            self.sa_uptime = None
+        self.record = record
 
     def set(self, status: str, reason: str) -> None:
-        if status != self.status:
-            self.since = time.monotonic()
-            log.info("peer state", tunnel_id=self.tunnel_id, status=status, reason=reason)
-        self.status = status
-        self.reason = reason
+        self.update(replace(self.record, status=Status(status), reason=reason))
+
+    def initiated(self, now: float) -> None:
+        """The agent (re)created the profile with an initiation: one is in flight."""
+        self.record = initiated(self.record, now)
 
 
 @dataclass(frozen=True)
@@ -158,7 +200,14 @@ class PeerManager:
         self._liveness_generation = 0
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
+        self._state_listeners: list[Callable[[], None]] = []
         self.reconcile_error: str | None = None
+        self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
+        self._wake = asyncio.Event()
+        self._events = False  # interface events registered on this connection
+        self._polls = 0
+        self._last_step: dict[int, float] = {}
+        vpp.add_event_listener(self._on_vpp_event)
         self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
         # After a corrupt store: desired state unknown. Nothing in VPP is removed until
         # the controller's sync-device says what is wanted (or the grace time passes).
@@ -186,14 +235,21 @@ class PeerManager:
         """Called after the desired set changed (e.g. the monitor re-reads its targets)."""
         self._change_listeners.append(listener)
 
+    def add_state_listener(self, listener: Callable[[], None]) -> None:
+        """Called after a supervision step changed some tunnel's SA status or reason:
+        SA state is read from VPP here only, and pushed to whoever follows it."""
+        self._state_listeners.append(listener)
+
     async def on_vpp_connect(self, info: ConnectInfo) -> None:
         """VPP (re)connected: it may have lost everything; converge it."""
         if info.reconnected:
             log.warning("VPP restarted or reconnected; reconciling", generation=info.generation)
-            for st in self.states.values():
-                st.set("connecting", "VPP restarted")
-                st.backoff = 0.0
-                st.next_attempt = 0.0
+            for tid, st in self.states.items():
+                st.update(Record(status=Status.CONNECTING, reason="VPP restarted"))
+                self._last_step.pop(tid, None)
+            self._admin.clear()
+            self._notify_state()
+        await self._watch_interfaces()
         await self.reconcile()
 
     def vpp_down_reason(self) -> str | None:
@@ -222,7 +278,7 @@ class PeerManager:
         optional = self.vpp.table_check.optional_present
         has_lcp = self.linux_cp and self.vpp.has("lcp_itf_pair_add_del_v2")
         has_mss = self.vpp.has("mss_clamp_enable_disable")
-        wan_addrs: dict[int, set[IPv4Interface]] = {}
+        wan_addrs: dict[int, list[IPv4Interface]] = {}
         wan_names: dict[str, str] = {}  # dev_id -> interface: resolved once per job
         out: dict[int, VppFacts] = {}
         for spec in specs:
@@ -237,14 +293,9 @@ class PeerManager:
             if not check_src:
                 continue
             if sw not in wan_addrs:
-                wan_addrs[sw] = await read_addresses(self.vpp, sw)
-                self.wan_networks[sw] = wan_addrs[sw]
-            if spec.src not in {a.ip for a in wan_addrs[sw]}:
-                have = ", ".join(str(a) for a in sorted(wan_addrs[sw])) or "no IPv4 address"
-                raise JobError(
-                    f"tunnel {spec.tunnel_id}: src {spec.src} is not an address of {name} "
-                    f"(dev_id {spec.dev_id}, which has {have})"
-                )
+                wan_addrs[sw] = await read_address_list(self.vpp, sw)
+                self.wan_networks[sw] = set(wan_addrs[sw])
+            _check_ike_source(spec, name, wan_addrs[sw])
         return out
 
     async def _wan_of(self, spec: PeerSpec,
@@ -405,6 +456,7 @@ class PeerManager:
                     raise JobError(f"modify-tunnel: tunnel-id {ch.tunnel_id} does not exist")
                 new[ch.tunnel_id] = replace(old, monitor_ips=ch.monitor_ips,
                                             monitor_urls=ch.monitor_urls)
+        _refuse_shared_ids(added, new)
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
         touched = self._touched(changes)
@@ -597,6 +649,7 @@ class PeerManager:
             await self.executor.apply(plan.chains, refs)
             self._liveness_generation = generation
             self._refs = refs
+            self._note_initiations(plan.chains)
             self._finish_reconcile(generation)
             writes = self.executor.writes - writes_before
             log.info("VPP reconciled", writes=writes, changes=len(plan.notes))
@@ -605,6 +658,14 @@ class PeerManager:
             self.reconcile_error = str(e)
             log.error("reconcile failed; will retry", error=str(e))
             return JobResult(notes=(f"reconcile failed: {e}",))
+
+    def _note_initiations(self, chains: Iterable[Iterable[Op]]) -> None:
+        """Profiles re-created with an initiation: supervision counts from now."""
+        now = time.monotonic()
+        for chain in chains:
+            for op in chain:
+                if op.message == "ikev2_initiate_sa_init" and op.tunnel_id is not None:
+                    self.states.setdefault(op.tunnel_id, PeerState(op.tunnel_id)).initiated(now)
 
     def _clear_intents(self, only: Iterable[int] | None = None) -> None:
         """These tunnels (None: all) are exactly as acknowledged: none is half-made.
@@ -625,12 +686,18 @@ class PeerManager:
     # -- SA supervision ------------------------------------------------------------------------
 
     async def supervise_forever(self) -> None:
-        """Poll SA state, re-initiate lost SAs with capped backoff, retry failed reconciles."""
+        """Poll SA state (sooner when VPP reports a tunnel's admin state changed), restart
+        failed or stalled negotiations with capped backoff, retry failed reconciles."""
         next_drift_check = time.monotonic() + self.drift_check_interval
         while True:
-            await asyncio.sleep(self.sa_poll_interval)
-            if not self.vpp.connected:
-                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.sa_poll_interval):
+                    await self._wake.wait()
+                # an event: let its burst (a job toggling many tunnels) settle first
+                await asyncio.sleep(min(0.2, self.sa_poll_interval))
+            self._wake.clear()
+            if not self.vpp.connected or self._lock.locked():
+                continue  # a job or reconcile is changing VPP: look when it is done
             try:
                 if not self.in_sync or self._unplaced:
                     # also while a peer's WAN is missing: after a VPP restart the agent
@@ -647,71 +714,156 @@ class PeerManager:
             except VppError as e:
                 log.warning("SA supervision skipped", error=str(e))
 
-    async def supervise_once(self) -> None:
-        sas = await read_sas(self.vpp)
-        by_profile: dict[str, list[SaInfo]] = {}
-        for sa in sas:
-            by_profile.setdefault(sa.profile, []).append(sa)
-        now = time.monotonic()
-        for tid, spec in list(self.desired.items()):
-            st = self.states.setdefault(tid, PeerState(tid))
-            mine = by_profile.get(spec.profile_name, [])
-            up = [s for s in mine if s.state == "AUTHENTICATED" and s.children > 0]
-            if up:
-                best = up[0]
-                st.ike_state, st.child_sas, st.sa_uptime = best.state, best.children, best.uptime
-                st.set("up", "IKE SA established, child SA installed")
-                st.backoff = 0.0
-                st.initiated_at = None
-                continue
-            failed = [s for s in mine if s.state in FAILED_STATES]
-            pending = [s for s in mine if s.state in ("SA_INIT", "AUTHENTICATED")]
-            st.child_sas, st.sa_uptime = 0, None
-            st.ike_state = mine[0].state if mine else None
-            if failed:
-                st.set("down", FAILED_STATES[failed[0].state])
-            elif pending and st.initiated_at is not None \
-                    and now - st.initiated_at < self.sa_init_timeout:
-                st.set("connecting", f"IKE {pending[0].state}")
-            elif spec.role == "initiator":
-                if st.initiated_at is not None and now - st.initiated_at >= self.sa_init_timeout:
-                    st.set("down", f"no answer from peer {spec.dst} "
-                                   f"within {self.sa_init_timeout:g} s")
-                elif st.status == "up":
-                    st.set("down", "IKE SA lost")
-            else:
-                st.set("down" if st.status == "up" else st.status,
-                       "waiting for the peer to initiate")
-            if spec.role == "initiator" and now >= st.next_attempt \
-                    and tid not in self._unplaced:
-                await self._reinitiate(spec, st, failed + pending)
+    def _policy(self, spec: PeerSpec) -> Policy:
+        return Policy(role=spec.role, dst=str(spec.dst), sa_init_timeout=self.sa_init_timeout,
+                      backoff_min=self.reinit_backoff_min, backoff_max=self.reinit_backoff_max,
+                      pending_grace=min(2.5, self.sa_init_timeout))
 
-    async def _reinitiate(self, spec: PeerSpec, st: PeerState, stale: list[SaInfo]) -> None:
-        st.backoff = (self.reinit_backoff_min if st.backoff == 0
-                      else min(st.backoff * 2, self.reinit_backoff_max))
-        st.next_attempt = time.monotonic() + st.backoff
-        for sa in stale:
+    async def supervise_once(self) -> None:
+        """One supervision step for every tunnel: read, decide (pure), act."""
+        self._polls += 1
+        if self._polls % ADMIN_POLL_EVERY == 1 or not self._events:
+            # the admin state is pushed by interface events; reading it is the safety net
+            sas, interfaces = await asyncio.gather(read_sas(self.vpp),
+                                                   read_interfaces(self.vpp))
+            for info in interfaces.values():
+                self._admin[info.sw_if_index] = info.admin_up
+        else:
+            sas = await read_sas(self.vpp)
+        endpoints = {tid: Endpoints(spec.src, spec.dst,
+                                    (int(spec.local_id.type), spec.local_id.value),
+                                    (int(spec.remote_id.type), spec.remote_id.value))
+                     for tid, spec in self.desired.items()}
+        matched = match_sas(sas, endpoints)
+        now = time.monotonic()
+        restart: list[PeerSpec] = []
+        changed = False
+        for tid, spec in list(self.desired.items()):
+            if tid in self._unplaced:
+                continue  # reconcile could not program it and said why
+            st = self.states.setdefault(tid, PeerState(tid))
+            before = (st.status, st.reason)
+            sw = self._refs.get(f"tun:{tid}")
+            result = step(matched.get(tid, []), st.record, now, self._policy(spec),
+                          self._admin.get(sw) if sw is not None else None)
+            was_up = st.status is Status.UP
+            st.update(result.record)
+            if st.status is Status.UP and was_up and st.sa_uptime is not None:
+                st.sa_uptime += now - self._last_step.get(tid, now)
+            self._last_step[tid] = now
+            if len(matched.get(tid, [])) > 1:
+                log.warning("more than one IKE SA for a tunnel", tunnel_id=tid,
+                            ike_sas=len(matched[tid]))
+            if result.action is Action.RESTART:
+                restart.append(spec)
+            changed = changed or before != (st.status, st.reason)
+        if changed:
+            self._notify_state()
+        if restart:
+            await self._restart(restart, now)
+
+    async def _restart(self, specs: list[PeerSpec], decided: float) -> None:
+        """Delete and re-create each profile, then initiate: VPP drops every initiation
+        still pending for it, so exactly one negotiation is in flight afterwards."""
+        async with self._lock:
+            # skip tunnels removed, changed or re-initiated (reconcile) since the decision
+            specs = [s for s in specs if self.desired.get(s.tunnel_id) == s
+                     and (st := self.states.get(s.tunnel_id)) is not None
+                     and st.record.initiated_at == decided]
+            if not specs or not self.vpp.connected:
+                return
             try:
-                await self.vpp.call("ikev2_initiate_del_ike_sa", ispi=swap_spi(sa.ispi))
-            except VppError as e:
-                log.debug("stale SA delete failed", tunnel_id=spec.tunnel_id, error=str(e))
+                facts = await self._facts(specs, check_src=False)
+            except JobError as e:
+                log.warning("negotiation restart skipped", error=str(e))
+                return
+            chains = [[delete_profile_op(s.tunnel_id, s.profile_name,
+                                         "delete the profile to drop pending initiations"),
+                       *profile_ops(s, facts[s.tunnel_id])] for s in specs]
+            refs = dict(self._refs)
+            try:
+                await self.executor.apply(chains, refs)
+            except (ApplyError, VppError) as e:
+                self._refs = refs
+                self._reconciled_generation = 0  # let reconcile converge what is left
+                log.warning("negotiation restart failed", error=str(e))
+                return
+            now = time.monotonic()
+            for s in specs:
+                st = self.states.get(s.tunnel_id)
+                if st is not None:
+                    st.initiated(now)
+                    st.reinitiations += 1
+                log.info("negotiation restarted", tunnel_id=s.tunnel_id,
+                         attempt=st.record.restarts if st else None,
+                         next_in=st.record.backoff if st else None)
+
+    def _notify_state(self) -> None:
+        for listener in self._state_listeners:
+            try:
+                listener()
+            except Exception as e:
+                log.error("state listener failed", error=repr(e))
+
+    def _on_vpp_event(self, name: str, msg: Any) -> None:
+        """sw_interface_event: VPP sets a protected tunnel up when it installs a child SA
+        and down when it removes one; look at the SAs now instead of at the next poll."""
+        if name != "sw_interface_event":
+            return
+        sw = int(msg.sw_if_index)
+        if sw not in self._refs.values():
+            return
+        self._admin[sw] = bool(int(msg.flags) & 1) and not bool(msg.deleted)
+        self._wake.set()
+
+    async def _watch_interfaces(self) -> None:
+        """Ask VPP for interface events on this connection (registrations die with it)."""
+        self._events = False
         try:
-            await self.vpp.call("ikev2_initiate_sa_init", name=spec.profile_name)
-            st.reinitiations += 1
-            # the first unanswered attempt counts: on VPP a refused IKE_SA_INIT leaves
-            # nothing in the dumps, so re-initiating must not restart the clock
-            if st.initiated_at is None:
-                st.initiated_at = time.monotonic()
-            log.info("re-initiated IKE SA", tunnel_id=spec.tunnel_id,
-                     attempt=st.reinitiations, next_in=st.backoff)
+            await self.vpp.call("want_interface_events", enable_disable=1, pid=os.getpid())
+            self._events = True
         except VppError as e:
-            st.set("down", f"initiate failed: {e}")
+            log.warning("interface events unavailable; SA state is polled only", error=str(e))
 
     def peer_summary(self, tunnel_id: int) -> dict[str, Any]:
         st = self.states.get(tunnel_id, PeerState(tunnel_id))
         return {"status": st.status, "reason": st.reason, "ike_state": st.ike_state,
                 "child_sas": st.child_sas, "sa_uptime": st.sa_uptime,
-                "reinitiations": st.reinitiations}
+                "reinitiations": st.reinitiations,
+                # the installed child SAs' SPIs (initiator/responder): a rekey changes them
+                "spis": [f"{i:08x}/{r:08x}" for i, r in st.record.child_spis]}
+
+
+def _check_ike_source(spec: PeerSpec, name: str, addrs: list[IPv4Interface]) -> None:
+    """VPP sends IKE from the first address of the responder interface (the WAN), not
+    from the tunnel's src: with any other src the peer sees another address than the
+    one it was told, and the ipip tunnel's endpoints differ from the IKE SA's."""
+    if spec.src not in {a.ip for a in addrs}:
+        have = ", ".join(str(a) for a in addrs) or "no IPv4 address"
+        raise JobError(
+            f"tunnel {spec.tunnel_id}: src {spec.src} is not an address of {name} "
+            f"(dev_id {spec.dev_id}, which has {have})")
+    if spec.src != addrs[0].ip:
+        raise JobError(
+            f"tunnel {spec.tunnel_id}: src {spec.src} is not the first address of {name} "
+            f"(dev_id {spec.dev_id}): VPP always sends IKE from {addrs[0].ip}, the first "
+            "address of the WAN interface")
+
+
+def _refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec]) -> None:
+    """Two tunnels with one local/remote ID pair cannot coexist in VPP: it negotiates
+    with the first profile whose IDs match, and an initiation deletes every established
+    SA with the same IDs, so each tunnel would tear the other down."""
+    users: dict[tuple[Identity, Identity], list[int]] = {}
+    for tid, other in sorted(desired.items()):
+        users.setdefault((other.local_id, other.remote_id), []).append(tid)
+    for spec in added:
+        for tid in users.get((spec.local_id, spec.remote_id), []):
+            if tid != spec.tunnel_id:
+                raise JobError(
+                    f"tunnel {spec.tunnel_id}: local ID {spec.local_id.value} / remote ID "
+                    f"{spec.remote_id.value} are already used by tunnel {tid}; VPP matches "
+                    "SAs to profiles by IDs and would tear one tunnel down with the other")
 
 
 def _collapse(warnings: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from agent.vpp.plan import (
     Op,
     VppFacts,
     admin_up_op,
+    child_sa_lifetime,
     delete_profile_op,
     host_if_name,
     plan_add_ops,
@@ -63,7 +64,7 @@ def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
     want_esp = (spec.esp.crypto_alg, spec.esp.crypto_key_size, spec.esp.integ_alg)
     if (info.esp.crypto_alg, info.esp.crypto_key_size, info.esp.integ_alg) != want_esp:
         diffs.append("esp transforms")
-    if info.lifetime != spec.child_lifetime:
+    if info.lifetime != child_sa_lifetime(spec.child_lifetime)[0]:
         diffs.append("lifetime")
     if info.tun_itf != tun_sw_if_index:
         diffs.append("tunnel binding")

@@ -30,6 +30,8 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "sw_interface_set_flags": ("0xf5aec1b8", "interface"),
     "sw_interface_add_del_address": ("0x5463d73b", "interface"),
     "sw_interface_set_mtu": ("0x5cbe85e5", "interface"),
+    "want_interface_events": ("0x476f5a08", "interface"),
+    "sw_interface_event": ("0x2d3d95a7", "interface"),
     "ip_address_dump": ("0x2d033de4", "ip"),
     "ip_route_add_del": ("0xb8ecfe0d", "ip"),
     "ip_route_dump": ("0xb9d2e09e", "ip"),
@@ -51,8 +53,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "ikev2_initiate_del_child_sa": ("0x7f004d2e", "ikev2"),
     "ikev2_initiate_rekey_child_sa": ("0x7f004d2e", "ikev2"),
     "ikev2_profile_dump": ("0x51077d14", "ikev2"),
-    "ikev2_sa_dump": ("0x51077d14", "ikev2"),  # first: v2/v3 crash VPP on half-open SAs
-    "ikev2_sa_v2_dump": ("0x51077d14", "ikev2"),
+    "ikev2_sa_dump": ("0x51077d14", "ikev2"),
     "ikev2_child_sa_dump": ("0x01eab609", "ikev2"),
     "ikev2_profile_set_liveness": ("0x6bdf4d65", "ikev2"),
     "ikev2_profile_set_udp_encap": ("0xebf79a66", "ikev2"),
@@ -65,7 +66,6 @@ REQUIRED: dict[str, tuple[str, str]] = {
 # Used when present; their absence is a capability, not a fault.
 # ikev2_set_ike_lifetime / ikev2_set_pfs exist only in patched VPP builds: any CRC.
 OPTIONAL: dict[str, tuple[str | None, str]] = {
-    "ikev2_sa_v3_dump": ("0x51077d14", "ikev2"),
     "ikev2_set_ike_lifetime": (None, "ikev2"),
     "ikev2_set_pfs": (None, "ikev2"),
     # multilink policies (agent/policy): without them a policy job is refused

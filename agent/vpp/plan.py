@@ -154,7 +154,19 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
 def check_capabilities(spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
     """Refuse what VPP would silently do differently; return warnings for benign gaps."""
     warnings: list[str] = []
-    if spec.pfs and "ikev2_set_pfs" not in facts.optional_messages:
+    if spec.role == "responder":
+        # VPP as responder picks from the peer's proposals whatever it implements,
+        # ignoring the profile's transforms, and never rekeys (the peer does).
+        warnings.append(
+            f"tunnel {spec.tunnel_id}: as responder VPP accepts any proposal it implements, "
+            "not only the configured IKE/ESP transforms, and never rekeys: the peer's "
+            "proposals and lifetimes decide (configure them as exported)")
+        if spec.pfs:
+            # ...and it accepts a key exchange in the peer's rekeys: PFS is the peer's to do.
+            warnings.append(
+                f"tunnel {spec.tunnel_id}: PFS happens only if the peer proposes the DH group "
+                "in its rekeys (VPP as responder accepts it but cannot require it)")
+    elif spec.pfs and "ikev2_set_pfs" not in facts.optional_messages:
         raise CapabilityError(
             f"tunnel {spec.tunnel_id}: ikev2.pfs is true, but this VPP has no ikev2_set_pfs "
             "(stock VPP rekeys child SAs without a key exchange, so PFS would silently be off); "
@@ -291,11 +303,12 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
                   {"tr": {"crypto_alg": esp.crypto_alg, "crypto_key_size": esp.crypto_key_size,
                           "integ_alg": esp.integ_alg}},
                   "set ESP transforms"))
-    jitter, handover = lifetime_jitter(spec.child_lifetime)
+    lifetime, jitter, handover = child_sa_lifetime(spec.child_lifetime)
     ops.append(op("ikev2_set_sa_lifetime",
-                  {"lifetime": spec.child_lifetime, "lifetime_jitter": jitter,
+                  {"lifetime": lifetime, "lifetime_jitter": jitter,
                    "handover": handover, "lifetime_maxdata": 0},
-                  f"set child SA lifetime {spec.child_lifetime} s"))
+                  f"set child SA lifetime {spec.child_lifetime} s (rekey after "
+                  f"{lifetime}-{lifetime + jitter} s, retried every {handover} s)"))
     if "ikev2_set_ike_lifetime" in facts.optional_messages:
         ops.append(op("ikev2_set_ike_lifetime", {"lifetime": spec.ike_lifetime},
                       f"set IKE SA lifetime {spec.ike_lifetime} s"))
@@ -312,9 +325,17 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     return ops
 
 
-def lifetime_jitter(lifetime: int) -> tuple[int, int]:
-    """Jitter spreads rekeys of many tunnels; handover is the rekey lead time."""
-    return min(lifetime // 10, 300), min(lifetime // 20, 60)
+def child_sa_lifetime(lifetime: int) -> tuple[int, int, int]:
+    """(lifetime, lifetime_jitter, handover) to program for a configured child SA lifetime.
+
+    VPP (as initiator) rekeys at `lifetime` + random(0..`lifetime_jitter`) and retries
+    a rekey every `handover` seconds. So the jitter (spreading the rekeys of many
+    tunnels) and one retry interval are taken off the configured lifetime: the first
+    rekey and its first retry both happen before the SA reaches that lifetime.
+    """
+    jitter = min(lifetime // 10, 300)
+    handover = max(1, min(lifetime // 20, 60))
+    return lifetime - jitter - handover, jitter, handover
 
 
 def plan_add_ops(

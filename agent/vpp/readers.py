@@ -11,6 +11,7 @@ from typing import Any
 
 from agent.peers.spec import EspTransforms, IkeTransforms, TrafficSelector
 from agent.vpp.client import VppClient, decode_ikev2_id
+from agent.vpp.errors import VppError
 
 NO_INDEX = 0xFFFFFFFF
 IKEV2_STATES = {
@@ -148,8 +149,14 @@ async def read_interfaces(vpp: VppClient) -> dict[int, InterfaceInfo]:
 
 
 async def read_addresses(vpp: VppClient, sw_if_index: int) -> set[IPv4Interface]:
+    return set(await read_address_list(vpp, sw_if_index))
+
+
+async def read_address_list(vpp: VppClient, sw_if_index: int) -> list[IPv4Interface]:
+    """The interface's IPv4 addresses in VPP's order: the first is the one VPP picks
+    as the source of what it sends itself (IKE)."""
     details = await vpp.dump("ip_address_dump", sw_if_index=sw_if_index, is_ipv6=False)
-    return {IPv4Interface(str(d.prefix)) for d in details}
+    return [IPv4Interface(str(d.prefix)) for d in details]
 
 
 async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observed:
@@ -180,13 +187,13 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
             info = profile_info(p.profile)
             obs.profiles[info.name] = info
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
-    via_tunnel: list[tuple[int, IPv4Network]] = []
+    via_tunnels: list[tuple[int, IPv4Network, int]] = []
     for r in routes:
         route = r.route
         for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
             via = int(path.sw_if_index)
             if via in tunnel_indexes:
-                via_tunnel.append((via, IPv4Network(str(route.prefix))))
+                via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type)))
     if has_mss:
         for m in rest.pop(0):
             if int(m.ipv4_direction):
@@ -197,79 +204,125 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
     addrs = await asyncio.gather(*(read_addresses(vpp, i) for i in sorted(tunnel_indexes)))
     for i, a in zip(sorted(tunnel_indexes), addrs, strict=True):
         obs.addresses[i] = a
-    # VPP's dump holds every route of the table, also the ones it made itself for a
-    # tunnel's address (connected /31, local /32, the other end's /32): those are not
-    # routes the agent or a routing protocol added, so nothing may ever delete them
-    for via, prefix in via_tunnel:
-        if not any(prefix.subnet_of(a.network) for a in obs.addresses.get(via, ())):
-            obs.routes.setdefault(via, set()).add(prefix)
+    obs.routes = routes_via_tunnels(via_tunnels, obs.addresses)
     return obs
+
+
+FIB_PATH_TYPE_NORMAL = 0
+
+
+def routes_via_tunnels(
+    routes: list[tuple[int, IPv4Network, int]], addresses: Mapping[int, set[IPv4Interface]]
+) -> dict[int, set[IPv4Network]]:
+    """The routes via each tunnel that a client could have added: `ip_route_dump` also
+    lists what VPP derives from the tunnel's own address (the connected network, the
+    peer's host route in it, the local /32 with a local path); those are VPP's, never
+    reconciled away nor re-added by an undo."""
+    out: dict[int, set[IPv4Network]] = {}
+    for via, prefix, path_type in routes:
+        if path_type != FIB_PATH_TYPE_NORMAL:
+            continue
+        if any(prefix.subnet_of(a.network) for a in addresses.get(via, ())):
+            continue
+        out.setdefault(via, set()).add(prefix)
+    return out
 
 
 @dataclass(frozen=True)
 class SaInfo:
+    """One IKE SA as `ikev2_sa_dump` (v1) and `ikev2_child_sa_dump` show it, keys left out.
+
+    v1 carries neither the profile nor the state, but it is the only SA dump that
+    does not index the profile table: v2/v3 (and `show ikev2 sa`) dereference
+    profile ~0 for the half-open SA any incoming IKE_SA_INIT creates, and take
+    VPP down. The state is derived (see `derive_state`).
+    """
+
     sa_index: int
-    profile: str
     state: str
     ispi: int
     rspi: int
+    iaddr: IPv4Address | None
+    raddr: IPv4Address | None
+    i_id: tuple[int, str]
+    r_id: tuple[int, str]
     children: int
-    uptime: float | None = None
     child_spis: tuple[tuple[int, int], ...] = ()
 
 
-def _id_key(ident: Any) -> tuple[int, bytes]:
-    return int(ident.type), bytes(ident.data)[: int(ident.data_len)]
+@dataclass(frozen=True)
+class ChildInfo:
+    i_spi: int
+    r_spi: int
+    keyed: bool  # VPP derived its keys: it installed the child SA
+
+
+# What VPP logs (vlib_log, level err: kept by default) when IKE_AUTH fails authentication.
+_AUTH_FAILED_LOG = re.compile(
+    r"(?:authentication failed, no matching profile found|shared key mismatch|"
+    r"cert verification failed)! ispi ([0-9a-f]+)")
+
+
+def derive_state(children: list[ChildInfo], i_id_type: int, auth_failed: bool = False) -> str:
+    """VPP's IKE SA state, as far as v1 + the child dump tell it.
+
+    An initiator's SA always carries its first child from the initiation on: the
+    responder's SPI appears once the peer accepted a proposal, the keys once VPP
+    installed the child. A responder's half-open SA has no child and no peer ID yet.
+    """
+    if any(c.r_spi and c.keyed for c in children):
+        return "AUTHENTICATED"
+    if any(c.r_spi for c in children):
+        # the peer chose a proposal but VPP did not install it: it narrowed the selectors
+        return "TS_UNACCEPTABLE"
+    if children:
+        return "AUTH_FAILED" if auth_failed else "SA_INIT"
+    return "SA_INIT" if i_id_type == 0 else "NO_CHILD"
+
+
+def _addr(a: Any) -> IPv4Address | None:
+    try:
+        return IPv4Address(str(a))
+    except ValueError:
+        return None
 
 
 async def read_sas(vpp: VppClient) -> list[SaInfo]:
-    """IKE SAs with their child SA count; uptime when VPP offers sa_v3.
-
-    VPP 26.06's v2/v3 SA dumps look up each SA's profile without checking it: a
-    half-open SA that an incoming IKE_SA_INIT created (any scanner can make one) has
-    none yet, and the dump kills VPP (SIGSEGV). So the v1 dump, which does not look,
-    comes first; while it shows such an SA (no IDs yet), the SAs are read from it.
-    """
-    v1 = await vpp.dump("ikev2_sa_dump")
-    if any(int(s.sa.i_id.data_len) == 0 or int(s.sa.r_id.data_len) == 0 for s in v1):
-        return await _read_sas_v1(vpp, v1)
-    v3 = vpp.has("ikev2_sa_v3_dump")
-    sas = await vpp.dump("ikev2_sa_v3_dump" if v3 else "ikev2_sa_v2_dump")
-    children = await asyncio.gather(
+    """Every IKE SA with its child SAs; VPP's log names authentication failures."""
+    sas = await vpp.dump("ikev2_sa_dump")
+    child_dumps = await asyncio.gather(
         *(vpp.dump("ikev2_child_sa_dump", sa_index=int(s.sa.sa_index)) for s in sas))
+    kids: list[list[ChildInfo]] = []
+    for ch in child_dumps:
+        kids.append([ChildInfo(int(c.child_sa.i_spi), int(c.child_sa.r_spi),
+                               bool(int(c.child_sa.keys.sk_ei_len)
+                                    or int(c.child_sa.keys.sk_ai_len))) for c in ch])
+    auth_failed: set[int] = set()
+    if any(k and not any(c.r_spi for c in k) for k in kids):
+        auth_failed = await _auth_failures(vpp)
     out = []
-    for s, ch in zip(sas, children, strict=True):
+    for s, children in zip(sas, kids, strict=True):
         sa = s.sa
+        ispi = int(sa.ispi)
+        i_id = decode_ikev2_id(sa.i_id)
         out.append(SaInfo(
-            sa_index=int(sa.sa_index), profile=str(sa.profile_name),
-            state=IKEV2_STATES.get(int(sa.state), str(int(sa.state))),
-            ispi=int(sa.ispi), rspi=int(sa.rspi), children=len(ch),
-            uptime=float(sa.uptime) if v3 else None,
-            child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi)) for c in ch),
+            sa_index=int(sa.sa_index),
+            state=derive_state(children, i_id[0], ispi in auth_failed),
+            ispi=ispi, rspi=int(sa.rspi), iaddr=_addr(sa.iaddr), raddr=_addr(sa.raddr),
+            i_id=i_id, r_id=decode_ikev2_id(sa.r_id), children=sum(
+                1 for c in children if c.r_spi and c.keyed),
+            child_spis=tuple((c.i_spi, c.r_spi) for c in children if c.r_spi and c.keyed),
         ))
     return out
 
 
-async def _read_sas_v1(vpp: VppClient, v1: list[Any]) -> list[SaInfo]:
-    """The SAs from the v1 dump: no state and no profile name there, so the profile is
-    the first whose IDs match (as VPP chooses it) and an SA with a child SA counts as
-    established; half-open SAs (no IDs) belong to no peer yet and are left out."""
-    profiles = [(str(p.profile.name), _id_key(p.profile.loc_id), _id_key(p.profile.rem_id))
-                for p in await vpp.dump("ikev2_profile_dump")]
-    named = []
-    for s in v1:
-        ids = (_id_key(s.sa.i_id), _id_key(s.sa.r_id))
-        name = next((n for n, loc, rem in profiles if ids in ((loc, rem), (rem, loc))), None)
-        if name is not None and ids[0][1] and ids[1][1]:
-            named.append((name, s.sa))
-    children = await asyncio.gather(
-        *(vpp.dump("ikev2_child_sa_dump", sa_index=int(sa.sa_index)) for _, sa in named))
-    return [SaInfo(sa_index=int(sa.sa_index), profile=name,
-                   state="AUTHENTICATED" if ch else "UNKNOWN", ispi=int(sa.ispi),
-                   rspi=int(sa.rspi), children=len(ch),
-                   child_spis=tuple((int(c.child_sa.i_spi), int(c.child_sa.r_spi))
-                                    for c in ch))
-            for (name, sa), ch in zip(named, children, strict=True)]
+async def _auth_failures(vpp: VppClient) -> set[int]:
+    """ispis VPP logged an authentication failure for (the only place it says so)."""
+    try:
+        text = await vpp.cli("show logging")
+    except VppError:  # the log is a refinement; the SA state stands without it
+        return set()
+    return {int(m.group(1), 16) for m in _AUTH_FAILED_LOG.finditer(text)}
 
 
 def swap_spi(value: int, size: int = 8) -> int:
@@ -299,7 +352,6 @@ async def read_summary(vpp: VppClient) -> VppSummary:
         r = await vpp.call("ikev2_plugin_get_version")
         plugin = f"{r.major}.{r.minor}"
     profiles = await vpp.dump("ikev2_profile_dump") if vpp.has("ikev2_profile_dump") else []
-    # the v1 dump: v2/v3 kill VPP 26.06 when it holds a half-open SA (see read_sas)
     sas = await vpp.dump("ikev2_sa_dump") if vpp.has("ikev2_sa_dump") else []
     check = vpp.table_check
     return VppSummary(

@@ -130,6 +130,7 @@ def peer_params(n: int) -> dict[str, Any]:
     params["peer"]["ips"] = [f"10.200.{n // 250}.{n % 250 + 1}"]
     params["peer"]["urls"] = []
     params["ikev2"]["psk"] = f"bench-psk-{n:06d}-abcdefghij"
+    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # one ID pair per tunnel
     return params
 
 

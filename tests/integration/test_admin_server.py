@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -119,11 +120,12 @@ async def test_show_peers_table_and_json(device: Device) -> None:
     rc, out, err = await peerctl("--socket", str(device.socket), "show", "peers")
     assert (rc, err) == (0, "")
     lines = out.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "REMOTE", "IKE", "CHILD", "UPTIME", "RTT",
+    assert lines[0].split() == ["ID", "NAME", "REMOTE", "IKE", "CHILD", "SPIS", "UPTIME", "RTT",
                                 "JITTER", "DROP", "STATUS", "REASON"]
-    cells = lines[1].split(maxsplit=10)
+    cells = lines[1].split(maxsplit=11)
     assert cells[:5] == ["7", "peer-7", "203.0.113.10", "AUTHENTICATED", "1"]
-    assert cells[9] == "up"
+    assert re.fullmatch(r"[0-9a-f]{8}/[0-9a-f]{8}", cells[5]), cells
+    assert cells[10] == "up"
     rc, out, _ = await peerctl("--socket", str(device.socket), "--json", "show", "peers")
     data = json.loads(out)
     assert rc == 0 and len(data) == 1

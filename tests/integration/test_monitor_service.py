@@ -114,7 +114,7 @@ def test_monitoring_a_peer_through_its_tunnel_interface(topo: Topo, short_dir: P
             manager, engine,
             functools.partial(NameResolver, resolve=lab_resolve, refresh=0.5, retry=0.2),
             health_config=HealthConfig(window=20, down_after=3, up_after=3),
-            stats_period=0.1, sa_poll=0.05)
+            stats_period=0.1)
         try:
             await vpp.start()
             await vpp.wait_connected(5)

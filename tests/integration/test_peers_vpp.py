@@ -18,6 +18,7 @@ from agent.peers.manager import AddPeer, JobError, ModifyTargets, PeerManager, R
 from agent.peers.spec import TrafficSelector
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
+from agent.vpp.plan import child_sa_lifetime
 from agent.vpp.readers import read_observed
 from tests.spec_factory import TEST_PSK, example_spec, numbered_spec
 from tests.waiting import until
@@ -72,7 +73,7 @@ async def test_example_add_tunnel_produces_the_expected_vpp_state(
     assert (p.ike.crypto_alg, p.ike.crypto_key_size, p.ike.integ_alg, p.ike.prf_alg,
             p.ike.dh_group) == (12, 256, 12, 5, 14)
     assert (p.esp.crypto_alg, p.esp.crypto_key_size, p.esp.integ_alg) == (12, 256, 12)
-    assert p.lifetime == 3600 and p.tun_itf == sw
+    assert p.lifetime == child_sa_lifetime(3600)[0] and p.tun_itf == sw
     assert (p.responder_sw_if_index, p.responder_addr) == (1, IPv4Address("203.0.113.10"))
     assert p.local_ts.is_full and p.remote_ts.is_full
     await wait_up(agent.manager, 7)
@@ -184,7 +185,7 @@ async def test_sync_converges_and_is_idempotent_with_zero_writes(
     assert set(agent.manager.desired) == {2, 3}
     obs = await read_observed(agent.vpp)
     assert set(obs.tunnels) == {2, 3}
-    assert obs.profiles["peer-2"].lifetime == 7200
+    assert obs.profiles["peer-2"].lifetime == child_sa_lifetime(7200)[0]
     writes = sim.write_count
     result = await agent.manager.sync([b2, c_routes])
     assert sim.write_count == writes
@@ -210,6 +211,28 @@ async def test_refusals_write_nothing(sim: VppSim, agent: Agent) -> None:
     # the same add again is a no-op success (the controller may re-send a job)
     result = await agent.manager.apply([AddPeer(example_spec())])
     assert result.writes == 0 and sim.write_count == writes
+
+
+async def test_what_vpp_would_get_wrong_later_is_refused_now(sim: VppSim, agent: Agent) -> None:
+    await agent.manager.apply([AddPeer(example_spec())])
+    # another tunnel with the same ID pair: VPP would tear one down with the other
+    twin = example_spec(tunnel_id=8, dst=IPv4Address("203.0.113.11"),
+                        addr=IPv4Interface("10.100.0.18/31"))
+    with pytest.raises(JobError, match="local ID 198.51.100.7 / remote ID gw.cloud.example "
+                                       "are already used by tunnel 7"):
+        await agent.manager.apply([AddPeer(twin)])
+    # replacing the tunnel in one job is fine: the old one is gone by then
+    await agent.manager.apply([RemovePeer(7), AddPeer(twin)])
+    # VPP sends IKE from the WAN's first address, whatever the tunnel's src
+    wan = next(i for i, itf in sim.state.interfaces.items() if itf.name == "GigabitEthernet0/3/0")
+    await agent.manager.vpp.call("sw_interface_add_del_address", sw_if_index=wan, is_add=True,
+                                 del_all=False, prefix="192.168.1.11/24")
+    second = numbered_spec(9, src=IPv4Address("192.168.1.11"))
+    with pytest.raises(JobError, match="src 192.168.1.11 is not the first address of "
+                                       "GigabitEthernet0/3/0.*VPP always sends IKE from "
+                                       "192.168.1.10"):
+        await agent.manager.apply([AddPeer(second)])
+    await agent.manager.apply([AddPeer(replace(second, src=IPv4Address("192.168.1.10")))])
 
 
 async def test_policy_based_peer_routes_its_remote_selector(agent: Agent) -> None:

@@ -232,6 +232,7 @@ def numbered_peer(n: int) -> dict[str, Any]:
     params["peer"]["ips"] = [f"10.200.{n // 250}.{n % 250 + 1}"]
     params["peer"]["urls"] = []
     params["ikev2"]["psk"] = f"S3cr3tPSK-{n:06d}-abcdefghij"
+    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # one ID pair per tunnel
     return params
 
 

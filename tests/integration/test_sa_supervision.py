@@ -46,8 +46,8 @@ async def supervise_until(m: PeerManager, tid: int, status: str, reason: str = "
 
 @pytest.mark.parametrize(("outcome", "reason"), [
     ("AUTH_FAILED", "AUTH_FAILED: authentication failed"),
-    ("NO_PROPOSAL_CHOSEN", "NO_PROPOSAL_CHOSEN: the peer accepts none"),
-    ("TS_UNACCEPTABLE", "TS_UNACCEPTABLE: the peer refused our traffic selectors"),
+    ("NO_PROPOSAL_CHOSEN", "NO_PROPOSAL_CHOSEN: the peer refused our ESP proposal"),
+    ("TS_UNACCEPTABLE", "TS_UNACCEPTABLE: the peer narrowed the traffic selectors"),
     ("TIMEOUT", "no answer from peer 203.0.113.10"),
 ])
 async def test_failures_end_down_with_a_reason_naming_them(
@@ -73,6 +73,8 @@ async def test_lost_sa_is_reinitiated_with_capped_backoff(
     attempts = sim.message_counts["ikev2_initiate_sa_init"]
     # backoff 0.1, 0.2, 0.4, 0.4, ...: about 5 attempts in 1.6 s, never one per poll
     assert 3 <= attempts <= 7, attempts
+    # each one a restart: the profile deleted (dropping what VPP has pending) and re-created
+    assert sim.message_counts["ikev2_profile_add_del"] == 2 * attempts
     assert manager.states[7].status == "down"
     # the peer is fixed: the next attempt brings the tunnel back up
     sim.ike.script("peer-7", "UP")

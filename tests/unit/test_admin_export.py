@@ -40,6 +40,8 @@ connections {
         # The device checks liveness every 10 s (3 retries) and answers yours.
         dpd_delay = 30s
         mobike = no
+        # The device (VPP) cannot answer IKEv2 cookie requests: in strongswan.conf keep
+        # charon.cookie_threshold_ip above the number of tunnels from its address.
         local {
             auth = psk
             id = fqdn:gw.cloud.example
@@ -53,7 +55,8 @@ connections {
                 local_ts = 0.0.0.0/0
                 remote_ts = 0.0.0.0/0
                 esp_proposals = aes256-sha256
-                rekey_time = 3600s
+                # The device rekeys before 3600 s; rekeying later here avoids rekey collisions.
+                rekey_time = 3960s
                 mode = tunnel
                 # Route-based: the SAs are bound to an XFRM interface so that the 0.0.0.0/0
                 # selectors do not capture this host's own traffic. Create it with:
@@ -263,3 +266,13 @@ def test_render_export_rejects_unknown_format() -> None:
 def test_udp_encap_is_mirrored() -> None:
     text = render_swanctl(replace(example_spec(), udp_encap=True))
     assert "        encap = yes\n" in text
+
+
+def test_a_responder_export_has_the_remote_end_rekey_and_propose_pfs() -> None:
+    spec = example_spec(role="responder", pfs=True, esp=replace(example_spec().esp, dh_group=14))
+    text = render_swanctl(spec)
+    assert "# The device never rekeys as responder: your side does.\n" \
+           "                rekey_time = 3600s" in text
+    assert "esp_proposals = aes256-sha256-modp2048" in text
+    assert "propose the DH group in your rekeys; the device (responder) accepts it" in text
+    assert "start_action = start" in text

@@ -32,7 +32,8 @@ def test_peers_table() -> None:
     peers = [
         {"tunnel_id": 7, "name": "peer-7", "remote": "203.0.113.10", "remote_id": "gw",
          "ike_state": "AUTHENTICATED", "reason": "IKE SA established, child SA installed",
-         "child_sas": 1, "uptime": 3723.4, "rtt_ms": 23.44, "jitter_ms": 1.25,
+         "child_sas": 1, "spis": "c1a2b3c4/d5e6f7a8", "uptime": 3723.4, "rtt_ms": 23.44,
+         "jitter_ms": 1.25,
          "drop_rate": 0.0, "status": "up"},
         {"tunnel_id": 12, "name": "peer-12", "remote": "203.0.113.12", "remote_id": "x",
          "ike_state": None, "reason": "waiting for the peer to initiate", "child_sas": 0,
@@ -40,12 +41,12 @@ def test_peers_table() -> None:
          "status": "down"},
     ]
     assert render_peers(peers) == (
-        "ID  NAME     REMOTE        IKE            CHILD  UPTIME    RTT     JITTER  DROP  "
-        "STATUS  REASON\n"
-        "7   peer-7   203.0.113.10  AUTHENTICATED  1      1h02m03s  23.4ms  1.2ms   0.0%  "
-        "up      IKE SA established, child SA installed\n"
-        "12  peer-12  203.0.113.12  -              0      -         -       -       -     "
-        "down    waiting for the peer to initiate\n"
+        "ID  NAME     REMOTE        IKE            CHILD  SPIS               UPTIME    RTT     "
+        "JITTER  DROP  STATUS  REASON\n"
+        "7   peer-7   203.0.113.10  AUTHENTICATED  1      c1a2b3c4/d5e6f7a8  1h02m03s  23.4ms  "
+        "1.2ms   0.0%  up      IKE SA established, child SA installed\n"
+        "12  peer-12  203.0.113.12  -              0      -                  -         -       "
+        "-       -     down    waiting for the peer to initiate\n"
     )
     assert render_peers([]) == "no peers configured\n"
 

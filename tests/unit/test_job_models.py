@@ -282,32 +282,32 @@ def test_pfs_with_an_explicit_esp_group() -> None:
 def test_weak_crypto_is_accepted_only_by_policy_and_logged() -> None:
     def params() -> dict[str, Any]:
         p = example_params()
-        p["ikev2"]["ike"].update(
-            {"crypto-alg": "3des", "integ-alg": "md5-96", "dh-group": "modp-1024"}
-        )
-        p["ikev2"]["esp"].update({"crypto-alg": "des", "integ-alg": "sha1-96"})
+        p["ikev2"]["ike"].update({"integ-alg": "sha1-96", "dh-group": "modp-1024"})
+        p["ikev2"]["esp"].update({"crypto-alg": "aes-cbc", "integ-alg": "sha1-96",
+                                  "dh-group": "modp-1536"})
+        p["ikev2"]["pfs"] = True
         return p
 
     exc = rejection(params())
-    assert [p.field for p in exc.problems] == [
-        "ikev2.ike.crypto-alg",
-        "ikev2.ike.integ-alg",
-        "ikev2.ike.dh-group",
-        "ikev2.esp.crypto-alg",
-    ]
+    assert [p.field for p in exc.problems] == ["ikev2.ike.dh-group", "ikev2.esp.dh-group"]
     with capture_logs() as logs:
         spec = normalize_add_tunnel(params(), WEAK_OK)
-    # 3DES and DES are fixed-size: the wire key-size (256) is replaced by the cipher's.
-    assert spec.ike == IkeTransforms(3, 192, 1, 1, 2)
-    assert spec.esp == EspTransforms(2, 64, 2, 0)
+    assert (spec.ike.dh_group, spec.esp.dh_group) == (2, 5)
     weak = [entry for entry in logs if entry["event"] == "weak_crypto_accepted_by_policy"]
     assert weak and weak[0]["log_level"] == "warning" and weak[0]["tunnel_id"] == 7
-    assert weak[0]["fields"] == [
-        "ikev2.ike.crypto-alg",
-        "ikev2.ike.integ-alg",
-        "ikev2.ike.dh-group",
-        "ikev2.esp.crypto-alg",
-    ]
+    assert weak[0]["fields"] == ["ikev2.ike.dh-group", "ikev2.esp.dh-group"]
+
+
+def test_what_vpp_does_not_implement_is_refused_even_with_the_weak_policy() -> None:
+    p = example_params()
+    p["ikev2"]["ike"].update({"crypto-alg": "3des", "integ-alg": "md5-96"})
+    p["ikev2"]["esp"].update({"crypto-alg": "des"})
+    exc = rejection(p, WEAK_OK)
+    assert [(q.field, q.value) for q in exc.problems] == [
+        ("ikev2.ike.crypto-alg", "'3des'"), ("ikev2.ike.integ-alg", "'md5-96'"),
+        ("ikev2.esp.crypto-alg", "'des'")]
+    assert all("not implemented by VPP 26.06" in q.reason for q in exc.problems)
+    assert all("3des" not in q.allowed and "md5-96" not in q.allowed for q in exc.problems)
 
 
 def test_weak_policy_lists_weak_choices_as_allowed() -> None:

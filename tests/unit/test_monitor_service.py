@@ -107,6 +107,7 @@ class FakeManager:
                                              for s in specs}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self.listeners: list[Callable[[], None]] = []
+        self.state_listeners: list[Callable[[], None]] = []
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
         self.vpp_down: str | None = None
@@ -114,6 +115,9 @@ class FakeManager:
 
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
+
+    def add_state_listener(self, listener: Callable[[], None]) -> None:
+        self.state_listeners.append(listener)
 
     def vpp_down_reason(self) -> str | None:
         return self.vpp_down
@@ -149,6 +153,8 @@ class FakeManager:
 
     def sa(self, tid: int, status: str, reason: str = "") -> None:
         self.states[tid].set(status, reason)
+        for listener in self.state_listeners:
+            listener()
 
 
 class Clock:
@@ -429,13 +435,13 @@ async def test_alerts_are_evaluated_once_per_period() -> None:
 
 async def test_run_records_entries_every_period_and_stops_cleanly() -> None:
     spec = example_spec(monitor_ips=(A("198.51.100.1"),), monitor_urls=())
-    r = rig(spec, stats_period=0.02, sa_poll=0.01)
+    r = rig(spec, stats_period=0.02)
     task = asyncio.create_task(r.service.run())
     async with asyncio.timeout(2):
         while not r.engine.running:
             await asyncio.sleep(0.005)
     r.manager.sa(7, "up")
-    async with asyncio.timeout(2):  # the SA poll loop picks the state up on its own
+    async with asyncio.timeout(2):  # the manager pushes the state change
         while r.service.snapshot(7)["sa_up"] is not True:  # type: ignore[index]
             await asyncio.sleep(0.005)
     entries: list[dict[str, Any]] = []
@@ -495,8 +501,8 @@ async def test_dns_answers_that_must_not_be_routed_are_skipped_with_a_reason() -
     assert all(s["from"] == ["mon.example.com"] for s in snap["skipped"])
 
 
-async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
-    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)], sa_poll=1.0)
+async def test_a_query_flood_builds_the_stats_entry_once_a_second() -> None:
+    r = rig(*[plain(n, (f"198.51.100.{n}",)) for n in range(1, 51)])
     built = 0
     real = r.service._entry
 
@@ -510,9 +516,15 @@ async def test_a_query_flood_builds_the_stats_entry_once_per_sa_poll() -> None:
     for _ in range(99):
         assert await r.service.device_stats() == first
     assert built == 1
-    r.clock.t += 1.0  # the next SA poll period: fresh numbers
+    r.clock.t += 1.0  # a second later: fresh numbers
     r.engine.deliver(7, "198.51.100.7", 12.0)
     fresh = await r.service.device_stats()
     assert built == 2 and fresh[0]["tunnel_stats"]["7"] != first[0]["tunnel_stats"]["7"]
     r.manager.put(plain(60, ("198.51.100.60",)))  # a desired-set change: at once
     assert "60" in (await r.service.device_stats())[0]["tunnel_stats"]
+    before = built
+    await r.service.device_stats()
+    assert built == before  # cached
+    r.manager.sa(7, "up")  # an SA state change the manager pushes: rebuilt at once
+    await r.service.device_stats()
+    assert built == before + 1

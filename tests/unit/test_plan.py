@@ -13,6 +13,8 @@ from agent.vpp.plan import (
     CapabilityError,
     Ref,
     VppFacts,
+    check_capabilities,
+    child_sa_lifetime,
     covering_prefixes,
     inverse,
     plan_add,
@@ -67,7 +69,10 @@ def test_example_becomes_the_expected_ordered_operations() -> None:
     assert plan.ops[12].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256,
                                       "integ_alg": 12, "prf_alg": 5, "dh_group": 14}
     assert plan.ops[13].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256, "integ_alg": 12}
-    assert plan.ops[14].args["lifetime"] == 3600
+    # VPP rekeys at lifetime + random(jitter) and retries every handover: both before 3600 s
+    lt = plan.ops[14].args
+    assert (lt["lifetime"], lt["lifetime_jitter"], lt["handover"]) == (3240, 300, 60)
+    assert lt["lifetime"] + lt["lifetime_jitter"] + lt["handover"] <= 3600
     assert plan.ops[15].args["sw_if_index"] == Ref("tun:7")
     assert plan.ops[16].args["responder"] == {"sw_if_index": 1,
                                               "addr": IPv4Address("203.0.113.10")}
@@ -177,3 +182,20 @@ def test_resolve_replaces_refs_and_reports_missing_ones() -> None:
     assert resolve({"x": [Ref("tun:1")], "y": 3}, {"tun:1": 9}) == {"x": [9], "y": 3}
     with pytest.raises(KeyError, match="tun:2"):
         resolve({"x": Ref("tun:2")}, {})
+
+
+def test_every_rekey_is_scheduled_before_the_configured_lifetime() -> None:
+    for configured in (300, 301, 900, 3600, 28800, 86400):
+        lifetime, jitter, handover = child_sa_lifetime(configured)
+        assert lifetime > 0 and handover >= 1
+        assert lifetime + jitter + handover <= configured, configured
+
+
+def test_a_responder_is_told_what_vpp_leaves_to_the_peer() -> None:
+    spec = example_spec(role="responder", pfs=True, esp=replace(example_spec().esp, dh_group=14))
+    warnings = check_capabilities(spec, FACTS)  # PFS is the peer's to propose: not refused
+    assert any("accepts any proposal it implements" in w and "never rekeys" in w
+               for w in warnings)
+    assert any("PFS happens only if the peer proposes" in w for w in warnings)
+    ops = [op.message for op in plan_add_ops(spec, FACTS)]
+    assert "ikev2_initiate_sa_init" not in ops

@@ -33,6 +33,7 @@ PSK = "1-1024 characters without whitespace or control characters"
 NOT_INT = "not an integer; allowed: an integer (JSON number or string of digits)"
 WEAK = ("weak, refused by the device's security policy "
         "([security] allow_weak_crypto = false)")
+NOT_IN_VPP = "not implemented by VPP 26.06's IKEv2 plugin (refused even with allow_weak_crypto)"
 SLASH31 = "an IPv4 /31 interface address such as 10.100.0.16/31"
 
 
@@ -246,6 +247,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         f"(254 characters, more than 253); allowed: {DNS}",
     ),
     (
+        "remote-id-longer-than-vpp-keeps",
+        {"ikev2/remote-device-id": "a" * 30 + "." + "b" * 30 + ".example"},
+        f"ikev2.remote-device-id: '{'a' * 30 + '.' + 'b' * 30 + '.ex'}...': 69 bytes, longer "
+        "than VPP keeps in its profile and SA dumps; allowed: at most 63 bytes",
+    ),
+    (
         "remote-id-rfc822-no-at",
         {"ikev2/remote-device-id-type": "rfc822"},
         "ikev2.remote-device-id: 'gw.cloud.example': not an rfc822 identity (no local@domain); "
@@ -292,7 +299,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "ike-3des",
         {"ikev2/ike/crypto-alg": "3des"},
-        f"ikev2.ike.crypto-alg: '3des': {WEAK}; allowed: {IKE_CIPHERS}",
+        f"ikev2.ike.crypto-alg: '3des': {NOT_IN_VPP}; allowed: {IKE_CIPHERS}",
     ),
     (
         "ike-null",
@@ -328,7 +335,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "ike-integ-md5",
         {"ikev2/ike/integ-alg": "md5-96"},
-        f"ikev2.ike.integ-alg: 'md5-96': {WEAK}; allowed: {HMACS}",
+        f"ikev2.ike.integ-alg: 'md5-96': {NOT_IN_VPP}; allowed: {HMACS}",
     ),
     (
         "ike-integ-gmac",
@@ -398,7 +405,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "esp-des",
         {"ikev2/esp/crypto-alg": "des"},
-        f"ikev2.esp.crypto-alg: 'des': {WEAK}; allowed: {ESP_CIPHERS}",
+        f"ikev2.esp.crypto-alg: 'des': {NOT_IN_VPP}; allowed: {ESP_CIPHERS}",
     ),
     ("esp-key-size-text", {"ikev2/esp/key-size": "abc"}, f"ikev2.esp.key-size: 'abc': {NOT_INT}"),
     (

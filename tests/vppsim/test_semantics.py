@@ -206,7 +206,11 @@ async def test_scripted_failures(sim: VppSim, raw: RawClient, outcome: str, stat
         return sas if sas and sas[0].sa.state == state else None
 
     sas = await wait_for(failed)
-    assert await dump(raw, "ikev2_child_sa_dump", sa_index=sas[0].sa.sa_index) == []
+    # as in VPP: the offered first child stays, never keyed; the responder's SPI is
+    # there only when the peer chose a proposal (it narrowed the selectors)
+    children = await dump(raw, "ikev2_child_sa_dump", sa_index=sas[0].sa.sa_index)
+    assert [(c.child_sa.keys.sk_ei_len, bool(c.child_sa.r_spi)) for c in children] == [
+        (0, outcome == "TS_UNACCEPTABLE")]
     assert sim.state.interfaces[2].admin_up is False
     await wait_for(lambda: not sim.state.sas)  # VPP cleans failed SAs up
 
@@ -385,7 +389,8 @@ async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survi
                                 ipaddress.ip_address("192.168.1.10"))
         v1 = await client.dump("ikev2_sa_dump")
         assert [(s.sa.profile_index, s.sa.i_id.data_len) for s in v1] == [(0, 0)]
-        assert await read_sas(client) == []  # the agent's read: v1 first, survives
+        # the agent's read (v1 and the child dump only) survives and shows it half-open
+        assert [(sa.state, sa.i_id[0]) for sa in await read_sas(client)] == [("SA_INIT", 0)]
         assert "peer-1" in sim.state.profiles
         generation = client.generation
         with pytest.raises(VppError):  # VPP 26.06 dies on this (SIGSEGV); so does vppsim

@@ -17,7 +17,10 @@ from agent.lab.vppsim.api import RawString
 from agent.lab.vppsim.cli import BUILD_DATE, VERSION, Cli
 from agent.lab.vppsim.ike import IkeBackend
 from agent.lab.vppsim.state import (
+    AUTHENTICATED,
     NO_INDEX,
+    SA_INIT,
+    TS_UNACCEPTABLE,
     UNSPECIFIED,
     ApiError,
     ChildSa,
@@ -592,9 +595,11 @@ class Handlers:
         return fields
 
     def on_ikev2_sa_dump(self, m: Any) -> list[Reply]:
+        # An initiation the peer has not answered is not in VPP's SA table yet (the
+        # strongSwan backend knows an SA's responder SPI only once it was answered).
         return [
             ("ikev2_sa_details", {"retval": 0, "sa": self._sa_fields(sa, 1)})
-            for sa in self.state.visible_sas()
+            for sa in self.state.visible_sas() if sa.rspi or sa.state != SA_INIT
         ]
 
     def on_ikev2_sa_v2_dump(self, m: Any) -> list[Reply]:
@@ -611,6 +616,11 @@ class Handlers:
 
     def _child_fields(self, sa: IkeSa, c: ChildSa) -> dict[str, Any]:
         keys = {k: c.keys.get(k, b"") for k in ("sk_ai", "sk_ar", "sk_ei", "sk_er")}
+        if not any(keys.values()):
+            # VPP dumps the keys of every child it installed; with the strongSwan backend
+            # charon holds them: show their size (zeros), as the shape readers rely on
+            size = (c.encr[1] // 8) or 32
+            keys = {"sk_ai": b"", "sk_ar": b"", "sk_ei": bytes(size), "sk_er": bytes(size)}
         return {
             "sa_index": sa.index,
             "child_sa_index": c.index,
@@ -626,6 +636,12 @@ class Handlers:
         sa = self.state.sas.get(m.sa_index)
         if sa is None or sa.hidden:
             return []
+        if sa.state != AUTHENTICATED and not sa.children:
+            # VPP's initiator SA carries its offered first child from the start: the
+            # responder's SPI only once the peer chose a proposal, keys once installed.
+            offered = {"sa_index": sa.index, "child_sa_index": 0, "i_spi": sa.ispi & 0xFFFFFFFF,
+                       "r_spi": (sa.rspi & 0xFFFFFFFF) | 1 if sa.state == TS_UNACCEPTABLE else 0}
+            return [("ikev2_child_sa_details", {"retval": 0, "child_sa": offered})]
         return [
             ("ikev2_child_sa_details", {"retval": 0, "child_sa": self._child_fields(sa, c)})
             for c in sa.children

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from agent.lab.vppsim.state import (
     AUTH_FAILED,
+    AUTH_FAILED_LOG,
     AUTHENTICATED,
     NO_PROPOSAL_CHOSEN,
     TS_UNACCEPTABLE,
@@ -127,6 +128,8 @@ class InProcessIke:
         if outcome in _FAIL_STATES:
             sa.state = _FAIL_STATES[outcome]
             state.log(f"ikev2: sa {sa_index} profile {sa.profile} {outcome}")
+            if sa.state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
+                state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="error")
             self._later(self.failed_linger, state.remove_sa, sa_index)
             return
         profile = state.profiles.get(sa.profile)

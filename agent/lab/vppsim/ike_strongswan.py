@@ -43,6 +43,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ import structlog
 
 from agent.lab.vppsim.state import (
     AUTH_FAILED,
+    AUTH_FAILED_LOG,
     AUTHENTICATED,
     NO_PROPOSAL_CHOSEN,
     SA_INIT,
@@ -626,6 +628,10 @@ class StrongswanIke:
         self._inflight: set[int] = set()  # SA indexes whose VICI initiate runs
         # conn name -> (body, PSK) loaded into charon; reloaded when either changes
         self._loaded: dict[str, tuple[dict[str, Any], bytes]] = {}
+        # Loading and unloading a connection run on worker threads; a profile deleted
+        # and re-created at once (the agent's negotiation restart) must not have its
+        # new connection unloaded by the old one's cleanup.
+        self._load_lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._poller: asyncio.Task[None] | None = None
         self._sync_pending = False
@@ -745,11 +751,12 @@ class StrongswanIke:
 
         def negotiate() -> tuple[list[str], bool, str | None]:
             with self._vici() as s:
-                if self._loaded.get(name) != (body, psk):
-                    s.load_conn({name: body})
-                    s.load_shared({"id": f"psk-{name}", "type": "IKE", "data": psk,
-                                   "owners": owners})
-                    self._loaded[name] = (body, psk)
+                with self._load_lock:
+                    if self._loaded.get(name) != (body, psk):
+                        s.load_conn({name: body})
+                        s.load_shared({"id": f"psk-{name}", "type": "IKE", "data": psk,
+                                       "owners": owners})
+                        self._loaded[name] = (body, psk)
                 lines: list[str] = []
                 ok = True
                 try:
@@ -803,6 +810,8 @@ class StrongswanIke:
         self._links.setdefault(index, _Link())
         sa.children.clear()
         state.log(f"ikev2: sa {index} profile {sa.profile} failed: state {vpp_state}")
+        if vpp_state == AUTH_FAILED:  # VPP's own line (level err: kept by default)
+            state.log(AUTH_FAILED_LOG.format(ispi=sa.ispi), level="error")
         self._loop.call_later(self.failed_linger, self._forget, index)
 
     def _forget(self, index: int) -> None:
@@ -831,8 +840,14 @@ class StrongswanIke:
         self._spawn(work)
 
     def _unload(self, s: Any, name: str) -> None:
-        if self._loaded.pop(name, None) is None:
-            return
+        with self._load_lock:
+            if self._state is not None and name in self._state.profiles:
+                return  # re-created meanwhile: its connection is the new one
+            if self._loaded.pop(name, None) is None:
+                return
+            self._unload_locked(s, name)
+
+    def _unload_locked(self, s: Any, name: str) -> None:
         with contextlib.suppress(Exception):
             for _ in s.terminate({"ike": name, "timeout": 2000, "force": "yes"}):
                 pass

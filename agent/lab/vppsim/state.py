@@ -53,6 +53,8 @@ ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
 # vlib's log levels, most severe first (src/vlib/log.h), and its ring size.
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug", "disabled")
 LOG_SIZE = 512
+# What VPP 26.06's IKEv2 plugin logs (level err) when IKE_AUTH fails authentication.
+AUTH_FAILED_LOG = "authentication failed, no matching profile found! ispi {ispi:x}"
 
 # Key lengths in bytes as IKEv2 derives them (RFC 7296 2.14): PRF output size for
 # SK_d/SK_p (VPP's default PRF is hmac-sha2-256), the integrity key size for SK_a,

@@ -1,0 +1,28 @@
+"""Readers: what VPP's dumps mean, decided without VPP."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Interface, IPv4Network
+
+from agent.vpp.readers import ChildInfo, derive_state, routes_via_tunnels
+
+
+def test_the_sa_state_is_derived_from_v1_and_the_child_dump() -> None:
+    keyed, unkeyed, offered = ChildInfo(1, 2, True), ChildInfo(1, 2, False), ChildInfo(1, 0, False)
+    assert derive_state([keyed], 2) == "AUTHENTICATED"
+    assert derive_state([unkeyed], 2) == "TS_UNACCEPTABLE"
+    assert derive_state([offered], 2) == "SA_INIT"
+    assert derive_state([offered], 2, auth_failed=True) == "AUTH_FAILED"
+    assert derive_state([], 0) == "SA_INIT"  # a responder's half-open SA
+    assert derive_state([], 2) == "NO_CHILD"
+
+
+def test_reconcile_sees_only_routes_a_client_could_have_added() -> None:
+    n = IPv4Network
+    dump = [(3, n("10.100.0.16/31"), 0),  # connected: VPP's, from the tunnel address
+            (3, n("10.100.0.17/32"), 0),  # the peer's host route inside it
+            (3, n("10.100.0.16/32"), 1),  # local
+            (3, n("198.51.100.100/32"), 0),  # a monitor route the agent added
+            (4, n("192.0.2.0/24"), 0)]
+    got = routes_via_tunnels(dump, {3: {IPv4Interface("10.100.0.16/31")}})
+    assert got == {3: {n("198.51.100.100/32")}, 4: {n("192.0.2.0/24")}}
