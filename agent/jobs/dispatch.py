@@ -114,6 +114,7 @@ FORCE_SYNC_SIGNATURE = "empty_cfg"
 # The peer store was corrupt and moved aside: the desired state is unknown until the
 # controller's sync-device, which a hash no chain can reach makes it send.
 STORE_LOST_SIGNATURE = "peers_store_lost"
+INTERFACE_FACTS_TTL = 10.0  # seconds a stats reply may reuse the interface facts
 
 
 async def _no_facts() -> list[WanFacts]:
@@ -163,6 +164,8 @@ class JobDispatcher:
         self._facts = facts
         self._counters = counters
         self._clock = clock
+        self._interfaces_read_at: float | None = None
+        self._interfaces_refresh: asyncio.Task[list[dict[str, Any]]] | None = None
         self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
         self._last_interfaces: list[dict[str, Any]] = []
         self._distro = distro_facts()  # flexiManage stores it on every connect
@@ -603,8 +606,21 @@ class JobDispatcher:
         """`network.interfaces` entries; the last known ones while VPP cannot answer."""
         try:
             self._last_interfaces = [interface_entry(f) for f in await self._facts()]
+            self._interfaces_read_at = self._clock()
         except Exception as e:  # VPP away: get-device-info must still answer
             log.info("interface facts unavailable, reporting the last known", error=str(e))
+        return self._last_interfaces
+
+    async def _recent_interfaces(self) -> list[dict[str, Any]]:
+        """The interface facts for a stats reply: read at most every INTERFACE_FACTS_TTL
+        seconds (flexiagent recomputes `reconfig` every 10 s), refreshed in the
+        background so a reply never waits behind a big job's requests on VPP's socket."""
+        if self._interfaces_read_at is None:
+            return await self.interfaces()
+        stale = self._clock() - self._interfaces_read_at >= INTERFACE_FACTS_TTL
+        if stale and (self._interfaces_refresh is None or self._interfaces_refresh.done()):
+            self._interfaces_refresh = asyncio.create_task(self.interfaces(),
+                                                           name="interface-facts")
         return self._last_interfaces
 
     def vpp_version(self) -> str:
@@ -645,7 +661,7 @@ class JobDispatcher:
         if entries:
             entries[-1].update(state=state, stateReason=reason, running=state == "running")
             # flexiManage re-reads get-device-info when this changes (DHCP, link, MTU...)
-            interfaces = await self.interfaces()
+            interfaces = await self._recent_interfaces()
             entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
             await self._add_counters(entries[-1])
             if self.routing is not None:  # flexiagent's 3-minute reading; {} without BGP

@@ -4,6 +4,7 @@ flexiManage's validators. The peer manager is a recording fake (VPP is tested el
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -410,3 +411,32 @@ async def test_reset_device_wipes_and_forces_a_sync(tmp_path: Path) -> None:
     assert d.cfg_hash() not in ("", advance("", job("add-route", ROUTE)))  # never matches
     assert (await run(d, job("sync-device", {"requests": [job("add-tunnel", peer_params())]}))).ok
     assert d.cfg_hash() == "" and sorted(mgr.desired) == [7]
+
+
+async def test_stats_reuse_interface_facts_and_refresh_them_in_the_background(
+        tmp_path: Path) -> None:
+    """A stats reply never waits for VPP's interface dump (behind a big job's requests
+    it took seconds): the facts are re-read at most every 10 s, without the reply."""
+    now = [100.0]
+    reads: list[float] = []
+    gate = asyncio.Event()
+
+    async def facts() -> list[WanFacts]:
+        reads.append(now[0])
+        if len(reads) > 1:
+            await gate.wait()  # VPP busy: the refresh is slow
+        return await wan_facts()
+
+    d = JobDispatcher(FakeManager(), ValidationPolicy(), stats=no_stats,  # type: ignore[arg-type]
+                      config=ConfigStore(tmp_path / "s"), facts=facts, clock=lambda: now[0])
+    first = (await d.device_stats())[-1]["reconfig"]
+    assert first and reads == [100.0]
+    now[0] = 105.0
+    assert (await d.device_stats())[-1]["reconfig"] == first and reads == [100.0]
+    now[0] = 111.0
+    # stale: answered at once from the last facts while a refresh reads VPP
+    answered = await asyncio.wait_for(d.device_stats(), 1.0)
+    assert answered[-1]["reconfig"] == first and reads == [100.0, 111.0]
+    await d.device_stats()  # a refresh in progress is not started twice
+    assert reads == [100.0, 111.0]
+    gate.set()
