@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import itertools
 import secrets
@@ -189,15 +190,18 @@ def test_a_dead_peer_is_down_within_dpd_time_and_up_again_by_vpps_own_reinitiati
 
 def test_vpp_rekeys_the_child_sa_before_its_lifetime_with_traffic_flowing(
         lab: Lab, workdir: Path) -> None:  # noqa: F811
-    """A 300 s child SA (the shortest the validation allows): VPP rekeys at the programmed
-    lifetime + jitter, all before 300 s; pings keep passing; peerctl shows the new SPIs."""
+    """A 60 s child SA (the device's policy allows 300 s and more; this test's policy
+    lowers the bound to keep the suite short): VPP rekeys at the programmed lifetime +
+    jitter, all before 60 s; pings keep passing; peerctl shows the new SPIs."""
     settings = PeerSettings()
     peer = PeerGateway(lab, workdir, settings)
     peer.start()
-    lifetime = 300
+    lifetime = 60
 
     async def scenario() -> None:
         async with rig(lab, workdir, peer) as r:
+            r.agent.dispatcher.policy = dataclasses.replace(r.agent.dispatcher.policy,
+                                                            child_lifetime_min=lifetime)
             params = add_tunnel_params(lab, settings)
             params["ikev2"]["lifetime"] = lifetime
             ok(await r.ctl.send_job("add-tunnel", params, jobid=91))
@@ -227,7 +231,7 @@ def test_vpp_rekeys_the_child_sa_before_its_lifetime_with_traffic_flowing(
                 await pinger
             assert rekeyed_after < lifetime, rekeyed_after  # before the configured lifetime
             assert state[7].status == "up" and len(await r.sas()) == 1
-            assert rounds > 100 and failed <= 1, (rounds, failed)  # traffic kept flowing
+            assert rounds > 30 and failed <= 1, (rounds, failed)  # traffic kept flowing
             rc, out = await ping_through("peer7", lab.monitor_addrs[0])
             assert rc == 0, out
             new = r.agent.manager.peer_summary(7)["spis"]
