@@ -162,6 +162,8 @@ async def running_agent(sock: Path, state: Path, interfaces: dict[str, str] | No
         "state": {"dir": str(state)},
         "admin": {"socket": str(state.parent / f"admin-{state.name}.sock")},
         "interfaces": interfaces or {},
+        # no FRR beside these VPPs: routing is recorded, not applied (as in the lab demo)
+        "routing": {"vtysh": ""},
     }, {})
     agent = Agent(cfg)
     task = asyncio.create_task(agent.run())
