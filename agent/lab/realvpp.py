@@ -68,10 +68,12 @@ def has_vhost_net() -> bool:
 
 
 def lab_startup_conf(run: Path, prefix_tag: str, *, linux_cp: bool,
-                     startup_cli: Path | None = None) -> str:
-    """A startup.conf for the lab: no hugepages, sockets under `run`, own api-segment."""
-    plugins = [*LAB_PLUGINS, *(LCP_PLUGINS if linux_cp else ())]
-    enabled = "\n".join(f"  plugin {p} {{ enable }}" for p in plugins)
+                     startup_cli: Path | None = None, plugins: Sequence[str] = (),
+                     main_heap: str = "512M") -> str:
+    """A startup.conf for the lab: no hugepages, sockets under `run`, own api-segment;
+    `plugins` (e.g. "acl_plugin.so") are enabled besides the lab's own."""
+    every = [*LAB_PLUGINS, *(LCP_PLUGINS if linux_cp else ()), *plugins]
+    enabled = "\n".join(f"  plugin {p} {{ enable }}" for p in every)
     cli = f"  startup-config {startup_cli}\n" if startup_cli else ""
     lcp = "linux-cp {\n  lcp-sync\n  lcp-auto-subint\n}\n" if linux_cp else ""
     return f"""\
@@ -84,7 +86,7 @@ unix {{
 api-segment {{ prefix {prefix_tag} }}
 socksvr {{ socket-name {run}/api.sock }}
 statseg {{ socket-name {run}/stats.sock size 32m page-size 4k }}
-memory {{ main-heap-size 512M main-heap-page-size 4k }}
+memory {{ main-heap-size {main_heap} main-heap-page-size 4k }}
 buffers {{ buffers-per-numa 16384 page-size 4k }}
 plugins {{
   plugin default {{ disable }}
@@ -102,7 +104,8 @@ class RealVpp:
 
     def __init__(self, netns: str, run: Path, *, prefix: Path | None = None,
                  linux_cp: bool = False, startup_cli: Sequence[str] = (),
-                 conf_text: str | None = None) -> None:
+                 conf_text: str | None = None, plugins: Sequence[str] = (),
+                 main_heap: str = "512M") -> None:
         found = prefix or find_vpp()
         if found is None:
             raise VppFailed(ENABLE_HINT)
@@ -113,6 +116,8 @@ class RealVpp:
         self.startup_cli = list(startup_cli)
         self.tag = f"pa{uuid.uuid4().hex[:10]}"  # api-segment prefix: unique per VPP
         self.conf_text = conf_text
+        self.plugins = tuple(plugins)
+        self.main_heap = main_heap
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -135,7 +140,8 @@ class RealVpp:
             cli_path = self.run / "setup.cli"
             cli_path.write_text("\n".join(self.startup_cli) + "\n")
         text = self.conf_text if self.conf_text is not None else lab_startup_conf(
-            self.run, self.tag, linux_cp=self.linux_cp, startup_cli=cli_path)
+            self.run, self.tag, linux_cp=self.linux_cp, startup_cli=cli_path,
+            plugins=self.plugins, main_heap=self.main_heap)
         self.conf_path.write_text(text)
         return self.conf_path
 
@@ -178,6 +184,13 @@ class RealVpp:
     def _created_interfaces(self) -> list[str]:
         prefix = "create host-interface name "
         return [c[len(prefix):].split()[0] for c in self.startup_cli if c.startswith(prefix)]
+
+    @property
+    def pid(self) -> int:
+        """VPP's process id (`ip netns exec` execs VPP: the same process)."""
+        if self.proc is None:
+            raise VppFailed("VPP is not running")
+        return self.proc.pid
 
     @property
     def running(self) -> bool:

@@ -11,8 +11,8 @@ core):
 - papi: the raw baseline — vpp-papi's own async client sending the same
   messages (the agent's plan for the same VPP), one dependent chain per peer,
   all peers in flight;
-- targets: `vppsim` (the project's emulator) and `vpp` (real VPP 26.06 from
-  ../shared/vpp, see realvpp.py; without linux-cp, which cannot run here);
+- targets: `vppsim` (the project's emulator) and `vpp` (real VPP 26.06 as
+  bootstrap installed it, see realvpp.py; without linux-cp, which cannot run here);
   `vpp` is skipped with the reason when it cannot run;
 - memory: Python heap the agent keeps per peer (tracemalloc, a separate run)
   and resident memory per peer;
@@ -163,6 +163,8 @@ async def running_agent(sock: Path, state: Path, interfaces: dict[str, str] | No
         "state": {"dir": str(state)},
         "admin": {"socket": str(state.parent / f"admin-{state.name}.sock")},
         "interfaces": interfaces or {},
+        # no FRR beside these VPPs: routing is recorded, not applied (as in the lab demo)
+        "routing": {"vtysh": ""},
     }, {})
     agent = Agent(cfg)
     task = asyncio.create_task(agent.run())

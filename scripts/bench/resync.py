@@ -1,6 +1,6 @@
 """Resync cost: re-program N peers after a VPP restart; reads and writes when in sync.
 
-For each target (vppsim, and real VPP 26.06 when ../shared/vpp is there, see
+For each target (vppsim, and real VPP 26.06 when bootstrap installed it, see
 realvpp.py) and each run: the agent applies N peers into a fresh VPP and stops;
 it then starts against another fresh, empty VPP with the same stored state (what
 it finds after VPP restarted) and re-programs everything; the figure is the time
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # agent.*
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realvpp

@@ -32,15 +32,19 @@ from typing import Any
 
 import pytest
 
+from agent.lab.realvpp import RealVpp
 from agent.peers.spec import PeerSpec
 from agent.policy.manager import PolicyManager
 from agent.vpp.client import VppClient
-from tests import realvpp
+from tests.real_vpp import require_real_vpp
 from tests.spec_factory import example_spec
 from tests.waiting import until
 
-pytestmark = pytest.mark.skipif(realvpp.unavailable() is not None,
-                                reason=realvpp.unavailable() or "")
+
+@pytest.fixture(autouse=True)
+def _real_vpp_tier() -> None:
+    require_real_vpp()
+
 
 PREFIX_TARGET = "172.16.0.1"
 
@@ -169,11 +173,6 @@ class Rig:
         return {k: after[k] - before[k] for k in after}
 
 
-@pytest.fixture(scope="module")
-def vpp_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return realvpp.unpack(tmp_path_factory.mktemp("vpp"))
-
-
 @pytest.fixture
 def topo() -> Iterator[Topo]:
     t = Topo(uuid.uuid4().hex[:5])
@@ -185,11 +184,12 @@ def topo() -> Iterator[Topo]:
 
 
 @pytest.fixture
-async def rig(vpp_tree: Path, topo: Topo, short_dir: Path) -> AsyncIterator[Rig]:
-    with realvpp.running(vpp_tree, topo.names["dev"], short_dir,
-                         ("af_packet", "acl", "abf", "ping"), SETUP_CLI,
-                         prefix=f"pa{topo.tag}"):
-        vpp = VppClient(str(short_dir / "api.sock"), call_timeout=5.0)
+async def rig(topo: Topo, short_dir: Path) -> AsyncIterator[Rig]:
+    real = RealVpp(topo.names["dev"], short_dir, startup_cli=SETUP_CLI.splitlines(),
+                   plugins=("acl_plugin.so", "abf_plugin.so"))
+    await asyncio.to_thread(real.start)
+    try:
+        vpp = VppClient(str(real.socket_path), call_timeout=5.0)
         await vpp.start()
         try:
             await vpp.wait_connected(20)
@@ -206,6 +206,8 @@ async def rig(vpp_tree: Path, topo: Topo, short_dir: Path) -> AsyncIterator[Rig]
             yield r
         finally:
             await vpp.close()
+    finally:
+        await asyncio.to_thread(real.stop)
 
 
 def policy(fallback: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Differential: the same acl/abf requests against real VPP 26.06 and vppsim give the
-same return codes, indexes and dumps (reference tier: needs ../shared/vpp, root and
-network namespaces; skipped with the reason otherwise)."""
+same return codes, indexes and dumps (real-VPP tier: needs VPP 26.06 installed by
+scripts/bootstrap.sh, root and network namespaces; skipped at tests/real_vpp.py's gate
+otherwise)."""
 
 from __future__ import annotations
 
@@ -13,31 +14,31 @@ from typing import Any
 
 import pytest
 
+from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
-from tests import realvpp
+from tests.real_vpp import require_real_vpp
 from tests.waiting import until
 
 NO_INDEX = 0xFFFFFFFF
 
-pytestmark = pytest.mark.skipif(realvpp.unavailable() is not None,
-                                reason=realvpp.unavailable() or "")
 
-
-@pytest.fixture(scope="module")
-def vpp_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return realvpp.unpack(tmp_path_factory.mktemp("vpp"))
+@pytest.fixture(autouse=True)
+def _real_vpp_tier() -> None:
+    require_real_vpp()
 
 
 @pytest.fixture
-def real_vpp(vpp_tree: Path, short_dir: Path) -> Iterator[Path]:
+def real_vpp(short_dir: Path) -> Iterator[Path]:
     """Real VPP with the acl and abf plugins in a namespace of its own; its API socket."""
     ns = f"pa-rv-{uuid.uuid4().hex[:6]}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
+    vpp = RealVpp(ns, short_dir, plugins=("acl_plugin.so", "abf_plugin.so"))
     try:
-        with realvpp.running(vpp_tree, ns, short_dir, ("acl", "abf")) as sock:
-            yield sock
+        vpp.start()
+        yield vpp.socket_path
     finally:
+        vpp.stop()
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
