@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import io
 import itertools
+import os
 import secrets
 import select
 import socket
@@ -251,6 +252,9 @@ async def peerctl(*argv: str) -> tuple[int, str, str]:
 
 SOAK_TUNNELS = 10
 SOAK_RESTARTS = 5
+# Seconds the tunnels must stay up between crashes: 0 in the suite (about 45 s in all);
+# PEERING_SOAK_DWELL=50 stretches the soak to the five minutes.
+SOAK_DWELL = float(os.environ.get("PEERING_SOAK_DWELL", "0"))
 
 
 @dataclass
@@ -334,6 +338,11 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
                     await until_states(lambda: all_are("up"), SA_INIT_TIMEOUT + 15, crash,
                                        state)
                     assert r.agent.vpp.connected
+                    dwell_until = time.monotonic() + SOAK_DWELL
+                    while time.monotonic() < dwell_until:  # up, and staying up
+                        assert all_are("up"), sorted(state.items())
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), 0.5)
             finally:
                 stop.set()
                 await watcher
