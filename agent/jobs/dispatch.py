@@ -612,10 +612,11 @@ class JobDispatcher:
         return self._last_interfaces
 
     async def _recent_interfaces(self) -> list[dict[str, Any]]:
-        """The interface facts for a stats reply: read at most every INTERFACE_FACTS_TTL
-        seconds (flexiagent recomputes `reconfig` every 10 s), refreshed in the
-        background so a reply never waits behind a big job's requests on VPP's socket."""
-        if self._interfaces_read_at is None:
+        """The interface facts for a stats reply. While a job runs, VPP answers the
+        interface dump only after the job's queued requests (seconds for 1000 peers), so
+        the last facts are used and refreshed in the background at most every
+        INTERFACE_FACTS_TTL seconds (flexiagent recomputes `reconfig` every 10 s)."""
+        if self._interfaces_read_at is None or not self._lock.locked():
             return await self.interfaces()
         stale = self._clock() - self._interfaces_read_at >= INTERFACE_FACTS_TTL
         if stale and (self._interfaces_refresh is None or self._interfaces_refresh.done()):

@@ -449,6 +449,12 @@ class MonitorService:
             if self._on_demand is None or now - self._on_demand[0] >= ON_DEMAND_MAX_AGE:
                 self._on_demand = (now, self._entry(evaluate=False))
             entries.append(dict(self._on_demand[1]))  # a copy: the state below is current
+        # the last entry is the tunnels' state now: a tunnel removed since a recorded
+        # sample is no longer in it (flexiManage takes tunnel state from the last entry)
+        last = entries[-1]
+        if "tunnel_stats" in last:
+            last["tunnel_stats"] = {k: v for k, v in last["tunnel_stats"].items()
+                                    if int(k) in self._tunnels}
         # the last entry carries the device state now (flexiagent overwrites it too):
         # "stopped" while VPP's API is not connected, e.g. at boot before VPP is up
         down = self.manager.vpp_down_reason()

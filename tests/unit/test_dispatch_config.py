@@ -415,8 +415,9 @@ async def test_reset_device_wipes_and_forces_a_sync(tmp_path: Path) -> None:
 
 async def test_stats_reuse_interface_facts_and_refresh_them_in_the_background(
         tmp_path: Path) -> None:
-    """A stats reply never waits for VPP's interface dump (behind a big job's requests
-    it took seconds): the facts are re-read at most every 10 s, without the reply."""
+    """While a job runs, a stats reply never waits for VPP's interface dump (behind a big
+    job's requests it took seconds): the facts are re-read at most every 10 s, without
+    the reply; with no job they are read afresh."""
     now = [100.0]
     reads: list[float] = []
     gate = asyncio.Event()
@@ -431,6 +432,7 @@ async def test_stats_reuse_interface_facts_and_refresh_them_in_the_background(
                       config=ConfigStore(tmp_path / "s"), facts=facts, clock=lambda: now[0])
     first = (await d.device_stats())[-1]["reconfig"]
     assert first and reads == [100.0]
+    await d._lock.acquire()  # a job runs from here on
     now[0] = 105.0
     assert (await d.device_stats())[-1]["reconfig"] == first and reads == [100.0]
     now[0] = 111.0
@@ -440,3 +442,6 @@ async def test_stats_reuse_interface_facts_and_refresh_them_in_the_background(
     await d.device_stats()  # a refresh in progress is not started twice
     assert reads == [100.0, 111.0]
     gate.set()
+    d._lock.release()  # no job: a reply reads the facts afresh
+    await d.device_stats()
+    assert reads == [100.0, 111.0, 111.0]
