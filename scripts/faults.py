@@ -300,6 +300,7 @@ class AppDevice:
             "state": {"dir": str(self.state)},
             "admin": {"socket": str(self.state.parent / "admin.sock")},
             "logging": {"level": "error"},
+            "routing": {"vtysh": ""},  # VPP faults only: routing recorded, no FRR needed
         }, {})
         self.agent = App(cfg, name_resolver=offline_name_resolver)
         self._task = asyncio.create_task(self.agent.run())
