@@ -17,5 +17,5 @@ if [ "$rc" = 5 ]; then
     exit 1
 fi
 # The fault matrix's short form (scripts/faults.sh --short) is out of this command
-# for now: after the SA-supervision rewrite it does not finish (see README).
+# for now: its websocket-drop scenario no longer finishes (see README).
 exit "$rc"
