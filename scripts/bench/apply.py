@@ -56,7 +56,7 @@ from agent.lab.controller_double import ControllerDouble  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.vpp.plan import VppFacts, plan_add_ops, resolve  # noqa: E402
-from tests.fixtures import example_request  # noqa: E402
+from tests.fixtures import numbered_add_tunnel  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realvpp  # noqa: E402
@@ -121,17 +121,7 @@ def vppsim_process(workdir: Path) -> Iterator[tuple[Path, int]]:
 
 
 def peer_params(n: int) -> dict[str, Any]:
-    """The protocol document's add-tunnel, renumbered: tunnel n with its own dst and /31."""
-    params: dict[str, Any] = example_request()["params"]
-    params["tunnel-id"] = n
-    params["dst"] = f"203.0.{113 + n // 250}.{n % 250 + 1}"
-    base = 2 * n
-    params["peer"]["addr"] = f"10.{100 + base // 65536}.{base // 256 % 256}.{base % 256}/31"
-    params["peer"]["ips"] = [f"10.200.{n // 250}.{n % 250 + 1}"]
-    params["peer"]["urls"] = []
-    params["ikev2"]["psk"] = f"bench-psk-{n:06d}-abcdefghij"
-    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # one ID pair per tunnel
-    return params
+    return numbered_add_tunnel(n, "bench-psk")
 
 
 def rss_kib() -> int:

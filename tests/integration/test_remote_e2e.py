@@ -26,7 +26,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
-from tests.fixtures import example_request
+from tests.fixtures import example_request, numbered_add_tunnel
 from tests.waiting import until
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000e217"
@@ -240,16 +240,7 @@ def daemon_gc() -> Iterator[None]:
 
 
 def numbered_peer(n: int) -> dict[str, Any]:
-    params: dict[str, Any] = example_request()["params"]
-    params["tunnel-id"] = n
-    params["dst"] = f"203.0.{113 + n // 250}.{n % 250 + 1}"
-    base = 2 * n
-    params["peer"]["addr"] = f"10.{100 + base // 65536}.{base // 256 % 256}.{base % 256}/31"
-    params["peer"]["ips"] = [f"10.200.{n // 250}.{n % 250 + 1}"]
-    params["peer"]["urls"] = []
-    params["ikev2"]["psk"] = f"S3cr3tPSK-{n:06d}-abcdefghij"
-    params["ikev2"]["remote-device-id"] = f"gw{n}.cloud.example"  # one ID pair per tunnel
-    return params
+    return numbered_add_tunnel(n, "S3cr3tPSK")
 
 
 async def test_a_1000_peer_apply_does_not_delay_stats_or_commands(short_dir: Path) -> None:
