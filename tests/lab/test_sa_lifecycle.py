@@ -330,13 +330,17 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
                         await asyncio.wait_for(stop.wait(), 0.3)
 
             watcher = asyncio.create_task(watch())
+            downs: list[float] = []
+            ups: list[float] = []
+            began = time.monotonic()
             try:
                 for crash in range(SOAK_RESTARTS):
                     await asyncio.to_thread(peer.charon.kill)
-                    await until_states(lambda: all_are("down"), DPD_TIME + 5, crash, state)
+                    downs.append(await until_states(lambda: all_are("down"), DPD_TIME + 5,
+                                                    crash, state))
                     await asyncio.to_thread(peer.start)
-                    await until_states(lambda: all_are("up"), SA_INIT_TIMEOUT + 15, crash,
-                                       state)
+                    ups.append(await until_states(lambda: all_are("up"),
+                                                  SA_INIT_TIMEOUT + 15, crash, state))
                     assert r.agent.vpp.connected
                     dwell_until = time.monotonic() + SOAK_DWELL
                     while time.monotonic() < dwell_until:  # up, and staying up
@@ -346,6 +350,11 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
             finally:
                 stop.set()
                 await watcher
+            # The figures the README reports (pytest -s shows them).
+            print(f"soak: {SOAK_TUNNELS} tunnels, {len(downs)} crashes in "
+                  f"{time.monotonic() - began:.0f} s; all down after "
+                  f"{', '.join(f'{d:.1f}' for d in downs)} s; all up after "
+                  f"{', '.join(f'{u:.1f}' for u in ups)} s; most IKE SAs per tunnel {most}")
             assert most == 1, most
             assert r.agent.vpp.generation == 1  # VPP never went away (no reconnect)
             assert len(await r.sas()) == SOAK_TUNNELS
@@ -354,11 +363,14 @@ def test_soak_ten_tunnels_through_five_peer_crashes(lab: Lab, workdir: Path) -> 
 
 
 async def until_states(predicate: Callable[[], bool], timeout: float, crash: int,
-                       state: Mapping[int, object]) -> None:
+                       state: Mapping[int, object]) -> float:
+    """Seconds until the predicate held."""
+    began = time.monotonic()
     try:
         await until(predicate, timeout)
     except AssertionError as e:
         raise AssertionError(f"crash {crash}: {e}: {sorted(state.items())}") from None
+    return time.monotonic() - began
 
 
 def run(lab: Lab, peer: PeerGateway, scenario: Callable[[], Awaitable[None]]) -> None:
