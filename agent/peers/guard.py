@@ -11,6 +11,7 @@ not be able to do what a refused monitor IP cannot.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -40,7 +41,30 @@ def address_problem(addr: IPv4Address) -> str | None:
     return None
 
 
-def target_problem(addr: IPv4Address, spec: PeerSpec, peers: Mapping[int, PeerSpec],
+class PeerIndex:
+    """The desired peers indexed by what the checks look up, built once per job so that
+    checking n peers against each other costs O(n log n), not O(n^2)."""
+
+    def __init__(self, peers: Mapping[int, PeerSpec]) -> None:
+        self.by_dst: dict[IPv4Address, list[int]] = {}
+        self.by_monitor: dict[IPv4Address, list[int]] = {}
+        self.spans: list[tuple[int, IPv4Address, IPv4Address]] = []
+        for tid, spec in sorted(peers.items()):
+            self.by_dst.setdefault(spec.dst, []).append(tid)
+            for ip in spec.monitor_ips:
+                self.by_monitor.setdefault(ip, []).append(tid)
+            span = _range(spec)
+            if span is not None:
+                self.spans.append((tid, *span))
+        self._dsts = sorted(self.by_dst)
+
+    def dsts_within(self, start: IPv4Address, end: IPv4Address) -> list[tuple[int, IPv4Address]]:
+        """(tunnel id, dst) of every peer whose dst is in [start, end], by tunnel id."""
+        lo, hi = bisect_left(self._dsts, start), bisect_right(self._dsts, end)
+        return sorted((tid, dst) for dst in self._dsts[lo:hi] for tid in self.by_dst[dst])
+
+
+def target_problem(addr: IPv4Address, spec: PeerSpec, peers: PeerIndex,
                    wan: Iterable[IPv4Interface]) -> str | None:
     """Why a /32 to `addr` through `spec`'s tunnel would break the device (None: fine)."""
     static = address_problem(addr)
@@ -48,8 +72,8 @@ def target_problem(addr: IPv4Address, spec: PeerSpec, peers: Mapping[int, PeerSp
         return static
     if addr == spec.dst:
         return "the tunnel's own peer address (dst): its IKE/ESP would be routed into itself"
-    for tid, other in sorted(peers.items()):
-        if tid != spec.tunnel_id and addr == other.dst:
+    for tid in peers.by_dst.get(addr, ()):
+        if tid != spec.tunnel_id:
             return (f"the peer address of tunnel {tid}: that tunnel's IKE/ESP would be "
                     "diverted")
     if addr == spec.src:
@@ -69,7 +93,7 @@ def _range(spec: PeerSpec) -> tuple[IPv4Address, IPv4Address] | None:
     return spec.remote_ts.start_addr, spec.remote_ts.end_addr
 
 
-def route_problems(spec: PeerSpec, peers: Mapping[int, PeerSpec],
+def route_problems(spec: PeerSpec, peers: PeerIndex,
                    wan: Iterable[IPv4Interface]) -> list[str]:
     """Every reason to refuse `spec`'s routes (monitor IPs, remote selector) given the
     other desired `peers` and the WAN interface addresses `wan` (with their subnets)."""
@@ -84,13 +108,12 @@ def route_problems(spec: PeerSpec, peers: Mapping[int, PeerSpec],
     if span is not None:
         start, end = span
         shown = f"ikev2.remote-ts {start}-{end}"
-        inside = lambda a: start <= a <= end  # noqa: E731
-        if inside(spec.dst):
+        if start <= spec.dst <= end:
             out.append(f"tunnel {tid}: {shown} covers the tunnel's own peer address "
                        f"{spec.dst}: its IKE/ESP would be routed into itself")
-        for other_id, other in sorted(peers.items()):
-            if other_id != tid and inside(other.dst):
-                out.append(f"tunnel {tid}: {shown} covers the peer address {other.dst} of "
+        for other_id, other_dst in peers.dsts_within(start, end):
+            if other_id != tid:
+                out.append(f"tunnel {tid}: {shown} covers the peer address {other_dst} of "
                            f"tunnel {other_id}: that tunnel's IKE/ESP would be diverted")
         nets = covering_prefixes(start, end)
         for iface in [*wan, IPv4Interface(f"{spec.src}/32")]:
@@ -103,15 +126,17 @@ def route_problems(spec: PeerSpec, peers: Mapping[int, PeerSpec],
             out.append(f"tunnel {tid}: {shown} covers {special[0]}, which must never be "
                        "routed into a tunnel")
     # the other direction: an existing peer's routes must not swallow this peer's dst
-    for other_id, other in sorted(peers.items()):
+    swallowing: dict[int, str] = {}
+    for other_id in peers.by_monitor.get(spec.dst, ()):
+        swallowing.setdefault(other_id, f"tunnel {tid}: dst {spec.dst} is a monitor IP of "
+                              f"tunnel {other_id}, routed into that tunnel")
+    inside: dict[int, str] = {}
+    for other_id, lo, hi in peers.spans:
+        if lo <= spec.dst <= hi:
+            inside[other_id] = (f"tunnel {tid}: dst {spec.dst} is inside the remote selector "
+                                f"of tunnel {other_id}, routed into that tunnel")
+    for other_id in sorted(swallowing.keys() | inside.keys()):
         if other_id == tid:
             continue
-        if spec.dst in other.monitor_ips:
-            out.append(f"tunnel {tid}: dst {spec.dst} is a monitor IP of tunnel {other_id}, "
-                       "routed into that tunnel")
-        other_span = _range(other)
-        if other_span is not None and other_span[0] <= spec.dst <= other_span[1]:
-            out.append(f"tunnel {tid}: dst {spec.dst} is inside the remote selector of "
-                       f"tunnel {other_id}, routed into that tunnel")
+        out += [m for m in (swallowing.get(other_id), inside.get(other_id)) if m is not None]
     return out
-

@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from agent.peers.codec import cfg_hash
-from agent.peers.guard import route_problems, target_problem
+from agent.peers.guard import PeerIndex, route_problems, target_problem
 from agent.peers.reconcile import agent_objects, plan_reconcile
 from agent.peers.spec import Identity, PeerSpec
 from agent.peers.store import PeerStore
@@ -315,7 +315,7 @@ class PeerManager:
     def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
         """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
         wan = [a for addrs in self.wan_networks.values() for a in addrs]
-        return target_problem(addr, spec, self.desired, wan)
+        return target_problem(addr, spec, PeerIndex(self.desired), wan)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -461,10 +461,11 @@ class PeerManager:
         facts = await self._facts(added, interfaces)
         touched = self._touched(changes)
         hazards: list[str] = []
+        index = PeerIndex(new)
         for tid in touched:
             after = new.get(tid)
             if after is not None and self.desired.get(tid) != after:
-                hazards += route_problems(after, new, await self._wan_of(after, interfaces))
+                hazards += route_problems(after, index, await self._wan_of(after, interfaces))
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
             raise JobError("; ".join(hazards[:10]) + more)

@@ -14,7 +14,7 @@ from agent.monitor.health import DROP_EVENT, RTT_EVENT, AlertConfig, HealthConfi
 from agent.monitor.icmp import ProbeResult, ResultCallback
 from agent.monitor.resolver import ChangeCallback, NameState
 from agent.monitor.service import Bind, MonitorService
-from agent.peers.guard import target_problem
+from agent.peers.guard import PeerIndex, target_problem
 from agent.peers.manager import PeerState
 from agent.peers.spec import PeerSpec
 from tests.spec_factory import example_spec, numbered_spec
@@ -123,7 +123,7 @@ class FakeManager:
         return self.vpp_down
 
     def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
-        return target_problem(addr, spec, self.desired, self.wan)
+        return target_problem(addr, spec, PeerIndex(self.desired), self.wan)
 
 
     async def set_dynamic_routes(self, tunnel_id: int, addrs: Iterable[IPv4Address]) -> None:

@@ -7,7 +7,7 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from agent.peers.guard import route_problems
+from agent.peers.guard import PeerIndex, route_problems
 from agent.peers.spec import TrafficSelector
 from tests.spec_factory import numbered_spec
 
@@ -44,12 +44,12 @@ def ts(start: str, end: str) -> TrafficSelector:
 def test_each_hazard_is_named(field: str, value: object, expected: str) -> None:
     spec = replace(numbered_spec(1), **{field: value})
     peers = {1: spec, 2: numbered_spec(2)}
-    assert route_problems(spec, peers, WAN)[0] == expected
+    assert route_problems(spec, PeerIndex(peers), WAN)[0] == expected
 
 
 def test_the_whole_space_but_one_is_refused_for_many_reasons() -> None:
     spec = replace(numbered_spec(1), remote_ts=ts("0.0.0.0", "255.255.255.254"))
-    problems = route_problems(spec, {1: spec, 2: numbered_spec(2)}, WAN)
+    problems = route_problems(spec, PeerIndex({1: spec, 2: numbered_spec(2)}), WAN)
     assert any("covers the tunnel's own peer address" in p for p in problems)
     assert any("covers the peer address 203.0.113.2 of tunnel 2" in p for p in problems)
     assert any("overlaps the WAN subnet" in p for p in problems)
@@ -58,7 +58,7 @@ def test_the_whole_space_but_one_is_refused_for_many_reasons() -> None:
 def test_a_new_peer_whose_address_another_tunnel_routes_is_refused() -> None:
     old = replace(numbered_spec(1), remote_ts=ts("198.18.0.0", "198.18.255.255"))
     new = replace(numbered_spec(2), dst=A("198.18.0.9"))
-    assert route_problems(new, {1: old, 2: new}, WAN) == [
+    assert route_problems(new, PeerIndex({1: old, 2: new}), WAN) == [
         "tunnel 2: dst 198.18.0.9 is inside the remote selector of tunnel 1, routed into "
         "that tunnel"]
 
@@ -66,5 +66,14 @@ def test_a_new_peer_whose_address_another_tunnel_routes_is_refused() -> None:
 def test_ordinary_peers_have_no_problem() -> None:
     a = replace(numbered_spec(1), remote_ts=ts("10.20.0.0", "10.20.255.255"))
     b = replace(numbered_spec(2), remote_ts=ts("10.20.0.0", "10.20.255.255"))
-    assert route_problems(a, {1: a, 2: b}, WAN) == []
-    assert route_problems(numbered_spec(3), {3: numbered_spec(3)}, WAN) == []
+    assert route_problems(a, PeerIndex({1: a, 2: b}), WAN) == []
+    assert route_problems(numbered_spec(3), PeerIndex({3: numbered_spec(3)}), WAN) == []
+
+
+def test_the_index_finds_exactly_the_peers_whose_address_a_selector_covers() -> None:
+    peers = {n: replace(numbered_spec(n), dst=A(f"198.18.{n % 3}.{n}")) for n in range(1, 40)}
+    index = PeerIndex(peers)
+    start, end = A("198.18.1.0"), A("198.18.1.255")
+    expected = sorted((n, p.dst) for n, p in peers.items() if start <= p.dst <= end)
+    assert index.dsts_within(start, end) == expected
+    assert len(expected) == 13
