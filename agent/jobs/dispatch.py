@@ -81,15 +81,8 @@ from agent.jobs.validation import (
     rejection,
     render,
 )
-from agent.peers.manager import (
-    AddPeer,
-    Change,
-    JobError,
-    JobResult,
-    ModifyTargets,
-    PeerManager,
-    RemovePeer,
-)
+from agent.peers.changes import AddPeer, Change, RemovePeer
+from agent.peers.manager import JobError, JobResult, PeerManager
 from agent.peers.spec import PeerSpec
 from agent.policy.model import PolicyError
 from agent.routing.manager import RoutingError
@@ -306,18 +299,15 @@ class JobDispatcher:
                     view[spec.tunnel_id] = spec
                     changes.append(AddPeer(spec))
                 elif req.verb == "remove":
-                    tid = normalize_remove_tunnel(params).tunnel_id
-                    if tid in view:
-                        del view[tid]
-                        changes.append(RemovePeer(tid))
+                    removal = normalize_remove_tunnel(params)
+                    if removal.tunnel_id in view:
+                        del view[removal.tunnel_id]
+                        changes.append(removal)
                 else:
-                    mod = normalize_modify_tunnel(params)
-                    old = view.get(mod.tunnel_id)
-                    if old is None or (mod.monitor_ips is None and mod.monitor_urls is None):
-                        continue  # thresholds only, or a tunnel that is not there: recorded
-                    ips = old.monitor_ips if mod.monitor_ips is None else mod.monitor_ips
-                    urls = old.monitor_urls if mod.monitor_urls is None else mod.monitor_urls
-                    changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
+                    targets = normalize_modify_tunnel(params)
+                    # alert thresholds only, or a tunnel that is not there: recorded only
+                    if targets.tunnel_id in view and not targets.empty:
+                        changes.append(targets)
             except JobRejected as e:
                 problems += e.prefixed(_prefix(req))
         problems += pasted_psk_problems(job_params, problems)  # one request's PSK in another

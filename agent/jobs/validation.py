@@ -1,4 +1,4 @@
-"""Strict validation of controller jobs into normalized, VPP-independent requests.
+"""Strict validation of controller jobs into the peer manager's changes (`PeerSpec`s).
 
 flexiManage validates little (see the protocol reference), so this module is the
 last line of defence: every value is checked, and every rejection names the
@@ -54,6 +54,7 @@ from agent.jobs.models import (
     TransformParams,
     describe_type,
 )
+from agent.peers.changes import ModifyTargets, RemovePeer
 from agent.peers.spec import (
     FULL_END,
     FULL_START,
@@ -154,22 +155,6 @@ class JobRejected(Exception):
 
 class JobNotSupported(JobRejected):
     """A well-formed request this agent does not implement (e.g. add-tunnel without peer)."""
-
-
-@dataclass(frozen=True)
-class RemoveRequest:
-    tunnel_id: int
-
-
-@dataclass(frozen=True)
-class ModifyRequest:
-    """New monitoring targets and/or alert thresholds for an existing tunnel; the
-    tunnel itself is untouched. None: the key was absent, keep the stored value."""
-
-    tunnel_id: int
-    monitor_ips: tuple[IPv4Address, ...] | None
-    monitor_urls: tuple[str, ...] | None
-    notifications: Mapping[str, Any] | None = None
 
 
 
@@ -979,16 +964,18 @@ def _ospf_area(p: _Problems, text: str) -> str | None:
         return None
 
 
-def normalize_remove_tunnel(params: Mapping[str, Any]) -> RemoveRequest:
+def normalize_remove_tunnel(params: Mapping[str, Any]) -> RemovePeer:
     p = _Problems()
     model = _parse(RemoveTunnelParams, params, p)
     if model is not None:
         _in_range(p, "tunnel-id", model.tunnel_id, TUNNEL_ID_MIN, TUNNEL_ID_MAX)
     p.raise_if_any()
-    return RemoveRequest(_built(model).tunnel_id)
+    return RemovePeer(_built(model).tunnel_id)
 
 
-def normalize_modify_tunnel(params: Mapping[str, Any]) -> ModifyRequest:
+def normalize_modify_tunnel(params: Mapping[str, Any]) -> ModifyTargets:
+    """The new monitoring targets of a `modify-tunnel` (none for alert thresholds only,
+    which are checked here and recorded with the configuration, not applied to VPP)."""
     p = _Problems()
     model = _parse(ModifyTunnelParams, params, p)
     result = None
@@ -1003,7 +990,7 @@ def normalize_modify_tunnel(params: Mapping[str, Any]) -> ModifyRequest:
             urls = None if model.peer.urls is None else got_urls
         if model.notifications is not None:
             notification_problems(p, "notificationsSettings", model.notifications)
-        result = ModifyRequest(model.tunnel_id, ips, urls, model.notifications)
+        result = ModifyTargets(model.tunnel_id, ips, urls)
     p.raise_if_any()
     return _built(result)
 
