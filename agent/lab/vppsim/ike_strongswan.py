@@ -64,6 +64,7 @@ from agent.lab.vppsim.state import (
     Profile,
     SimState,
 )
+from agent.peers import strongswan
 
 log = structlog.get_logger(__name__)
 
@@ -111,29 +112,6 @@ def missing_plugin(plugins: Iterable[str]) -> str | None:
             return f"strongSwan plugin '{name}' is not installed ({plugin_path(name)}): {fix}"
     return None
 
-# --- IANA transform numbers (as VPP's API carries them) -> strongSwan keywords --
-_ENCR = {12: "aes{bits}", 13: "aes{bits}ctr", 20: "aes{bits}gcm16", 28: "chacha20poly1305",
-         11: "null", 3: "3des"}
-_INTEG = {1: "md5", 2: "sha1", 12: "sha256", 13: "sha384", 14: "sha512",
-          9: "aes128gmac", 10: "aes192gmac", 11: "aes256gmac"}
-_PRF = {1: "prfmd5", 2: "prfsha1", 5: "prfsha256", 6: "prfsha384", 7: "prfsha512"}
-_DH = {1: "modp768", 2: "modp1024", 5: "modp1536", 14: "modp2048", 15: "modp3072",
-       16: "modp4096", 17: "modp6144", 18: "modp8192", 19: "ecp256", 20: "ecp384",
-       21: "ecp521", 22: "modp1024s160", 23: "modp2048s224", 24: "modp2048s256",
-       25: "ecp192", 31: "curve25519"}
-# strongSwan's names in list-sas -> IANA numbers, for the SA dumps
-_ENCR_BACK = {"AES_CBC": 12, "AES_CTR": 13, "AES_GCM_16": 20, "CHACHA20_POLY1305": 28,
-              "NULL": 11, "3DES": 3}
-_INTEG_BACK = {"HMAC_MD5_96": 1, "HMAC_SHA1_96": 2, "HMAC_SHA2_256_128": 12,
-               "HMAC_SHA2_384_192": 13, "HMAC_SHA2_512_256": 14}
-_PRF_BACK = {"PRF_HMAC_MD5": 1, "PRF_HMAC_SHA1": 2, "PRF_HMAC_SHA2_256": 5,
-             "PRF_HMAC_SHA2_384": 6, "PRF_HMAC_SHA2_512": 7}
-_DH_BACK = {name.upper(): num for num, name in _DH.items()} | {
-    "ECP_256": 19, "ECP_384": 20, "ECP_521": 21, "MODP_2048": 14, "MODP_3072": 15,
-    "MODP_4096": 16, "MODP_1024": 2, "MODP_1536": 5, "CURVE_25519": 31, "ECP_192": 25,
-    "MODP_6144": 17, "MODP_8192": 18}
-_ID_PREFIX = {2: "fqdn:", 3: "rfc822:"}
-
 # charon's log lines that name why a negotiation failed, most specific first
 FAILURES: tuple[tuple[str, int], ...] = (
     ("NO_PROPOSAL_CHOSEN", NO_PROPOSAL_CHOSEN),
@@ -162,31 +140,29 @@ class CharonError(Exception):
 
 
 def _proposal(t: dict[str, int], *, ike: bool) -> str:
-    parts: list[str] = []
+    """The profile's transforms as VPP holds them, every one spelt out (the PRF too)."""
     encr = t.get("crypto_alg", 0)
-    if encr not in _ENCR:
-        raise ValueError(f"encryption algorithm {encr} has no strongSwan keyword here")
-    parts.append(_ENCR[encr].format(bits=t.get("crypto_key_size", 0) or 256))
-    aead = encr in (20, 28)
+    parts = [strongswan.encr_keyword(encr, t.get("crypto_key_size", 0) or 256)]
     integ = t.get("integ_alg", 0)
-    if integ and not aead:
-        parts.append(_INTEG[integ])
+    if integ and encr not in strongswan.AEAD_ENCR:
+        parts.append(strongswan.integ_keyword(integ))
     if ike:
-        parts.append(_PRF[t.get("prf_alg", 0)] if t.get("prf_alg") else "prfsha256")
-        parts.append(_DH[t.get("dh_group", 0)])
+        parts.append(strongswan.prf_keyword(t.get("prf_alg") or 5))  # VPP's default PRF
+        parts.append(strongswan.dh_keyword(t.get("dh_group", 0)))
     elif t.get("dh_group"):
-        parts.append(_DH[t["dh_group"]])
+        parts.append(strongswan.dh_keyword(t["dh_group"]))
     return "-".join(parts)
 
 
 def _identity(ident: tuple[int, bytes]) -> str:
     kind, data = ident
-    # strongSwan reads "ipv4:" as raw bytes: a plain address is parsed as an IP ID
     if kind == 1:
-        return str(ipaddress.IPv4Address(data))
-    if kind == 5:
-        return str(ipaddress.IPv6Address(data))
-    return _ID_PREFIX[kind] + data.decode("ascii", "replace")
+        text = str(ipaddress.IPv4Address(data))
+    elif kind == strongswan.IP6_ADDR:
+        text = str(ipaddress.IPv6Address(data))
+    else:
+        text = data.decode("ascii", "replace")
+    return strongswan.identity(kind, text)
 
 
 def _ts(ts: dict[str, Any] | None) -> list[str]:
@@ -997,11 +973,11 @@ class StrongswanIke:
         enc = ike.get("encr-alg", "")
         if enc:
             sa.ike = {
-                "crypto_alg": _ENCR_BACK.get(enc, 0),
+                "crypto_alg": strongswan.ENCR_BY_NAME.get(enc, 0),
                 "crypto_key_size": int(ike.get("encr-keysize", "0") or 0),
-                "integ_alg": _INTEG_BACK.get(ike.get("integ-alg", ""), 0),
-                "prf_alg": _PRF_BACK.get(ike.get("prf-alg", ""), 0),
-                "dh_group": _DH_BACK.get(ike.get("dh-group", ""), 0),
+                "integ_alg": strongswan.INTEG_BY_NAME.get(ike.get("integ-alg", ""), 0),
+                "prf_alg": strongswan.PRF_BY_NAME.get(ike.get("prf-alg", ""), 0),
+                "dh_group": strongswan.DH_BY_NAME.get(ike.get("dh-group", ""), 0),
             }
         if ike.get("state") != "ESTABLISHED":
             return
@@ -1031,9 +1007,9 @@ class StrongswanIke:
                 known = state.add_child(sa, profile)
             child = known
             child.i_spi, child.r_spi = int(i_spi, 16), int(r_spi, 16)
-            child.encr = (_ENCR_BACK.get(c.get("encr-alg", ""), 0),
+            child.encr = (strongswan.ENCR_BY_NAME.get(c.get("encr-alg", ""), 0),
                           int(c.get("encr-keysize", "0") or 0))
-            child.integ = _INTEG_BACK.get(c.get("integ-alg", ""), 0)
+            child.integ = strongswan.INTEG_BY_NAME.get(c.get("integ-alg", ""), 0)
             child.keys = {}
             keep.append(child)
         for child in list(sa.children):
