@@ -150,10 +150,6 @@ REFUSED: Mapping[str, str] = MappingProxyType(
 METRIC_MESSAGES: tuple[str, ...] = tuple(k.name for k in _KINDS if k.metric)
 
 
-def kind(message: str) -> MessageKind | None:
-    return KINDS.get(message)
-
-
 def reply_entity(message: str) -> str:
     """flexiagent answers exec_timeout as `osReply`, everything else as `agentReply`."""
     found = KINDS.get(message)
