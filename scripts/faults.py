@@ -38,7 +38,8 @@ from agent.lab.offline import offline_name_resolver  # noqa: E402
 from agent.lab.vppsim.server import VppSim  # noqa: E402
 from agent.lab.vppsim.state import AUTHENTICATED  # noqa: E402
 from agent.logsetup import configure_logging  # noqa: E402
-from agent.peers.manager import AddPeer, JobError, PeerManager  # noqa: E402
+from agent.peers.changes import AddPeer  # noqa: E402
+from agent.peers.manager import JobError, PeerManager  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.peers.store import PeerStore  # noqa: E402
 from agent.vpp.client import VppClient  # noqa: E402

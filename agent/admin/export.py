@@ -16,30 +16,20 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from agent.jobs import vocab
-from agent.peers.spec import Identity, IdType, PeerSpec, TrafficSelector
+from agent.peers import strongswan
+from agent.peers.spec import Identity, PeerSpec, TrafficSelector
 from agent.vpp.plan import LIVENESS_PERIOD, LIVENESS_RETRIES
 
 FORMATS = ("swanctl", "text")
 PSK_PLACEHOLDER = "PASTE-THE-PRE-SHARED-KEY-HERE"
 
-# IANA transform numbers -> strongSwan proposal keywords.
-_SWAN_INTEG = {1: "md5", 2: "sha1", 12: "sha256", 13: "sha384", 14: "sha512"}
-_SWAN_PRF = {1: "prfmd5", 2: "prfsha1", 5: "prfsha256", 6: "prfsha384", 7: "prfsha512"}
-# The PRF strongSwan derives from an integrity keyword when none is given.
-_IMPLIED_PRF = {1: 1, 2: 2, 12: 5, 13: 6, 14: 7}
-_SWAN_DH = {
-    1: "modp768", 2: "modp1024", 5: "modp1536", 14: "modp2048", 15: "modp3072",
-    16: "modp4096", 17: "modp6144", 18: "modp8192", 19: "ecp256", 20: "ecp384",
-    21: "ecp521", 22: "modp1024s160", 23: "modp2048s224", 24: "modp2048s256", 25: "ecp192",
-}
-_GMAC_INTEG = {9: 128, 10: 192, 11: 256}
 _PRF_NAMES = {1: "hmac-md5", 2: "hmac-sha1", 5: "hmac-sha2-256", 6: "hmac-sha2-384",
               7: "hmac-sha2-512"}
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
-_ID_TYPE_NAMES = {IdType.IP4_ADDR: "ip4-addr", IdType.FQDN: "fqdn", IdType.RFC822: "rfc822"}
 # PSK characters that are safe inside a quoted swanctl.conf value; anything else
 # (quotes, backslash, '#', '$', braces) is written hex-encoded instead.
 _SAFE_PSK = re.compile(r"^[A-Za-z0-9!%&()*+,\-./:;<=>?@\[\]^_|~]+$")
@@ -77,26 +67,19 @@ def _dh_name(iana: int) -> str:
     raise ExportError(f"DH group {iana} has no known name")
 
 
-def _swan(table: dict[int, str], iana: int, what: str) -> str:
+def _swan(keyword: Callable[[int], str], iana: int) -> str:
     try:
-        return table[iana]
-    except KeyError:
-        raise ExportError(f"{what} {iana} has no strongSwan keyword") from None
+        return keyword(iana)
+    except strongswan.NoKeyword as e:
+        raise ExportError(str(e)) from None
 
 
 def _swan_cipher(iana: int, key_size: int) -> str:
     c = _cipher(iana)
-    if c.name == "aes-cbc":
-        return f"aes{key_size}"
-    if c.name == "aes-ctr":
-        return f"aes{key_size}ctr"
-    if c.name == "aes-gcm-16":
-        return f"aes{key_size}gcm16"
-    if c.name == "chacha20-poly1305":
-        return "chacha20poly1305"
-    if c.name in ("null", "3des", "des"):
-        return c.name
-    raise ExportError(f"encryption transform {c.name} has no strongSwan keyword")
+    try:
+        return strongswan.encr_keyword(iana, key_size)
+    except strongswan.NoKeyword:
+        raise ExportError(f"encryption transform {c.name} has no strongSwan keyword") from None
 
 
 def ike_proposal(spec: PeerSpec) -> str:
@@ -104,12 +87,12 @@ def ike_proposal(spec: PeerSpec) -> str:
     t = spec.ike
     parts = [_swan_cipher(t.crypto_alg, t.crypto_key_size)]
     if _cipher(t.crypto_alg).aead:
-        parts.append(_swan(_SWAN_PRF, t.prf_alg, "PRF"))
+        parts.append(_swan(strongswan.prf_keyword, t.prf_alg))
     else:
-        parts.append(_swan(_SWAN_INTEG, t.integ_alg, "integrity transform"))
-        if _IMPLIED_PRF.get(t.integ_alg) != t.prf_alg:
-            parts.append(_swan(_SWAN_PRF, t.prf_alg, "PRF"))
-    parts.append(_swan(_SWAN_DH, t.dh_group, "DH group"))
+        parts.append(_swan(_integ_keyword, t.integ_alg))
+        if strongswan.IMPLIED_PRF.get(t.integ_alg) != t.prf_alg:
+            parts.append(_swan(strongswan.prf_keyword, t.prf_alg))
+    parts.append(_swan(strongswan.dh_keyword, t.dh_group))
     return "-".join(parts)
 
 
@@ -125,29 +108,31 @@ def _child_rekey(spec: PeerSpec) -> list[str]:
             f"                rekey_time = {lifetime + lifetime // 10}s"]
 
 
+def _integ_keyword(iana: int) -> str:
+    """An HMAC's keyword; AES-GMAC only goes with null encryption (esp_proposal)."""
+    if iana in strongswan.GMAC_BITS:
+        raise strongswan.NoKeyword(f"integrity transform {iana} has no strongSwan keyword")
+    return strongswan.integ_keyword(iana)
+
+
 def esp_proposal(spec: PeerSpec) -> str:
     """The one ESP proposal, e.g. aes256-sha256 (+ -modp2048 only with PFS)."""
     t = spec.esp
-    if _cipher(t.crypto_alg).name == "null" and t.integ_alg in _GMAC_INTEG:
+    if _cipher(t.crypto_alg).name == "null" and t.integ_alg in strongswan.GMAC_BITS:
         # strongSwan only knows AES-GMAC as the combined ENCR_NULL_AUTH_AES_GMAC.
-        parts = [f"aes{_GMAC_INTEG[t.integ_alg]}gmac"]
+        parts = [strongswan.integ_keyword(t.integ_alg)]
     else:
         parts = [_swan_cipher(t.crypto_alg, t.crypto_key_size)]
         if t.integ_alg:
-            parts.append(_swan(_SWAN_INTEG, t.integ_alg, "integrity transform"))
+            parts.append(_swan(_integ_keyword, t.integ_alg))
     if spec.pfs and t.dh_group:
-        parts.append(_swan(_SWAN_DH, t.dh_group, "DH group"))
+        parts.append(_swan(strongswan.dh_keyword, t.dh_group))
     return "-".join(parts)
 
 
 def swan_id(ident: Identity) -> str:
     """An IKE identity in swanctl syntax, its type explicit where it could be guessed."""
-    if ident.type == IdType.IP4_ADDR:
-        value = ident.value  # converted to a binary ID_IPV4_ADDR by strongSwan
-    elif ident.type == IdType.FQDN:
-        value = f"fqdn:{ident.value}"
-    else:
-        value = f"rfc822:{ident.value}"
+    value = strongswan.identity(ident.type, ident.value)
     return value if _PLAIN_VALUE.match(value) else _quote(value)
 
 
@@ -264,7 +249,8 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
     else:
         lines.append("                # Policy-based: VPP requires these selectors exactly "
                      "(no narrowing).")
-    if spec.esp.crypto_alg == vocab.CIPHERS["null"].iana and spec.esp.integ_alg in _GMAC_INTEG:
+    if spec.esp.crypto_alg == vocab.CIPHERS["null"].iana \
+            and spec.esp.integ_alg in strongswan.GMAC_BITS:
         lines.append("                # WARNING: the device proposes ENCR_NULL with AES-GMAC "
                      "integrity; strongSwan can only express the combined aesNNNgmac.")
     if spec.pfs and remote_initiates:
@@ -315,7 +301,7 @@ def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
 
 
 def _id_text(ident: Identity) -> str:
-    return f"{ident.value} (type {_ID_TYPE_NAMES.get(ident.type, str(int(ident.type)))})"
+    return f"{ident.value} (type {ident.type.label})"
 
 
 def _cipher_text(iana: int, key_size: int) -> str:

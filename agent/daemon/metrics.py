@@ -24,17 +24,17 @@ from typing import Protocol
 
 import structlog
 
+from agent.jobs.messages import METRIC_MESSAGES
+
 log = structlog.get_logger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "peering_agent_"
 
-# The controller messages the agent knows; any other name is counted as "other" so
-# that a misbehaving controller cannot create unbounded label values.
-JOB_MESSAGES: tuple[str, ...] = (
-    "add-tunnel", "remove-tunnel", "modify-tunnel", "aggregated", "sync-device",
-    "get-device-info", "get-device-stats",
-)
+# The messages with a label value of their own (the registry marks them); any other
+# name is counted as "other" so that a misbehaving controller cannot create unbounded
+# label values.
+JOB_MESSAGES: tuple[str, ...] = METRIC_MESSAGES
 # Jobs run from milliseconds (a query) to the controller's 180 s limit (a sync).
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0,

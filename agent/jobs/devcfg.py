@@ -20,44 +20,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.jobs.messages import (
+    CONFIG_ITEMS,
+    CONFIG_MESSAGES,
+    ITEMS,
+    ROUTER_MESSAGES,
+    START_ROUTER,
+    STOP_ROUTER,
+)
 from agent.jobs.validation import Problem
 
 # item -> the params field(s) that identify one item of that kind (None: a singleton)
-KEYS: dict[str, tuple[str, ...] | None] = {
-    "interface": ("dev_id",),
-    "route": ("addr", "via", "dev_id", "metric"),
-    "tunnel": ("tunnel-id",),
-    "dhcp-config": ("interface",),
-    "switch": ("addr",),
-    "routing-filter": ("name",),
-    "lte": ("dev_id",),
-    "vrrp-group": ("virtualRouterId",),
-    "app-install": ("identifier",),
-    "app-config": ("identifier",),
-    "ospf": None,
-    "routing-bgp": None,
-    "routing-general": None,
-    "vxlan-config": None,
-    "notifications-config": None,
-    "multilink-policy": None,
-    "application": None,
-    "firewall-policy": None,
-    "lan-nat-policy": None,
-    "qos-policy": None,
-    "qos-traffic-map": None,
-}
-# fields that must be present to key an item (the others are optional parts of the key)
-_REQUIRED = {"interface": ("dev_id",), "route": ("addr", "via"), "tunnel": ("tunnel-id",),
-             "dhcp-config": ("interface",), "switch": ("addr",), "routing-filter": ("name",),
-             "lte": ("dev_id",), "vrrp-group": ("virtualRouterId",)}
-MODIFIABLE = frozenset({"interface", "tunnel", "routing-bgp", "vxlan-config"})
-ROUTER = frozenset({"start-router", "stop-router"})
+KEYS: dict[str, tuple[str, ...] | None] = {i.name: i.key for i in CONFIG_ITEMS}
+MODIFIABLE = frozenset(i.name for i in CONFIG_ITEMS if i.modifiable)
+ROUTER = ROUTER_MESSAGES
 
 # flexiagent's application order of add-X inside one request (removes run in reverse)
-ADD_ORDER = ("ospf", "routing-filter", "routing-bgp", "routing-general", "switch", "interface",
-             "lte", "vrrp-group", "vxlan-config", "tunnel", "route", "dhcp-config", "application",
-             "multilink-policy", "firewall-policy", "lan-nat-policy", "qos-traffic-map",
-             "qos-policy", "notifications-config", "app-install", "app-config")
+ADD_ORDER = tuple(i.name for i in CONFIG_ITEMS)
 _RANK = {item: i for i, item in enumerate(ADD_ORDER)}
 
 
@@ -85,7 +64,7 @@ def split_message(message: str) -> tuple[str, str] | None:
 
 
 def is_config_message(message: str) -> bool:
-    return message in ROUTER or split_message(message) is not None
+    return message in CONFIG_MESSAGES
 
 
 def _key_part(value: Any) -> str:
@@ -101,9 +80,9 @@ def item_key(item: str, params: Any, fld: str = "params") -> tuple[str, list[Pro
         return item, []
     if not isinstance(params, Mapping):
         return "", [Problem(fld, "(not an object)", f"{item} params must be an object",
-                            f"an object with {', '.join(_REQUIRED.get(item, fields))}")]
+                            f"an object with {', '.join(ITEMS[item].required or fields)}")]
     problems = []
-    for name in _REQUIRED.get(item, ()):
+    for name in ITEMS[item].required:
         value = params.get(name)
         if isinstance(value, bool) or not isinstance(value, str | int | float) or value == "":
             problems.append(Problem(f"{fld}.{name}", "(missing or not a scalar)",
@@ -144,7 +123,7 @@ def application_order(requests: Sequence[ConfigRequest]) -> list[ConfigRequest]:
     """flexiagent's order: stop-router, removes (reverse table order), adds, modifies,
     start-router; the relative order of requests of one kind is kept."""
     def rank(r: ConfigRequest) -> tuple[int, int]:
-        if r.message == "stop-router":
+        if r.message == STOP_ROUTER:
             return (0, 0)
         if r.verb == "remove":
             return (1, -_RANK[r.item])
@@ -176,7 +155,7 @@ def apply_requests(items: Items, requests: Sequence[ConfigRequest]) -> Items:
     """The stored items after `requests` (already in application order)."""
     new = dict(items)
     for r in requests:
-        if r.message == "start-router":
+        if r.message == START_ROUTER:
             interfaces = r.params.get("interfaces") if isinstance(r.params, Mapping) else None
             for itf in interfaces if isinstance(interfaces, list) else []:
                 key, problems = item_key("interface", itf)

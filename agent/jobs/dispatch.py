@@ -51,6 +51,14 @@ from agent.jobs.info import (
     normalize_vpp_version,
     reconfig_hash,
 )
+from agent.jobs.messages import (
+    AGGREGATED,
+    REFUSED,
+    RESET_DEVICE,
+    START_ROUTER,
+    STOP_ROUTER,
+    SYNC_DEVICE,
+)
 from agent.jobs.outcome import Outcome
 from agent.jobs.rooms import (
     Policies,
@@ -61,7 +69,7 @@ from agent.jobs.rooms import (
     routing_model,
     touches_routing,
 )
-from agent.jobs.signature import SYNC_DEVICE, advance, is_signed
+from agent.jobs.signature import advance, is_signed
 from agent.jobs.validation import (
     JobRejected,
     Problem,
@@ -73,15 +81,8 @@ from agent.jobs.validation import (
     rejection,
     render,
 )
-from agent.peers.manager import (
-    AddPeer,
-    Change,
-    JobError,
-    JobResult,
-    ModifyTargets,
-    PeerManager,
-    RemovePeer,
-)
+from agent.peers.changes import AddPeer, Change, RemovePeer
+from agent.peers.manager import JobError, JobResult, PeerManager
 from agent.peers.spec import PeerSpec
 from agent.policy.model import PolicyError
 from agent.routing.manager import RoutingError
@@ -99,15 +100,6 @@ FactsProvider = Callable[[], Awaitable[list[WanFacts]]]
 CountersProvider = Callable[[], Awaitable[tuple[dict[str, Counters], dict[int, Counters]]]]
 JobObserver = Callable[[str, bool, float], None]  # message, ok, seconds (metrics)
 
-# Jobs that are not configuration, with flexiagent-compatible answers (section 15).
-REFUSED_JOBS = {
-    "upgrade-device-sw": "software is managed out of band on this device (package manager)",
-    "upgrade-linux-sw": "the operating system is managed out of band on this device",
-    "get-device-certificate": "IKEv2 certificates are not supported: peers use PSK",
-    "set-cpu-info": "CPU allocation is fixed by VPP's startup.conf on this device",
-    "modify-lte-pin": "this device has no LTE interface",
-    "reset-lte": "this device has no LTE interface",
-}
 # A value that can never match flexiManage's chain: forces a sync-device (flexiagent's
 # sentinel after a local reset).
 FORCE_SYNC_SIGNATURE = "empty_cfg"
@@ -215,15 +207,15 @@ class JobDispatcher:
             result, items = await self._sync(params)
             await self._commit(items, "", self.router_state)
             return result
-        if message == "reset-device":
+        if message == RESET_DEVICE:
             result = await self._transact({}, self.router_state, target=[],
                                           policy=PolicyStep("replace-apps"), converge=True,
                                           job_params=params)
             await self._commit({}, FORCE_SYNC_SIGNATURE, self.router_state)
             return result
-        if message in REFUSED_JOBS:
-            raise JobError(f"{message}: {REFUSED_JOBS[message]}")
-        if message == "aggregated":
+        if message in REFUSED:
+            raise JobError(f"{message}: {REFUSED[message]}")
+        if message == AGGREGATED:
             # Parsing and validating 1000 peers takes a second of CPU: off the event
             # loop, so stats and the device tabs are answered meanwhile.
             requests = await asyncio.to_thread(self._request_list, message, params,
@@ -307,18 +299,15 @@ class JobDispatcher:
                     view[spec.tunnel_id] = spec
                     changes.append(AddPeer(spec))
                 elif req.verb == "remove":
-                    tid = normalize_remove_tunnel(params).tunnel_id
-                    if tid in view:
-                        del view[tid]
-                        changes.append(RemovePeer(tid))
+                    removal = normalize_remove_tunnel(params)
+                    if removal.tunnel_id in view:
+                        del view[removal.tunnel_id]
+                        changes.append(removal)
                 else:
-                    mod = normalize_modify_tunnel(params)
-                    old = view.get(mod.tunnel_id)
-                    if old is None or (mod.monitor_ips is None and mod.monitor_urls is None):
-                        continue  # thresholds only, or a tunnel that is not there: recorded
-                    ips = old.monitor_ips if mod.monitor_ips is None else mod.monitor_ips
-                    urls = old.monitor_urls if mod.monitor_urls is None else mod.monitor_urls
-                    changes.append(ModifyTargets(mod.tunnel_id, ips, urls))
+                    targets = normalize_modify_tunnel(params)
+                    # alert thresholds only, or a tunnel that is not there: recorded only
+                    if targets.tunnel_id in view and not targets.empty:
+                        changes.append(targets)
             except JobRejected as e:
                 problems += e.prefixed(_prefix(req))
         problems += pasted_psk_problems(job_params, problems)  # one request's PSK in another
@@ -347,9 +336,9 @@ class JobDispatcher:
         changes are only recorded, and start-router brings the recorded peers back."""
         router = self.router_state
         for req in requests:
-            if req.message == "start-router":
+            if req.message == START_ROUTER:
                 router = "running"
-            elif req.message == "stop-router":
+            elif req.message == STOP_ROUTER:
                 router = "stopped"
         # validates in every state; CPU-heavy for big jobs, so off the event loop
         changes = await asyncio.to_thread(self._peer_changes, requests, job_params)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.jobs.devcfg import ConfigRequest, Items
+from agent.jobs.messages import ROUTER_MESSAGES
 from agent.policy.model import Application, parse_applications, parse_policy
 from agent.routing.frrconf import Plan
 from agent.routing.model import RoutingModel, from_params, peer_routing
@@ -89,7 +90,7 @@ def touches_routing(requests: Sequence[ConfigRequest]) -> bool:
     """Whether FRR may have something to do for these requests (the job path then
     compares the models; other jobs leave FRR to the periodic reconcile)."""
     for r in requests:
-        if r.item in ROUTING_ITEMS or r.message in ("start-router", "stop-router"):
+        if r.item in ROUTING_ITEMS or r.message in ROUTER_MESSAGES:
             return True
         if r.item in ("tunnel", "route"):  # a remove names only the key: compare models
             return True

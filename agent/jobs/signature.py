@@ -12,25 +12,11 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
+from agent.jobs.messages import SIGNED, SYNC_DEVICE
 from agent.jobs.wirejson import canonical
 
-_ADD_REMOVE = (
-    "route", "tunnel", "interface", "dhcp-config", "application", "multilink-policy", "ospf",
-    "routing-bgp", "routing-filter", "routing-general", "switch", "firewall-policy",
-    "qos-traffic-map", "qos-policy", "vxlan-config", "vrrp-group", "lan-nat-policy", "lte",
-    "notifications-config", "app-install", "app-config",
-)
-_MODIFY = ("interface", "tunnel", "routing-bgp", "vxlan-config")
-
-# Messages whose ok:1 reply advances the chain (flexiagent's "sign" set, plus
-# add-/remove-routing-general which flexiManage 6.3 sends and 6.3.25 lacks).
-SIGNED: frozenset[str] = frozenset(
-    {"aggregated", "start-router", "stop-router"}
-    | {f"{verb}-{item}" for item in _ADD_REMOVE for verb in ("add", "remove")}
-    | {f"modify-{item}" for item in _MODIFY}
-)
-
-SYNC_DEVICE = "sync-device"
+# SIGNED (from the registry): the messages whose ok:1 reply advances the chain.
+__all__ = ["SIGNED", "SYNC_DEVICE", "advance", "is_signed", "task_of"]
 
 
 def task_of(msg: Mapping[str, Any]) -> dict[str, Any]:

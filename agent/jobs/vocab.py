@@ -149,14 +149,9 @@ PROTOCOLS: Mapping[str, int] = MappingProxyType({"any": 0, "icmp": 1, "tcp": 6, 
 # "email" is the name flexiManage stores; it translates it to "rfc822" on the wire,
 # but an older controller may not.
 ID_TYPES: Mapping[str, IdType] = MappingProxyType(
-    {
-        "fqdn": IdType.FQDN,
-        "ip4-addr": IdType.IP4_ADDR,
-        "rfc822": IdType.RFC822,
-        "email": IdType.RFC822,
-    }
+    {t.label: t for t in IdType} | {"email": IdType.RFC822}
 )
-ID_TYPE_NAMES: tuple[str, ...] = ("fqdn", "ip4-addr", "rfc822")
+ID_TYPE_NAMES: tuple[str, ...] = tuple(sorted(t.label for t in IdType))
 
 
 def _key(name: str) -> str:

@@ -10,39 +10,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from agent.jobs.messages import (
+    DIRECT_MESSAGES,
+    EXEC_TIMEOUT,
+    GET_DEVICE_INFO,
+    GET_DEVICE_STATS,
+    QUERY_MESSAGES,
+    reply_entity,
+)
 from agent.jobs.outcome import Outcome
 
 __all__ = ["DIRECT_MESSAGES", "EXEC_TIMEOUT", "GET_DEVICE_INFO", "GET_DEVICE_STATS",
            "QUERY_MESSAGES", "DirectHandler", "JobHandler", "Outcome", "reply_entity"]
 
-# Non-job messages the link answers concurrently with a running job.
-GET_DEVICE_INFO = "get-device-info"
-GET_DEVICE_STATS = "get-device-stats"
-QUERY_MESSAGES = frozenset({GET_DEVICE_INFO, GET_DEVICE_STATS})
-
-# --- direct messages (issue 17) -------------------------------------------------
-# The controller's Command, Logs, Configuration, Routes, Traces and BGP tabs send
-# these with `jobid: ""`; the link answers them through a DirectHandler
-# (`agent.remote`), concurrently with a running job and in slots of their own, so a
-# slow command never delays get-device-stats. `exec_timeout` also arrives as a job
-# (flexiManage's upgrade scheduler): it then runs in order on the job worker, through
-# the same DirectHandler.
-EXEC_TIMEOUT = "exec_timeout"
-DIRECT_MESSAGES = frozenset({EXEC_TIMEOUT, "get-device-logs", "get-device-config",
-                             "get-device-os-routes", "get-device-packet-traces",
-                             "get-bgp-status"})
-
-
-def reply_entity(message: str) -> str:
-    """flexiagent answers exec_timeout as `osReply`, everything else as `agentReply`."""
-    return "osReply" if message == EXEC_TIMEOUT else "agentReply"
+# The message kinds come from the registry (agent.jobs.messages): QUERY_MESSAGES are
+# answered concurrently with a running job. DIRECT_MESSAGES are the controller's
+# Command, Logs, Configuration, Routes, Traces and BGP tabs (issue 17), sent with
+# `jobid: ""`; the link answers them through a DirectHandler (`agent.remote`),
+# concurrently with a running job and in slots of their own, so a slow command never
+# delays get-device-stats. `exec_timeout` also arrives as a job (flexiManage's upgrade
+# scheduler): it then runs in order on the job worker, through the same DirectHandler.
 
 
 class DirectHandler(Protocol):
     async def answer(self, message: str, params: Any) -> Outcome:
         """Answer one of DIRECT_MESSAGES; bounded in time by the handler itself."""
         ...
-# --- end of direct messages ------------------------------------------------------
 
 
 class JobHandler(Protocol):

@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from agent.peers.changes import AddPeer, Change, RemovePeer
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import PeerIndex, route_problems, target_problem
 from agent.peers.reconcile import agent_objects, plan_reconcile
@@ -75,26 +76,6 @@ ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events pu
 
 class JobError(Exception):
     """A job cannot be done; the message is for the controller's administrator."""
-
-
-@dataclass(frozen=True)
-class AddPeer:
-    spec: PeerSpec
-
-
-@dataclass(frozen=True)
-class RemovePeer:
-    tunnel_id: int
-
-
-@dataclass(frozen=True)
-class ModifyTargets:
-    tunnel_id: int
-    monitor_ips: tuple[IPv4Address, ...]
-    monitor_urls: tuple[str, ...]
-
-
-Change = AddPeer | RemovePeer | ModifyTargets
 
 
 class PeerState:
@@ -454,8 +435,7 @@ class PeerManager:
                 old = new.get(ch.tunnel_id)
                 if old is None:
                     raise JobError(f"modify-tunnel: tunnel-id {ch.tunnel_id} does not exist")
-                new[ch.tunnel_id] = replace(old, monitor_ips=ch.monitor_ips,
-                                            monitor_urls=ch.monitor_urls)
+                new[ch.tunnel_id] = ch.applied_to(old)
         _refuse_shared_ids(added, new)
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)

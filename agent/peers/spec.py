@@ -25,6 +25,12 @@ class IdType(enum.IntEnum):
     FQDN = 2
     RFC822 = 3
 
+    @property
+    def label(self) -> str:
+        """The type's name as flexiManage, VPP's CLI and strongSwan's ID prefixes spell
+        it: ip4-addr, fqdn, rfc822."""
+        return self.name.lower().replace("_", "-")
+
 
 @dataclass(frozen=True)
 class Identity:

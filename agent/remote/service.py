@@ -22,6 +22,14 @@ from typing import Any
 import structlog
 
 from agent.config import RemoteConfig
+from agent.jobs.messages import (
+    EXEC_TIMEOUT,
+    GET_BGP_STATUS,
+    GET_DEVICE_CONFIG,
+    GET_DEVICE_LOGS,
+    GET_DEVICE_OS_ROUTES,
+    GET_DEVICE_PACKET_TRACES,
+)
 from agent.jobs.outcome import Outcome
 from agent.masking import mask_cli_command, mask_cli_output, mask_known, mask_params
 from agent.remote.commands import Pattern, Plan, Refused, parse_allow, plan_command
@@ -36,15 +44,6 @@ from agent.remote.logs import (
 from agent.remote.routes import ROUTES_ARGV, routes_from_ip_json
 
 log = structlog.get_logger(__name__)
-
-EXEC_TIMEOUT = "exec_timeout"
-GET_DEVICE_LOGS = "get-device-logs"
-GET_DEVICE_CONFIG = "get-device-config"
-GET_DEVICE_OS_ROUTES = "get-device-os-routes"
-GET_DEVICE_PACKET_TRACES = "get-device-packet-traces"
-GET_BGP_STATUS = "get-bgp-status"
-MESSAGES = frozenset({EXEC_TIMEOUT, GET_DEVICE_LOGS, GET_DEVICE_CONFIG, GET_DEVICE_OS_ROUTES,
-                      GET_DEVICE_PACKET_TRACES, GET_BGP_STATUS})
 
 # Our bound for each answer, below flexiManage's timeout (15 s for logs, config and
 # traces beyond their capture window, 60 s for routes).
@@ -114,7 +113,7 @@ def _number(value: Any, default: float) -> float | None:
 
 
 class RemoteService:
-    """Answers the direct messages of `MESSAGES` (and `exec_timeout` sent as a job)."""
+    """Answers the registry's direct messages (and `exec_timeout` sent as a job)."""
 
     def __init__(
         self,

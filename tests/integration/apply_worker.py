@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from agent.logsetup import configure_logging
-from agent.peers.manager import AddPeer, PeerManager
+from agent.peers.changes import AddPeer
+from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
 from tests.spec_factory import numbered_spec

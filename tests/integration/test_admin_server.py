@@ -24,7 +24,8 @@ from agent.admin.export import render_sheet, render_swanctl
 from agent.admin.peerctl import main
 from agent.admin.server import AdminServer
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, PeerManager
+from agent.peers.changes import AddPeer
+from agent.peers.manager import PeerManager
 from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient

@@ -18,7 +18,8 @@ import pytest
 
 from agent.jobs.dispatch import STORE_LOST_SIGNATURE
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, JobError, PeerManager, RemovePeer
+from agent.peers.changes import AddPeer, RemovePeer
+from agent.peers.manager import JobError, PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.readers import read_observed
 from tests.fixtures import example_request

@@ -27,7 +27,8 @@ from agent.monitor.health import HealthConfig
 from agent.monitor.icmp import ProbeEngine
 from agent.monitor.resolver import NameResolver
 from agent.monitor.service import MonitorService
-from agent.peers.manager import AddPeer, PeerManager, RemovePeer
+from agent.peers.changes import AddPeer, RemovePeer
+from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
 from agent.vpp.readers import read_observed

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, JobError, ModifyTargets, RemovePeer
+from agent.peers.changes import AddPeer, ModifyTargets, RemovePeer
+from agent.peers.manager import JobError
 from agent.peers.spec import Identity, IdType, PeerSpec, TrafficSelector
 from agent.vpp.readers import read_observed
 from tests.integration.test_peers_vpp import Agent

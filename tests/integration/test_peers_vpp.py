@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, JobError, ModifyTargets, PeerManager, RemovePeer
+from agent.peers.changes import AddPeer, ModifyTargets, RemovePeer
+from agent.peers.manager import JobError, PeerManager
 from agent.peers.spec import TrafficSelector
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient

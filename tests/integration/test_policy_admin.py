@@ -13,7 +13,8 @@ from agent.admin.backend import ManagerBackend
 from agent.admin.peerctl import main
 from agent.admin.server import AdminServer
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, PeerManager
+from agent.peers.changes import AddPeer
+from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.policy.manager import PolicyManager
 from agent.vpp.client import VppClient

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from agent.config import RemoteConfig
+from agent.jobs.messages import DIRECT_MESSAGES, EXEC_TIMEOUT
 from agent.remote.logs import LogSource
 from agent.remote.service import RemoteService
 
@@ -44,6 +45,19 @@ def _running(cmdline: str) -> bool:
             except OSError:
                 continue
     return False
+
+
+# params each direct message refuses (or answers) at once, without running anything long
+_QUICK: dict[str, Any] = {EXEC_TIMEOUT: {"cmd": ""}, "get-device-logs": {"lines": "x"},
+                          "get-device-packet-traces": {"packets": 0}}
+
+
+@pytest.mark.parametrize("message", sorted(DIRECT_MESSAGES))
+async def test_every_direct_message_of_the_registry_is_answered(message: str) -> None:
+    out = await service().answer(message, _QUICK.get(message))
+    assert "not a remote diagnostics message" not in str(out.message)
+    unknown = await service().answer("get-device-nothing", None)
+    assert not unknown.ok and "not a remote diagnostics message" in str(unknown.message)
 
 
 async def test_allowed_program_runs_without_a_shell() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.lab.vppsim.server import VppSim
-from agent.peers.manager import AddPeer, PeerManager
+from agent.peers.changes import AddPeer
+from agent.peers.manager import PeerManager
 from agent.peers.store import PeerStore
 from agent.vpp.client import VppClient
 from tests.spec_factory import example_spec

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from agent.lab import peer
-from agent.lab.vppsim import ike_strongswan
 from agent.lab.vppsim.ike_strongswan import (
     PLUGIN_PACKAGES,
     PLUGINS,
@@ -19,6 +18,7 @@ from agent.lab.vppsim.ike_strongswan import (
     plugin_path,
     strongswan_conf,
 )
+from agent.lab.vppsim.ike_strongswan import charon as charon_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,8 +67,8 @@ def test_a_missing_plugin_stops_charon_with_one_line_naming_the_package(
             (plugins / f"libstrongswan-{name}.so").touch()
     fake_charon = tmp_path / "charon"
     fake_charon.touch()
-    monkeypatch.setattr(ike_strongswan, "PLUGIN_DIR", plugins)
-    monkeypatch.setattr(ike_strongswan, "CHARON", fake_charon)
+    monkeypatch.setattr(charon_process, "PLUGIN_DIR", plugins)
+    monkeypatch.setattr(charon_process, "CHARON", fake_charon)
     charon = Charon(tmp_path / "work", label="peer charon")
     with pytest.raises(CharonError) as info:
         charon.start()
@@ -76,4 +76,4 @@ def test_a_missing_plugin_stops_charon_with_one_line_naming_the_package(
     assert "\n" not in text
     assert "'openssl'" in text and "libstrongswan-standard-plugins" in text, text
     assert charon.proc is None  # nothing was started
-    assert ike_strongswan.charon_available() == text.removeprefix("peer charon: ")
+    assert charon_process.charon_available() == text.removeprefix("peer charon: ")

@@ -19,7 +19,8 @@ from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.signature import advance
 from agent.jobs.validation import ValidationPolicy
 from agent.lab.flexi_rules import validate_device_info, validate_stats
-from agent.peers.manager import AddPeer, Change, JobError, JobResult, ModifyTargets, RemovePeer
+from agent.peers.changes import AddPeer, Change, ModifyTargets, RemovePeer
+from agent.peers.manager import JobError, JobResult
 from agent.peers.spec import PeerSpec
 from agent.vpp.readers import WanFacts
 from tests.fixtures import example_request
@@ -50,9 +51,7 @@ class FakeManager:
             elif isinstance(ch, RemovePeer):
                 self.desired.pop(ch.tunnel_id, None)
             elif isinstance(ch, ModifyTargets):
-                self.desired[ch.tunnel_id] = replace(
-                    self.desired[ch.tunnel_id], monitor_ips=ch.monitor_ips,
-                    monitor_urls=ch.monitor_urls)
+                self.desired[ch.tunnel_id] = ch.applied_to(self.desired[ch.tunnel_id])
         return JobResult(writes=1)
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:

@@ -21,7 +21,8 @@ from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.signature import advance
 from agent.jobs.validation import ValidationPolicy
-from agent.peers.manager import Change, JobResult
+from agent.peers.changes import Change
+from agent.peers.manager import JobResult
 from agent.peers.spec import PeerSpec
 from agent.policy.model import Application, PolicyError
 from agent.routing.frrconf import Plan

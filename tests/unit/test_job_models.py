@@ -1,4 +1,4 @@
-"""Controller job models and their normalization into PeerSpec and request objects."""
+"""Controller job models and their normalization into PeerSpec and the manager's changes."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from agent.jobs.models import AddTunnelParams
 from agent.jobs.validation import (
     JobNotSupported,
     JobRejected,
-    ModifyRequest,
-    RemoveRequest,
     ValidationPolicy,
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
 )
+from agent.peers.changes import ModifyTargets, RemovePeer
 from agent.peers.spec import (
     FULL_END,
     FULL_START,
@@ -469,7 +468,7 @@ def test_short_psk_is_accepted_with_a_warning_that_omits_it() -> None:
 
 @pytest.mark.parametrize("tunnel_id", [7, "7"])
 def test_remove_tunnel(tunnel_id: int | str) -> None:
-    assert normalize_remove_tunnel({"tunnel-id": tunnel_id, "extra": 1}) == RemoveRequest(7)
+    assert normalize_remove_tunnel({"tunnel-id": tunnel_id, "extra": 1}) == RemovePeer(7)
 
 
 @pytest.mark.parametrize(
@@ -491,12 +490,12 @@ def test_modify_tunnel() -> None:
     request = normalize_modify_tunnel(
         {"tunnel-id": "7", "peer": {"ips": ["1.1.1.1", "9.9.9.9"], "urls": ["Probe.Example.net"]}}
     )
-    assert request == ModifyRequest(
+    assert request == ModifyTargets(
         7, (IPv4Address("1.1.1.1"), IPv4Address("9.9.9.9")), ("probe.example.net",)
     )
     # a list the REST caller left out is absent: None keeps the stored value
-    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyRequest(7, None, None)
-    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {"urls": []}}) == ModifyRequest(
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {}}) == ModifyTargets(7, None, None)
+    assert normalize_modify_tunnel({"tunnel-id": 7, "peer": {"urls": []}}) == ModifyTargets(
         7, None, ())
 
 
@@ -507,7 +506,7 @@ def test_modify_tunnel_with_thresholds_and_no_peer() -> None:
                 "Link/Tunnel default drop rate": {"warningThreshold": 5.5,
                                                   "criticalThreshold": 20, "thresholdUnit": "%"}}
     request = normalize_modify_tunnel({"notificationsSettings": settings, "tunnel-id": 7})
-    assert request == ModifyRequest(7, None, None, settings)
+    assert request == ModifyTargets(7, None, None) and request.empty
 
 
 def test_modify_tunnel_rejections() -> None:

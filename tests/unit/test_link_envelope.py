@@ -148,11 +148,9 @@ def test_direct_messages_need_no_jobid(message: str) -> None:
     assert isinstance(as_job, Request) and as_job.is_job and not as_job.is_direct
 
 
-def test_direct_message_registry_matches_the_remote_handler() -> None:
-    from agent.link.handler import DIRECT_MESSAGES, reply_entity
-    from agent.remote.service import MESSAGES
+def test_exec_timeout_alone_is_answered_as_os_reply() -> None:
+    from agent.link.handler import reply_entity
 
-    assert DIRECT_MESSAGES == MESSAGES
     assert reply_entity("exec_timeout") == "osReply"
     assert reply_entity("get-device-logs") == reply_entity("add-tunnel") == "agentReply"
     assert json.loads(encode_reply("1:x", True, {}, "h", "osReply"))["msg"]["entity"] == "osReply"

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.peers.spec import IdType
+
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -48,7 +50,8 @@ STATE_NAMES = {
     6: "TS_UNACCEPTABLE",
     7: "NO_PROPOSAL_CHOSEN",
 }
-ID_TYPES = {1: "ip4-addr", 2: "fqdn", 3: "rfc822", 5: "ip6-addr"}
+# VPP's names of the IKE ID types (the agent's, and IPv6 which it does not use)
+ID_TYPES = {int(t): t.label for t in IdType} | {5: "ip6-addr"}
 
 # vlib's log levels, most severe first (src/vlib/log.h), and its ring size.
 LOG_LEVELS = ("emerg", "alert", "crit", "error", "warn", "notice", "info", "debug", "disabled")
