@@ -18,7 +18,8 @@ device's configuration hash equal to the controller's.
 Every trial has a deadline (TRIAL_DEADLINE): one that does not finish is reported as a
 failure with what it was waiting for, and the matrix goes on.
 
-    .venv/bin/python scripts/faults.py [--peers 200] [--trials 5] [--only NAME] [--short] [--deadline S]
+    .venv/bin/python scripts/faults.py [--peers 200] [--trials 5] [--only NAME] [--short]
+                                       [--deadline S]
 """
 
 from __future__ import annotations

@@ -201,6 +201,7 @@ class PeerManager:
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
         self._state_listeners: list[Callable[[], None]] = []
+        self._drift_listeners: list[Callable[[tuple[str, ...]], None]] = []
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
         self._wake = asyncio.Event()
@@ -234,6 +235,11 @@ class PeerManager:
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Called after the desired set changed (e.g. the monitor re-reads its targets)."""
         self._change_listeners.append(listener)
+
+    def add_drift_listener(self, listener: Callable[[tuple[str, ...]], None]) -> None:
+        """Called with the repairs when a drift check found VPP changed behind the agent's
+        back (the controller must be told: it believes the device holds its config)."""
+        self._drift_listeners.append(listener)
 
     def add_state_listener(self, listener: Callable[[], None]) -> None:
         """Called after a supervision step changed some tunnel's SA status or reason:
@@ -604,6 +610,11 @@ class PeerManager:
             self.drift_repairs += 1
             log.warning("VPP drifted from the desired state; repaired",
                         changes=list(result.notes), writes=result.writes)
+            for listener in self._drift_listeners:
+                try:
+                    listener(result.notes)
+                except Exception as e:
+                    log.error("drift listener failed", error=repr(e))
         return result
 
     async def _reconcile_locked(self) -> JobResult:
