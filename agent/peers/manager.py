@@ -62,6 +62,7 @@ from agent.vpp.readers import (
     InterfaceInfo,
     read_address_list,
     read_addresses,
+    read_gateways,
     read_interfaces,
     read_observed,
     read_sas,
@@ -210,6 +211,7 @@ class PeerManager:
         self._last_step: dict[int, float] = {}
         vpp.add_event_listener(self._on_vpp_event)
         self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
+        self.wan_gateways: set[IPv4Address] = set()  # default routes' next hops, per job
         # After a corrupt store: desired state unknown. Nothing in VPP is removed until
         # the controller's sync-device says what is wanted (or the grace time passes).
         self.recovery_grace = recovery_grace
@@ -321,7 +323,7 @@ class PeerManager:
     def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
         """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
         wan = [a for addrs in self.wan_networks.values() for a in addrs]
-        return target_problem(addr, spec, self.desired, wan)
+        return target_problem(addr, spec, self.desired, wan, self.wan_gateways)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -466,11 +468,15 @@ class PeerManager:
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
         touched = self._touched(changes)
+        gateways: set[IPv4Address] | None = None
         hazards: list[str] = []
         for tid in touched:
             after = new.get(tid)
             if after is not None and self.desired.get(tid) != after:
-                hazards += route_problems(after, new, await self._wan_of(after, interfaces))
+                if gateways is None:  # once per job: a dump of the whole route table
+                    gateways = self.wan_gateways = await read_gateways(self.vpp)
+                hazards += route_problems(after, new, await self._wan_of(after, interfaces),
+                                          gateways)
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
             raise JobError("; ".join(hazards[:10]) + more)
@@ -621,6 +627,7 @@ class PeerManager:
         generation = self.vpp.generation
         try:
             obs = await read_observed(self.vpp)
+            self.wan_gateways = obs.gateways  # for resolved monitor targets until a job
             facts_for: dict[int, VppFacts] = {}
             desired: dict[int, PeerSpec] = {}
             try:
