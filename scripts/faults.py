@@ -112,7 +112,7 @@ class Row:
     seconds: list[float] = field(default_factory=list)
     leaks: int = 0
     resend_failed: int = 0
-    timeouts: int = 0  # trials that missed TRIAL_DEADLINE (counted as not converged)
+    aborted: int = 0  # trials that missed their deadline or raised (not converged)
     vpp_seconds: list[float] = field(default_factory=list)  # peer restart: VPP's side alone
     reinitiations: int = 0  # peer restart: initiations the agent added to VPP's own
     restarted: int = 0  # peer restart: tunnels whose SAs were lost, all trials
@@ -474,17 +474,23 @@ async def trial(name: str, peers: int, k: int, seed: int, row: Row,
     sim = VppSim(d / "api.sock", interfaces=[WAN])
     opened: list[Device | AppDevice] = []
     token = OPENED.set(opened)
+    scope = asyncio.timeout(deadline)
     try:
         await sim.start()
-        async with asyncio.timeout(deadline):
+        async with scope:
             await _trial(name, sim, d, peers, k, seed, row)
     except TimeoutError as e:
-        row.timeouts += 1
-        where = "".join(traceback.format_exception(e.__context__ or e)[-6:])
-        print(f"  TRIAL DEADLINE: {name!r} (fault at write {k}) did not finish within "
-              f"{deadline:g} s; it was at:\n{where}", file=sys.stderr)
+        row.aborted += 1
+        if scope.expired():
+            where = "".join(traceback.format_exception(e.__context__ or e)[-6:])
+            print(f"  TRIAL DEADLINE: {name!r} (fault at write {k}) did not finish within "
+                  f"{deadline:g} s; it was at:\n{where}", file=sys.stderr)
+        else:
+            where = "".join(traceback.format_exception(e)[-6:])
+            print(f"  TRIAL FAILED: {name!r} (fault at write {k}): a wait timed out:\n{where}",
+                  file=sys.stderr)
     except Exception as e:
-        row.timeouts += 1
+        row.aborted += 1
         print(f"  TRIAL FAILED: {name!r} (fault at write {k}): {type(e).__name__}: {e}",
               file=sys.stderr)
     finally:
@@ -552,8 +558,8 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {r.trials:>6}  {r.converged:>9}  {mx:>5.2f}  {mean:>6.2f}  "
               f"{r.leaks:>5}  {r.resend_failed:>14}")
         bad |= r.converged != r.trials or r.leaks > 0 or r.resend_failed > 0
-        if r.timeouts:
-            print(f"  {name}: {r.timeouts} trial(s) missed the deadline or failed (see above)")
+        if r.aborted:
+            print(f"  {name}: {r.aborted} trial(s) missed the deadline or failed (see above)")
     for name, r in rows.items():
         if r.vpp_seconds:
             print(f"{name}: {r.restarted} tunnels lost their SAs; VPP's SAs were all back "
