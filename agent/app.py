@@ -123,6 +123,7 @@ class Agent:
             routing=self.routing,
             policies=self.policies,
         )
+        self.manager.add_drift_listener(self.dispatcher.note_drift)
         self.monitor.alert_rules = lambda: (
             self.dispatcher.notification_rules(), self.dispatcher.tunnel_notifications(),
             self.dispatcher.data_plane_state()[0] == "running",

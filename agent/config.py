@@ -302,7 +302,7 @@ class PeersConfig(_Section):
     drift_check_interval: float = Field(
         default=30.0, gt=0, description="seconds between comparisons of VPP with the desired "
         "state; what changed behind the agent's back (a route, a profile, admin-down) is "
-        "repaired and logged")
+        "repaired, logged and reported to the controller (out of sync until its sync-device)")
 
 
 class PolicyConfig(_Section):

@@ -3,12 +3,23 @@
 Each trial: a baseline peer is acknowledged, a job adds N peers, a fault hits at a
 point of that apply, the fault clears, and the agent (its VPP reconnect listener and
 its supervision loop, as the daemon runs them) must bring VPP back to the acknowledged
-state with nothing leaked; then the controller's re-send must succeed. Prints a table:
+state with nothing leaked; then the job sent again must succeed. Prints a table:
 trials, converged, seconds from the fault clearing to convergence, leaked objects.
 A peer restart converges when, besides that, every tunnel has exactly one IKE SA, a
 new established one, and the agent reports every tunnel up.
 
+The websocket rows run the whole agent under the controller double, which (like
+flexiManage) never re-sends a job: the job keeps running through the drop and its
+reply reaches the controller on the next connection (or, once the controller's job
+timer has expired, get-device-info reports it complete). They converge when VPP holds
+the acknowledged state, the controller has the job complete and a stats poll finds the
+device's configuration hash equal to the controller's.
+
+Every trial has a deadline (TRIAL_DEADLINE): one that does not finish is reported as a
+failure with what it was waiting for, and the matrix goes on.
+
     .venv/bin/python scripts/faults.py [--peers 200] [--trials 5] [--only NAME] [--short]
+                                       [--deadline S]
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,6 +65,11 @@ WAN = ("GigabitEthernet0/3/0", "192.168.1.10/24")
 MACHINE = "3f1c0000-0000-4000-8000-00000000fa17"
 STEPS_PER_PEER = 19  # VPP writes of one add (plan_add_ops of the test spec)
 CONVERGE_LIMIT = 10.0
+TRIAL_DEADLINE = 120.0  # seconds for one whole trial (set-up, fault, convergence, clean-up)
+
+
+# the devices a trial opened, closed by trial() however the trial ends (deadline included)
+OPENED: ContextVar[list[Device | AppDevice]] = ContextVar("OPENED")
 
 
 class Device:
@@ -67,6 +86,8 @@ class Device:
         self.extra_check: Callable[[], str | None] | None = None
         self.vpp_up_at: float | None = None  # peer restart: VPP's SAs all back (monotonic)
         self.restarted = 0  # peer restart: tunnels whose SAs were lost
+        self._closed = False
+        OPENED.get().append(self)
 
     async def start(self) -> None:
         await self.vpp.start()
@@ -74,6 +95,9 @@ class Device:
         self._supervise = asyncio.create_task(self.manager.supervise_forever())
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         if self._supervise is not None:
             self._supervise.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -89,6 +113,7 @@ class Row:
     seconds: list[float] = field(default_factory=list)
     leaks: int = 0
     resend_failed: int = 0
+    aborted: int = 0  # trials that missed their deadline or raised (not converged)
     vpp_seconds: list[float] = field(default_factory=list)  # peer restart: VPP's side alone
     reinitiations: int = 0  # peer restart: initiations the agent added to VPP's own
     restarted: int = 0  # peer restart: tunnels whose SAs were lost, all trials
@@ -101,6 +126,8 @@ async def converge(dev: Device | AppDevice, sim: VppSim) -> tuple[float | None, 
     while True:
         diff = differences(sim, dev.manager.desired, dev.manager.dynamic_routes)
         extra = dev.extra_check() if isinstance(dev, Device) and dev.extra_check else None
+        if isinstance(dev, AppDevice) and dev.manager.in_sync and not diff:
+            extra = await dev.acknowledged()
         if dev.manager.in_sync and not diff and extra is None:
             return time.monotonic() - started, 0
         if time.monotonic() - started > CONVERGE_LIMIT:
@@ -111,9 +138,24 @@ async def converge(dev: Device | AppDevice, sim: VppSim) -> tuple[float | None, 
         await asyncio.sleep(0.05)
 
 
-async def until_writes(sim: VppSim, base: int, n: int) -> None:
+async def until_writes(sim: VppSim, base: int, n: int,
+                       job: asyncio.Future[Any] | None = None) -> None:
+    """Wait for the n-th VPP write since `base`; fail loudly if `job` ends before it
+    (a job refused before any write would otherwise leave the fault waiting forever)."""
     while sim.write_count - base < n:
+        if job is not None and job.done():
+            raise RuntimeError(
+                f"the job ended after {sim.write_count - base} of the {n} VPP writes the "
+                f"fault waits for: {_outcome(job)}")
         await asyncio.sleep(0.001)
+
+
+def _outcome(job: asyncio.Future[Any]) -> str:
+    if job.cancelled():
+        return "cancelled"
+    if job.exception() is not None:
+        return f"{type(job.exception()).__name__}: {job.exception()}"
+    return f"{job.result()!r:.300}"
 
 
 Scenario = Callable[[VppSim, Path, list[PeerSpec], int, random.Random],
@@ -130,7 +172,7 @@ async def vpp_killed(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     dev = await _device(sim, state)
     base = sim.write_count
     job = asyncio.create_task(_apply_expecting_failure(dev, specs))
-    await until_writes(sim, base, k)
+    await until_writes(sim, base, k, job)
     await sim.stop()  # VPP dies and loses everything
     await job
     await sim.start()
@@ -178,12 +220,15 @@ async def agent_killed(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.apply_worker", str(sim.socket_path),
         str(state), str(first), str(len(specs)), cwd=ROOT, stdout=asyncio.subprocess.PIPE)
-    assert proc.stdout is not None
-    await asyncio.wait_for(proc.stdout.readline(), 20)  # ready
-    base = sim.write_count
-    await until_writes(sim, base, k)
-    proc.kill()  # SIGKILL mid-apply
-    await proc.wait()
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), 20)  # ready
+        base = sim.write_count
+        await until_writes(sim, base, k, asyncio.ensure_future(proc.wait()))
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # SIGKILL mid-apply (or the trial's deadline passed)
+        await proc.wait()
     dev = await _device(sim, state, baseline=False)
     return dev, time.monotonic()
 
@@ -205,16 +250,21 @@ async def corrupt_store(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
 
 
 async def peer_restart(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
-                       rng: random.Random, vpp_reinitiates: bool = True
-                       ) -> tuple[Device, float]:
+                       rng: random.Random, vpp_reinitiates: bool = True,
+                       sa_init_timeout: float | None = None) -> tuple[Device, float]:
     """Every remote gateway restarts (during or after the apply): it forgets its SAs, VPP's
     liveness check drops them and VPP re-initiates by itself, as VPP 26.06 does after DPD
     (without `vpp_reinitiates` only the agent's re-initiation brings them back), while the
     agent's SA supervision (the daemon's default poll and backoff) sees the loss too.
     Converged: every tunnel has exactly one IKE SA, a new one, established with a child
-    SA, and the agent reports every tunnel up from a poll made after that."""
+    SA, and the agent reports every tunnel up from a poll made after that.
+    `sa_init_timeout` (peers.sa_init_timeout) is how long the agent leaves a lost SA to
+    VPP's own re-initiation, or waits for an initiation it never saw answered, before it
+    restarts the negotiation itself (daemon default 30 s)."""
     dev = await _device(sim, state)
     mgr = dev.manager
+    if sa_init_timeout is not None:
+        mgr.sa_init_timeout = sa_init_timeout
     last_pass = [0.0]  # when the last completed SA poll started
     real_pass = mgr.supervise_once
 
@@ -227,7 +277,7 @@ async def peer_restart(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
     base = sim.write_count
     job = asyncio.create_task(mgr.apply([AddPeer(s) for s in specs]))  # must succeed
     if k < len(specs) * STEPS_PER_PEER:
-        await until_writes(sim, base, k)  # mid-apply: the peers added so far restart
+        await until_writes(sim, base, k, job)  # mid-apply: the peers added so far restart
     else:
         await job  # after the apply: every peer restarts
     old = set(sim.state.sas)
@@ -257,10 +307,10 @@ async def peer_restart(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
                 return (f"tunnel {tid}: VPP's IKE SA not re-established (old: {sa.index in old}, "
                         f"hidden: {sa.hidden}, state {sa.state}, "
                         f"{len(sa.children)} child SAs)")
-        if vpp_ok_since[0] is None:
-            vpp_ok_since[0] = time.monotonic()
-            dev.vpp_up_at = vpp_ok_since[0]
-        if last_pass[0] < vpp_ok_since[0]:
+        since = vpp_ok_since[0]
+        if since is None:
+            since = vpp_ok_since[0] = dev.vpp_up_at = time.monotonic()
+        if last_pass[0] < since:
             return "the agent has not polled VPP's SAs since"
         down = [t for t in mgr.desired if mgr.states.get(t) is None
                 or mgr.states[t].status != "up"]
@@ -282,8 +332,10 @@ class AppDevice:
                                     ping_interval=0.5, stats_interval=None, job_timeout=120.0)
         self.state, self.token, self.sim = state, token, sim
         self.agent: App | None = None
-        self.resent_ok = False
+        self.jobid: int | None = None  # the job whose acknowledgement converge() waits for
+        self.reply_ok = False  # the controller got the job's ok:1 (reply or get-device-info)
         self._task: asyncio.Task[None] | None = None
+        OPENED.get().append(self)
 
     @property
     def manager(self) -> PeerManager:
@@ -296,6 +348,7 @@ class AppDevice:
             "controller": {"url": self.ctl.url, "machine_id": MACHINE,
                            "token_file": str(self.token), "allow_insecure": True,
                            "backoff_min": 0.05, "backoff_max": 0.3, "ping_interval": 0.5,
+                           "retry_slow_min": 0.2, "retry_slow_max": 0.5,
                            "silence_timeout": 5.0},
             "vpp": {"api_socket": str(self.sim.socket_path), "call_timeout": 5.0},
             "state": {"dir": str(self.state)},
@@ -305,14 +358,32 @@ class AppDevice:
         }, {})
         self.agent = App(cfg, name_resolver=offline_name_resolver)
         self._task = asyncio.create_task(self.agent.run())
-        await self.ctl.wait_connected(10)
+        await self.ctl.wait_ready(10)
+
+    async def acknowledged(self) -> str | None:
+        """None when the controller holds the job as complete and the device's hash as
+        its own (a stats poll, as flexiManage's periodic check), else what is missing."""
+        job = self.ctl.jobs.get(self.jobid) if self.jobid is not None else None
+        if job is None or job.state != "complete":
+            return f"the controller has job {self.jobid} {job.state if job else 'unknown'}"
+        self.reply_ok = True
+        if not self.ctl.ready:
+            return "the device is not ready at the controller"
+        try:
+            await self.ctl.poll_stats(2.0)
+        except (TimeoutError, ConnectionError) as e:
+            return f"stats poll failed ({type(e).__name__})"
+        if self.ctl.sync_state != "synced":
+            return f"the controller's sync state is {self.ctl.sync_state}"
+        return None
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            task, self._task = self._task, None
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.ctl.stop()
+                await task
+        await self.ctl.stop(abort=True)
 
 
 def _job(specs: list[PeerSpec]) -> dict[str, object]:
@@ -323,27 +394,47 @@ def _job(specs: list[PeerSpec]) -> dict[str, object]:
         p["tunnel-id"], p["dst"] = spec.tunnel_id, str(spec.dst)
         p["peer"]["addr"], p["peer"]["urls"] = str(spec.addr), []
         p["peer"]["ips"] = [str(ip) for ip in spec.monitor_ips]
+        # one local/remote ID pair per tunnel, or the job is refused before any write
+        p["ikev2"]["remote-device-id"] = spec.remote_id.value
         requests.append({"entity": "agent", "message": "add-tunnel", "params": p})
     return {"requests": requests}
 
 
 async def websocket_drop(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
-                         rng: random.Random) -> tuple[AppDevice, float]:
+                         rng: random.Random, past_timer: bool = False
+                         ) -> tuple[AppDevice, float]:
+    """The controller connection drops mid-apply. flexiManage never re-sends a job: the
+    job goes on, and its reply reaches the controller on the next connection while the
+    controller's job timer runs. With `past_timer` the controller refuses the device
+    until that timer has expired (the job fails there with Send Timeout, which the
+    double stands for by expiring it at once); on the reconnect, get-device-info lists
+    the job and the device's journal reports it complete."""
     dev = AppDevice(sim, state)
     await dev.start()
-    params = _job(specs)
+    dev.jobid = 77
     base = sim.write_count
-    job = asyncio.create_task(dev.ctl.send_job("aggregated", params, jobid=77))
-    await until_writes(sim, base, k)
-    await dev.ctl.drop()  # mid-apply: the reply is lost
-    with contextlib.suppress(ConnectionError, TimeoutError):
-        await job
-    await dev.ctl.wait_connected(20, count=2)
-    cleared = time.monotonic()
-    reply = await dev.ctl.send_job("aggregated", params, jobid=77)  # the controller re-sends
-    dev.resent_ok = reply["msg"]["ok"] == 1
-    if not dev.resent_ok:
-        print(f"  re-sent job failed: {reply['msg']['message']}", file=sys.stderr)
+    job = asyncio.create_task(dev.ctl.send_job("aggregated", _job(specs), jobid=dev.jobid))
+    await until_writes(sim, base, k, job)
+    if past_timer:
+        dev.ctl.refuse_status = 503  # the controller is unreachable for the device
+    await dev.ctl.drop()  # mid-apply
+    if past_timer:
+        dev.ctl.expire_active_job()  # ... for longer than the job's 180 s timer,
+        with contextlib.suppress(TimeoutError):
+            await job
+        journal = dev.agent.journal if dev.agent is not None else None
+        assert journal is not None
+        while await asyncio.to_thread(journal.lookup, str(dev.jobid)) is None:
+            await asyncio.sleep(0.05)  # ... so the device finished the job meanwhile
+        dev.ctl.refuse_status = None
+        cleared = time.monotonic()
+        await dev.ctl.wait_ready(20, count=2)
+    else:
+        await dev.ctl.wait_connected(20, count=2)
+        cleared = time.monotonic()
+        reply = await job  # the reply of the job, on the new connection
+        if reply["msg"]["ok"] != 1:
+            print(f"  job failed: {reply['msg']['message']}", file=sys.stderr)
     return dev, cleared
 
 
@@ -354,12 +445,17 @@ SCENARIOS: dict[str, Scenario] = {
     "disk full at commit": disk_full,
     "corrupt store": corrupt_store,
     "3 % VPP write failures": write_failures,
-    "websocket drop, job re-sent": websocket_drop,
+    "websocket drop mid-job, reply on the next connection": websocket_drop,
+    "websocket down past the job timer, get-device-info": functools.partial(
+        websocket_drop, past_timer=True),
     "peer restart, VPP re-initiates": peer_restart,
-    "peer restart, only the agent re-initiates": functools.partial(
-        peer_restart, vpp_reinitiates=False),
+    # without VPP's re-initiation the agent restarts after peers.sa_init_timeout: 30 s by
+    # default (VPP's own comes first in 26.06); this row runs it at 5 s
+    "peer restart, only the agent re-initiates (sa_init_timeout 5 s)": functools.partial(
+        peer_restart, vpp_reinitiates=False, sa_init_timeout=5.0),
 }
-SHORT_SKIPS = {"peer restart, only the agent re-initiates"}  # ~4 s a trial: the full form
+# ~8 s a trial: the full form only
+SHORT_SKIPS = {"peer restart, only the agent re-initiates (sa_init_timeout 5 s)"}
 
 
 async def _device(sim: VppSim, state: Path, baseline: bool = True) -> Device:
@@ -370,45 +466,75 @@ async def _device(sim: VppSim, state: Path, baseline: bool = True) -> Device:
     return dev
 
 
-async def trial(name: str, peers: int, k: int, seed: int, row: Row) -> None:
+async def trial(name: str, peers: int, k: int, seed: int, row: Row,
+                deadline: float = TRIAL_DEADLINE) -> None:
+    """One trial within TRIAL_DEADLINE; a trial that misses it or raises is a loud failure
+    (its stack says what it was waiting for) and everything it opened is closed."""
+    row.trials += 1
     d = Path(tempfile.mkdtemp(prefix="pa-faults-", dir="/tmp"))
     sim = VppSim(d / "api.sock", interfaces=[WAN])
-    await sim.start()
-    specs = [numbered_spec(n) for n in range(10, 10 + peers)]
-    dev: Device | AppDevice | None = None
+    opened: list[Device | AppDevice] = []
+    token = OPENED.set(opened)
+    scope = asyncio.timeout(deadline)
     try:
-        if name == "agent SIGKILL":  # the worker's own store starts with the baseline
-            pre = await _device(sim, d / "state")
-            await pre.close()
-        dev, cleared = await SCENARIOS[name](sim, d / "state", specs, k, random.Random(seed))
-        row.trials += 1
-        seconds, leaked = await converge(dev, sim)
-        if seconds is not None:
-            row.converged += 1
-            row.seconds.append(time.monotonic() - cleared)  # from the fault clearing
-            if isinstance(dev, Device) and dev.vpp_up_at is not None:
-                row.vpp_seconds.append(dev.vpp_up_at - cleared)
-                row.reinitiations += sum(st.reinitiations for st in dev.manager.states.values())
-                row.restarted += dev.restarted
-        row.leaks += leaked
-        # the controller re-sends the job: it must now succeed
-        if isinstance(dev, AppDevice):  # the controller already re-sent its job
-            row.resend_failed += not dev.resent_ok
-            return
-        try:
-            await dev.manager.apply([AddPeer(s) for s in specs])
-            diff = differences(sim, dev.manager.desired, dev.manager.dynamic_routes)
-            if diff:
-                print(f"  after the re-send: {diff}", file=sys.stderr)
-                row.resend_failed += 1
-        except JobError as e:
-            print(f"  re-send failed: {e}", file=sys.stderr)
-            row.resend_failed += 1
+        await sim.start()
+        async with scope:
+            await _trial(name, sim, d, peers, k, seed, row)
+    except TimeoutError as e:
+        row.aborted += 1
+        if scope.expired():
+            where = "".join(traceback.format_exception(e.__context__ or e)[-6:])
+            print(f"  TRIAL DEADLINE: {name!r} (fault at write {k}) did not finish within "
+                  f"{deadline:g} s; it was at:\n{where}", file=sys.stderr)
+        else:
+            where = "".join(traceback.format_exception(e)[-6:])
+            print(f"  TRIAL FAILED: {name!r} (fault at write {k}): a wait timed out:\n{where}",
+                  file=sys.stderr)
+    except Exception as e:
+        row.aborted += 1
+        print(f"  TRIAL FAILED: {name!r} (fault at write {k}): {type(e).__name__}: {e}",
+              file=sys.stderr)
     finally:
-        if dev is not None:
-            await dev.close()
+        OPENED.reset(token)
+        for dev in reversed(opened):
+            try:
+                async with asyncio.timeout(15):
+                    await dev.close()
+            except Exception as e:
+                print(f"  clean-up of {name!r} failed: {type(e).__name__}: {e}",
+                      file=sys.stderr)
         await sim.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+async def _trial(name: str, sim: VppSim, d: Path, peers: int, k: int, seed: int,
+                 row: Row) -> None:
+    specs = [numbered_spec(n) for n in range(10, 10 + peers)]
+    if name == "agent SIGKILL":  # the worker's own store starts with the baseline
+        pre = await _device(sim, d / "state")
+        await pre.close()
+    dev, cleared = await SCENARIOS[name](sim, d / "state", specs, k, random.Random(seed))
+    seconds, leaked = await converge(dev, sim)
+    if seconds is not None:
+        row.converged += 1
+        row.seconds.append(time.monotonic() - cleared)  # from the fault clearing
+        if isinstance(dev, Device) and dev.vpp_up_at is not None:
+            row.vpp_seconds.append(dev.vpp_up_at - cleared)
+            row.reinitiations += sum(st.reinitiations for st in dev.manager.states.values())
+            row.restarted += dev.restarted
+    row.leaks += leaked
+    if isinstance(dev, AppDevice):  # flexiManage never re-sends: its ack is the check
+        row.resend_failed += not dev.reply_ok
+        return
+    try:  # the job sent again (a new job of the same content) must now succeed
+        await dev.manager.apply([AddPeer(s) for s in specs])
+        diff = differences(sim, dev.manager.desired, dev.manager.dynamic_routes)
+        if diff:
+            print(f"  after the re-send: {diff}", file=sys.stderr)
+            row.resend_failed += 1
+    except JobError as e:
+        print(f"  re-send failed: {e}", file=sys.stderr)
+        row.resend_failed += 1
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -423,7 +549,7 @@ async def main(args: argparse.Namespace) -> int:
             k = points[t % len(points)] + t
             if name.startswith("peer restart") and t % 2:
                 k = total  # every other trial: the peers restart after the apply
-            await trial(name, args.peers, k, t, row)
+            await trial(name, args.peers, k, t, row, args.deadline)
     width = max(len(n) for n in rows)
     print(f"{'fault':<{width}}  trials  converged  max s  mean s  leaks  re-send failed")
     bad = False
@@ -433,6 +559,8 @@ async def main(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {r.trials:>6}  {r.converged:>9}  {mx:>5.2f}  {mean:>6.2f}  "
               f"{r.leaks:>5}  {r.resend_failed:>14}")
         bad |= r.converged != r.trials or r.leaks > 0 or r.resend_failed > 0
+        if r.aborted:
+            print(f"  {name}: {r.aborted} trial(s) missed the deadline or failed (see above)")
     for name, r in rows.items():
         if r.vpp_seconds:
             print(f"{name}: {r.restarted} tunnels lost their SAs; VPP's SAs were all back "
@@ -447,5 +575,7 @@ if __name__ == "__main__":
     p.add_argument("--trials", type=int, default=5)
     p.add_argument("--only", help="run the scenarios whose name contains this")
     p.add_argument("--short", action="store_true", help="CI: skip the slowest scenarios")
+    p.add_argument("--deadline", type=float, default=TRIAL_DEADLINE,
+                   help="seconds one trial may take before it fails (default %(default)s)")
     configure_logging("critical")
     sys.exit(asyncio.run(main(p.parse_args())))

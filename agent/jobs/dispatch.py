@@ -106,6 +106,11 @@ FORCE_SYNC_SIGNATURE = "empty_cfg"
 # The peer store was corrupt and moved aside: the desired state is unknown until the
 # controller's sync-device, which a hash no chain can reach makes it send.
 STORE_LOST_SIGNATURE = "peers_store_lost"
+# VPP was changed behind the agent's back (drift, e.g. vppctl) and the agent repaired
+# it: flexiManage believes the device holds its configuration, so a hash no chain
+# reaches tells it; it shows the device out of sync and answers with its automatic
+# sync-device, whose reply resets the hash to ''. Persisted, like flexiagent's sentinels.
+DRIFT_SIGNATURE = "vpp_drift_repaired"
 INTERFACE_FACTS_TTL = 10.0  # seconds a stats reply may reuse the interface facts
 
 
@@ -165,6 +170,7 @@ class JobDispatcher:
         self.items, meta = config.load()
         self.signature = meta.get("signature", "")
         self.router_state = meta.get("router_state", "running")
+        self._drift_report: asyncio.Task[None] | None = None
 
     # -- jobs ---------------------------------------------------------------------------
 
@@ -235,6 +241,26 @@ class JobDispatcher:
             signature = await asyncio.to_thread(advance, signature, original)
         await self._commit(items, signature, router)
         return result
+
+    def note_drift(self, changes: Sequence[str]) -> None:
+        """The manager repaired drift in VPP: report it to the controller (DRIFT_SIGNATURE)
+        once the running job, if any, is done; returns at once (supervision goes on)."""
+        if self._drift_report is None or self._drift_report.done():
+            self._drift_report = asyncio.get_running_loop().create_task(
+                self._report_drift(tuple(changes)), name="report-drift")
+
+    async def _report_drift(self, changes: tuple[str, ...]) -> None:
+        async with self._lock:  # after the running job: its commit would overwrite it
+            if self.signature == DRIFT_SIGNATURE:
+                return
+            try:
+                await self._commit(self.items, DRIFT_SIGNATURE, self.router_state)
+            except Exception as e:  # the store is full or gone: say so, keep running
+                log.error("cannot record the drift report; the controller is not told",
+                          error=repr(e))
+                return
+        log.warning("VPP drift reported to the controller: out of sync until its "
+                    "sync-device", changes=list(changes))
 
     async def _commit(self, items: Items, signature: str, router_state: str) -> None:
         """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop."""

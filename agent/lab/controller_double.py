@@ -256,6 +256,7 @@ class ControllerDouble:
         self._ids = itertools.count(1)
         self._pending: dict[str, tuple[_Conn, asyncio.Future[dict[str, Any]]]] = {}
         self._late: dict[str, Job] = {}  # seq of a timed-out job -> its job
+        self._active: str | None = None  # seq of the job being sent, while it waits
         self._job_lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._sync_task: asyncio.Task[Any] | None = None
@@ -678,6 +679,8 @@ class ControllerDouble:
         if params is not None:
             msg["params"] = params
         envelope = {"seq": seq, "hostId": self.host_id, "msg": msg, "jobid": jobid}
+        if job is not None:
+            self._active = seq
         try:
             await self._send(conn, json.dumps(envelope))
             async with asyncio.timeout(timeout):
@@ -690,6 +693,8 @@ class ControllerDouble:
             raise
         finally:
             self._pending.pop(seq, None)
+            if self._active == seq:
+                self._active = None
 
     def queue(self, message: str, params: Any = None, jobid: int | str | None = None) -> Job:
         """Queue a job like flexiManage's addJob: the hash chain advances now (5.1)."""
@@ -746,6 +751,16 @@ class ControllerDouble:
                 job.state, job.error = "failed", json.dumps(msg.get("message"))
             await self._notify()
             return reply
+
+    def expire_active_job(self) -> bool:
+        """The job being sent fails now with Send Timeout, as if its timer had run out
+        (a fault matrix stands for a 180 s outage without waiting for it); False if no
+        job is waiting for its reply. Its reply, if it comes later, is only recorded."""
+        entry = self._pending.get(self._active) if self._active is not None else None
+        if entry is None or entry[1].done():
+            return False
+        entry[1].set_exception(TimeoutError())
+        return True
 
     async def request(
         self, message: str, params: Any = None, timeout: float | None = None

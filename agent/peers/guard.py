@@ -4,8 +4,10 @@ A route into a tunnel wins over the device's own paths for its prefix, so a
 monitor IP or a policy-based remote selector must not cover the tunnel's own
 peer address (its IKE/ESP would be sent into itself), another tunnel's peer
 address (that tunnel's IKE/ESP would be diverted), the device's WAN addresses,
-its WAN subnet (the gateway and every neighbour there), or addresses that are
-no host at all. A DNS answer for a monitor URL gets the same scrutiny: it must
+its WAN subnet (the gateway and every neighbour there), its WAN gateway when it
+lies outside that subnet (an on-link gateway of a /32 or cloud address: a route
+into a tunnel would take the default route's next hop, cutting the device off),
+or addresses that are no host at all. A DNS answer for a monitor URL gets the same scrutiny: it must
 not be able to do what a refused monitor IP cannot.
 """
 
@@ -65,8 +67,10 @@ class PeerIndex:
 
 
 def target_problem(addr: IPv4Address, spec: PeerSpec, peers: PeerIndex,
-                   wan: Iterable[IPv4Interface]) -> str | None:
-    """Why a /32 to `addr` through `spec`'s tunnel would break the device (None: fine)."""
+                   wan: Iterable[IPv4Interface],
+                   gateways: Iterable[IPv4Address] = ()) -> str | None:
+    """Why a /32 to `addr` through `spec`'s tunnel would break the device (None: fine).
+    `gateways`: the next hops of the device's default routes."""
     static = address_problem(addr)
     if static is not None:
         return static
@@ -84,7 +88,14 @@ def target_problem(addr: IPv4Address, spec: PeerSpec, peers: PeerIndex,
         if addr in iface.network:
             return (f"in the WAN subnet {iface.network} (the gateway and the neighbours "
                     "there must stay reachable)")
+    if addr in set(gateways):
+        return (f"the WAN gateway (next hop of the default route, outside the WAN "
+                f"subnet): {_GATEWAY_HARM}")
     return None
+
+
+_GATEWAY_HARM = ("the default route would resolve into the tunnel and cut the device off, "
+                 "IKE/ESP of every tunnel included")
 
 
 def _range(spec: PeerSpec) -> tuple[IPv4Address, IPv4Address] | None:
@@ -94,14 +105,17 @@ def _range(spec: PeerSpec) -> tuple[IPv4Address, IPv4Address] | None:
 
 
 def route_problems(spec: PeerSpec, peers: PeerIndex,
-                   wan: Iterable[IPv4Interface]) -> list[str]:
+                   wan: Iterable[IPv4Interface],
+                   gateways: Iterable[IPv4Address] = ()) -> list[str]:
     """Every reason to refuse `spec`'s routes (monitor IPs, remote selector) given the
-    other desired `peers` and the WAN interface addresses `wan` (with their subnets)."""
+    other desired `peers`, the WAN interface addresses `wan` (with their subnets) and
+    the next hops of the default routes (`gateways`)."""
     tid = spec.tunnel_id
     wan = list(wan)
+    gateways = sorted(set(gateways))
     out: list[str] = []
     for ip in spec.monitor_ips:
-        why = target_problem(ip, spec, peers, wan)
+        why = target_problem(ip, spec, peers, wan, gateways)
         if why is not None:
             out.append(f"tunnel {tid}: peer.ips {ip} is {why}")
     span = _range(spec)
@@ -121,6 +135,10 @@ def route_problems(spec: PeerSpec, peers: PeerIndex,
                 out.append(f"tunnel {tid}: {shown} overlaps the WAN subnet {iface.network} "
                            "of this device")
                 break
+        for gw in gateways:
+            if start <= gw <= end and not any(gw in iface.network for iface in wan):
+                out.append(f"tunnel {tid}: {shown} covers the WAN gateway {gw} (next hop of "
+                           f"the default route, outside the WAN subnet): {_GATEWAY_HARM}")
         special = [s for s in _NEVER_ROUTED if any(n.overlaps(s) for n in nets)]
         if special:
             out.append(f"tunnel {tid}: {shown} covers {special[0]}, which must never be "

@@ -63,6 +63,7 @@ from agent.vpp.readers import (
     InterfaceInfo,
     read_address_list,
     read_addresses,
+    read_gateways,
     read_interfaces,
     read_observed,
     read_sas,
@@ -182,6 +183,7 @@ class PeerManager:
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
         self._state_listeners: list[Callable[[], None]] = []
+        self._drift_listeners: list[Callable[[tuple[str, ...]], None]] = []
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
         self._wake = asyncio.Event()
@@ -190,6 +192,7 @@ class PeerManager:
         self._last_step: dict[int, float] = {}
         vpp.add_event_listener(self._on_vpp_event)
         self.wan_networks: dict[int, set[IPv4Interface]] = {}  # WAN sw_if_index -> addresses
+        self.wan_gateways: set[IPv4Address] = set()  # default routes' next hops, per job
         # After a corrupt store: desired state unknown. Nothing in VPP is removed until
         # the controller's sync-device says what is wanted (or the grace time passes).
         self.recovery_grace = recovery_grace
@@ -215,6 +218,11 @@ class PeerManager:
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         """Called after the desired set changed (e.g. the monitor re-reads its targets)."""
         self._change_listeners.append(listener)
+
+    def add_drift_listener(self, listener: Callable[[tuple[str, ...]], None]) -> None:
+        """Called with the repairs when a drift check found VPP changed behind the agent's
+        back (the controller must be told: it believes the device holds its config)."""
+        self._drift_listeners.append(listener)
 
     def add_state_listener(self, listener: Callable[[], None]) -> None:
         """Called after a supervision step changed some tunnel's SA status or reason:
@@ -296,7 +304,7 @@ class PeerManager:
     def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
         """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
         wan = [a for addrs in self.wan_networks.values() for a in addrs]
-        return target_problem(addr, spec, PeerIndex(self.desired), wan)
+        return target_problem(addr, spec, PeerIndex(self.desired), wan, self.wan_gateways)
 
     # -- jobs ------------------------------------------------------------------------------
 
@@ -440,12 +448,16 @@ class PeerManager:
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
         touched = self._touched(changes)
+        gateways: set[IPv4Address] | None = None
         hazards: list[str] = []
         index = PeerIndex(new)
         for tid in touched:
             after = new.get(tid)
             if after is not None and self.desired.get(tid) != after:
-                hazards += route_problems(after, index, await self._wan_of(after, interfaces))
+                if gateways is None:  # once per job: a dump of the whole route table
+                    gateways = self.wan_gateways = await read_gateways(self.vpp)
+                hazards += route_problems(after, index, await self._wan_of(after, interfaces),
+                                          gateways)
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
             raise JobError("; ".join(hazards[:10]) + more)
@@ -585,12 +597,18 @@ class PeerManager:
             self.drift_repairs += 1
             log.warning("VPP drifted from the desired state; repaired",
                         changes=list(result.notes), writes=result.writes)
+            for listener in self._drift_listeners:
+                try:
+                    listener(result.notes)
+                except Exception as e:
+                    log.error("drift listener failed", error=repr(e))
         return result
 
     async def _reconcile_locked(self) -> JobResult:
         generation = self.vpp.generation
         try:
             obs = await read_observed(self.vpp)
+            self.wan_gateways = obs.gateways  # for resolved monitor targets until a job
             facts_for: dict[int, VppFacts] = {}
             desired: dict[int, PeerSpec] = {}
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
@@ -104,6 +104,7 @@ class Observed:
     routes: dict[int, set[IPv4Network]] = field(default_factory=dict)  # via sw_if_index
     mss: dict[int, int] = field(default_factory=dict)
     lcp: dict[int, str] = field(default_factory=dict)
+    gateways: set[IPv4Address] = field(default_factory=set)  # default routes' next hops
 
     def index_of(self, name: str) -> int | None:
         for info in self.interfaces.values():
@@ -188,6 +189,7 @@ async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observ
             obs.profiles[info.name] = info
     tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
     via_tunnels: list[tuple[int, IPv4Network, int]] = []
+    obs.gateways = default_next_hops(routes)
     for r in routes:
         route = r.route
         for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
@@ -427,6 +429,26 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
                             mtu=int(d.mtu[0]) or int(d.link_mtu), link_up=bool(int(d.flags) & 2),
                             addr=addrs[0] if addrs else None, gateway=gateways.get(sw, ""),
                             sw_if_index=sw))
+    return out
+
+
+async def read_gateways(vpp: VppClient) -> set[IPv4Address]:
+    """The next hops of the default routes of table 0 (the WAN gateways, wherever they
+    lie: an on-link gateway of a /32 or cloud address is outside every WAN subnet)."""
+    return default_next_hops(
+        await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""}))
+
+
+def default_next_hops(routes: Iterable[Any]) -> set[IPv4Address]:
+    """The next hops of the 0.0.0.0/0 routes among `ip_route_details` messages."""
+    out: set[IPv4Address] = set()
+    for r in routes:
+        if str(r.route.prefix) != "0.0.0.0/0":
+            continue
+        for path in r.route.paths[: int(r.route.n_paths)]:
+            nh = str(getattr(path.nh.address, "ip4", "") or "")
+            if nh and nh != "0.0.0.0":
+                out.add(IPv4Address(nh))
     return out
 
 

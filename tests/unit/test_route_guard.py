@@ -70,6 +70,33 @@ def test_ordinary_peers_have_no_problem() -> None:
     assert route_problems(numbered_spec(3), PeerIndex({3: numbered_spec(3)}), WAN) == []
 
 
+ON_LINK_GW = A("172.31.1.1")  # a cloud's on-link gateway, outside the WAN subnet
+
+
+def test_a_wan_gateway_outside_the_wan_subnet_is_refused() -> None:
+    spec = replace(numbered_spec(1), monitor_ips=(ON_LINK_GW,))
+    assert route_problems(spec, PeerIndex({1: spec}), WAN, [ON_LINK_GW]) == [
+        "tunnel 1: peer.ips 172.31.1.1 is the WAN gateway (next hop of the default route, "
+        "outside the WAN subnet): the default route would resolve into the tunnel and cut "
+        "the device off, IKE/ESP of every tunnel included"]
+    spec = replace(numbered_spec(1), remote_ts=ts("172.31.0.0", "172.31.255.255"))
+    assert route_problems(spec, PeerIndex({1: spec}), WAN, [ON_LINK_GW]) == [
+        "tunnel 1: ikev2.remote-ts 172.31.0.0-172.31.255.255 covers the WAN gateway "
+        "172.31.1.1 (next hop of the default route, outside the WAN subnet): the default "
+        "route would resolve into the tunnel and cut the device off, IKE/ESP of every "
+        "tunnel included"]
+    # without the gateway known, nothing to say: these are ordinary addresses
+    assert route_problems(spec, PeerIndex({1: spec}), WAN) == []
+
+
+def test_a_gateway_inside_the_wan_subnet_is_named_once() -> None:
+    spec = replace(numbered_spec(1), remote_ts=ts("192.168.0.0", "192.168.255.255"))
+    problems = route_problems(spec, PeerIndex({1: spec}), WAN, [A("192.168.1.1")])
+    assert [p for p in problems if "gateway" in p or "WAN subnet" in p] == [
+        "tunnel 1: ikev2.remote-ts 192.168.0.0-192.168.255.255 overlaps the WAN subnet "
+        "192.168.1.0/24 of this device"]
+
+
 def test_the_index_finds_exactly_the_peers_whose_address_a_selector_covers() -> None:
     peers = {n: replace(numbered_spec(n), dst=A(f"198.18.{n % 3}.{n}")) for n in range(1, 40)}
     index = PeerIndex(peers)

@@ -1,0 +1,61 @@
+"""A WAN gateway outside the WAN subnet (issue 15, case 6): a route into a tunnel to it, or
+covering it, would take the default route's next hop into the tunnel. Against vppsim,
+through the manager as the daemon wires it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from agent.lab.vppsim.server import VppSim
+from agent.peers.changes import AddPeer, ModifyTargets
+from agent.peers.manager import JobError
+from agent.peers.spec import TrafficSelector
+from agent.vpp.readers import read_interfaces, read_observed
+from tests.integration.test_peers_vpp import Agent
+from tests.spec_factory import numbered_spec
+
+GW = IPv4Address("172.31.1.1")  # on-link gateway of a cloud WAN, outside 192.168.1.0/24
+HARM = "is the WAN gateway (next hop of the default route, outside the WAN subnet)"
+
+
+async def _default_route_via(agent: Agent, gw: IPv4Address) -> None:
+    wan = next(i.sw_if_index for i in (await read_interfaces(agent.vpp)).values()
+               if i.name == "GigabitEthernet0/3/0")
+    await agent.vpp.call("ip_route_add_del", is_add=True, is_multipath=False, route={
+        "table_id": 0, "prefix": IPv4Network("0.0.0.0/0"), "n_paths": 1,
+        "paths": [{"sw_if_index": wan, "table_id": 0, "weight": 1, "preference": 0,
+                   "type": 0, "flags": 0, "proto": 0, "nh": {"address": {"ip4": gw}},
+                   "n_labels": 0, "label_stack": [{}] * 16}]})
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda: AddPeer(replace(numbered_spec(2), monitor_ips=(GW,))),
+     f"tunnel 2: peer.ips 172.31.1.1 {HARM}"),
+    (lambda: AddPeer(replace(numbered_spec(2), remote_ts=TrafficSelector(
+        0, 0, 65535, IPv4Address("172.31.0.0"), IPv4Address("172.31.255.255")))),
+     "tunnel 2: ikev2.remote-ts 172.31.0.0-172.31.255.255 covers the WAN gateway 172.31.1.1"),
+    (lambda: ModifyTargets(1, (GW,), ()), f"tunnel 1: peer.ips 172.31.1.1 {HARM}"),
+])
+async def test_routes_to_a_gateway_outside_the_wan_subnet_are_refused(
+        sim: VppSim, agent: Agent, change: object, needle: str) -> None:
+    await _default_route_via(agent, GW)
+    await agent.manager.apply([AddPeer(numbered_spec(1))])
+    writes = sim.write_count
+    with pytest.raises(JobError, match=re.escape(needle)):
+        await agent.manager.apply([change()])  # type: ignore[operator]
+    assert sim.write_count == writes and set(agent.manager.desired) == {1}
+
+
+async def test_a_monitor_url_resolving_to_the_gateway_is_not_routed(
+        sim: VppSim, agent: Agent) -> None:
+    await _default_route_via(agent, GW)
+    await agent.manager.apply([AddPeer(numbered_spec(1))])
+    good = IPv4Address("198.51.100.77")
+    await agent.manager.set_dynamic_routes(1, [GW, good])
+    assert agent.manager.dynamic_routes[1] == (good,)
+    obs = await read_observed(agent.vpp)
+    assert IPv4Network(f"{GW}/32") not in obs.routes[obs.tunnels[1].sw_if_index]
