@@ -11,6 +11,7 @@ The peer announces 10.200.7.0/24 (and owns 10.200.7.1); the device announces
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import shutil
@@ -23,9 +24,12 @@ from typing import Any
 
 import pytest
 
+from agent.admin.peerctl import main as peerctl_main
+from agent.lab.flexi_rules import validate_bgp
 from agent.lab.frr import Frr, missing
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, run_in_netns, sh
+from agent.routing.frrconf import mask
 from agent.routing.manager import RoutingManager, Vtysh
 from agent.routing.model import RoutingModel, from_params, peer_routing
 from tests.lab.test_strongswan_lab import (
@@ -120,7 +124,10 @@ def kernel_route(prefix: str) -> str:
 
 
 def run_routing_lab(lab: Lab, base: Path,
-                    scenario: Callable[[Rig, Frr, Frr], Awaitable[None]]) -> None:
+                    scenario: Callable[[Rig, Frr, Frr], Awaitable[None]],
+                    daemon_frr: bool = False) -> None:
+    """`daemon_frr`: the agent daemon itself drives the device's FRR (its [routing]
+    section points at it); otherwise the scenario drives it with its own RoutingManager."""
     settings = PeerSettings()
     gateway = PeerGateway(lab, base, settings)
     gateway.start()
@@ -133,14 +140,17 @@ def run_routing_lab(lab: Lab, base: Path,
         with Frr(lab.peer, "peer") as peer_frr, Frr(lab.device, "dev") as dev_frr:
             peer_frr_config(peer_frr)
 
+            routing = {"vtysh": "vtysh", "vty_socket": dev_frr.vty_socket} if daemon_frr \
+                else None
+
             async def main() -> None:
-                async with rig(lab, base, gateway) as r:
+                async with rig(lab, base, gateway, routing=routing) as r:
                     await scenario(r, dev_frr, peer_frr)
 
             try:
                 run_in_netns(lab.device, lambda: asyncio.run(main()))
             except BaseException:
-                print("--- device FRR ---\n" + dev_frr.running_config())
+                print("--- device FRR ---\n" + mask(dev_frr.running_config()))
                 print(dev_frr.vtysh("show ip ospf neighbor").stdout)
                 print("--- peer FRR ---\n" + peer_frr.vtysh("show ip ospf neighbor").stdout)
                 print("--- peer charon log ---\n" + gateway.charon.log_tail(30))
@@ -266,3 +276,160 @@ def test_learned_routes_leave_when_the_tunnel_goes_down_and_return_when_it_is_up
         assert (await routing.apply(device_model(params, "bgp"))).empty
 
     run_routing_lab(lab, workdir, scenario)
+
+
+# -- the same through the daemon: controller double -> agent -> the device's FRR ----------
+
+OSPF_JOB = {"routerId": "192.0.2.10", "custom": [], "redistributeBgp": False}
+BGP_JOB = {"routerId": "192.0.2.10", "localAsn": "65001", "redistributeOspf": False,
+           "bestPathMultipathRelax": False,
+           "neighbors": [{"ip": "10.100.0.17", "remoteAsn": "65010", "password": BGP_PASSWORD,
+                          "inboundFilter": "", "outboundFilter": "", "holdInterval": "9",
+                          "keepaliveInterval": "3", "custom": [], "sendCommunity": "all",
+                          "multiHop": 1}],
+           "networks": [{"ipv4": "10.201.0.1/24"}], "custom": []}
+
+
+async def peer_tunnel(r: Rig, lab: Lab, routing: str, jobid: int) -> dict[str, Any]:
+    """add-tunnel as flexiManage sends it for a peer with `routing`; returns once it is up."""
+    params = add_tunnel_params(lab, PeerSettings())
+    params["peer"]["routing"] = routing
+    ok(await r.ctl.send_job("add-tunnel", params, jobid=jobid))
+    await until(lambda: r.agent.manager.states[7].status == "up", 20)
+    return params
+
+
+def job_notes(r: Rig, jobid: int) -> list[str]:
+    """The notes of the agent's `job done` log line for `jobid` (what each room changed)."""
+    for line in r.logs.getvalue().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "job done" and str(event.get("jobid")) == str(jobid):
+            return [str(n) for n in event.get("notes", [])]
+    raise AssertionError(f"no 'job done' for job {jobid} in the agent's log")
+
+
+async def sync_changes_nothing_in_frr(r: Rig, dev: Frr, jobid: int) -> None:
+    """sync-device with the controller's whole configuration (routing included) converges
+    with no FRR write: the running-config is the same and the job reports no FRR lines."""
+    before = dev.running_config()
+    params = r.ctl.sync_device_params()
+    listed = {q["message"] for q in params["requests"]}
+    assert {"add-ospf", "add-tunnel"} <= listed, listed
+    ok(await r.ctl.send_job("sync-device", params, jobid=jobid))
+    assert not [n for n in job_notes(r, jobid) if n.startswith("FRR")], job_notes(r, jobid)
+    assert dev.running_config() == before
+
+
+async def show_routing(r: Rig) -> list[list[str]]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = await asyncio.to_thread(peerctl_main, ["--socket", str(r.base / "admin.sock"),
+                                                "show", "routing"], stdout=out, stderr=err)
+    assert rc == 0, err.getvalue()
+    return [line.split() for line in out.getvalue().splitlines()[1:]]
+
+
+def test_daemon_ospf_peer_full_over_esp_learned_route_and_clean_removal(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        assert r.agent.routing is not None, "the daemon drives FRR here"
+        ok(await r.ctl.send_job("add-ospf", OSPF_JOB, jobid=80))
+        assert " ospf router-id 192.0.2.10" in dev.running_config().splitlines()
+        without_peer = dev.running_config()
+        params = await peer_tunnel(r, lab, "ospf", 81)
+        iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
+        assert iface["cost"] == int(params["peer"]["ospf-cost"]) == 100
+        assert iface["networkType"] == "POINTOPOINT" and iface["area"] == "0.0.0.0"
+        await until(lambda: ospf_full(dev), 60)
+        assert ospf_full(peer)
+        await until(lambda: PEER_NET in vjson(dev, "show ip route ospf json"), 30)
+        learned = re.compile(rf"{re.escape(PEER_NET)} (nhid \d+ )?via 10\.100\.0\.17 dev peer7")
+        await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        [row] = await show_routing(r)
+        assert row[:6] == ["7", "peer7", "ospf", "10.100.0.17", "Full/-", "1"], row
+
+        await sync_changes_nothing_in_frr(r, dev, 82)
+
+        ok(await r.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=83))
+        assert dev.running_config() == without_peer
+        await until(lambda: PEER_NET not in vjson(dev, "show ip route json"), 10)
+        assert PEER_NET not in kernel_route(PEER_NET)
+
+    run_routing_lab(lab, workdir, scenario, daemon_frr=True)
+
+
+def test_daemon_bgp_peer_established_status_withdraw_on_tunnel_down_and_sync(
+        lab: Lab, workdir: Path) -> None:
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        assert r.agent.routing is not None, "the daemon drives FRR here"
+        ok(await r.ctl.send_job("add-ospf", OSPF_JOB, jobid=90))
+        await peer_tunnel(r, lab, "bgp", 91)
+        without_bgp = dev.running_config()
+        assert "interface peer7" not in without_bgp  # a BGP peer puts nothing into OSPF
+        ok(await r.ctl.send_job("add-routing-bgp", BGP_JOB, jobid=92))
+        status: dict[str, Any] = {}
+
+        async def established() -> bool:
+            msg = await r.ctl.direct("get-bgp-status")
+            assert msg["ok"] == 1, msg
+            status.clear()
+            status.update(msg["message"])
+            return status.get("peers", {}).get("10.100.0.17", {}).get("state") == "Established"
+
+        await eventually(established, 60, lambda: f"{status}")
+        await until(lambda: PEER_NET in vjson(dev, "show ip route bgp json"), 30)
+        await until(lambda: DEVICE_NET in vjson(peer, "show ip route bgp json"), 30)
+        await eventually(established, 5, lambda: f"{status}")
+        # the controller's shape (10.2 / 12.6): exactly its keys, its types
+        assert validate_bgp(status) == []
+        assert set(status) == {"routerId", "as", "failedPeers", "displayedPeers",
+                               "totalPeers", "peers"}
+        assert (status["routerId"], status["as"], status["totalPeers"]) == ("192.0.2.10",
+                                                                           65001, 1)
+        far = status["peers"]["10.100.0.17"]
+        # sent: 10.201.0.0/24 (the peer has it, above) and, eBGP having no split horizon,
+        # soon also the peer's own prefix back (its AS-path loop check drops it)
+        assert (far["remoteAs"], far["pfxRcd"]) == (65010, 1) and far["pfxSnt"] >= 1, far
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        [row] = await show_routing(r)
+        assert row[:6] == ["7", "peer7", "bgp", "10.100.0.17", "Established", "1"], row
+
+        def learned() -> bool:
+            return PEER_NET in vjson(dev, "show ip route bgp json") and \
+                "dev peer7" in kernel_route(PEER_NET)
+
+        # the internet between device and peer drops IKE and ESP: the tunnel is down
+        sh(lab.internet, "nft", "-f", "-", stdin=BLOCK_TUNNEL)
+        try:
+            await until(lambda: not learned(), 30)  # BGP hold time (9 s) withdraws it
+            assert PEER_NET not in vjson(dev, "show ip route json")
+            assert "peer7" not in kernel_route(PEER_NET)
+            await eventually(lambda: established_not(r), 5, lambda: "still Established")
+        finally:
+            sh(lab.internet, "nft", "delete", "table", "inet", "routing_lab_cut", check=False)
+        await until(lambda: r.agent.manager.states[7].status == "up", 60)
+        await until(learned, 60)
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+
+        await sync_changes_nothing_in_frr(r, dev, 93)
+
+        # the peer goes; the device's BGP neighbor list is the administrator's (12.1)
+        ok(await r.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=94))
+        assert "neighbor 10.100.0.17 remote-as 65010" in dev.running_config()
+        ok(await r.ctl.send_job("remove-routing-bgp", BGP_JOB, jobid=95))
+        assert dev.running_config() == without_bgp
+        assert (await r.ctl.direct("get-bgp-status"))["message"] == {}
+
+    run_routing_lab(lab, workdir, scenario, daemon_frr=True)
+
+
+async def established_not(r: Rig) -> bool:
+    msg = await r.ctl.direct("get-bgp-status")
+    peers = msg["message"].get("peers", {})
+    return peers.get("10.100.0.17", {}).get("state") != "Established"
