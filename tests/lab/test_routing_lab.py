@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from agent.admin.peerctl import main as peerctl_main
+from agent.lab.dataplane import RealVppPlane
 from agent.lab.flexi_rules import validate_bgp
 from agent.lab.frr import Frr, missing
 from agent.lab.peer import PeerGateway, PeerSettings
@@ -40,6 +41,7 @@ from tests.lab.test_strongswan_lab import (
     ok,
     rig,
 )
+from tests.real_vpp import require_real_vpp
 from tests.waiting import until
 
 pytestmark = [pytest.mark.netns,
@@ -433,3 +435,90 @@ async def established_not(r: Rig) -> bool:
     msg = await r.ctl.direct("get-bgp-status")
     peers = msg["message"].get("peers", {})
     return peers.get("10.100.0.17", {}).get("state") != "Established"
+
+
+# -- real VPP 26.06: OSPF's multicast through VPP's ESP, ipip and mfib -----------------------
+
+@pytest.fixture(scope="module")
+def vpp_lab() -> Iterator[Lab]:
+    """Real VPP behind a NAT (the kernel-libipsec peer only does ESP in UDP)."""
+    require_real_vpp()
+    with Lab(nat=True, vpp_wan=True) as lab:
+        yield lab
+
+
+STAND_IN_TTL = """table ip routing_lab_ttl {
+  chain out {
+    type filter hook postrouting priority 0; policy accept;
+    oifname "peer7" ip ttl 1 ip ttl set 2
+  }
+}
+"""
+
+
+def mfib(r: Rig, group: str) -> str:
+    assert isinstance(r.plane, RealVppPlane)
+    return r.plane.vpp.ctl("show", "ip", "mfib", group)
+
+
+def test_real_vpp_ospf_full_through_vpps_esp_with_the_mfib_entries_linux_nl_adds(
+        vpp_lab: Lab, workdir: Path) -> None:
+    """What VPP 26.06 needs for OSPF over a peer's ipip tunnel, on the real thing.
+
+    Into VPP from the tunnel (the peer's hellos to 224.0.0.5/6 after ESP and ipip
+    decapsulation): an mfib entry accepting them on ipip7 and forwarding them to
+    the local stack, which punts them to the host. VPP itself has none (only
+    224.0.0.1/2); on a device linux-nl adds exactly (*,224.0.0.0/24) Accept on
+    every paired interface with an address and Forward local for the table
+    (VPP 26.06 src/plugins/linux-cp/lcp_router.c), so the agent adds nothing and
+    the lab, which cannot run linux-cp here, adds those two paths as linux-nl would.
+    Out of the host: linux-cp's lcp-xc-l3 hands what the TUN sends straight to the
+    tunnel's midchain adjacency, no mfib involved; the lab's veth stand-in enters
+    VPP through ip4-input instead, so the lab adds an (S,G) entry from the stand-in
+    into ipip7 for it. The device's FRR is driven by the daemon's jobs.
+    """
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        assert r.real and r.agent.routing is not None
+        ok(await r.ctl.send_job("add-ospf", OSPF_JOB, jobid=100))
+        params = await peer_tunnel(r, vpp_lab, "ospf", 101)
+        # the agent's own programming: 224.0.0.5 meets the default (*,*) drop
+        for group in ("224.0.0.5", "224.0.0.6"):
+            shown = mfib(r, group)
+            assert "ipip7" not in shown and "(*, 0.0.0.0/0)" in shown, shown
+        # the lab plays linux-nl (ingress) and the linux-cp stand-in (egress)
+        vpp = r.plane.vpp  # type: ignore[attr-defined]
+        vpp.ctl("ip", "mroute", "add", "224.0.0.0/24", "via", "local", "Forward")
+        vpp.ctl("ip", "mroute", "add", "224.0.0.0/24", "via", "ipip7", "Accept")
+        for group in ("224.0.0.5", "224.0.0.6"):
+            vpp.ctl("ip", "mroute", "add", "10.100.0.16", group, "via", "host-vpp7", "Accept")
+            vpp.ctl("ip", "mroute", "add", "10.100.0.16", group, "via", "ipip7", "Forward")
+        # linux-cp marks what the host sends as locally originated (no TTL check); the
+        # stand-in's packets are forwarded and OSPF's TTL 1 would expire in VPP
+        sh(vpp_lab.device, "nft", "-f", "-", stdin=STAND_IN_TTL)
+        try:
+            await ospf_over_vpp(r, dev, peer, params)
+        finally:
+            sh(vpp_lab.device, "nft", "delete", "table", "ip", "routing_lab_ttl", check=False)
+
+    async def ospf_over_vpp(r: Rig, dev: Frr, peer: Frr, params: dict[str, Any]) -> None:
+        vpp = r.plane.vpp  # type: ignore[attr-defined]
+        iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
+        assert iface["cost"] == int(params["peer"]["ospf-cost"])
+        await until(lambda: ospf_full(dev), 60)
+        assert ospf_full(peer)
+        await until(lambda: PEER_NET in vjson(dev, "show ip route ospf json"), 30)
+        learned = re.compile(rf"{re.escape(PEER_NET)} (nhid \d+ )?via 10\.100\.0\.17 dev peer7")
+        await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
+        # the learned route is the kernel's; VPP's FIB gets it from linux-nl on a device,
+        # here from the lab playing linux-nl: then it carries traffic through VPP's ESP
+        assert "ipip7" not in vpp.ctl("show", "ip", "fib", PEER_HOST)
+        vpp.ctl("ip", "route", "add", PEER_NET, "via", "10.100.0.17", "ipip7")
+        # the stand-in's static neighbor (VPP answers no ARP for the peer's end), which
+        # zebra replaced with an unresolved entry of its own for the OSPF next hop
+        sh(vpp_lab.device, "ip", "neigh", "replace", "10.100.0.17", "lladdr",
+           vpp.hw_mac("host-vpp7"), "dev", "peer7", "nud", "permanent")
+        rc, out = await ping(PEER_HOST)
+        assert rc == 0, out
+        await sync_changes_nothing_in_frr(r, dev, 102)
+
+    run_routing_lab(vpp_lab, workdir, scenario, daemon_frr=True)
