@@ -11,6 +11,7 @@ The peer announces 10.200.7.0/24 (and owns 10.200.7.1); the device announces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -29,6 +30,7 @@ from agent.lab.dataplane import RealVppPlane
 from agent.lab.flexi_rules import validate_bgp
 from agent.lab.frr import Frr, missing
 from agent.lab.peer import PeerGateway, PeerSettings
+from agent.lab.realvpp import RealVpp
 from agent.lab.topology import Lab, run_in_netns, sh
 from agent.routing.frrconf import mask
 from agent.routing.manager import RoutingManager, Vtysh
@@ -341,6 +343,8 @@ def test_daemon_ospf_peer_full_over_esp_learned_route_and_clean_removal(
         assert " ospf router-id 192.0.2.10" in dev.running_config().splitlines()
         without_peer = dev.running_config()
         params = await peer_tunnel(r, lab, "ospf", 81)
+        await until(lambda: "peer7" in vjson(dev, "show ip ospf interface peer7 json").get(
+            "interfaces", {}), 10)  # zebra learns the TUN from netlink
         iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
         assert iface["cost"] == int(params["peer"]["ospf-cost"]) == 100
         assert iface["networkType"] == "POINTOPOINT" and iface["area"] == "0.0.0.0"
@@ -461,6 +465,29 @@ def mfib(r: Rig, group: str) -> str:
     return r.plane.vpp.ctl("show", "ip", "mfib", group)
 
 
+def real_vpp(r: Rig) -> RealVpp:
+    assert isinstance(r.plane, RealVppPlane)
+    return r.plane.vpp
+
+
+@contextlib.contextmanager
+def ttl_fixup(lab: Lab) -> Iterator[None]:
+    """linux-cp marks what the host sends as locally originated (no TTL check); the
+    stand-in's packets are forwarded by VPP, where OSPF's and eBGP's TTL 1 would expire."""
+    sh(lab.device, "nft", "-f", "-", stdin=STAND_IN_TTL)
+    try:
+        yield
+    finally:
+        sh(lab.device, "nft", "delete", "table", "ip", "routing_lab_ttl", check=False)
+
+
+def stand_in_neighbor(r: Rig, lab: Lab) -> None:
+    """The stand-in's static neighbor for the peer's end (VPP answers no ARP for it);
+    zebra replaces it with an unresolved entry of its own for a route's next hop."""
+    sh(lab.device, "ip", "neigh", "replace", "10.100.0.17", "lladdr",
+       real_vpp(r).hw_mac("host-vpp7"), "dev", "peer7", "nud", "permanent")
+
+
 def test_real_vpp_ospf_full_through_vpps_esp_with_the_mfib_entries_linux_nl_adds(
         vpp_lab: Lab, workdir: Path) -> None:
     """What VPP 26.06 needs for OSPF over a peer's ipip tunnel, on the real thing.
@@ -479,46 +506,69 @@ def test_real_vpp_ospf_full_through_vpps_esp_with_the_mfib_entries_linux_nl_adds
     """
     async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
         assert r.real and r.agent.routing is not None
+        vpp = real_vpp(r)
         ok(await r.ctl.send_job("add-ospf", OSPF_JOB, jobid=100))
         params = await peer_tunnel(r, vpp_lab, "ospf", 101)
-        # the agent's own programming: 224.0.0.5 meets the default (*,*) drop
+        # the agent's own programming: 224.0.0.5/6 meet the default (*,*) drop
         for group in ("224.0.0.5", "224.0.0.6"):
             shown = mfib(r, group)
             assert "ipip7" not in shown and "(*, 0.0.0.0/0)" in shown, shown
         # the lab plays linux-nl (ingress) and the linux-cp stand-in (egress)
-        vpp = r.plane.vpp  # type: ignore[attr-defined]
         vpp.ctl("ip", "mroute", "add", "224.0.0.0/24", "via", "local", "Forward")
         vpp.ctl("ip", "mroute", "add", "224.0.0.0/24", "via", "ipip7", "Accept")
         for group in ("224.0.0.5", "224.0.0.6"):
             vpp.ctl("ip", "mroute", "add", "10.100.0.16", group, "via", "host-vpp7", "Accept")
             vpp.ctl("ip", "mroute", "add", "10.100.0.16", group, "via", "ipip7", "Forward")
-        # linux-cp marks what the host sends as locally originated (no TTL check); the
-        # stand-in's packets are forwarded and OSPF's TTL 1 would expire in VPP
-        sh(vpp_lab.device, "nft", "-f", "-", stdin=STAND_IN_TTL)
-        try:
-            await ospf_over_vpp(r, dev, peer, params)
-        finally:
-            sh(vpp_lab.device, "nft", "delete", "table", "ip", "routing_lab_ttl", check=False)
+        with ttl_fixup(vpp_lab):
+            await until(lambda: "peer7" in vjson(dev, "show ip ospf interface peer7 json").get(
+                "interfaces", {}), 10)
+            iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
+            assert iface["cost"] == int(params["peer"]["ospf-cost"])
+            await until(lambda: ospf_full(dev), 60)
+            assert ospf_full(peer)
+            await until(lambda: PEER_NET in vjson(dev, "show ip route ospf json"), 30)
+            learned = re.compile(
+                rf"{re.escape(PEER_NET)} (nhid \d+ )?via 10\.100\.0\.17 dev peer7")
+            await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
+            # the learned route is the kernel's; VPP's FIB gets it from linux-nl on a
+            # device, here from the lab playing linux-nl: then it carries traffic via ESP
+            assert "ipip7" not in vpp.ctl("show", "ip", "fib", PEER_HOST)
+            vpp.ctl("ip", "route", "add", PEER_NET, "via", "10.100.0.17", "ipip7")
+            stand_in_neighbor(r, vpp_lab)
+            rc, out = await ping(PEER_HOST)
+            assert rc == 0, out
+            await sync_changes_nothing_in_frr(r, dev, 102)
 
-    async def ospf_over_vpp(r: Rig, dev: Frr, peer: Frr, params: dict[str, Any]) -> None:
-        vpp = r.plane.vpp  # type: ignore[attr-defined]
-        iface = vjson(dev, "show ip ospf interface peer7 json")["interfaces"]["peer7"]
-        assert iface["cost"] == int(params["peer"]["ospf-cost"])
-        await until(lambda: ospf_full(dev), 60)
-        assert ospf_full(peer)
-        await until(lambda: PEER_NET in vjson(dev, "show ip route ospf json"), 30)
-        learned = re.compile(rf"{re.escape(PEER_NET)} (nhid \d+ )?via 10\.100\.0\.17 dev peer7")
-        await until(lambda: learned.search(kernel_route(PEER_NET)) is not None, 10)
-        # the learned route is the kernel's; VPP's FIB gets it from linux-nl on a device,
-        # here from the lab playing linux-nl: then it carries traffic through VPP's ESP
-        assert "ipip7" not in vpp.ctl("show", "ip", "fib", PEER_HOST)
-        vpp.ctl("ip", "route", "add", PEER_NET, "via", "10.100.0.17", "ipip7")
-        # the stand-in's static neighbor (VPP answers no ARP for the peer's end), which
-        # zebra replaced with an unresolved entry of its own for the OSPF next hop
-        sh(vpp_lab.device, "ip", "neigh", "replace", "10.100.0.17", "lladdr",
-           vpp.hw_mac("host-vpp7"), "dev", "peer7", "nud", "permanent")
-        rc, out = await ping(PEER_HOST)
-        assert rc == 0, out
-        await sync_changes_nothing_in_frr(r, dev, 102)
+    run_routing_lab(vpp_lab, workdir, scenario, daemon_frr=True)
+
+
+def test_real_vpp_bgp_established_through_vpps_esp_with_prefixes_both_ways(
+        vpp_lab: Lab, workdir: Path) -> None:
+    """BGP is unicast between the /31's ends: nothing in VPP beyond the agent's tunnel
+    (what reaches 10.100.0.16 is for the host and punted to it, as linux-cp does)."""
+    async def scenario(r: Rig, dev: Frr, peer: Frr) -> None:
+        assert r.real and r.agent.routing is not None
+        ok(await r.ctl.send_job("add-ospf", OSPF_JOB, jobid=110))
+        await peer_tunnel(r, vpp_lab, "bgp", 111)
+        with ttl_fixup(vpp_lab):
+            stand_in_neighbor(r, vpp_lab)
+            ok(await r.ctl.send_job("add-routing-bgp", BGP_JOB, jobid=112))
+            status: dict[str, Any] = {}
+
+            async def established() -> bool:
+                msg = await r.ctl.direct("get-bgp-status")
+                status.clear()
+                status.update(msg.get("message") or {})
+                return status.get("peers", {}).get("10.100.0.17", {}).get(
+                    "state") == "Established"
+
+            await eventually(established, 60, lambda: f"{status}")
+            await until(lambda: PEER_NET in vjson(dev, "show ip route bgp json"), 30)
+            await until(lambda: DEVICE_NET in vjson(peer, "show ip route bgp json"), 30)
+            await eventually(established, 5, lambda: f"{status}")
+            assert validate_bgp(status) == []
+            assert status["peers"]["10.100.0.17"]["pfxRcd"] == 1, status
+            assert "dev peer7" in kernel_route(PEER_NET)
+            await sync_changes_nothing_in_frr(r, dev, 113)
 
     run_routing_lab(vpp_lab, workdir, scenario, daemon_frr=True)
