@@ -27,7 +27,7 @@ import pytest
 
 from agent.admin.peerctl import main as peerctl_main
 from agent.lab.dataplane import RealVppPlane
-from agent.lab.flexi_rules import validate_bgp
+from agent.lab.flexi_rules import validate_bgp, validate_stats
 from agent.lab.frr import Frr, missing
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.realvpp import RealVpp
@@ -400,6 +400,12 @@ def test_daemon_bgp_peer_established_status_withdraw_on_tunnel_down_and_sync(
         # sent: 10.201.0.0/24 (the peer has it, above) and, eBGP having no split horizon,
         # soon also the peer's own prefix back (its AS-path loop check drops it)
         assert (far["remoteAs"], far["pfxRcd"]) == (65010, 1) and far["pfxSnt"] >= 1, far
+        # the stats' `bgp` key: the same object, read now (the first poll since BGP)
+        stats = (await r.ctl.poll_stats())["msg"]["message"]
+        assert validate_stats(stats) == []
+        in_stats = stats[-1]["bgp"]
+        assert in_stats["peers"]["10.100.0.17"]["state"] == "Established", in_stats
+        assert in_stats["peers"]["10.100.0.17"]["pfxRcd"] == 1, in_stats
         rc, out = await ping(PEER_HOST)
         assert rc == 0, out
         [row] = await show_routing(r)
