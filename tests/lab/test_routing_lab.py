@@ -1,11 +1,15 @@
-"""Routing over a real ESP tunnel: the device's FRR (driven by RoutingManager) and the
-peer's own FRR (configured by hand from the peer's side) talk OSPF and BGP through
-the lab's IKEv2/ESP tunnel (vppsim + charon on the device, strongSwan on the peer).
+"""Routing over a real ESP tunnel: the device's FRR and the peer's own FRR
+(configured by hand from the peer's side) talk OSPF and BGP through the lab's
+IKEv2/ESP tunnel (strongSwan on the peer).
 
-The device's tunnel is the linux-cp TUN `peer7` (10.100.0.16/31); the peer's end is
-its charon's ESP TUN `ipsec0`, to which the peer's administrator gives 10.100.0.17/31.
-The peer announces 10.200.7.0/24 (and owns 10.200.7.1); the device announces
-10.201.0.0/24 over BGP. Each FRR runs with private directories (agent/lab/frr.py).
+The device's FRR is driven either by a RoutingManager of the test (first tests) or
+by the agent daemon itself, from the controller double's jobs (`daemon` tests, on
+vppsim + charon, and `real_vpp` tests on VPP 26.06's own ESP). The device's tunnel
+is `peer7` (10.100.0.16/31: vppsim's linux-cp TUN, or the real-VPP lab's veth
+stand-in); the peer's end is its charon's ESP TUN `ipsec0`, to which the peer's
+administrator gives 10.100.0.17/31. The peer announces 10.200.7.0/24 (and owns
+10.200.7.1); the device announces 10.201.0.0/24 over BGP. Each FRR runs in its
+own namespace with private directories (agent/lab/frr.py).
 """
 
 from __future__ import annotations
