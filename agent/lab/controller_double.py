@@ -61,6 +61,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from agent.lab.flexi_rules import (
+    validate_bgp,
     validate_device_info,
     validate_registration,
     validate_reply,
@@ -777,6 +778,9 @@ class ControllerDouble:
         elif message == "get-device-stats":
             self.stats_replies.append(reply)
             self._process_stats(reply)
+        elif message == "get-bgp-status" and msg.get("ok") == 1:
+            for p in validate_bgp(msg.get("message")):
+                self._violation(f"get-bgp-status: {p}")
         return reply
 
     async def direct(self, message: str, params: Any = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from ipaddress import IPv4Address
 from typing import Any
 
 # flexiManage backend/versioning.js: isSemVer / isVppVersion (case-insensitive)
@@ -208,6 +209,56 @@ def validate_stats(message: Any) -> list[str]:
         for key in ("alerts_hash", "reconfig"):
             if key in entry and not isinstance(entry[key], str):
                 errors.append(f"{where}.{key} must be a string")
+        if "bgp" in entry:
+            errors += validate_bgp(entry["bgp"], f"{where}.bgp")
+    return errors
+
+
+_BGP_TOP = {"routerId": str, "as": "number", "failedPeers": "number",
+            "displayedPeers": "number", "totalPeers": "number", "peers": Mapping}
+_BGP_PEER = {"remoteAs": "number", "msgRcvd": "number", "msgSent": "number",
+             "peerUptime": str, "peerUptimeMsec": "number", "pfxRcd": "number",
+             "pfxSnt": "number", "state": str, "peerState": str}
+
+
+def validate_bgp(bgp: Any, where: str = "bgp") -> list[str]:
+    """The `bgp` object of stats and of get-bgp-status (10.2, 12.6): `{}` or exactly the
+    listed keys with their types, peers keyed by IPv4 address; unknown keys rejected."""
+    if not isinstance(bgp, Mapping):
+        return [f"{where} must be an object"]
+    if not bgp:
+        return []
+    errors = [f"{where}.{k} is not allowed" for k in bgp if k not in _BGP_TOP]
+    errors += _typed(bgp, _BGP_TOP, where)
+    for ip, peer in (bgp.get("peers") or {}).items():
+        at = f"{where}.peers[{ip!r}]"
+        if not _ipv4(ip):
+            errors.append(f"{at}: the key must be an IPv4 address")
+        if not isinstance(peer, Mapping):
+            errors.append(f"{at} must be an object")
+            continue
+        errors += [f"{at}.{k} is not allowed" for k in peer if k not in _BGP_PEER]
+        errors += _typed(peer, _BGP_PEER, at)
+    return errors
+
+
+def _ipv4(text: Any) -> bool:
+    try:
+        IPv4Address(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def _typed(obj: Mapping[str, Any], spec: Mapping[str, Any], where: str) -> list[str]:
+    errors = []
+    for key, kind in spec.items():
+        if key not in obj:
+            continue  # Joi keys are optional; present ones must have their type
+        ok = _number(obj[key]) if kind == "number" else isinstance(obj[key], kind)
+        if not ok:
+            name = kind if isinstance(kind, str) else kind.__name__
+            errors.append(f"{where}.{key} must be a {name}")
     return errors
 
 

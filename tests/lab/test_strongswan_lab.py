@@ -112,6 +112,7 @@ class Rig:
     logs: io.StringIO
     base: Path
     task: asyncio.Task[None] | None = None
+    routing: dict[str, Any] | None = None  # the agent's [routing] section
 
     @property
     def sim(self) -> SimPlane:
@@ -131,7 +132,7 @@ class Rig:
         once it is connected and in sync."""
         assert self.task is not None
         await stop_agent(self.task)
-        self.agent = Agent(_config(self.ctl, self.plane, self.base),
+        self.agent = Agent(_config(self.ctl, self.plane, self.base, self.routing),
                            name_resolver=offline_name_resolver)
         self.task = await run_agent(self.agent)
         await until(lambda: self.agent.manager.in_sync, 15)
@@ -149,7 +150,9 @@ def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
     return params
 
 
-def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
+def _config(ctl: ControllerDouble, plane: DataPlane, base: Path,
+            routing: dict[str, Any] | None = None) -> AgentConfig:
+    """`routing`: the agent's [routing] section (default: no FRR, routing recorded only)."""
     vpp, interfaces = agent_vpp_config(plane)
     token_file = base / "device.token"
     token_file.write_text(DEVICE_TOKEN)
@@ -161,7 +164,7 @@ def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
         "vpp": {**vpp, "call_timeout": 2.0},
         "interfaces": interfaces,
         "state": {"dir": str(base / "state")},
-        "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
+        "routing": routing or {"vtysh": ""},
         "admin": {"socket": str(base / "admin.sock")},
         # faster supervision than the daemon's defaults, so the lab stays quick
         # an unanswered initiation is down after 8 s (real VPP shows no state for
@@ -186,7 +189,8 @@ async def stop_agent(task: asyncio.Task[None]) -> None:
 
 @contextlib.asynccontextmanager
 async def rig(lab: Lab, base: Path, peer: PeerGateway,
-              conf: Callable[[RealVpp], str] | None = None) -> AsyncIterator[Rig]:
+              conf: Callable[[RealVpp], str] | None = None,
+              routing: dict[str, Any] | None = None) -> AsyncIterator[Rig]:
     """The data plane (vppsim + charon, or real VPP), the controller double, the agent."""
     plane = make_plane(lab, base, conf)
     await plane.start()
@@ -196,8 +200,9 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway,
                            stats_interval=None, job_timeout=15.0)
     try:
         await ctl.start()
-        r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base),
-                                       name_resolver=offline_name_resolver), peer, logs, base)
+        r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base, routing),
+                                       name_resolver=offline_name_resolver), peer, logs, base,
+                routing=routing)
         r.task = await run_agent(r.agent)
         try:
             await ctl.wait_connected(10)

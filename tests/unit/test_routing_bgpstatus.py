@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from agent.lab.flexi_rules import validate_bgp
 from agent.routing.bgpstatus import bgp_status
 
 # captured from FRR 8.4.4 (tests/integration/test_routing_frr.py topology), Established peer
@@ -58,3 +59,15 @@ def test_no_bgp_is_an_empty_object() -> None:
     assert bgp_status("") == {}
     assert bgp_status('{"ipv6Unicast": {"as": 65001}}') == {}
     assert bgp_status("% BGP instance not found") == {}
+
+
+def test_the_controllers_rule_accepts_the_status_and_rejects_what_joi_would() -> None:
+    status = bgp_status(ESTABLISHED)
+    assert validate_bgp(status) == [] and validate_bgp({}) == []
+    # the raw FRR peer (hostname, localAs, ...) is what flexiManage's Joi schema refuses
+    raw = json.loads(ESTABLISHED)["ipv4Unicast"]
+    assert "bgp.vrfId is not allowed" in validate_bgp(raw)
+    assert "bgp.peers['10.100.0.17'].hostname is not allowed" in validate_bgp(raw)
+    assert validate_bgp({**status, "as": "65001"}) == ["bgp.as must be a number"]
+    bad_key = {**status, "peers": {"peer7": status["peers"]["10.100.0.17"]}}
+    assert validate_bgp(bad_key) == ["bgp.peers['peer7']: the key must be an IPv4 address"]
