@@ -1,16 +1,17 @@
 """Optional localhost metrics endpoint in Prometheus text exposition format (0.0.4).
 
 The metrics are a `prometheus_client` collector on a `CollectorRegistry` of the
-agent's own (never the library's global one): `GET /metrics` runs
-`generate_latest(registry)`, which reads a `MetricsSource` on each scrape, so
-nothing is cached and no metric state lives here except the job recorder, which
-the job dispatcher feeds.
+agent's own (never the library's global one): each `GET /metrics` collects from a
+`MetricsSource` and writes the text with `generate_latest`, so nothing is cached
+and no metric state lives here except the job recorder, which the job dispatcher
+feeds.
 
 The HTTP server stays a small asyncio-streams one instead of prometheus_client's
 `start_http_server`: that one is a thread per connection with no read timeout and
 no cap on clients (idle sockets would each hold a thread, a flood would grow them
 without bound), and its scrape would read the agent's dicts from another thread
-while the event loop changes them. Here a scrape renders on the event loop, one
+while the event loop changes them. Here a scrape collects on the event loop and
+writes the text from the collected families on a worker thread (`scrape`); one
 request per connection, with bounded sizes and time, a cap on concurrent clients
 and idle connections evicted for a scrape. It binds only loopback addresses: the
 endpoint has no authentication, and tunnel names and peer addresses are not for
@@ -291,6 +292,27 @@ def metrics_registry(source: MetricsSource) -> CollectorRegistry:
 def render_metrics(registry: CollectorRegistry) -> str:
     """The whole exposition text for one scrape."""
     return generate_latest(registry).decode("utf-8")
+
+
+class _Collected:
+    """Metric families already collected, for `generate_latest` to write."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+async def scrape(registry: CollectorRegistry) -> str:
+    """`render_metrics` without a long stall of the event loop.
+
+    Collecting reads the agent's live state, so it runs here on the loop (about a
+    fifth of the cost); writing the text from the collected, detached families is
+    the larger part (about 0.1 s for 1000 tunnels) and runs on a worker thread.
+    """
+    families = list(registry.collect())
+    return (await asyncio.to_thread(generate_latest, _Collected(families))).decode("utf-8")
 
 
 # --- the data, read from the running agent ------------------------------------------
@@ -638,7 +660,7 @@ class MetricsServer:
                                 extra=(("Allow", "GET, HEAD"),))
             return
         try:
-            body = render_metrics(self._registry)
+            body = await scrape(self._registry)
         except Exception:
             self._log.exception("rendering metrics failed")
             await self._respond(writer, 500, "metrics unavailable; see the agent log\n",

@@ -370,3 +370,21 @@ def test_every_link_and_probe_counter_has_a_metric() -> None:
     assert {f.name for f in fields(EngineStats)} == {attr for attr, _, _ in PROBE_COUNTERS}
     names = [name for _, name, _ in (*LINK_COUNTERS, *PROBE_COUNTERS)]
     assert len(set(names)) == len(names) and all(n.endswith("_total") for n in names)
+
+
+async def test_a_scrape_reads_the_agent_on_the_loop_and_writes_the_text_elsewhere() -> None:
+    import threading
+
+    from agent.daemon.metrics import scrape
+
+    readers: list[int] = []
+
+    class Watched(FixedSource):
+        def tunnels(self) -> list[TunnelMetrics]:
+            readers.append(threading.get_ident())
+            return super().tunnels()
+
+    src = Watched(fixed_source().tunnel_list, fixed_source().recorder)
+    registry = metrics_registry(src)
+    assert await scrape(registry) == render_metrics(registry) == EXPECTED
+    assert readers == [threading.get_ident()] * 2  # the agent's state: only from the loop
