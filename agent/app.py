@@ -85,9 +85,10 @@ class Agent:
         )
         self.vpp_version = ""
         mon = cfg.monitor
+        self.probes = ProbeEngine(mon.interval, mon.timeout)  # its counters: metrics
         self.monitor = MonitorService(
             self.manager,
-            ProbeEngine(mon.interval, mon.timeout),
+            self.probes,
             name_resolver,
             bind=mon.bind,
             health_config=HealthConfig(window=mon.window, down_after=mon.down_after,

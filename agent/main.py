@@ -76,7 +76,12 @@ def _load(path: Path) -> AgentConfig:
 
 async def _run(cfg: AgentConfig) -> int:
     from agent.app import Agent, run_until_signalled
-    from agent.daemon.metrics import AgentMetricsSource, JobMetrics, run_metrics_server
+    from agent.daemon.metrics import (
+        AgentMetricsSource,
+        JobMetrics,
+        metrics_registry,
+        run_metrics_server,
+    )
     from agent.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
 
     notifier = Notifier.from_env()
@@ -84,9 +89,10 @@ async def _run(cfg: AgentConfig) -> int:
     agent = Agent(cfg, job_metrics=jobs.observe)
     agent.extra_tasks.append(lambda: watchdog_loop(notifier, watchdog_interval()))
     if cfg.metrics.listen:
-        source = AgentMetricsSource(agent.manager, agent.monitor, agent.vpp, jobs,
-                                    agent.policies)
-        agent.extra_tasks.append(lambda: run_metrics_server(source, cfg.metrics.listen))
+        registry = metrics_registry(AgentMetricsSource(
+            agent.manager, agent.monitor, agent.vpp, jobs, agent.policies,
+            link=agent.link, probes=agent.probes))
+        agent.extra_tasks.append(lambda: run_metrics_server(registry, cfg.metrics.listen))
     def ready() -> None:
         notifier.ready(f"VPP {agent.vpp_version} connected, {len(agent.manager.desired)} peers")
 

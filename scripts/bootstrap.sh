@@ -60,7 +60,7 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -e "$stamp" ]; then
     .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[test]'
+    .venv/bin/pip install -q -e '.[test,lab]'  # lab: vppsim's strongSwan backend
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -1,12 +1,22 @@
 """Optional localhost metrics endpoint in Prometheus text exposition format (0.0.4).
 
-`GET /metrics` renders a `MetricsSource` on each scrape: nothing is cached and no
-metric state lives here except the job recorder, which the job dispatcher feeds.
-The HTTP server is a deliberately tiny asyncio-streams implementation (one request
-per connection, bounded sizes and time, a cap on concurrent clients) and binds
-only loopback addresses: the endpoint has no authentication, and tunnel names and
-peer addresses are not for the network to read. Remote scraping goes through a
-local Prometheus agent or an SSH tunnel.
+The metrics are a `prometheus_client` collector on a `CollectorRegistry` of the
+agent's own (never the library's global one): each `GET /metrics` collects from a
+`MetricsSource` and writes the text with `generate_latest`, so nothing is cached
+and no metric state lives here except the job recorder, which the job dispatcher
+feeds.
+
+The HTTP server stays a small asyncio-streams one instead of prometheus_client's
+`start_http_server`: that one is a thread per connection with no read timeout and
+no cap on clients (idle sockets would each hold a thread, a flood would grow them
+without bound), and its scrape would read the agent's dicts from another thread
+while the event loop changes them. Here a scrape collects on the event loop and
+writes the text from the collected families on a worker thread (`scrape`); one
+request per connection, with bounded sizes and time, a cap on concurrent clients
+and idle connections evicted for a scrape. It binds only loopback addresses: the
+endpoint has no authentication, and tunnel names and peer addresses are not for
+the network to read. Remote scraping goes through a local Prometheus agent or an
+SSH tunnel.
 
 Units follow Prometheus conventions (seconds, ratios 0..1), so the agent's
 millisecond/percent health numbers are converted here.
@@ -23,12 +33,21 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.utils import floatToGoString
 
 from agent.jobs.messages import METRIC_MESSAGES
 
 log = structlog.get_logger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4  # what generate_latest writes
 PREFIX = "peering_agent_"
 
 # The messages with a label value of their own (the registry marks them); any other
@@ -38,6 +57,38 @@ JOB_MESSAGES: tuple[str, ...] = METRIC_MESSAGES
 # Jobs run from milliseconds (a query) to the controller's 180 s limit (a sync).
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 180.0,
+)
+
+# Counters the controller link (`agent.link.session.LinkCounters`) keeps:
+# (attribute, metric name without the prefix, help)
+LINK_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("attempts", "link_connect_attempts_total",
+     "Connection attempts to the controller (with a device token)."),
+    ("connections", "link_connections_total", "Controller websocket connections established."),
+    ("refusals", "link_refusals_total",
+     "Connection attempts the controller refused with an HTTP status."),
+    ("silence_drops", "link_silence_drops_total",
+     "Connections dropped because the controller sent nothing for too long."),
+    ("rejected_frames", "link_rejected_frames_total",
+     "Controller frames rejected as malformed, oversized or not a job."),
+    ("jobs_run", "link_jobs_run_total", "Controller jobs the link handed to the dispatcher."),
+    ("jobs_replayed", "link_jobs_replayed_total",
+     "Jobs answered from the journal because the controller re-sent a job already done."),
+    ("replies_held", "link_replies_held_total",
+     "Job replies kept for a later connection because the link was down."),
+)
+# Counters of the probe engine (`agent.monitor.icmp.EngineStats`), as above.
+PROBE_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("sent", "probe_sent_total", "Probes sent through the tunnels."),
+    ("replies", "probe_replies_total", "Probe replies received in time."),
+    ("timeouts", "probe_timeouts_total", "Probes that got no reply in time."),
+    ("send_errors", "probe_send_errors_total", "Probes the kernel refused to send."),
+    ("icmp_errors", "probe_icmp_errors_total",
+     "ICMP unreachable / time-exceeded answers to probes."),
+    ("late", "probe_late_replies_total", "Replies to probes that had already timed out."),
+    ("ignored", "probe_ignored_packets_total",
+     "ICMP packets seen by the probe sockets that were not answers to the agent's probes."),
+    ("sockets", "probe_sockets_opened_total", "Probe sockets opened."),
 )
 
 
@@ -121,118 +172,147 @@ class JobMetrics:
         )
 
 
-# --- exposition format ---------------------------------------------------------------
+# --- the collector --------------------------------------------------------------------
 
 
-def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it (integers without '.0', +Inf, NaN)."""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def _counter_families(counters: object, table: Sequence[tuple[str, str, str]]
+                      ) -> Iterator[Metric]:
+    for attr, name, help_text in table:
+        family = CounterMetricFamily(PREFIX + name, help_text)
+        family.add_metric([], int(getattr(counters, attr)))
+        yield family
 
 
-def escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class AgentCollector:
+    """A prometheus_client collector that reads a `MetricsSource` on each collect.
+
+    A source may also offer `policy_counters()`, `link_counters()` and
+    `probe_counters()` (`AgentMetricsSource` does); their families are exposed
+    only when it does, so a minimal source keeps its exact exposition.
+    """
+
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._tunnels()
+        yield from self._jobs()
+        source = self._source
+        connected = GaugeMetricFamily(PREFIX + "vpp_connected",
+                                      "1 while the VPP API connection is up.")
+        connected.add_metric([], 1 if source.vpp_connected() else 0)
+        reconnects = CounterMetricFamily(PREFIX + "vpp_reconnects_total",
+                                         "Times the VPP API connection was re-established.")
+        reconnects.add_metric([], source.vpp_reconnects())
+        yield connected
+        yield reconnects
+        policy_counters = getattr(source, "policy_counters", None)
+        if policy_counters is not None:
+            done, failed = policy_counters()
+            reprog = CounterMetricFamily(
+                PREFIX + "policy_reprogrammings_total",
+                "Multilink policy re-programmings after a path choice changed.")
+            reprog.add_metric([], done)
+            reprog_failed = CounterMetricFamily(
+                PREFIX + "policy_reprogram_failures_total",
+                "Re-programmings VPP refused (rolled back, retried).")
+            reprog_failed.add_metric([], failed)
+            yield reprog
+            yield reprog_failed
+        link_counters = getattr(source, "link_counters", None)
+        link = link_counters() if link_counters is not None else None
+        if link is not None:
+            up = GaugeMetricFamily(PREFIX + "link_connected",
+                                   "1 while the controller websocket is connected.")
+            up.add_metric([], 1 if link.connected else 0)
+            yield up
+            yield from _counter_families(link.counters, LINK_COUNTERS)
+        probe_counters = getattr(source, "probe_counters", None)
+        probes = probe_counters() if probe_counters is not None else None
+        if probes is not None:
+            yield from _counter_families(probes, PROBE_COUNTERS)
+
+    def _tunnels(self) -> Iterator[Metric]:
+        labels = ["tunnel_id", "peer"]
+
+        def gauge(name: str, help_text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, help_text, labels=labels)
+
+        up = gauge("tunnel_up", "Probe health of the tunnel: 1 up, 0 otherwise.")
+        rtt = gauge("tunnel_rtt_seconds", "Mean probe round-trip time over the health window.")
+        jitter = gauge("tunnel_jitter_seconds", "Probe round-trip jitter.")
+        drop = gauge("tunnel_drop_ratio", "Share of probes lost over the health window (0..1).")
+        sa_up = gauge("tunnel_sa_up", "1 when the tunnel has an established IKE SA.")
+        sa_uptime = gauge("tunnel_sa_uptime_seconds",
+                          "Age of the established IKE SA (absent without one).")
+        reinit = CounterMetricFamily(PREFIX + "tunnel_reinitiations_total",
+                                     "IKE re-initiations the agent started for the tunnel.",
+                                     labels=labels)
+        for t in sorted(self._source.tunnels(), key=lambda t: t.tunnel_id):
+            values = [str(t.tunnel_id), t.peer]
+            up.add_metric(values, 1 if t.up else 0)
+            rtt.add_metric(values, t.rtt_ms / 1000)
+            jitter.add_metric(values, t.jitter_ms / 1000)
+            drop.add_metric(values, t.drop_percent / 100)
+            sa_up.add_metric(values, 1 if t.sa_up else 0)
+            if t.sa_uptime_s is not None:
+                sa_uptime.add_metric(values, t.sa_uptime_s)
+            reinit.add_metric(values, t.reinitiations)
+        yield from (up, rtt, jitter, drop, sa_up, sa_uptime, reinit)
+
+    def _jobs(self) -> Iterator[Metric]:
+        jobs = self._source.jobs()
+        total = CounterMetricFamily(PREFIX + "jobs_total",
+                                    "Controller jobs handled, by message and outcome.",
+                                    labels=["message", "outcome"])
+        for (message, outcome), n in sorted(jobs.outcomes.items()):
+            total.add_metric([message, outcome], n)
+        duration = HistogramMetricFamily(
+            PREFIX + "job_duration_seconds",
+            "Time from receiving a controller job to sending its reply.", labels=["message"])
+        for message, h in sorted(jobs.durations.items()):
+            cumulative = 0
+            buckets: list[tuple[str, float]] = []
+            for bound, n in zip((*map(floatToGoString, h.bounds), "+Inf"), h.counts,
+                                strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            duration.add_metric([message], buckets, h.total)
+        yield total
+        yield duration
 
 
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+def metrics_registry(source: MetricsSource) -> CollectorRegistry:
+    """A registry of the agent's own with the collector over `source` (one per agent)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(source))
+    return registry
 
 
-def _labels(pairs: Sequence[tuple[str, str]]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in pairs) + "}"
-
-
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.name = PREFIX + name
-        self.kind = kind
-        self.help = help_text
-        self.samples: list[str] = []
-
-    def add(self, value: float, labels: Sequence[tuple[str, str]] = (), suffix: str = "") -> None:
-        self.samples.append(f"{self.name}{suffix}{_labels(labels)} {format_value(value)}")
-
-    def lines(self) -> Iterator[str]:
-        yield f"# HELP {self.name} {escape_help(self.help)}"
-        yield f"# TYPE {self.name} {self.kind}"
-        yield from self.samples
-
-
-def _bound(b: float) -> str:
-    return repr(float(b))  # le="1.0", as the reference client writes bucket bounds
-
-
-def render_metrics(source: MetricsSource) -> str:
+def render_metrics(registry: CollectorRegistry) -> str:
     """The whole exposition text for one scrape."""
-    tunnels = sorted(source.tunnels(), key=lambda t: t.tunnel_id)
-    fam = {
-        "up": _Family("tunnel_up", "gauge", "Probe health of the tunnel: 1 up, 0 otherwise."),
-        "rtt": _Family("tunnel_rtt_seconds", "gauge",
-                       "Mean probe round-trip time over the health window."),
-        "jitter": _Family("tunnel_jitter_seconds", "gauge", "Probe round-trip jitter."),
-        "drop": _Family("tunnel_drop_ratio", "gauge",
-                        "Share of probes lost over the health window (0..1)."),
-        "sa_up": _Family("tunnel_sa_up", "gauge", "1 when the tunnel has an established IKE SA."),
-        "sa_uptime": _Family("tunnel_sa_uptime_seconds", "gauge",
-                             "Age of the established IKE SA (absent without one)."),
-        "reinit": _Family("tunnel_reinitiations_total", "counter",
-                          "IKE re-initiations the agent started for the tunnel."),
-    }
-    for t in tunnels:
-        labels = (("tunnel_id", str(t.tunnel_id)), ("peer", t.peer))
-        fam["up"].add(1 if t.up else 0, labels)
-        fam["rtt"].add(t.rtt_ms / 1000, labels)
-        fam["jitter"].add(t.jitter_ms / 1000, labels)
-        fam["drop"].add(t.drop_percent / 100, labels)
-        fam["sa_up"].add(1 if t.sa_up else 0, labels)
-        if t.sa_uptime_s is not None:
-            fam["sa_uptime"].add(t.sa_uptime_s, labels)
-        fam["reinit"].add(t.reinitiations, labels)
-    families = list(fam.values())
+    return generate_latest(registry).decode("utf-8")
 
-    jobs = source.jobs()
-    total = _Family("jobs_total", "counter", "Controller jobs handled, by message and outcome.")
-    for (message, outcome), n in sorted(jobs.outcomes.items()):
-        total.add(n, (("message", message), ("outcome", outcome)))
-    duration = _Family("job_duration_seconds", "histogram",
-                       "Time from receiving a controller job to sending its reply.")
-    for message, h in sorted(jobs.durations.items()):
-        cumulative = 0
-        for bound, n in zip((*map(_bound, h.bounds), "+Inf"), h.counts, strict=True):
-            cumulative += n
-            duration.add(cumulative, (("message", message), ("le", bound)), "_bucket")
-        duration.add(h.total, (("message", message),), "_sum")
-        duration.add(h.count, (("message", message),), "_count")
-    families += [total, duration]
 
-    connected = _Family("vpp_connected", "gauge", "1 while the VPP API connection is up.")
-    connected.add(1 if source.vpp_connected() else 0)
-    reconnects = _Family("vpp_reconnects_total", "counter",
-                         "Times the VPP API connection was re-established.")
-    reconnects.add(source.vpp_reconnects())
-    families += [connected, reconnects]
-    policy_counters = getattr(source, "policy_counters", None)  # optional part of a source
-    if policy_counters is not None:
-        done, failed = policy_counters()
-        reprog = _Family("policy_reprogrammings_total", "counter",
-                         "Multilink policy re-programmings after a path choice changed.")
-        reprog.add(done)
-        reprog_failed = _Family("policy_reprogram_failures_total", "counter",
-                                "Re-programmings VPP refused (rolled back, retried).")
-        reprog_failed.add(failed)
-        families += [reprog, reprog_failed]
-    return "\n".join(line for f in families for line in f.lines()) + "\n"
+class _Collected:
+    """Metric families already collected, for `generate_latest` to write."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+async def scrape(registry: CollectorRegistry) -> str:
+    """`render_metrics` without a long stall of the event loop.
+
+    Collecting reads the agent's live state, so it runs here on the loop (about a
+    fifth of the cost); writing the text from the collected, detached families is
+    the larger part (about 0.1 s for 1000 tunnels) and runs on a worker thread.
+    """
+    families = list(registry.collect())
+    return (await asyncio.to_thread(generate_latest, _Collected(families))).decode("utf-8")
 
 
 # --- the data, read from the running agent ------------------------------------------
@@ -288,24 +368,50 @@ class _Policies(Protocol):
     def reprogram_failures(self) -> int: ...
 
 
+class _Link(Protocol):
+    """The controller link (`LinkSession`): its counters are named in LINK_COUNTERS."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def counters(self) -> object: ...
+
+
+class _Probes(Protocol):
+    """The probe engine (`ProbeEngine`): its stats are named in PROBE_COUNTERS."""
+
+    @property
+    def stats(self) -> object: ...
+
+
 class AgentMetricsSource:
-    """`MetricsSource` over the agent's parts (PeerManager, MonitorService, VppClient).
+    """`MetricsSource` over the agent's parts (PeerManager, MonitorService, VppClient,
+    and when given the policy manager, the controller link and the probe engine).
 
     Typed structurally so this module needs none of them; every tunnel the manager
     wants is listed, with zeros while the monitor has no numbers for it yet.
     """
 
     def __init__(self, manager: _Manager, monitor: _Monitor, vpp: _Vpp,
-                 jobs: JobMetrics, policies: _Policies | None = None) -> None:
+                 jobs: JobMetrics, policies: _Policies | None = None, *,
+                 link: _Link | None = None, probes: _Probes | None = None) -> None:
         self._manager = manager
         self._monitor = monitor
         self._vpp = vpp
         self._jobs = jobs
         self._policies = policies
+        self._link = link
+        self._probes = probes
 
     def policy_counters(self) -> tuple[int, int]:
         p = self._policies
         return (p.reprogrammings, p.reprogram_failures) if p is not None else (0, 0)
+
+    def link_counters(self) -> _Link | None:
+        return self._link
+
+    def probe_counters(self) -> object | None:
+        return self._probes.stats if self._probes is not None else None
 
     def tunnels(self) -> list[TunnelMetrics]:
         out = []
@@ -380,11 +486,11 @@ class _BadRequest(Exception):
 class MetricsServer:
     """HTTP/1.x server for `GET /metrics` on a loopback address."""
 
-    def __init__(self, source: MetricsSource, host: str, port: int, *,
+    def __init__(self, registry: CollectorRegistry, host: str, port: int, *,
                  max_clients: int = 8, read_timeout: float = 5.0) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"metrics endpoint binds loopback only, not {host}")
-        self._source = source
+        self._registry = registry
         self._host = host
         self._port = port
         self._max_clients = max_clients
@@ -554,7 +660,7 @@ class MetricsServer:
                                 extra=(("Allow", "GET, HEAD"),))
             return
         try:
-            body = render_metrics(self._source)
+            body = await scrape(self._registry)
         except Exception:
             self._log.exception("rendering metrics failed")
             await self._respond(writer, 500, "metrics unavailable; see the agent log\n",
@@ -576,9 +682,9 @@ class MetricsServer:
         await writer.drain()
 
 
-async def run_metrics_server(source: MetricsSource, listen: str) -> None:
-    """Serve `source` on `listen` (host:port) until cancelled; returns at once if empty."""
+async def run_metrics_server(registry: CollectorRegistry, listen: str) -> None:
+    """Serve `registry` on `listen` (host:port) until cancelled; returns at once if empty."""
     if not listen:
         return
     host, port = parse_listen(listen)
-    await MetricsServer(source, host, port).serve_forever()
+    await MetricsServer(registry, host, port).serve_forever()

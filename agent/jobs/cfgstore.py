@@ -5,6 +5,8 @@ state directory. Every job's changes (items, signature, router state) are one
 fsync'd transaction, written after the peer store committed the VPP part, so a
 crash in between leaves the signature behind and flexiManage repairs it with a
 `sync-device`. Params are stored as canonical wire JSON, so float text survives.
+The daemon saves with `asave`, on the store's own writer thread (in call order,
+never on the event loop).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from agent.jobs.devcfg import Items
 from agent.jobs.wirejson import canonical, loads
+from agent.serial_writer import SerialWriter
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +36,7 @@ class ConfigStore:
         os.chmod(path, 0o600)
         self.path = path
         self._lock = threading.Lock()
+        self._writer = SerialWriter("config-store")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -65,7 +69,13 @@ class ConfigStore:
                 raise
             self._db.execute("COMMIT")
 
+    async def asave(self, old: Items, new: Items, meta: dict[str, str]) -> None:
+        """`save` on the writer thread; `old` and `new` must not change meanwhile."""
+        await self._writer.run(self.save, old, new, meta)
+
     def close(self) -> None:
+        """Finish the saves already called, then close the file."""
+        self._writer.close()
         with self._lock:
             self._db.close()
 

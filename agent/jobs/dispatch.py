@@ -264,8 +264,8 @@ class JobDispatcher:
 
     async def _commit(self, items: Items, signature: str, router_state: str) -> None:
         """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop."""
-        await asyncio.to_thread(self._config.save, self.items, items,
-                                {"signature": signature, "router_state": router_state})
+        await self._config.asave(self.items, items,
+                                 {"signature": signature, "router_state": router_state})
         self.items, self.signature, self.router_state = items, signature, router_state
 
     def _request_list(self, job: str, params: Any, *, allow_all: bool) -> list[ConfigRequest]:

@@ -369,7 +369,7 @@ class PeerManager:
             owned = agent_objects(obs) | set(wanted) | self._intents
             plan = plan_reconcile(wanted, owned, obs, facts_for)
             try:
-                self.store.begin(sorted(owned))
+                await self.store.abegin(sorted(owned))
             except sqlite3.Error as e:
                 raise JobError(f"cannot record the job in {self.store.path}: {e}; "
                                "VPP was not changed") from None
@@ -388,7 +388,7 @@ class PeerManager:
             self._liveness_generation = generation
             self._refs = refs
             try:
-                self.store.commit(specs, [])
+                await self.store.acommit(specs, [])
             except sqlite3.Error as e:
                 raise JobError(f"VPP now shows the {len(specs)} peers, but they cannot be "
                                f"saved in {self.store.path}: {e}; send sync-device again "
@@ -399,7 +399,7 @@ class PeerManager:
         self.states = {t: PeerState(t) for t in wanted}
         self.awaiting_sync = False
         self._intents = set()
-        self._finish_reconcile(generation)
+        await self._finish_reconcile(generation)
         self._notify()
         log.info("desired state restored from sync-device", peers=len(wanted),
                  writes=self.executor.writes - writes_before)
@@ -500,7 +500,7 @@ class PeerManager:
                 removals[-1] = [liveness_op(*self.liveness)]
             intents = sorted({t for t in (*removals, *adds) if t >= 0})
             try:
-                self.store.begin(intents)
+                await self.store.abegin(intents)
             except sqlite3.Error as e:  # e.g. disk full: nothing touched yet
                 raise JobError(f"cannot record the job in {self.store.path}: {e}; "
                                "VPP was not changed") from None
@@ -511,7 +511,7 @@ class PeerManager:
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
-                    self._clear_intents(intents)
+                    await self._clear_intents(intents)
                 else:
                     self._reconciled_generation = 0  # reconcile finishes the undo
                 raise JobError(str(e)) from None
@@ -520,7 +520,7 @@ class PeerManager:
             if -1 in removals:
                 self._liveness_generation = self.vpp.generation
         try:
-            self.store.commit(upserts, deletes, clear=intents)
+            await self.store.acommit(upserts, deletes, clear=intents)
         except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
             why = f"cannot save the desired state in {self.store.path}: {e}"
@@ -533,7 +533,7 @@ class PeerManager:
                 raise JobError(f"{why}; ROLLBACK INCOMPLETE ({len(undo_errors)} undo steps "
                                f"failed: {'; '.join(undo_errors[:3])}); the agent will "
                                "reconcile VPP to the last acknowledged state") from None
-            self._clear_intents(intents)
+            await self._clear_intents(intents)
             raise JobError(f"{why}; VPP restored to its previous state") from None
         self._intents -= set(intents)
         self._refs = refs
@@ -635,7 +635,7 @@ class PeerManager:
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
                 self._refs.update(plan.refs)
-                self._finish_reconcile(generation)
+                await self._finish_reconcile(generation)
                 log.info("VPP in sync with desired state", peers=len(self.desired))
                 return JobResult()
             for note in plan.notes:
@@ -649,7 +649,7 @@ class PeerManager:
             self._liveness_generation = generation
             self._refs = refs
             self._note_initiations(plan.chains)
-            self._finish_reconcile(generation)
+            await self._finish_reconcile(generation)
             writes = self.executor.writes - writes_before
             log.info("VPP reconciled", writes=writes, changes=len(plan.notes))
             return JobResult(notes=tuple(plan.notes), writes=writes)
@@ -666,19 +666,19 @@ class PeerManager:
                 if op.message == "ikev2_initiate_sa_init" and op.tunnel_id is not None:
                     self.states.setdefault(op.tunnel_id, PeerState(op.tunnel_id)).initiated(now)
 
-    def _clear_intents(self, only: Iterable[int] | None = None) -> None:
+    async def _clear_intents(self, only: Iterable[int] | None = None) -> None:
         """These tunnels (None: all) are exactly as acknowledged: none is half-made.
         A store that cannot write now keeps its rows; they only cause a later check."""
         try:
-            self.store.clear_intents(only)
+            await self.store.aclear_intents(only)
         except sqlite3.Error as e:
             log.warning("cannot clear intents; kept for the next reconcile", error=str(e))
             return
         self._intents = set() if only is None else self._intents - set(only)
 
-    def _finish_reconcile(self, generation: int) -> None:
+    async def _finish_reconcile(self, generation: int) -> None:
         if self._intents:
-            self._clear_intents()
+            await self._clear_intents()
         self._reconciled_generation = generation
         self.reconcile_error = None
 

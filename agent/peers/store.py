@@ -5,6 +5,10 @@ job is about to touch). Intents are written before VPP is programmed and cleared
 in the same transaction that commits the job, so after a SIGKILL at any point
 the agent knows which VPP objects may be half-made and reconciles them to the
 last acknowledged state. The file holds PSKs: it is created 0600 in a 0700 dir.
+
+The daemon writes through the `a`-prefixed methods, which run the blocking,
+fsync'd transactions on the store's own writer thread (`SerialWriter`: in call
+order, never on the event loop); the plain ones block and serve tools and tests.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import contextlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.peers.codec import canonical_json, spec_from_dict
 from agent.peers.spec import PeerSpec
+from agent.serial_writer import SerialWriter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (tunnel_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
@@ -33,6 +39,8 @@ class PeerStore:
         path = state_dir / "peers.sqlite"
         self.path = path
         self.recovered: str | None = None  # why a corrupt store was replaced, if it was
+        self._lock = threading.Lock()  # the writer thread and the loop's reads
+        self._writer = SerialWriter("peer-store")
         try:
             self._db = self._open(path)
             self.load()  # every row must parse: a store that cannot be read is no store
@@ -52,7 +60,7 @@ class PeerStore:
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
             os.close(fd)
         os.chmod(path, 0o600)
-        db = sqlite3.connect(path, isolation_level=None)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -66,15 +74,30 @@ class PeerStore:
         return db
 
     def close(self) -> None:
-        self._db.close()
+        """Finish the writes already called, then close the file."""
+        self._writer.close()
+        with self._lock:
+            self._db.close()
 
     def load(self) -> tuple[dict[int, PeerSpec], set[int]]:
-        peers = {
-            int(tid): spec_from_dict(json.loads(text))
-            for tid, text in self._db.execute("SELECT tunnel_id, spec FROM peers")
-        }
-        intents = {int(r[0]) for r in self._db.execute("SELECT tunnel_id FROM intents")}
-        return peers, intents
+        with self._lock:
+            rows = self._db.execute("SELECT tunnel_id, spec FROM peers").fetchall()
+            intents = {int(r[0]) for r in self._db.execute("SELECT tunnel_id FROM intents")}
+        return {int(tid): spec_from_dict(json.loads(text)) for tid, text in rows}, intents
+
+    # the daemon's writes: off the event loop, in call order; the plain method is
+    # looked up at run time (a test can replace it to fail the write)
+
+    async def abegin(self, tunnel_ids: Iterable[int]) -> None:
+        await self._writer.run(self.begin, list(tunnel_ids))
+
+    async def acommit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int],
+                      clear: Iterable[int] | None = None) -> None:
+        await self._writer.run(self.commit, list(upserts), list(deletes),
+                               None if clear is None else list(clear))
+
+    async def aclear_intents(self, only: Iterable[int] | None = None) -> None:
+        await self._writer.run(self.clear_intents, None if only is None else list(only))
 
     def begin(self, tunnel_ids: Iterable[int]) -> None:
         """Record that these tunnels are about to change in VPP."""
@@ -105,7 +128,7 @@ class PeerStore:
             self._delete_intents(only)
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._lock)
 
 
 def _corrupt(e: sqlite3.OperationalError) -> bool:
@@ -130,11 +153,20 @@ def _move_aside(path: Path) -> Path:
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
         self._db = db
+        self._lock = lock
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()

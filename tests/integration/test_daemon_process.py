@@ -78,7 +78,10 @@ listen = "127.0.0.1:{port}"
         body = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
             .read().decode())
-        assert "peering_agent_vpp_connected 1" in body
+        assert "peering_agent_vpp_connected 1.0\n" in body
+        # the daemon wires the controller link's and the probe engine's counters in
+        assert "# TYPE peering_agent_link_connections_total counter\n" in body
+        assert "# TYPE peering_agent_probe_sent_total counter\n" in body
         proc.send_signal(signal.SIGTERM)
         await datagrams_until(notify, "STOPPING=1", got, 10)
         assert await asyncio.wait_for(proc.wait(), 10) == 0

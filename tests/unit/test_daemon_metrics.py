@@ -1,4 +1,5 @@
-"""Prometheus exposition of the agent's metrics, the job recorder and the listen check."""
+"""Prometheus exposition of the agent's metrics (prometheus_client over a registry of the
+agent's own), the job recorder and the listen check."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from agent.daemon.metrics import (
     JobMetrics,
     JobSnapshot,
     TunnelMetrics,
-    escape_help,
-    escape_label,
-    format_value,
+    metrics_registry,
     parse_listen,
     render_metrics,
 )
+
+
+def render(source: object) -> str:
+    return render_metrics(metrics_registry(source))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -59,74 +62,75 @@ def fixed_source() -> FixedSource:
 EXPECTED = """\
 # HELP peering_agent_tunnel_up Probe health of the tunnel: 1 up, 0 otherwise.
 # TYPE peering_agent_tunnel_up gauge
-peering_agent_tunnel_up{tunnel_id="7",peer="203.0.113.10"} 1
-peering_agent_tunnel_up{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 0
+peering_agent_tunnel_up{peer="203.0.113.10",tunnel_id="7"} 1.0
+peering_agent_tunnel_up{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 0.0
 # HELP peering_agent_tunnel_rtt_seconds Mean probe round-trip time over the health window.
 # TYPE peering_agent_tunnel_rtt_seconds gauge
-peering_agent_tunnel_rtt_seconds{tunnel_id="7",peer="203.0.113.10"} 0.0125
-peering_agent_tunnel_rtt_seconds{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 0
+peering_agent_tunnel_rtt_seconds{peer="203.0.113.10",tunnel_id="7"} 0.0125
+peering_agent_tunnel_rtt_seconds{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 0.0
 # HELP peering_agent_tunnel_jitter_seconds Probe round-trip jitter.
 # TYPE peering_agent_tunnel_jitter_seconds gauge
-peering_agent_tunnel_jitter_seconds{tunnel_id="7",peer="203.0.113.10"} 0.00125
-peering_agent_tunnel_jitter_seconds{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 0
+peering_agent_tunnel_jitter_seconds{peer="203.0.113.10",tunnel_id="7"} 0.00125
+peering_agent_tunnel_jitter_seconds{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 0.0
 # HELP peering_agent_tunnel_drop_ratio Share of probes lost over the health window (0..1).
 # TYPE peering_agent_tunnel_drop_ratio gauge
-peering_agent_tunnel_drop_ratio{tunnel_id="7",peer="203.0.113.10"} 0.033333
-peering_agent_tunnel_drop_ratio{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 1
+peering_agent_tunnel_drop_ratio{peer="203.0.113.10",tunnel_id="7"} 0.033333
+peering_agent_tunnel_drop_ratio{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 1.0
 # HELP peering_agent_tunnel_sa_up 1 when the tunnel has an established IKE SA.
 # TYPE peering_agent_tunnel_sa_up gauge
-peering_agent_tunnel_sa_up{tunnel_id="7",peer="203.0.113.10"} 1
-peering_agent_tunnel_sa_up{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 0
+peering_agent_tunnel_sa_up{peer="203.0.113.10",tunnel_id="7"} 1.0
+peering_agent_tunnel_sa_up{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 0.0
 # HELP peering_agent_tunnel_sa_uptime_seconds Age of the established IKE SA (absent without one).
 # TYPE peering_agent_tunnel_sa_uptime_seconds gauge
-peering_agent_tunnel_sa_uptime_seconds{tunnel_id="7",peer="203.0.113.10"} 3600
+peering_agent_tunnel_sa_uptime_seconds{peer="203.0.113.10",tunnel_id="7"} 3600.0
 # HELP peering_agent_tunnel_reinitiations_total IKE re-initiations the agent started for the tunnel.
 # TYPE peering_agent_tunnel_reinitiations_total counter
-peering_agent_tunnel_reinitiations_total{tunnel_id="7",peer="203.0.113.10"} 0
-peering_agent_tunnel_reinitiations_total{tunnel_id="9",peer="odd\\"peer\\\\x\\nname"} 4
+peering_agent_tunnel_reinitiations_total{peer="203.0.113.10",tunnel_id="7"} 0.0
+peering_agent_tunnel_reinitiations_total{peer="odd\\"peer\\\\x\\nname",tunnel_id="9"} 4.0
 # HELP peering_agent_jobs_total Controller jobs handled, by message and outcome.
 # TYPE peering_agent_jobs_total counter
-peering_agent_jobs_total{message="add-tunnel",outcome="failed"} 1
-peering_agent_jobs_total{message="add-tunnel",outcome="ok"} 2
-peering_agent_jobs_total{message="get-device-stats",outcome="ok"} 1
+peering_agent_jobs_total{message="add-tunnel",outcome="failed"} 1.0
+peering_agent_jobs_total{message="add-tunnel",outcome="ok"} 2.0
+peering_agent_jobs_total{message="get-device-stats",outcome="ok"} 1.0
 # HELP peering_agent_job_duration_seconds Time from receiving a controller job to sending its reply.
 # TYPE peering_agent_job_duration_seconds histogram
-peering_agent_job_duration_seconds_bucket{message="add-tunnel",le="0.1"} 1
-peering_agent_job_duration_seconds_bucket{message="add-tunnel",le="1.0"} 2
-peering_agent_job_duration_seconds_bucket{message="add-tunnel",le="10.0"} 2
-peering_agent_job_duration_seconds_bucket{message="add-tunnel",le="+Inf"} 3
+peering_agent_job_duration_seconds_bucket{le="0.1",message="add-tunnel"} 1.0
+peering_agent_job_duration_seconds_bucket{le="1.0",message="add-tunnel"} 2.0
+peering_agent_job_duration_seconds_bucket{le="10.0",message="add-tunnel"} 2.0
+peering_agent_job_duration_seconds_bucket{le="+Inf",message="add-tunnel"} 3.0
+peering_agent_job_duration_seconds_count{message="add-tunnel"} 3.0
 peering_agent_job_duration_seconds_sum{message="add-tunnel"} 30.55
-peering_agent_job_duration_seconds_count{message="add-tunnel"} 3
-peering_agent_job_duration_seconds_bucket{message="get-device-stats",le="0.1"} 1
-peering_agent_job_duration_seconds_bucket{message="get-device-stats",le="1.0"} 1
-peering_agent_job_duration_seconds_bucket{message="get-device-stats",le="10.0"} 1
-peering_agent_job_duration_seconds_bucket{message="get-device-stats",le="+Inf"} 1
+peering_agent_job_duration_seconds_bucket{le="0.1",message="get-device-stats"} 1.0
+peering_agent_job_duration_seconds_bucket{le="1.0",message="get-device-stats"} 1.0
+peering_agent_job_duration_seconds_bucket{le="10.0",message="get-device-stats"} 1.0
+peering_agent_job_duration_seconds_bucket{le="+Inf",message="get-device-stats"} 1.0
+peering_agent_job_duration_seconds_count{message="get-device-stats"} 1.0
 peering_agent_job_duration_seconds_sum{message="get-device-stats"} 0.1
-peering_agent_job_duration_seconds_count{message="get-device-stats"} 1
 # HELP peering_agent_vpp_connected 1 while the VPP API connection is up.
 # TYPE peering_agent_vpp_connected gauge
-peering_agent_vpp_connected 1
+peering_agent_vpp_connected 1.0
 # HELP peering_agent_vpp_reconnects_total Times the VPP API connection was re-established.
 # TYPE peering_agent_vpp_reconnects_total counter
-peering_agent_vpp_reconnects_total 2
+peering_agent_vpp_reconnects_total 2.0
 """
 
 
 def test_exact_exposition() -> None:
-    assert render_metrics(fixed_source()) == EXPECTED
+    assert render(fixed_source()) == EXPECTED
 
 
 def test_empty_agent_still_exposes_every_family() -> None:
-    text = render_metrics(FixedSource([], connected=False, reconnects=0))
+    text = render(FixedSource([], connected=False, reconnects=0))
     types = [ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE")]
     assert len(types) == 11 and len(set(types)) == 11
     samples = [ln for ln in text.splitlines() if not ln.startswith("#")]
-    assert samples == ["peering_agent_vpp_connected 0", "peering_agent_vpp_reconnects_total 0"]
+    assert samples == ["peering_agent_vpp_connected 0.0",
+                       "peering_agent_vpp_reconnects_total 0.0"]
 
 
 def test_exposition_is_well_formed() -> None:
     """Every sample belongs to the family announced right before it; counters end _total."""
-    text = render_metrics(fixed_source())
+    text = render(fixed_source())
     assert text.endswith("\n") and "\n\n" not in text
     family, kind = "", ""
     for line in text.splitlines():
@@ -189,17 +193,27 @@ def test_recorder_needs_finite_buckets() -> None:
         JobMetrics(buckets=(1.0, math.inf))
 
 
-def test_value_and_escaping() -> None:
-    assert format_value(3) == "3"
-    assert format_value(True) == "1"
-    assert format_value(2.0) == "2"
-    assert format_value(0.25) == "0.25"
-    assert format_value(1e-7) == "1e-07"
-    assert format_value(math.inf) == "+Inf"
-    assert format_value(-math.inf) == "-Inf"
-    assert format_value(math.nan) == "NaN"
-    assert escape_label('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
-    assert escape_help('say "x"\\\n') == 'say "x"\\\\\\n'
+def test_odd_values_are_written_as_prometheus_reads_them() -> None:
+    odd = TunnelMetrics(tunnel_id=1, peer="p", up=True, rtt_ms=math.inf, jitter_ms=math.nan,
+                        drop_percent=25.0, sa_up=True, sa_uptime_s=1e12, reinitiations=0)
+    text = render(FixedSource([odd]))
+    assert 'peering_agent_tunnel_rtt_seconds{peer="p",tunnel_id="1"} +Inf\n' in text
+    assert 'peering_agent_tunnel_jitter_seconds{peer="p",tunnel_id="1"} NaN\n' in text
+    assert 'peering_agent_tunnel_drop_ratio{peer="p",tunnel_id="1"} 0.25\n' in text
+    assert 'peering_agent_tunnel_sa_uptime_seconds{peer="p",tunnel_id="1"} 1e+12\n' in text
+
+
+def test_each_agent_has_its_own_registry() -> None:
+    """Nothing is registered in prometheus_client's global registry; two agents' metrics
+    do not mix."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    one, two = fixed_source(), FixedSource([], connected=False, reconnects=0)
+    reg_one, reg_two = metrics_registry(one), metrics_registry(two)
+    assert reg_one is not reg_two
+    assert "tunnel_id=\"7\"" in render_metrics(reg_one)
+    assert "tunnel_id=" not in render_metrics(reg_two)
+    assert b"peering_agent_" not in generate_latest(REGISTRY)
 
 
 @pytest.mark.parametrize(
@@ -297,9 +311,80 @@ def test_policy_reprogrammings_are_exposed_when_the_source_has_them() -> None:
     manager = _Manager(desired={}, states={})
     src = AgentMetricsSource(manager, _Monitor({}), _Vpp(True, 1), JobMetrics(),
                              Policies(5, 1))
-    text = render_metrics(src)
+    text = render(src)
     assert "# TYPE peering_agent_policy_reprogrammings_total counter" in text
-    assert "\npeering_agent_policy_reprogrammings_total 5\n" in text
-    assert "\npeering_agent_policy_reprogram_failures_total 1\n" in text
+    assert "\npeering_agent_policy_reprogrammings_total 5.0\n" in text
+    assert "\npeering_agent_policy_reprogram_failures_total 1.0\n" in text
     # a source without policies (the fixed one) keeps its exact exposition
-    assert "policy" not in render_metrics(fixed_source())
+    assert "policy" not in render(fixed_source())
+
+
+def test_link_and_probe_counters_are_exposed() -> None:
+    from agent.link.session import LinkCounters
+    from agent.monitor.icmp import EngineStats
+
+    @dataclass
+    class Link:
+        connected: bool
+        counters: LinkCounters
+
+    @dataclass
+    class Probes:
+        stats: EngineStats
+
+    link = Link(True, LinkCounters(attempts=3, connections=2, silence_drops=1, replies_held=4))
+    probes = Probes(EngineStats(sent=10, replies=7, timeouts=3, ignored=5))
+    src = AgentMetricsSource(_Manager(desired={}, states={}), _Monitor({}), _Vpp(True, 1),
+                             JobMetrics(), link=link, probes=probes)
+    text = render(src)
+    for line in ("peering_agent_link_connected 1.0",
+                 "peering_agent_link_connect_attempts_total 3.0",
+                 "peering_agent_link_connections_total 2.0",
+                 "peering_agent_link_silence_drops_total 1.0",
+                 "peering_agent_link_replies_held_total 4.0",
+                 "peering_agent_link_refusals_total 0.0",
+                 "peering_agent_probe_sent_total 10.0", "peering_agent_probe_replies_total 7.0",
+                 "peering_agent_probe_timeouts_total 3.0",
+                 "peering_agent_probe_ignored_packets_total 5.0"):
+        assert f"\n{line}\n" in text, line
+    # read on each scrape, not copied once
+    link.counters.connections += 1
+    link.connected = False
+    probes.stats.sent += 1
+    text = render(src)
+    assert "\npeering_agent_link_connections_total 3.0\n" in text
+    assert "\npeering_agent_link_connected 0.0\n" in text
+    assert "\npeering_agent_probe_sent_total 11.0\n" in text
+
+
+def test_every_link_and_probe_counter_has_a_metric() -> None:
+    """A counter added to the link or the engine must be added to the tables too."""
+    from dataclasses import fields
+
+    from agent.daemon.metrics import LINK_COUNTERS, PROBE_COUNTERS
+    from agent.link.session import LinkCounters
+    from agent.monitor.icmp import EngineStats
+
+    link_ints = {f.name for f in fields(LinkCounters) if f.type in (int, "int")}
+    assert link_ints == {attr for attr, _, _ in LINK_COUNTERS}
+    assert {f.name for f in fields(EngineStats)} == {attr for attr, _, _ in PROBE_COUNTERS}
+    names = [name for _, name, _ in (*LINK_COUNTERS, *PROBE_COUNTERS)]
+    assert len(set(names)) == len(names) and all(n.endswith("_total") for n in names)
+
+
+async def test_a_scrape_reads_the_agent_on_the_loop_and_writes_the_text_elsewhere() -> None:
+    import threading
+
+    from agent.daemon.metrics import scrape
+
+    readers: list[int] = []
+
+    class Watched(FixedSource):
+        def tunnels(self) -> list[TunnelMetrics]:
+            readers.append(threading.get_ident())
+            return super().tunnels()
+
+    src = Watched(fixed_source().tunnel_list, fixed_source().recorder)
+    registry = metrics_registry(src)
+    assert await scrape(registry) == render_metrics(registry) == EXPECTED
+    assert readers == [threading.get_ident()] * 2  # the agent's state: only from the loop

@@ -1,20 +1,17 @@
-"""Desired state on disk: round trip, permissions, intents, hash."""
+"""Desired state on disk: round trip, permissions, intents, ordered off-loop writes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sqlite3
 import stat
-from dataclasses import replace
 from pathlib import Path
 
-from agent.peers.codec import cfg_hash, spec_from_dict, spec_to_dict
+import pytest
+
 from agent.peers.store import PeerStore
-from tests.spec_factory import TEST_PSK, example_spec, numbered_spec
-
-
-def test_codec_round_trip_is_exact() -> None:
-    spec = example_spec()
-    assert spec_from_dict(spec_to_dict(spec)) == spec
+from tests.spec_factory import TEST_PSK, numbered_spec
 
 
 def test_store_survives_reopen_and_is_private(tmp_path: Path) -> None:
@@ -45,9 +42,17 @@ def test_intents_outlive_a_crash_until_commit(tmp_path: Path) -> None:
     assert PeerStore(tmp_path).load()[0] == {}
 
 
-def test_cfg_hash_is_deterministic_and_sensitive() -> None:
-    a, b = numbered_spec(1), numbered_spec(2)
-    assert cfg_hash([a, b]) == cfg_hash([b, a])
-    assert cfg_hash([a]) != cfg_hash([a, b])
-    assert cfg_hash([a]) != cfg_hash([replace(a, child_lifetime=7200)])
-    assert len(cfg_hash([])) == 64
+async def test_daemon_writes_are_ordered_and_all_or_nothing(tmp_path: Path) -> None:
+    store = PeerStore(tmp_path)
+    a, b, c = numbered_spec(1), numbered_spec(2), numbered_spec(3)
+    # called without waiting in between: they land in call order
+    await asyncio.gather(store.abegin([1, 2]), store.acommit([a, b], [], clear=[1]),
+                         store.aclear_intents([2]), store.abegin([3]))
+    assert PeerStore(tmp_path).load() == ({1: a, 2: b}, {3})
+    # a commit that fails part-way leaves nothing of itself behind
+    with pytest.raises(sqlite3.Error):
+        await store.acommit([c], [object()], clear=[3])
+    assert PeerStore(tmp_path).load() == ({1: a, 2: b}, {3})
+    await store.acommit([c], [1], clear=None)
+    store.close()
+    assert PeerStore(tmp_path).load() == ({2: b, 3: c}, set())

@@ -19,6 +19,7 @@ from agent.daemon.metrics import (
     JobSnapshot,
     MetricsServer,
     TunnelMetrics,
+    metrics_registry,
     render_metrics,
     run_metrics_server,
 )
@@ -53,7 +54,8 @@ class Source:
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[MetricsServer, Source]]:
     source = Source()
-    server = MetricsServer(source, "127.0.0.1", 0, max_clients=4, read_timeout=0.5)
+    server = MetricsServer(metrics_registry(source), "127.0.0.1", 0, max_clients=4,
+                           read_timeout=0.5)
     await server.start()
     try:
         yield server, source
@@ -89,13 +91,13 @@ async def test_scrape_with_urllib(served: tuple[MetricsServer, Source]) -> None:
         _get, f"http://127.0.0.1:{server.port}/metrics")
     assert status == 200
     assert headers["Content-Type"] == CONTENT_TYPE
-    assert body == render_metrics(source)
-    assert 'peering_agent_tunnel_up{tunnel_id="7",peer="203.0.113.10"} 1\n' in body
+    assert body == render_metrics(metrics_registry(source))
+    assert 'peering_agent_tunnel_up{peer="203.0.113.10",tunnel_id="7"} 1.0\n' in body
     assert int(headers["Content-Length"]) == len(body.encode())
     # the endpoint reads the source on every scrape, nothing is cached
     source.recorder.observe("add-tunnel", False, 1.0)
     _, _, again = await asyncio.to_thread(_get, f"http://127.0.0.1:{server.port}/metrics?x=1")
-    assert 'peering_agent_jobs_total{message="add-tunnel",outcome="failed"} 1\n' in again
+    assert 'peering_agent_jobs_total{message="add-tunnel",outcome="failed"} 1.0\n' in again
 
 
 async def test_head_unknown_path_and_method(served: tuple[MetricsServer, Source]) -> None:
@@ -160,7 +162,8 @@ async def test_slow_client_times_out_and_frees_its_slot(
 async def test_idle_clients_do_not_lock_out_scrapes() -> None:
     """8 idle sockets (re-opened as fast as they are closed) take every slot; each of 24
     scrapes still gets its answer: the oldest idle socket makes room."""
-    server = MetricsServer(Source(), "127.0.0.1", 0, max_clients=8, read_timeout=10)
+    server = MetricsServer(metrics_registry(Source()), "127.0.0.1", 0, max_clients=8,
+                           read_timeout=10)
     await server.start()
     idle = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(8)]
     try:
@@ -190,7 +193,7 @@ async def test_source_failure_is_500_not_a_crash(served: tuple[MetricsServer, So
 
 
 async def test_ipv6_loopback() -> None:
-    server = MetricsServer(Source(), "::1", 0)
+    server = MetricsServer(metrics_registry(Source()), "::1", 0)
     try:
         await server.start()
     except OSError as e:
@@ -204,17 +207,19 @@ async def test_ipv6_loopback() -> None:
 
 async def test_refuses_non_loopback() -> None:
     with pytest.raises(ValueError, match="loopback"):
-        MetricsServer(Source(), "0.0.0.0", 0)
+        MetricsServer(metrics_registry(Source()), "0.0.0.0", 0)
     with pytest.raises(ValueError, match="loopback"):
-        await run_metrics_server(Source(), "0.0.0.0:9465")
+        await run_metrics_server(metrics_registry(Source()), "0.0.0.0:9465")
 
 
 async def test_run_metrics_server_serves_until_cancelled() -> None:
-    await asyncio.wait_for(run_metrics_server(Source(), ""), 1)  # empty listen: no-op
+    # empty listen: no-op
+    await asyncio.wait_for(run_metrics_server(metrics_registry(Source()), ""), 1)
     with socket.socket() as probe:  # a free loopback port for the host:port form
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    task = asyncio.create_task(run_metrics_server(Source(), f"127.0.0.1:{port}"))
+    task = asyncio.create_task(
+        run_metrics_server(metrics_registry(Source()), f"127.0.0.1:{port}"))
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         deadline = time.monotonic() + 5
@@ -242,8 +247,9 @@ async def test_vpp_state_from_a_real_client(short_dir: Path) -> None:
     client = VppClient(str(sock), connect_timeout=2, call_timeout=2, backoff_max=0.2)
     manager = type("M", (), {"desired": {}, "states": {}})()
     monitor = type("Mon", (), {"health": lambda self, tid: None})()
-    server = MetricsServer(AgentMetricsSource(manager, monitor, client, JobMetrics()),
-                           "127.0.0.1", 0)
+    server = MetricsServer(
+        metrics_registry(AgentMetricsSource(manager, monitor, client, JobMetrics())),
+        "127.0.0.1", 0)
     await server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
 
@@ -254,16 +260,16 @@ async def test_vpp_state_from_a_real_client(short_dir: Path) -> None:
         await client.start()
         await client.wait_connected(5)
         text = await scrape()
-        assert "peering_agent_vpp_connected 1\n" in text
-        assert "peering_agent_vpp_reconnects_total 0\n" in text
+        assert "peering_agent_vpp_connected 1.0\n" in text
+        assert "peering_agent_vpp_reconnects_total 0.0\n" in text
         await sim.stop()
         await until(lambda: not client.connected)
-        assert "peering_agent_vpp_connected 0\n" in await scrape()
+        assert "peering_agent_vpp_connected 0.0\n" in await scrape()
         await sim.start()
         await client.wait_connected(5)
         text = await scrape()
-        assert "peering_agent_vpp_connected 1\n" in text
-        assert "peering_agent_vpp_reconnects_total 1\n" in text
+        assert "peering_agent_vpp_connected 1.0\n" in text
+        assert "peering_agent_vpp_reconnects_total 1.0\n" in text
     finally:
         await server.stop()
         await client.close()
