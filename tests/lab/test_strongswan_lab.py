@@ -149,12 +149,14 @@ def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
     return params
 
 
-def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
+def _config(ctl: ControllerDouble, plane: DataPlane, base: Path,
+            extra: dict[str, dict[str, Any]] | None = None) -> AgentConfig:
+    """The lab agent's configuration; `extra` adds to (or overrides in) its sections."""
     vpp, interfaces = agent_vpp_config(plane)
     token_file = base / "device.token"
     token_file.write_text(DEVICE_TOKEN)
     token_file.chmod(0o600)
-    return parse_config({
+    sections: dict[str, Any] = {
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token_file),
                        "allow_insecure": True, "backoff_min": 0.05, "backoff_max": 0.3,
                        "ping_interval": 0.5, "silence_timeout": 5.0},
@@ -171,7 +173,10 @@ def _config(ctl: ControllerDouble, plane: DataPlane, base: Path) -> AgentConfig:
         "monitor": {"interval": 0.05, "timeout": 0.4, "window": 20, "down_after": 2,
                     "up_after": 2, "stats_period": 1.0},
         "logging": {"level": "debug"},
-    }, {})
+    }
+    for name, values in (extra or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return parse_config(sections, {})
 
 
 async def run_agent(agent: Agent) -> asyncio.Task[None]:
