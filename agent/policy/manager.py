@@ -191,8 +191,10 @@ class PolicyManager:
             if self.policy is None:
                 observed = await self._observe(await self._live())
                 return await self._run(remove_all(observed), observed.refs())
-            choices = self._decide(self.policy, await self._links(), self._choices())
+            old = self._choices()
+            choices = self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
+            self._count_changes(old, choices, "reconciled with VPP (agent or VPP restart)")
             self._commit(self.policy, self.applications, choices)
         if writes:
             log.info("multilink policy reconciled", writes=writes)
@@ -208,8 +210,11 @@ class PolicyManager:
             self._released |= ids
             if self.policy is None or not self._capable():
                 return 0
-            choices = self._decide(self.policy, await self._links(), self._choices())
+            old = self._choices()
+            choices = self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
+            self._count_changes(old, choices, f"tunnels {sorted(ids)} about to be deleted or "
+                                "re-created")
             self._commit(self.policy, self.applications, choices)
         if writes:
             log.info("tunnels taken out of multilink policies", tunnel_ids=sorted(ids),
@@ -270,15 +275,11 @@ class PolicyManager:
                 return False
             old = self._choices()
             new = self._decide(policy, await self._links(), old)
-            changed = [rid for rid in new if not new[rid].same_forwarding(old.get(rid))]
+            changed = self._changed(old, new)
             if not changed:
                 self._commit(policy, self.applications, new)
                 return False
-            for rid in changed:
-                before = old.get(rid)
-                log.info("multilink rule re-programmed", rule=rid,
-                         before=before.describe() if before else "none",
-                         after=new[rid].describe(), reason=new[rid].reason)
+            self._log_changes(changed, old, new, "tunnel health")
             try:
                 await self._program(policy, new)
             except ApplyError as e:
@@ -414,6 +415,30 @@ class PolicyManager:
         before = self.executor.writes
         await self.executor.apply([ops], refs)
         return self.executor.writes - before
+
+    @staticmethod
+    def _changed(old: Mapping[str, Choice], new: Mapping[str, Choice]) -> list[str]:
+        """The rules whose forwarding differs from their last choice (or that had none)."""
+        return [rid for rid in new if not new[rid].same_forwarding(old.get(rid))]
+
+    @staticmethod
+    def _log_changes(changed: Sequence[str], old: Mapping[str, Choice],
+                     new: Mapping[str, Choice], cause: str) -> None:
+        for rid in changed:
+            before = old.get(rid)
+            log.info("multilink rule re-programmed", rule=rid,
+                     before=before.describe() if before else "none",
+                     after=new[rid].describe(), reason=new[rid].reason, cause=cause)
+
+    def _count_changes(self, old: Mapping[str, Choice], new: Mapping[str, Choice],
+                       cause: str) -> None:
+        """After a programming that succeeded outside `evaluate` (release, reconcile): the
+        rules it moved are re-programmings too, logged with their reason and counted (a
+        rule without a last choice, e.g. after an agent restart, moved nothing)."""
+        changed = [rid for rid in self._changed(old, new) if rid in old]
+        if changed:
+            self._log_changes(changed, old, new, cause)
+            self.reprogrammings += 1
 
     def _commit(self, policy: Policy, apps: dict[str, Application],
                 choices: Mapping[str, Choice]) -> None:
