@@ -38,6 +38,7 @@ from typing import Any
 
 import pytest
 
+from agent.admin.peerctl import main as peerctl_main
 from agent.app import Agent
 from agent.lab.controller_double import ControllerDouble
 from agent.lab.dataplane import RealVppPlane, TunnelStandIn
@@ -205,6 +206,12 @@ def job(message: str, params: Any) -> dict[str, Any]:
     return {"entity": "agent", "message": message, "params": params}
 
 
+async def peerctl(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = await asyncio.to_thread(peerctl_main, list(argv), stdout=out, stderr=err)
+    return rc, out.getvalue(), err.getvalue()
+
+
 async def ike_sas_to(agent: Agent, peer: IPv4Address) -> set[int]:
     """The initiator SPIs of VPP's IKE SAs with `peer`."""
     return {sa.ispi for sa in await read_sas(agent.vpp) if sa.raddr == peer}
@@ -312,6 +319,9 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
         d, answered = await sites.delta()
         assert d["b"] >= 9 and d["a"] == 0 and d["leak"] == 0 and answered >= 9, (d, answered)
         assert pol.reprogrammings == base + 1
+        rc, shown, err = await peerctl("--socket", str(workdir / "admin.sock"), "show",
+                                       "policies")
+        assert rc == 0 and "peer 8" in shown and "peer 7 down" in shown, (shown, err)
         # long enough for VPP's DPD to drop A's IKE SA: A must negotiate again to return
         await until(lambda: agent.manager.states[A].status == "down", DPD_TIME + 5)
         d, answered = await sites.delta(5)
@@ -345,10 +355,6 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
         await asyncio.to_thread(sites.heal, "a")
         await asyncio.to_thread(sites.heal, "b")
 
-        # each re-programming was logged with its reason
-        lines = [json.loads(ln) for ln in logs.getvalue().splitlines() if ln.startswith("{")]
-        reprog = [ln for ln in lines if ln.get("event") == "multilink rule re-programmed"]
-        assert len(reprog) == pol.reprogrammings and all(ln["reason"] for ln in reprog), reprog
 
         # removal leaves no ACL, ABF policy or attachment behind: by a sync-device that no
         # longer lists the policy (the tunnels untouched), and by remove-multilink-policy
@@ -358,10 +364,31 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
         assert agent.manager.executor.writes == writes and pol.policy is None
         ok(await ctl.send_job("add-multilink-policy", policy("drop"), jobid=5))
         assert [len(x) for x in await acl_abf(agent)] == [1, 1, 1]
-        ok(await ctl.send_job("remove-multilink-policy", {}, jobid=6))
+
+        # the tunnel carrying the traffic is removed: the agent takes it out of the ABF
+        # policy before VPP deletes it (a later change would crash VPP 26.06 otherwise)
+        await asyncio.to_thread(sites.cut, "a", lab.peer_addr)
+        await until(lambda: pol.status()["rules"][0]["chosen"] == f"peer {B}", DETECTION + 5)
+        ok(await ctl.send_job("remove-tunnel", {"tunnel-id": B}, jobid=6))
+        assert pol.status()["rules"][0]["chosen"] == "drop"
+        d, answered = await sites.delta(5)
+        assert d == {"a": 0, "b": 0, "leak": 0} and answered == 0, (d, answered)
+        await asyncio.to_thread(sites.heal, "a")
+        await until(lambda: pol.status()["rules"][0]["chosen"] == f"peer {A}", 40)
+        d, answered = await sites.delta(5)
+        assert d["a"] >= 4 and answered >= 4, (d, answered)
+        assert agent.vpp.generation == 1 and pol.reprogram_failures == 0  # VPP never died
+
+        ok(await ctl.send_job("remove-multilink-policy", {}, jobid=7))
         assert await acl_abf(agent) == ([], [], [])
         d, _ = await sites.delta(5)
         assert d["leak"] >= 4 and d["a"] == d["b"] == 0, d  # the FIB decides again
+
+        # each re-programming was logged with its reason
+        lines = [json.loads(ln) for ln in logs.getvalue().splitlines() if ln.startswith("{")]
+        reprog = [ln for ln in lines if ln.get("event") == "multilink rule re-programmed"]
+        assert len(reprog) == pol.reprogrammings and all(ln["reason"] for ln in reprog), reprog
+        assert any("about to be deleted" in ln["cause"] for ln in reprog), reprog
 
     try:
         sites.build()
