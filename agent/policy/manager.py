@@ -142,7 +142,7 @@ class PolicyManager:
         policy = parse_policy(policy_params, apps)
         self._check_capability()
         async with self._lock:
-            choices = self._decide(policy, await self._links(), self._prev_for(policy))
+            choices = await self._decide(policy, await self._links(), self._prev_for(policy))
             writes = await self._program(policy, choices)
             self._commit(policy, apps, choices)
             self._policy_params = dict(policy_params)
@@ -192,7 +192,7 @@ class PolicyManager:
                 observed = await self._observe(await self._live())
                 return await self._run(remove_all(observed), observed.refs())
             old = self._choices()
-            choices = self._decide(self.policy, await self._links(), old)
+            choices = await self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
             self._count_changes(old, choices, "reconciled with VPP (agent or VPP restart)")
             self._commit(self.policy, self.applications, choices)
@@ -211,7 +211,7 @@ class PolicyManager:
             if self.policy is None or not self._capable():
                 return 0
             old = self._choices()
-            choices = self._decide(self.policy, await self._links(), old)
+            choices = await self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
             self._count_changes(old, choices, f"tunnels {sorted(ids)} about to be deleted or "
                                 "re-created")
@@ -274,7 +274,7 @@ class PolicyManager:
             if policy is None:
                 return False
             old = self._choices()
-            new = self._decide(policy, await self._links(), old)
+            new = await self._decide(policy, await self._links(), old)
             changed = self._changed(old, new)
             if not changed:
                 self._commit(policy, self.applications, new)
@@ -335,21 +335,43 @@ class PolicyManager:
         ids = {r.id for r in policy.rules}
         return {rid: c for rid, c in self._choices().items() if rid in ids}
 
-    def _decide(self, policy: Policy, links: Mapping[str, Sequence[Link]],
-                previous: Mapping[str, Choice]) -> dict[str, Choice]:
-        return decide_all(policy.rules, links, self._link_health(links), previous,
-                          self.hysteresis)
+    async def _decide(self, policy: Policy, links: Mapping[str, Sequence[Link]],
+                      previous: Mapping[str, Choice]) -> dict[str, Choice]:
+        health = self._link_health(links, await self._carrying(links))
+        return decide_all(policy.rules, links, health, previous, self.hysteresis)
 
-    def _link_health(self, links: Mapping[str, Sequence[Link]]) -> dict[str, LinkHealth]:
+    async def _carrying(self, links: Mapping[str, Sequence[Link]]) -> set[str]:
+        """The links VPP forwards rule traffic through now: those of the last choices, or,
+        after an agent restart (no choice yet), those VPP's ABF policies hold."""
+        if self.rules or not self._capable():
+            return {k for st in self.rules.values() for k in st.choice.link_keys}
+        observed = await self._observe(await self._live())
+        paths = {p for r in observed.rules.values() if r.attach for p in r.paths}
+        return {lk.key for group in links.values() for lk in group
+                if lk.sw_if_index is not None
+                and PathSpec(PATH_NORMAL, lk.sw_if_index, lk.next_hop) in paths}
+
+    def _link_health(self, links: Mapping[str, Sequence[Link]],
+                     carrying: set[str]) -> dict[str, LinkHealth]:
+        """Each link's health; a link the monitor has no verdict on yet (a restarted
+        agent's first probes) keeps carrying what it carries and gets nothing new, so a
+        restart neither moves traffic nor writes to VPP."""
         out: dict[str, LinkHealth] = {}
         for group in links.values():
             for link in group:
                 if link.tunnel_id is None or link.key in out:
                     continue
                 snap = self._health(link.tunnel_id)
-                if snap is not None:
-                    out[link.key] = LinkHealth(str(snap.status) == "up", float(snap.rtt_ms),
-                                               float(snap.drop_rate), snap.reason)
+                if snap is None:
+                    continue
+                if not getattr(snap, "settled", True):
+                    kept = link.key in carrying
+                    out[link.key] = LinkHealth(kept, float(snap.rtt_ms), float(snap.drop_rate),
+                                               "kept until the monitor's first verdict" if kept
+                                               else "awaiting the monitor's first verdict")
+                    continue
+                out[link.key] = LinkHealth(str(snap.status) == "up", float(snap.rtt_ms),
+                                           float(snap.drop_rate), snap.reason)
         return out
 
     async def _links(self, *, released: bool = False) -> dict[str, list[Link]]:

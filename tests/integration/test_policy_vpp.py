@@ -36,6 +36,7 @@ class Snap:
     rtt_ms: float = 10.0
     drop_rate: float = 0.0
     reason: str = ""
+    settled: bool = True
 
 
 def policy(fallback: str = "drop", order: str = "priority", prio: int = 10,
@@ -312,3 +313,27 @@ async def test_releases_and_reconciles_that_move_a_rule_are_logged_and_counted(
     assert "tunnels [1] about to be deleted" in moved[0]["cause"]
     assert "group 1 [lblA]: no link carries them" in moved[0]["reason"]
     assert moved[1]["cause"].startswith("reconciled") and "peer 1 up" in moved[1]["reason"]
+
+
+async def test_a_restarted_agent_keeps_the_paths_until_the_monitor_has_a_verdict(
+        rig: Rig, short_dir: Path) -> None:
+    idx = await rig.tunnels()
+    await rig.manager.apply(policy())
+    assert forwarding(rig) == [(10, [(0, idx[1], "10.100.0.1")])]
+    # a new agent: its monitor has heard from no tunnel yet (down, but no verdict)
+    rig.health.update({1: Snap("down", settled=False), 2: Snap("down", settled=False)})
+    again = rig.make(short_dir)
+    again.load()
+    before = rig.sim.write_count
+    assert await again.reconcile() == 0 and rig.sim.write_count == before
+    assert again.status()["rules"][0]["chosen"] == "peer 1"
+    assert not await again.evaluate() and again.reprogrammings == 0
+    # verdicts: peer 1 down, peer 2 up -> moved
+    rig.health.update({1: Snap("down", reason="3 probes lost"), 2: Snap("up")})
+    assert await again.evaluate()
+    assert forwarding(rig) == [(10, [(0, idx[2], "10.100.0.3")])]
+    # a link without a verdict gets nothing new: peer 2 down, peer 1 unknown -> drop
+    rig.health.update({1: Snap("down", settled=False), 2: Snap("down")})
+    assert await again.evaluate()
+    assert forwarding(rig) == [(10, [(2, NO_INDEX, "0.0.0.0")])]
+    assert "awaiting the monitor's first verdict" in again.status()["rules"][0]["why"]

@@ -30,7 +30,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -244,15 +244,22 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
         ctl = ControllerDouble(machine_id=MACHINE, device_token=DEVICE_TOKEN,
                                ping_interval=0.5, stats_interval=None, job_timeout=15.0)
         task = None
-        try:
-            await ctl.start()
+
+        async def start_agent() -> Agent:
+            nonlocal task
+            if task is not None:
+                await stop_agent(task)
             agent = Agent(_config(ctl, plane, workdir, {
                 "monitor": MONITOR, "policy": {"lan_interfaces": ["host-lan0"]}}),
                 name_resolver=offline_name_resolver)
             task = await run_agent(agent)
             await ctl.wait_connected(10)
             await until(lambda: agent.manager.in_sync, 10)
-            await steer(plane, ctl, agent)
+            return agent
+
+        try:
+            await ctl.start()
+            await steer(plane, ctl, await start_agent(), start_agent)
         except BaseException:
             with contextlib.suppress(Exception):
                 print("--- VPP ---\n" + "\n".join(
@@ -267,7 +274,8 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
             configure_logging("warning", json=True, stream=sys.stderr)
             await plane.stop()
 
-    async def steer(plane: RealVppPlane, ctl: ControllerDouble, agent: Agent) -> None:
+    async def steer(plane: RealVppPlane, ctl: ControllerDouble, agent: Agent,
+                    restart: Callable[[], Awaitable[Agent]]) -> None:
         mon, pol = agent.monitor, agent.policies
         tunnels = [job("add-tunnel", tunnel(lab, settings_a, A, lab.peer_addr, NET_A, MON_A,
                                             "lblA")),
@@ -302,6 +310,17 @@ def test_policy_steers_lan_traffic_through_abf_and_esp_following_the_monitor(
         listed = [*copy.deepcopy(tunnels), job("add-multilink-policy", policy("drop"))]
         ok(await ctl.send_job("sync-device", {"requests": listed}))
         assert (agent.manager.executor.writes, pol.executor.writes) == writes
+
+        # an agent restart finds VPP as it left it: the policy is not re-written, not even
+        # while the new monitor has yet to hear from the tunnels, and traffic stays at A
+        agent = await restart()
+        mon, pol = agent.monitor, agent.policies
+        await until(lambda: status(A) == "up" and status(B) == "up", 15)
+        settled = time.monotonic() + 2  # two policy periods after the monitor's verdict
+        await until(lambda: time.monotonic() > settled, 3)
+        assert pol.status()["rules"][0]["chosen"] == f"peer {A}", pol.status()
+        assert (agent.manager.executor.writes, pol.executor.writes, pol.reprogrammings) == (
+            0, 0, 0)
 
         # peer A unreachable: the monitor's probes are lost, A goes down, B carries it
         first_sa = await ike_sas_to(agent, lab.peer_addr)
