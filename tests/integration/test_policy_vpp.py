@@ -327,6 +327,7 @@ async def test_a_restarted_agent_keeps_the_paths_until_the_monitor_has_a_verdict
     before = rig.sim.write_count
     assert await again.reconcile() == 0 and rig.sim.write_count == before
     assert again.status()["rules"][0]["chosen"] == "peer 1"
+    assert "peer 1 kept until the monitor's first verdict" in again.status()["rules"][0]["why"]
     assert not await again.evaluate() and again.reprogrammings == 0
     # verdicts: peer 1 down, peer 2 up -> moved
     rig.health.update({1: Snap("down", reason="3 probes lost"), 2: Snap("up")})
