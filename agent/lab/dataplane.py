@@ -18,7 +18,7 @@ so every probe crosses VPP's own ESP.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface
 from pathlib import Path
@@ -92,6 +92,11 @@ class TunnelStandIn:
 
     tunnel_id: int
     address: IPv4Interface  # the tunnel's /31 (peer.addr)
+    # what Linux routes into VPP through this stand-in (several stand-ins: one /32 each)
+    routes: tuple[str, ...] = (MONITOR_RANGE,)
+    # VPP punts every received echo reply to this stand-in; with several stand-ins the
+    # test redirects per tunnel interface instead (`RealVppPlane.punt_from`)
+    punt_all: bool = True
 
     @property
     def linux(self) -> str:
@@ -119,9 +124,11 @@ class RealVppPlane:
 
     def __init__(self, lab: Lab, workdir: Path, tunnels: tuple[TunnelStandIn, ...] = (),
                  *, linux_cp: bool | None = None,
-                 conf: Callable[[RealVpp], str] | None = None) -> None:
+                 conf: Callable[[RealVpp], str] | None = None,
+                 plugins: Sequence[str] = (), extra_cli: Sequence[str] = ()) -> None:
         """`conf`: the startup.conf to run instead of the lab's own (given the RealVpp,
-        whose run directory, sockets and setup.cli it must use)."""
+        whose run directory, sockets and setup.cli it must use); `plugins` to enable
+        besides the lab's, `extra_cli` after the lab's startup-config (e.g. a LAN)."""
         if not lab.vpp_wan:
             raise ValueError("real VPP needs a lab built with vpp_wan=True")
         self.lab = lab
@@ -129,7 +136,8 @@ class RealVppPlane:
         self.tunnels = () if self.linux_cp else tunnels
         self._linux_made = False
         self.vpp = RealVpp(lab.device, workdir / "vpp", prefix=find_vpp(),
-                           linux_cp=self.linux_cp)
+                           linux_cp=self.linux_cp, plugins=plugins)
+        self.extra_cli = list(extra_cli)
         self.socket_path = self.vpp.socket_path
         self.conf = conf
 
@@ -145,9 +153,16 @@ class RealVppPlane:
                     f"set interface state host-{t.vpp_end} up",
                     f"set interface unnumbered host-{t.vpp_end} use {VPP_WAN}",
                     f"set ip neighbor host-{t.vpp_end} {t.address.ip} "
-                    f"{self._linux_mac(t)} static",
-                    f"ip punt redirect add rx all via {t.address.ip} host-{t.vpp_end}"]
-        return cli
+                    f"{self._linux_mac(t)} static"]
+            if t.punt_all:
+                cli.append(f"ip punt redirect add rx all via {t.address.ip} host-{t.vpp_end}")
+        return cli + self.extra_cli
+
+    def punt_from(self, tunnel_interface: str, t: TunnelStandIn) -> None:
+        """What VPP punts from `tunnel_interface` (echo replies to the tunnel's own
+        address) goes to stand-in `t`, whose Linux side the probes are bound to."""
+        self.vpp.ctl("ip", "punt", "redirect", "add", "rx", tunnel_interface, "via",
+                     str(t.address.ip), f"host-{t.vpp_end}")
 
     def _linux_mac(self, t: TunnelStandIn) -> str:
         return sh(self.lab.device, "cat", f"/sys/class/net/{t.linux}/address").strip()
@@ -170,8 +185,9 @@ class RealVppPlane:
             mac = self.vpp.hw_mac(f"host-{t.vpp_end}")
             sh(dev, "ip", "neigh", "replace", t.next_hop, "lladdr", mac, "dev", t.linux,
                "nud", "permanent")
-            sh(dev, "ip", "route", "replace", MONITOR_RANGE, "via", t.next_hop, "dev", t.linux,
-               "onlink")
+            for route in t.routes:
+                sh(dev, "ip", "route", "replace", route, "via", t.next_hop, "dev", t.linux,
+                   "onlink")
 
     def _start_sync(self) -> None:
         if not self._linux_made:

@@ -58,12 +58,14 @@ class PeerSettings:
     remote_ts: str = "0.0.0.0/0"
     tunnel_net: str = "10.100.0.16/31"  # the /31 inside the tunnel, routed into ipsec0
 
+    address: str = ""  # where this gateway listens; "" = the lab's peer address
+
     def swanctl_conf(self, lab: Lab) -> str:
         return f"""\
 connections {{
   edge-device {{
     version = 2
-    local_addrs = {lab.peer_addr}
+    local_addrs = {self.address or lab.peer_addr}
     remote_addrs = %any
     proposals = {self.ike_proposal}
     dpd_delay = 10s
@@ -96,16 +98,18 @@ secrets {{
 
 
 class PeerGateway:
-    """The peer's charon in the lab's peer namespace."""
+    """The peer's charon in the lab's peer namespace (or in `netns`: a second peer)."""
 
-    def __init__(self, lab: Lab, workdir: Path, settings: PeerSettings) -> None:
+    def __init__(self, lab: Lab, workdir: Path, settings: PeerSettings,
+                 netns: str = "", name: str = "peer") -> None:
         self.lab = lab
         self.settings = settings
-        self.dir = workdir / "peer"
+        self.netns = netns or lab.peer
+        self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         vici = self.dir / "charon.vici"
         self.charon = Charon(
-            self.dir, lab.peer, label="peer charon",
+            self.dir, self.netns, label=f"{name} charon",
             conf=PEER_STRONGSWAN_CONF.format(vici=vici, log=self.dir / "charon.log",
                                              plugins=PLUGINS))
         self.swanctl_path = self.dir / "swanctl.conf"
@@ -119,7 +123,7 @@ class PeerGateway:
             capture_output=True, text=True, timeout=20)
         if done.returncode != 0:
             raise RuntimeError(f"swanctl --load-all failed: {done.stdout}{done.stderr}")
-        sh(self.lab.peer, "ip", "route", "replace", self.settings.tunnel_net, "dev", "ipsec0")
+        sh(self.netns, "ip", "route", "replace", self.settings.tunnel_net, "dev", "ipsec0")
 
     def restart(self) -> None:
         """A crash and restart: no DELETE sent, all SAs forgotten."""

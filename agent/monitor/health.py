@@ -75,6 +75,9 @@ class HealthSnapshot:
     reason: str  # why the status is what it is; "" when up
     sa_up: bool
     targets: int
+    # False while a probed tunnel has neither been up nor lost down_after probes in a row
+    # since monitoring began (a restarted agent's first seconds): its "down" is no verdict
+    settled: bool = True
 
 
 class TunnelHealth:
@@ -104,6 +107,7 @@ class TunnelHealth:
         self._status = Status.DOWN
         self._since = now
         self._reason = ""
+        self._settled = False
         if self._sa_up and not self._targets:
             self._status = Status.UP
         else:
@@ -163,6 +167,8 @@ class TunnelHealth:
             if previous is not None:
                 self._jitter += (abs(rtt_ms - previous) - self._jitter) / 16.0
             self._last_rtt[target] = rtt_ms
+        if self._lost_run >= self.config.down_after:
+            self._settled = True
         if not self._sa_up:
             return  # the SA decides; probes cannot bring a tunnel without SA up
         if self._status is Status.UP and self._lost_run >= self.config.down_after:
@@ -194,6 +200,7 @@ class TunnelHealth:
             reason=self._reason,
             sa_up=self._sa_up,
             targets=len(self._targets),
+            settled=self._settled or not self._targets,
         )
 
     # -- internals ------------------------------------------------------------
@@ -218,6 +225,8 @@ class TunnelHealth:
         )
 
     def _set_status(self, status: Status, now: float) -> None:
+        if status is Status.UP:
+            self._settled = True
         if status is not self._status:
             self._status = status
             self._since = now

@@ -144,7 +144,9 @@ def choose_in_group(group: Group, cands: list[Link], health: Mapping[str, LinkHe
     if group.order is Order.LINK_QUALITY:
         link, why = _pick_quality(cands, health, previous, hyst)
         return [link], why
-    return [cands[0]], f"{cands[0].key} up, first usable"
+    first = cands[0]
+    kept = health[first.key].reason  # usable without a verdict yet: say so
+    return [first], f"{first.key} {kept or 'up'}, first usable"
 
 
 def decide(rule: Rule, links_by_label: Mapping[str, Sequence[Link]],

@@ -142,7 +142,7 @@ class PolicyManager:
         policy = parse_policy(policy_params, apps)
         self._check_capability()
         async with self._lock:
-            choices = self._decide(policy, await self._links(), self._prev_for(policy))
+            choices = await self._decide(policy, await self._links(), self._prev_for(policy))
             writes = await self._program(policy, choices)
             self._commit(policy, apps, choices)
             self._policy_params = dict(policy_params)
@@ -191,8 +191,10 @@ class PolicyManager:
             if self.policy is None:
                 observed = await self._observe(await self._live())
                 return await self._run(remove_all(observed), observed.refs())
-            choices = self._decide(self.policy, await self._links(), self._choices())
+            old = self._choices()
+            choices = await self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
+            self._count_changes(old, choices, "reconciled with VPP (agent or VPP restart)")
             self._commit(self.policy, self.applications, choices)
         if writes:
             log.info("multilink policy reconciled", writes=writes)
@@ -208,8 +210,11 @@ class PolicyManager:
             self._released |= ids
             if self.policy is None or not self._capable():
                 return 0
-            choices = self._decide(self.policy, await self._links(), self._choices())
+            old = self._choices()
+            choices = await self._decide(self.policy, await self._links(), old)
             writes = await self._program(self.policy, choices)
+            self._count_changes(old, choices, f"tunnels {sorted(ids)} about to be deleted or "
+                                "re-created")
             self._commit(self.policy, self.applications, choices)
         if writes:
             log.info("tunnels taken out of multilink policies", tunnel_ids=sorted(ids),
@@ -269,16 +274,12 @@ class PolicyManager:
             if policy is None:
                 return False
             old = self._choices()
-            new = self._decide(policy, await self._links(), old)
-            changed = [rid for rid in new if not new[rid].same_forwarding(old.get(rid))]
+            new = await self._decide(policy, await self._links(), old)
+            changed = self._changed(old, new)
             if not changed:
                 self._commit(policy, self.applications, new)
                 return False
-            for rid in changed:
-                before = old.get(rid)
-                log.info("multilink rule re-programmed", rule=rid,
-                         before=before.describe() if before else "none",
-                         after=new[rid].describe(), reason=new[rid].reason)
+            self._log_changes(changed, old, new, "tunnel health")
             try:
                 await self._program(policy, new)
             except ApplyError as e:
@@ -334,21 +335,43 @@ class PolicyManager:
         ids = {r.id for r in policy.rules}
         return {rid: c for rid, c in self._choices().items() if rid in ids}
 
-    def _decide(self, policy: Policy, links: Mapping[str, Sequence[Link]],
-                previous: Mapping[str, Choice]) -> dict[str, Choice]:
-        return decide_all(policy.rules, links, self._link_health(links), previous,
-                          self.hysteresis)
+    async def _decide(self, policy: Policy, links: Mapping[str, Sequence[Link]],
+                      previous: Mapping[str, Choice]) -> dict[str, Choice]:
+        health = self._link_health(links, await self._carrying(links))
+        return decide_all(policy.rules, links, health, previous, self.hysteresis)
 
-    def _link_health(self, links: Mapping[str, Sequence[Link]]) -> dict[str, LinkHealth]:
+    async def _carrying(self, links: Mapping[str, Sequence[Link]]) -> set[str]:
+        """The links VPP forwards rule traffic through now: those of the last choices, or,
+        after an agent restart (no choice yet), those VPP's ABF policies hold."""
+        if self.rules or not self._capable():
+            return {k for st in self.rules.values() for k in st.choice.link_keys}
+        observed = await self._observe(await self._live())
+        paths = {p for r in observed.rules.values() if r.attach for p in r.paths}
+        return {lk.key for group in links.values() for lk in group
+                if lk.sw_if_index is not None
+                and PathSpec(PATH_NORMAL, lk.sw_if_index, lk.next_hop) in paths}
+
+    def _link_health(self, links: Mapping[str, Sequence[Link]],
+                     carrying: set[str]) -> dict[str, LinkHealth]:
+        """Each link's health; a link the monitor has no verdict on yet (a restarted
+        agent's first probes) keeps carrying what it carries and gets nothing new, so a
+        restart neither moves traffic nor writes to VPP."""
         out: dict[str, LinkHealth] = {}
         for group in links.values():
             for link in group:
                 if link.tunnel_id is None or link.key in out:
                     continue
                 snap = self._health(link.tunnel_id)
-                if snap is not None:
-                    out[link.key] = LinkHealth(str(snap.status) == "up", float(snap.rtt_ms),
-                                               float(snap.drop_rate), snap.reason)
+                if snap is None:
+                    continue
+                if not getattr(snap, "settled", True):
+                    kept = link.key in carrying
+                    out[link.key] = LinkHealth(kept, float(snap.rtt_ms), float(snap.drop_rate),
+                                               "kept until the monitor's first verdict" if kept
+                                               else "awaiting the monitor's first verdict")
+                    continue
+                out[link.key] = LinkHealth(str(snap.status) == "up", float(snap.rtt_ms),
+                                           float(snap.drop_rate), snap.reason)
         return out
 
     async def _links(self, *, released: bool = False) -> dict[str, list[Link]]:
@@ -414,6 +437,30 @@ class PolicyManager:
         before = self.executor.writes
         await self.executor.apply([ops], refs)
         return self.executor.writes - before
+
+    @staticmethod
+    def _changed(old: Mapping[str, Choice], new: Mapping[str, Choice]) -> list[str]:
+        """The rules whose forwarding differs from their last choice (or that had none)."""
+        return [rid for rid in new if not new[rid].same_forwarding(old.get(rid))]
+
+    @staticmethod
+    def _log_changes(changed: Sequence[str], old: Mapping[str, Choice],
+                     new: Mapping[str, Choice], cause: str) -> None:
+        for rid in changed:
+            before = old.get(rid)
+            log.info("multilink rule re-programmed", rule=rid,
+                     before=before.describe() if before else "none",
+                     after=new[rid].describe(), reason=new[rid].reason, cause=cause)
+
+    def _count_changes(self, old: Mapping[str, Choice], new: Mapping[str, Choice],
+                       cause: str) -> None:
+        """After a programming that succeeded outside `evaluate` (release, reconcile): the
+        rules it moved are re-programmings too, logged with their reason and counted (a
+        rule without a last choice, e.g. after an agent restart, moved nothing)."""
+        changed = [rid for rid in self._changed(old, new) if rid in old]
+        if changed:
+            self._log_changes(changed, old, new, cause)
+            self.reprogrammings += 1
 
     def _commit(self, policy: Policy, apps: dict[str, Application],
                 choices: Mapping[str, Choice]) -> None:

@@ -4,6 +4,8 @@ back, removal leaves nothing behind."""
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
@@ -14,6 +16,7 @@ import pytest
 
 from agent.admin.policies import render_policies
 from agent.lab.vppsim.server import VppSim
+from agent.logsetup import configure_logging
 from agent.peers.spec import PeerSpec
 from agent.policy.manager import PolicyManager
 from agent.policy.model import PolicyError
@@ -33,6 +36,7 @@ class Snap:
     rtt_ms: float = 10.0
     drop_rate: float = 0.0
     reason: str = ""
+    settled: bool = True
 
 
 def policy(fallback: str = "drop", order: str = "priority", prio: int = 10,
@@ -282,3 +286,55 @@ async def test_a_tunnel_deleted_under_a_policy_never_crashes_vpp(rig: Rig) -> No
     snap = rig.abf().snapshot()
     assert snap["acls"] == {} and snap["abf_attachments"] == []
     assert len(snap["abf_policies"]) == 1  # the stale one: only a VPP restart clears it
+
+
+async def test_releases_and_reconciles_that_move_a_rule_are_logged_and_counted(
+        rig: Rig, short_dir: Path) -> None:
+    await rig.tunnels()
+    m = rig.manager
+    logs = io.StringIO()
+    configure_logging("info", json=True, stream=logs)
+    await m.apply(policy())
+    # a tunnel about to be deleted: the rule moves to peer 2, a re-programming
+    assert await m.release([1]) > 0
+    assert m.status()["rules"][0]["chosen"] == "peer 2" and m.reprogrammings == 1
+    m.restore([1])
+    assert await m.reconcile() > 0  # peer 1 usable again: back to it
+    assert m.status()["rules"][0]["chosen"] == "peer 1" and m.reprogrammings == 2
+    # a reconcile that moves nothing is none, nor is a restarted agent's first one
+    assert await m.reconcile() == 0 and m.reprogrammings == 2
+    again = rig.make(short_dir)
+    again.load()
+    assert await again.reconcile() == 0 and again.reprogrammings == 0
+    moved = [json.loads(line) for line in logs.getvalue().splitlines()]
+    moved = [e for e in moved if e["event"] == "multilink rule re-programmed"]
+    assert [(e["before"], e["after"]) for e in moved] == [("peer 1", "peer 2"),
+                                                          ("peer 2", "peer 1")]
+    assert "tunnels [1] about to be deleted" in moved[0]["cause"]
+    assert "group 1 [lblA]: no link carries them" in moved[0]["reason"]
+    assert moved[1]["cause"].startswith("reconciled") and "peer 1 up" in moved[1]["reason"]
+
+
+async def test_a_restarted_agent_keeps_the_paths_until_the_monitor_has_a_verdict(
+        rig: Rig, short_dir: Path) -> None:
+    idx = await rig.tunnels()
+    await rig.manager.apply(policy())
+    assert forwarding(rig) == [(10, [(0, idx[1], "10.100.0.1")])]
+    # a new agent: its monitor has heard from no tunnel yet (down, but no verdict)
+    rig.health.update({1: Snap("down", settled=False), 2: Snap("down", settled=False)})
+    again = rig.make(short_dir)
+    again.load()
+    before = rig.sim.write_count
+    assert await again.reconcile() == 0 and rig.sim.write_count == before
+    assert again.status()["rules"][0]["chosen"] == "peer 1"
+    assert "peer 1 kept until the monitor's first verdict" in again.status()["rules"][0]["why"]
+    assert not await again.evaluate() and again.reprogrammings == 0
+    # verdicts: peer 1 down, peer 2 up -> moved
+    rig.health.update({1: Snap("down", reason="3 probes lost"), 2: Snap("up")})
+    assert await again.evaluate()
+    assert forwarding(rig) == [(10, [(0, idx[2], "10.100.0.3")])]
+    # a link without a verdict gets nothing new: peer 2 down, peer 1 unknown -> drop
+    rig.health.update({1: Snap("down", settled=False), 2: Snap("down")})
+    assert await again.evaluate()
+    assert forwarding(rig) == [(10, [(2, NO_INDEX, "0.0.0.0")])]
+    assert "awaiting the monitor's first verdict" in again.status()["rules"][0]["why"]

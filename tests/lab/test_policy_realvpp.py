@@ -1,20 +1,15 @@
-"""Multilink policy acceptance with real packets through real VPP 26.06's ABF.
+"""Multilink policies on real VPP 26.06's ABF over plain IPIP tunnels: what needs no IKE.
 
     lan ns: eth0 10.0.0.2/24 --veth-- dev ns: VPP host-lan0 10.0.0.1/24
     dev ns: VPP host-wan0 192.0.2.10/24 --veth-- net ns: 192.0.2.1 (ip_forward)
     net ns: 203.0.113.1/30 -- peer A 203.0.113.2 ; 203.0.113.5/30 -- peer B 203.0.113.6
     VPP: ipip1 -> peer A (label lblA), ipip2 -> peer B (lblB), default route to net ns
 
-The agent's PolicyManager programs VPP over its API: pings from the LAN to 172.16.0.0/16
-must leave through the tunnel of the first usable group, be counted as IPIP at that peer
-only, move when the link goes down, come back, and be dropped (not leaked to the
-internet, where VPP's default route points) with `fallback: drop`.
-
-What is injected: link health. This kernel has no /dev/vhost-net, so VPP's linux-cp
-cannot give the tunnels their Linux side and the agent's monitor cannot probe through
-them; the test makes peer A really unreachable (nftables drop in the middle) and flips
-the health the monitor would report. Without IKE, the tunnels are plain IPIP: the
-packets cross ABF and the IPIP encapsulation, not ESP.
+The agent's PolicyManager programs VPP over its API, with the link health given by the
+test: a tunnel deleted under a policy (one of VPP 26.06's ABF crash paths, which the
+agent avoids) and load-balancing over two links, counted as IPIP at each peer. The
+acceptance with IKEv2/ESP peers and the monitor's own probes deciding is
+tests/lab/test_policy_esp_realvpp.py.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
@@ -217,58 +211,6 @@ def policy(fallback: str) -> dict[str, Any]:
         "action": {"links": [{"pathlabels": ["lblA"], "order": "priority"},
                              {"pathlabels": ["lblB"], "order": "priority"}],
                    "order": "priority", "fallback": fallback}}]}
-
-
-async def test_traffic_follows_the_policy_through_real_vpp_abf(rig: Rig) -> None:
-    # without a policy the FIB sends 172.16/16 to the internet: the leak counter works
-    first = await rig.delta()
-    assert first["net"] >= 4 and first["pa"] == first["pb"] == 0, first
-
-    await rig.manager.apply(policy("drop"))
-    d = await rig.delta()
-    assert d["pa"] >= 4 and d["pb"] == 0 and d["net"] == 0, d
-
-    task = asyncio.create_task(rig.manager.run())
-    try:
-        # peer A unreachable: the path moves to B within the evaluation period
-        nsx(rig.topo.names["net"], "nft", "-f", "-", stdin=(
-            "table ip unreachable {\n chain to_peer_a {\n  type filter hook forward priority 0;\n"
-            "  ip daddr 203.0.113.2 drop\n }\n}\n"))
-        rig.health[1] = Snap("down", reason="3 probes lost")
-        t0 = time.monotonic()
-        await until(lambda: rig.manager.status()["rules"][0]["chosen"] == "peer 2")
-        moved_after = time.monotonic() - t0
-        d = await rig.delta()
-        assert d["pb"] >= 4 and d["pa"] == 0 and d["net"] == 0, d
-        assert moved_after < 1.0
-
-        # A back: traffic returns to A, and stays (no flapping)
-        nsx(rig.topo.names["net"], "nft", "delete", "table", "ip", "unreachable")
-        rig.health[1] = Snap("up")
-        await until(lambda: rig.manager.status()["rules"][0]["chosen"] == "peer 1")
-        d = await rig.delta(10)
-        assert d["pa"] >= 9 and d["pb"] == 0, d
-        assert rig.manager.reprogrammings == 2
-
-        # both down with fallback drop: dropped in VPP, not leaked to the internet
-        rig.health[1] = Snap("down")
-        rig.health[2] = Snap("down")
-        await until(lambda: rig.manager.status()["rules"][0]["chosen"] == "drop")
-        d = await rig.delta()
-        assert d == {"pa": 0, "pb": 0, "net": 0}, d
-    finally:
-        task.cancel()
-
-    # by-destination: no ABF entry, the FIB decides (here: the internet)
-    await rig.manager.apply(policy("by-destination"))
-    d = await rig.delta()
-    assert d["net"] >= 4 and d["pa"] == d["pb"] == 0, d
-
-    # removal leaves no ACL, ABF policy or attachment behind
-    await rig.manager.remove()
-    assert await rig.vpp.dump("acl_dump", acl_index=0xFFFFFFFF) == []
-    assert await rig.vpp.dump("abf_policy_dump") == []
-    assert await rig.vpp.dump("abf_itf_attach_dump") == []
 
 
 async def test_a_tunnel_deleted_under_a_policy_does_not_crash_real_vpp(rig: Rig) -> None:

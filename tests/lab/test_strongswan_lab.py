@@ -132,7 +132,7 @@ class Rig:
         once it is connected and in sync."""
         assert self.task is not None
         await stop_agent(self.task)
-        self.agent = Agent(_config(self.ctl, self.plane, self.base, self.routing),
+        self.agent = Agent(_config(self.ctl, self.plane, self.base, routing_section(self.routing)),
                            name_resolver=offline_name_resolver)
         self.task = await run_agent(self.agent)
         await until(lambda: self.agent.manager.in_sync, 15)
@@ -151,20 +151,21 @@ def add_tunnel_params(lab: Lab, settings: PeerSettings) -> dict[str, Any]:
 
 
 def _config(ctl: ControllerDouble, plane: DataPlane, base: Path,
-            routing: dict[str, Any] | None = None) -> AgentConfig:
-    """`routing`: the agent's [routing] section (default: no FRR, routing recorded only)."""
+            extra: dict[str, dict[str, Any]] | None = None) -> AgentConfig:
+    """The lab agent's configuration; `extra` adds to (or overrides in) its sections
+    (without a `routing` section: no FRR, routing recorded only)."""
     vpp, interfaces = agent_vpp_config(plane)
     token_file = base / "device.token"
     token_file.write_text(DEVICE_TOKEN)
     token_file.chmod(0o600)
-    return parse_config({
+    sections: dict[str, Any] = {
         "controller": {"url": ctl.url, "machine_id": MACHINE, "token_file": str(token_file),
                        "allow_insecure": True, "backoff_min": 0.05, "backoff_max": 0.3,
                        "ping_interval": 0.5, "silence_timeout": 5.0},
         "vpp": {**vpp, "call_timeout": 2.0},
         "interfaces": interfaces,
         "state": {"dir": str(base / "state")},
-        "routing": routing or {"vtysh": ""},
+        "routing": {"vtysh": ""},
         "admin": {"socket": str(base / "admin.sock")},
         # faster supervision than the daemon's defaults, so the lab stays quick
         # an unanswered initiation is down after 8 s (real VPP shows no state for
@@ -174,7 +175,14 @@ def _config(ctl: ControllerDouble, plane: DataPlane, base: Path,
         "monitor": {"interval": 0.05, "timeout": 0.4, "window": 20, "down_after": 2,
                     "up_after": 2, "stats_period": 1.0},
         "logging": {"level": "debug"},
-    }, {})
+    }
+    for name, values in (extra or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return parse_config(sections, {})
+
+
+def routing_section(routing: dict[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    return None if routing is None else {"routing": routing}
 
 
 async def run_agent(agent: Agent) -> asyncio.Task[None]:
@@ -200,7 +208,7 @@ async def rig(lab: Lab, base: Path, peer: PeerGateway,
                            stats_interval=None, job_timeout=15.0)
     try:
         await ctl.start()
-        r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base, routing),
+        r = Rig(lab, plane, ctl, Agent(_config(ctl, plane, base, routing_section(routing)),
                                        name_resolver=offline_name_resolver), peer, logs, base,
                 routing=routing)
         r.task = await run_agent(r.agent)

@@ -258,3 +258,21 @@ def test_alert_config_validation() -> None:
         AlertConfig(raise_after=11)
     with pytest.raises(ValueError, match="warning thresholds"):
         AlertConfig(rtt_warning=700.0)
+
+
+def test_down_is_a_verdict_only_once_proven_up_or_down_after_losses() -> None:
+    """A restarted agent's first probes: "down" then means "not known yet" (settled
+    False) until the tunnel was once up or lost down_after probes in a row."""
+    h = TunnelHealth(now=0.0, sa_up=True, targets=["a"])
+    assert not h.snapshot().settled
+    feed(h, [10.0, 10.0, L, L])  # replies and losses, neither run long enough
+    assert (h.status, h.snapshot().settled) == (Status.DOWN, False)
+    feed(h, [L], t0=4.0)  # the third loss in a row
+    assert (h.status, h.snapshot().settled) == (Status.DOWN, True)
+    up = TunnelHealth(now=0.0, sa_up=True, targets=["a"])
+    feed(up, [10.0, 10.0, 10.0, L, L])
+    assert (up.status, up.snapshot().settled) == (Status.UP, True)
+    feed(up, [L, 10.0], t0=5.0)  # down, then one reply: still a verdict
+    assert (up.status, up.snapshot().settled) == (Status.DOWN, True)
+    # without targets the SA is the verdict
+    assert TunnelHealth(now=0.0, sa_up=False).snapshot().settled
