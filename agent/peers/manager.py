@@ -42,6 +42,8 @@ from agent.peers.supervision import (
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import Applied, ApplyError, Executor
+from agent.vpp.kinds.profile import profile_name
+from agent.vpp.kinds.tunnel import ref_name
 from agent.vpp.plan import (
     LIVENESS_PERIOD,
     LIVENESS_RETRIES,
@@ -548,7 +550,7 @@ class PeerManager:
         for t in deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
-            self._refs.pop(f"tun:{t}", None)
+            self._refs.pop(ref_name(t), None)
         for spec in added:
             self.states[spec.tunnel_id] = PeerState(spec.tunnel_id, initiated_at=time.monotonic()
                                                     if spec.role == "initiator" else None)
@@ -743,7 +745,7 @@ class PeerManager:
                 continue  # reconcile could not program it and said why
             st = self.states.setdefault(tid, PeerState(tid))
             before = (st.status, st.reason)
-            sw = self._refs.get(f"tun:{tid}")
+            sw = self._refs.get(ref_name(tid))
             result = step(matched.get(tid, []), st.record, now, self._policy(spec),
                           self._admin.get(sw) if sw is not None else None)
             was_up = st.status is Status.UP
@@ -777,7 +779,7 @@ class PeerManager:
             except JobError as e:
                 log.warning("negotiation restart skipped", error=str(e))
                 return
-            chains = [[delete_profile_op(s.tunnel_id, s.profile_name,
+            chains = [[delete_profile_op(s.tunnel_id, profile_name(s.tunnel_id),
                                          "delete the profile to drop pending initiations"),
                        *profile_ops(s, facts[s.tunnel_id])] for s in specs]
             refs = dict(self._refs)
