@@ -24,10 +24,12 @@ from typing import Any
 
 import structlog
 
+from agent.peers.changes import AddPeer, Change, JobError, ModifyTargets, RemovePeer
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import route_problems, target_problem
+from agent.peers.jobplan import check_added, draft_job, plan_job, sync_changes
 from agent.peers.reconcile import agent_objects, plan_reconcile
-from agent.peers.spec import Identity, PeerSpec
+from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
 from agent.peers.supervision import (
     Action,
@@ -47,14 +49,10 @@ from agent.vpp.kinds.tunnel import ref_name
 from agent.vpp.plan import (
     LIVENESS_PERIOD,
     LIVENESS_RETRIES,
-    CapabilityError,
     Op,
     VppFacts,
-    check_capabilities,
     delete_profile_op,
     liveness_op,
-    plan_add_ops,
-    plan_remove,
     plan_routes,
     profile_ops,
     route_prefixes,
@@ -70,33 +68,16 @@ from agent.vpp.readers import (
     resolve_dev_id,
 )
 
+# the change types are the manager's vocabulary; they live apart so the pure job
+# planning (agent.peers.jobplan) can use them
+__all__ = ["AddPeer", "Change", "JobError", "JobResult", "ModifyTargets", "PeerManager",
+           "PeerState", "RemovePeer"]
+
 log = structlog.get_logger(__name__)
 
 ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
 
 
-class JobError(Exception):
-    """A job cannot be done; the message is for the controller's administrator."""
-
-
-@dataclass(frozen=True)
-class AddPeer:
-    spec: PeerSpec
-
-
-@dataclass(frozen=True)
-class RemovePeer:
-    tunnel_id: int
-
-
-@dataclass(frozen=True)
-class ModifyTargets:
-    tunnel_id: int
-    monitor_ips: tuple[IPv4Address, ...]
-    monitor_urls: tuple[str, ...]
-
-
-Change = AddPeer | RemovePeer | ModifyTargets
 
 
 class PeerState:
@@ -349,16 +330,7 @@ class PeerManager:
         async with self._lock:
             if self.awaiting_sync:
                 return await self._adopt_locked(specs)
-            wanted = {s.tunnel_id: s for s in specs}
-            if len(wanted) != len(specs):
-                raise JobError("sync-device lists the same tunnel-id more than once")
-            changes: list[Change] = []
-            for tid in sorted(self.desired):
-                if tid not in wanted or wanted[tid] != self.desired[tid]:
-                    changes.append(RemovePeer(tid))
-            for tid, spec in sorted(wanted.items()):
-                if self.desired.get(tid) != spec:
-                    changes.append(AddPeer(spec))
+            changes = sync_changes(self.desired, specs)
             try:
                 result = await self._apply_locked(changes)
             except VppError as e:
@@ -423,91 +395,30 @@ class PeerManager:
             return JobResult(notes=("nothing to change",))
         if not self.vpp.connected:
             raise JobError(f"VPP is not connected: {self.vpp.last_error}")
-        new = dict(self.desired)
-        endpoints = {(s.src, s.dst): t for t, s in new.items()}
-        notes: list[str] = []
-        added: list[PeerSpec] = []
-        for ch in changes:
-            if isinstance(ch, AddPeer):
-                spec = ch.spec
-                old = new.get(spec.tunnel_id)
-                if old == spec:
-                    notes.append(f"tunnel {spec.tunnel_id} already configured as requested")
-                    continue
-                if old is not None:
-                    raise JobError(
-                        f"tunnel-id {spec.tunnel_id} already exists with different parameters; "
-                        "remove it first (or send sync-device)")
-                other = endpoints.get((spec.src, spec.dst))
-                if other is not None and other in new:
-                    raise JobError(
-                        f"tunnel {spec.tunnel_id}: src {spec.src} / dst {spec.dst} are "
-                        f"already used by tunnel {other}; VPP allows one ipip "
-                        "tunnel per endpoint pair")
-                new[spec.tunnel_id] = spec
-                endpoints[(spec.src, spec.dst)] = spec.tunnel_id
-                added.append(spec)
-            elif isinstance(ch, RemovePeer):
-                if ch.tunnel_id not in new:
-                    notes.append(f"tunnel {ch.tunnel_id} does not exist; nothing to remove")
-                    continue
-                del new[ch.tunnel_id]
-            else:
-                old = new.get(ch.tunnel_id)
-                if old is None:
-                    raise JobError(f"modify-tunnel: tunnel-id {ch.tunnel_id} does not exist")
-                new[ch.tunnel_id] = replace(old, monitor_ips=ch.monitor_ips,
-                                            monitor_urls=ch.monitor_urls)
-        _refuse_shared_ids(added, new)
+        draft = draft_job(self.desired, changes)
+        new, added = draft.new, draft.added
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
-        touched = self._touched(changes)
         hazards: list[str] = []
-        for tid in touched:
-            after = new.get(tid)
-            if after is not None and self.desired.get(tid) != after:
-                hazards += route_problems(after, new, await self._wan_of(after, interfaces))
+        for after in draft.changed(self.desired):
+            hazards += route_problems(after, new, await self._wan_of(after, interfaces))
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
             raise JobError("; ".join(hazards[:10]) + more)
-        warnings: list[str] = []
-        for spec in added:
-            try:
-                warnings += check_capabilities(spec, facts[spec.tunnel_id])
-            except CapabilityError as e:
-                raise JobError(str(e)) from None
-        # Net effect per tunnel, in job order: remove the old, then add / re-route.
-        # Every removal runs before any add (phase 0, then phase 1): a peer moved to a
-        # new tunnel id re-uses the old one's endpoints, /31 and route paths.
+        warnings = check_added(added, facts)
         old_facts = await self._facts(
-            [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
-        removals: dict[int, list[Op]] = {}
-        adds: dict[int, list[Op]] = {}
-        for tid in touched:
-            before, after = self.desired.get(tid), new.get(tid)
-            if before == after:
-                continue
-            extra_before = self.dynamic_routes.get(tid, ())
-            if before is not None and after is not None and _only_targets_differ(before, after):
-                ops = plan_routes(tid, route_prefixes(before, extra_before),
-                                  route_prefixes(after, extra_before)).ops
-                removals[tid] = [op for op in ops if not op.args["is_add"]]
-                adds[tid] = [op for op in ops if op.args["is_add"]]
-            else:
-                if before is not None:
-                    removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
-                if after is not None:
-                    adds[tid] = plan_add_ops(after, facts[tid])
-        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
-        deletes = [t for t in self.desired if t not in new]
+            [self.desired[t] for t in draft.touched if t in self.desired], interfaces,
+            check_src=False)
+        liveness = (liveness_op(*self.liveness)
+                    if self._liveness_generation != self.vpp.generation else None)
+        plan = plan_job(self.desired, draft, facts, old_facts, self.dynamic_routes, liveness,
+                        warnings)
+        notes = list(draft.notes)
         applied: Applied | None = None
         refs = dict(self._refs)
         writes_before = self.executor.writes
-        intents: list[int] = []  # this job's; earlier unfinished ones stay for reconcile
-        if any(removals.values()) or any(adds.values()):
-            if self._liveness_generation != self.vpp.generation:
-                removals[-1] = [liveness_op(*self.liveness)]
-            intents = sorted({t for t in (*removals, *adds) if t >= 0})
+        intents = list(plan.intents)  # this job's; earlier unfinished ones stay for reconcile
+        if plan.writes_vpp:
             try:
                 self.store.begin(intents)
             except sqlite3.Error as e:  # e.g. disk full: nothing touched yet
@@ -516,7 +427,7 @@ class PeerManager:
             self._intents |= set(intents)
             try:
                 applied = await self.executor.apply_phases(
-                    [list(removals.values()), list(adds.values())], refs)
+                    [list(plan.removals.values()), list(plan.adds.values())], refs)
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
@@ -526,10 +437,10 @@ class PeerManager:
                 raise JobError(str(e)) from None
             except VppError as e:
                 raise JobError(str(e)) from None
-            if -1 in removals:
+            if plan.sets_liveness:
                 self._liveness_generation = self.vpp.generation
         try:
-            self.store.commit(upserts, deletes, clear=intents)
+            self.store.commit(plan.upserts, plan.deletes, clear=intents)
         except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
             why = f"cannot save the desired state in {self.store.path}: {e}"
@@ -547,7 +458,7 @@ class PeerManager:
         self._intents -= set(intents)
         self._refs = refs
         writes = self.executor.writes - writes_before
-        for t in deletes:
+        for t in plan.deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
             self._refs.pop(ref_name(t), None)
@@ -556,17 +467,9 @@ class PeerManager:
                                                     if spec.role == "initiator" else None)
         self.desired = new
         self._notify()
-        warnings = _collapse(warnings)
-        for w in warnings:
+        for w in plan.warnings:
             log.warning("capability gap", detail=w)
-        return JobResult(tuple(warnings), tuple(notes), writes)
-
-    @staticmethod
-    def _touched(changes: Sequence[Change]) -> list[int]:
-        seen: dict[int, None] = {}
-        for ch in changes:
-            seen[ch.spec.tunnel_id if isinstance(ch, AddPeer) else ch.tunnel_id] = None
-        return list(seen)
+        return JobResult(plan.warnings, tuple(notes), writes)
 
     def _notify(self) -> None:
         for listener in self._change_listeners:
@@ -850,45 +753,3 @@ def _check_ike_source(spec: PeerSpec, name: str, addrs: list[IPv4Interface]) -> 
             f"tunnel {spec.tunnel_id}: src {spec.src} is not the first address of {name} "
             f"(dev_id {spec.dev_id}): VPP always sends IKE from {addrs[0].ip}, the first "
             "address of the WAN interface")
-
-
-def _refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec]) -> None:
-    """Two tunnels with one local/remote ID pair cannot coexist in VPP: it negotiates
-    with the first profile whose IDs match, and an initiation deletes every established
-    SA with the same IDs, so each tunnel would tear the other down."""
-    users: dict[tuple[Identity, Identity], list[int]] = {}
-    for tid, other in sorted(desired.items()):
-        users.setdefault((other.local_id, other.remote_id), []).append(tid)
-    for spec in added:
-        for tid in users.get((spec.local_id, spec.remote_id), []):
-            if tid != spec.tunnel_id:
-                raise JobError(
-                    f"tunnel {spec.tunnel_id}: local ID {spec.local_id.value} / remote ID "
-                    f"{spec.remote_id.value} are already used by tunnel {tid}; VPP matches "
-                    "SAs to profiles by IDs and would tear one tunnel down with the other")
-
-
-def _collapse(warnings: list[str]) -> list[str]:
-    """One line per distinct gap, naming its tunnels: 1000 peers must not mean 1000 lines."""
-    by_text: dict[str, list[str]] = {}
-    for w in warnings:
-        head, sep, text = w.partition(": ")
-        if sep and head.startswith("tunnel "):
-            by_text.setdefault(text, []).append(head.removeprefix("tunnel "))
-        else:
-            by_text.setdefault(w, [])
-    out = []
-    for text, tunnels in by_text.items():
-        if not tunnels:
-            out.append(text)
-        else:
-            shown = ", ".join(tunnels[:10]) + (f" and {len(tunnels) - 10} more"
-                                               if len(tunnels) > 10 else "")
-            out.append(f"tunnel{'s' if len(tunnels) > 1 else ''} {shown}: {text}")
-    return out
-
-
-def _only_targets_differ(a: PeerSpec, b: PeerSpec) -> bool:
-    return replace(a, monitor_ips=b.monitor_ips, monitor_urls=b.monitor_urls) == b
-
-
