@@ -37,6 +37,7 @@ from agent.peers.supervision import (
     Policy,
     Record,
     Status,
+    StatusChange,
     initiated,
     match_sas,
     step,
@@ -129,8 +130,8 @@ class PeerState:
             self.sa_uptime = None
         self.record = record
 
-    def set(self, status: str, reason: str) -> None:
-        self.update(replace(self.record, status=Status(status), reason=reason))
+    def set(self, status: Status, reason: str) -> None:
+        self.update(replace(self.record, status=status, reason=reason))
 
     def initiated(self, now: float) -> None:
         """The agent (re)created the profile with an initiation: one is in flight."""
@@ -183,7 +184,7 @@ class PeerManager:
         self._liveness_generation = 0
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
-        self._state_listeners: list[Callable[[], None]] = []
+        self._state_listeners: list[Callable[[Sequence[StatusChange]], None]] = []
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
         self._wake = asyncio.Event()
@@ -218,20 +219,23 @@ class PeerManager:
         """Called after the desired set changed (e.g. the monitor re-reads its targets)."""
         self._change_listeners.append(listener)
 
-    def add_state_listener(self, listener: Callable[[], None]) -> None:
-        """Called after a supervision step changed some tunnel's SA status or reason:
-        SA state is read from VPP here only, and pushed to whoever follows it."""
+    def add_state_listener(self, listener: Callable[[Sequence[StatusChange]], None]) -> None:
+        """Subscribe to SA status changes: told which tunnels' status or reason a
+        supervision step (or a VPP restart) changed. SA state is read from VPP here
+        only, and pushed to whoever follows it."""
         self._state_listeners.append(listener)
 
     async def on_vpp_connect(self, info: ConnectInfo) -> None:
         """VPP (re)connected: it may have lost everything; converge it."""
         if info.reconnected:
             log.warning("VPP restarted or reconnected; reconciling", generation=info.generation)
+            changes = []
             for tid, st in self.states.items():
                 st.update(Record(status=Status.CONNECTING, reason="VPP restarted"))
                 self._last_step.pop(tid, None)
+                changes.append(StatusChange(tid, st.status, st.reason))
             self._admin.clear()
-            self._notify_state()
+            self._notify_state(changes)
         await self._watch_interfaces()
         await self.reconcile()
 
@@ -527,7 +531,7 @@ class PeerManager:
                         facts_for.update(await self._facts([spec], obs.interfaces))
                         desired[tid] = spec
                     except JobError as e:
-                        self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+                        self.states.setdefault(tid, PeerState(tid)).set(Status.DOWN, str(e))
             self._unplaced = set(self.desired) - set(desired)
             if self.awaiting_sync and time.monotonic() >= self._grace_until:
                 self.awaiting_sync = False
@@ -642,7 +646,7 @@ class PeerManager:
         matched = match_sas(sas, endpoints)
         now = time.monotonic()
         restart: list[PeerSpec] = []
-        changed = False
+        changed: list[StatusChange] = []
         for tid, spec in list(self.desired.items()):
             if tid in self._unplaced:
                 continue  # reconcile could not program it and said why
@@ -661,9 +665,10 @@ class PeerManager:
                             ike_sas=len(matched[tid]))
             if result.action is Action.RESTART:
                 restart.append(spec)
-            changed = changed or before != (st.status, st.reason)
+            if before != (st.status, st.reason):
+                changed.append(StatusChange(tid, st.status, st.reason))
         if changed:
-            self._notify_state()
+            self._notify_state(changed)
         if restart:
             await self._restart(restart, now)
 
@@ -703,10 +708,10 @@ class PeerManager:
                          attempt=st.record.restarts if st else None,
                          next_in=st.record.backoff if st else None)
 
-    def _notify_state(self) -> None:
+    def _notify_state(self, changes: Sequence[StatusChange]) -> None:
         for listener in self._state_listeners:
             try:
-                listener()
+                listener(changes)
             except Exception as e:
                 log.error("state listener failed", error=repr(e))
 
