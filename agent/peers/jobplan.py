@@ -16,9 +16,9 @@ from ipaddress import IPv4Address
 
 from agent.peers.changes import AddPeer, Change, JobError, RemovePeer
 from agent.peers.spec import Identity, PeerSpec
-from agent.vpp.ops import CapabilityError, Op, VppFacts
+from agent.vpp import kinds
+from agent.vpp.ops import CapabilityError, Gap, Op, VppFacts
 from agent.vpp.plan import (
-    check_capabilities,
     plan_add_ops,
     plan_remove,
     plan_routes,
@@ -111,7 +111,7 @@ def plan_job(
     old_facts: Mapping[int, VppFacts],
     dynamic_routes: Mapping[int, Iterable[IPv4Address]],
     liveness: Op | None = None,
-    warnings: Sequence[str] = (),
+    warnings: Sequence[Gap] = (),
 ) -> JobPlan:
     """The steps that take VPP from `desired` to `draft.new`: per tunnel its net
     effect, in job order; removals all run before any add (a peer moved to a new
@@ -145,15 +145,15 @@ def plan_job(
         if liveness is not None:
             removals[GLOBAL] = [liveness]
         intents = tuple(sorted({t for t in (*removals, *adds) if t >= 0}))
-    return JobPlan(removals, adds, upserts, deletes, intents, tuple(collapse(list(warnings))))
+    return JobPlan(removals, adds, upserts, deletes, intents, tuple(collapse(warnings)))
 
 
-def check_added(added: Iterable[PeerSpec], facts: Mapping[int, VppFacts]) -> list[str]:
-    """The capability warnings of the added peers; JobError for what VPP cannot do."""
-    warnings: list[str] = []
+def check_added(added: Iterable[PeerSpec], facts: Mapping[int, VppFacts]) -> list[Gap]:
+    """The capability gaps of the added peers; JobError for what VPP cannot do."""
+    warnings: list[Gap] = []
     for spec in added:
         try:
-            warnings += check_capabilities(spec, facts[spec.tunnel_id])
+            warnings += kinds.check(spec, facts[spec.tunnel_id])
         except CapabilityError as e:
             raise JobError(str(e)) from None
     return warnings
@@ -198,23 +198,16 @@ def refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec]
                     "SAs to profiles by IDs and would tear one tunnel down with the other")
 
 
-def collapse(warnings: list[str]) -> list[str]:
+def collapse(gaps: Sequence[Gap]) -> list[str]:
     """One line per distinct gap, naming its tunnels: 1000 peers must not mean 1000 lines."""
     by_text: dict[str, list[str]] = {}
-    for w in warnings:
-        head, sep, text = w.partition(": ")
-        if sep and head.startswith("tunnel "):
-            by_text.setdefault(text, []).append(head.removeprefix("tunnel "))
-        else:
-            by_text.setdefault(w, [])
+    for gap in gaps:
+        by_text.setdefault(gap.text, []).append(str(gap.tunnel_id))
     out = []
     for text, tunnels in by_text.items():
-        if not tunnels:
-            out.append(text)
-        else:
-            shown = ", ".join(tunnels[:10]) + (f" and {len(tunnels) - 10} more"
-                                               if len(tunnels) > 10 else "")
-            out.append(f"tunnel{'s' if len(tunnels) > 1 else ''} {shown}: {text}")
+        shown = ", ".join(tunnels[:10]) + (f" and {len(tunnels) - 10} more"
+                                           if len(tunnels) > 10 else "")
+        out.append(f"tunnel{'s' if len(tunnels) > 1 else ''} {shown}: {text}")
     return out
 
 

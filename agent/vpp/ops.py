@@ -42,6 +42,17 @@ class Op:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Something of a tunnel's spec that this VPP does differently (a warning)."""
+
+    tunnel_id: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"tunnel {self.tunnel_id}: {self.text}"
+
+
+@dataclass(frozen=True)
 class VppFacts:
     """What the plan needs to know about the connected VPP."""
 

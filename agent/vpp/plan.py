@@ -37,7 +37,7 @@ class Plan:
 
 def check_capabilities(spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
     """Refuse what VPP would silently do differently; return warnings for benign gaps."""
-    return kinds.check(spec, facts)
+    return tuple(str(gap) for gap in kinds.check(spec, facts))
 
 
 def plan_add_ops(

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds import address, admin, lcp, mss, profile, route, tunnel
 from agent.vpp.kinds.base import Kind, Observed
-from agent.vpp.ops import Op, VppFacts
+from agent.vpp.ops import Gap, Op, VppFacts
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -31,10 +31,10 @@ KINDS: tuple[Kind, ...] = (
 )
 
 
-def check(spec: PeerSpec, facts: VppFacts, kinds: Sequence[Kind] = KINDS) -> tuple[str, ...]:
+def check(spec: PeerSpec, facts: VppFacts, kinds: Sequence[Kind] = KINDS) -> tuple[Gap, ...]:
     """Every kind's capability warnings; raises the first refusal (CapabilityError).
     Dependents first, so the IKE profile's gaps are named before the interface's."""
-    warnings: list[str] = []
+    warnings: list[Gap] = []
     for kind in reversed(kinds):
         warnings += kind.check(spec, facts)
     return tuple(warnings)

@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.peers.spec import PeerSpec
-from agent.vpp.ops import Op, VppFacts
+from agent.vpp.ops import Gap, Op, VppFacts
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -70,7 +70,7 @@ class Kind:
     # the tunnels' indexes); reads of one stage are pipelined.
     stage: ClassVar[int] = 0
 
-    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
+    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[Gap, ...]:
         """Warnings for benign gaps; raise CapabilityError for what VPP cannot do."""
         return ()
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import NO_INDEX, Kind, Observed
 from agent.vpp.kinds.tunnel import tunnel_ref
-from agent.vpp.ops import CapabilityError, Op, VppFacts, paired
+from agent.vpp.ops import CapabilityError, Gap, Op, VppFacts, paired
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -33,7 +33,7 @@ class MssKind(Kind):
     name = "mss-clamp"
     recreates_peer = True
 
-    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
+    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[Gap, ...]:
         if spec.tcp_mss_clamp and not facts.has_mss_clamp:
             raise CapabilityError(
                 f"tunnel {spec.tunnel_id}: peer.tcp-mss-clamp {spec.tcp_mss_clamp} asked, but "

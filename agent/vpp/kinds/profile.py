@@ -22,7 +22,7 @@ from agent.peers.spec import (
 from agent.vpp.client import decode_ikev2_id
 from agent.vpp.kinds.base import Kind, Observed
 from agent.vpp.kinds.tunnel import tunnel_ref
-from agent.vpp.ops import CapabilityError, Op, VppFacts
+from agent.vpp.ops import CapabilityError, Gap, Op, VppFacts
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -234,21 +234,22 @@ def _same_id(have: tuple[int, str], want: Identity) -> bool:
 class ProfileKind(Kind):
     name = "ikev2-profile"
 
-    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[str, ...]:
+    def check(self, spec: PeerSpec, facts: VppFacts) -> tuple[Gap, ...]:
         """Refuse what VPP would silently do differently; warn about benign gaps."""
-        warnings: list[str] = []
+        tid = spec.tunnel_id
+        warnings: list[Gap] = []
         if spec.role == "responder":
             # VPP as responder picks from the peer's proposals whatever it implements,
             # ignoring the profile's transforms, and never rekeys (the peer does).
-            warnings.append(
-                f"tunnel {spec.tunnel_id}: as responder VPP accepts any proposal it "
+            warnings.append(Gap(
+                tid, "as responder VPP accepts any proposal it "
                 "implements, not only the configured IKE/ESP transforms, and never rekeys: "
-                "the peer's proposals and lifetimes decide (configure them as exported)")
+                "the peer's proposals and lifetimes decide (configure them as exported)"))
             if spec.pfs:
                 # ...and it accepts a key exchange in the peer's rekeys: PFS is the peer's.
-                warnings.append(
-                    f"tunnel {spec.tunnel_id}: PFS happens only if the peer proposes the DH "
-                    "group in its rekeys (VPP as responder accepts it but cannot require it)")
+                warnings.append(Gap(
+                    tid, "PFS happens only if the peer proposes the DH "
+                    "group in its rekeys (VPP as responder accepts it but cannot require it)"))
         elif spec.pfs and "ikev2_set_pfs" not in facts.optional_messages:
             raise CapabilityError(
                 f"tunnel {spec.tunnel_id}: ikev2.pfs is true, but this VPP has no "
@@ -256,11 +257,11 @@ class ProfileKind(Kind):
                 "would silently be off); set pfs to false or use a VPP build with PFS support"
             )
         if "ikev2_set_ike_lifetime" not in facts.optional_messages:
-            warnings.append(
-                f"tunnel {spec.tunnel_id}: VPP cannot set the IKE SA lifetime "
+            warnings.append(Gap(
+                tid, "VPP cannot set the IKE SA lifetime "
                 f"(ike_lifetime {spec.ike_lifetime} s is not applied; VPP keeps its own IKE SA "
                 "until it is deleted, the peer's lifetime decides IKE rekeys)"
-            )
+            ))
         return tuple(warnings)
 
     def create(self, spec: PeerSpec, facts: VppFacts,
