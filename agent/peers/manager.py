@@ -79,8 +79,6 @@ log = structlog.get_logger(__name__)
 ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
 
 
-
-
 class PeerState:
     """What supervision knows about one peer, for monitoring, replies and the CLI.
 
