@@ -45,17 +45,15 @@ from agent.peers.supervision import (
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import Applied, ApplyError, Executor
-from agent.vpp.kinds.profile import profile_name
+from agent.vpp.kinds.profile import recreate_ops
 from agent.vpp.kinds.tunnel import ref_name
 from agent.vpp.plan import (
     LIVENESS_PERIOD,
     LIVENESS_RETRIES,
     Op,
     VppFacts,
-    delete_profile_op,
     liveness_op,
     plan_routes,
-    profile_ops,
     route_prefixes,
 )
 from agent.vpp.readers import (
@@ -685,9 +683,9 @@ class PeerManager:
             except JobError as e:
                 log.warning("negotiation restart skipped", error=str(e))
                 return
-            chains = [[delete_profile_op(s.tunnel_id, profile_name(s.tunnel_id),
-                                         "delete the profile to drop pending initiations"),
-                       *profile_ops(s, facts[s.tunnel_id])] for s in specs]
+            chains = [recreate_ops(s, facts[s.tunnel_id],
+                                   "delete the profile to drop pending initiations")
+                      for s in specs]
             refs = dict(self._refs)
             try:
                 await self.executor.apply(chains, refs)

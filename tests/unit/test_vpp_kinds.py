@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from types import SimpleNamespace
+from typing import Any
 
 from agent.peers.reconcile import plan_reconcile
 from agent.peers.spec import PeerSpec
@@ -91,3 +94,47 @@ def test_marks_come_from_every_kind() -> None:
     plan = plan_reconcile({}, kinds.owned(obs), obs, {})
     assert plan.notes == ["tunnel 7: not desired, removing its leftovers"]
     assert all(op.tunnel_id == 7 for op in plan.chains[0])
+
+
+class FakeVpp:
+    """Answers the dumps the kinds read; records the order they were asked in."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        ns = SimpleNamespace
+        self.replies: dict[str, list[Any]] = {
+            "sw_interface_dump": [ns(sw_if_index=20, interface_name="ipip7", flags=1,
+                                     mtu=[1400, 0, 0, 0])],
+            "ipip_tunnel_dump": [ns(tunnel=ns(instance=7, sw_if_index=20,
+                                              src="192.168.1.10", dst="203.0.113.10"))],
+            "ikev2_profile_dump": [ns(profile=ns(name="not-ours"))],
+            "mss_clamp_get": [ns(sw_if_index=20, ipv4_mss=1310, ipv4_direction=3)],
+            "lcp_itf_pair_get": [ns(phy_sw_if_index=20, host_if_name="peer7")],
+            "ip_address_dump": [ns(prefix="10.100.0.16/31")],
+            "ip_route_dump": [
+                ns(route=ns(prefix=p, n_paths=1, paths=[ns(sw_if_index=20, type=0)]))
+                for p in ("10.100.0.16/31", "8.8.8.8/32")],
+        }
+
+    def has(self, name: str) -> bool:
+        return name in self.replies
+
+    async def dump(self, name: str, **fields: Any) -> list[Any]:
+        self.asked.append(name)
+        await asyncio.sleep(0)  # let the other dumps of the stage be asked first
+        return self.replies[name]
+
+
+def test_observe_reads_each_kind_in_stages_and_absorbs_in_kind_order() -> None:
+    vpp = FakeVpp()
+    obs = asyncio.run(kinds.observe(vpp))  # type: ignore[arg-type]
+    # per-tunnel reads only once the tunnels are known; every dump asked once
+    assert set(vpp.asked[:5]) == {"sw_interface_dump", "ipip_tunnel_dump",
+                                  "ikev2_profile_dump", "mss_clamp_get", "lcp_itf_pair_get"}
+    assert sorted(vpp.asked[5:]) == ["ip_address_dump", "ip_route_dump"]
+    assert obs.tunnels[7].sw_if_index == 20 and obs.interfaces[20].mtu == 1400
+    assert obs.addresses == {20: {IPv4Interface("10.100.0.16/31")}}
+    assert obs.mss == {20: 1310} and obs.lcp == {20: "peer7"} and obs.profiles == {}
+    # the route absorbed after the address: VPP's connected /31 is not the agent's
+    assert obs.routes == {20: {IPv4Network("8.8.8.8/32")}}
+    assert kinds.owned(obs) == {7}

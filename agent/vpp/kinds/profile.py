@@ -190,6 +190,14 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     return ops
 
 
+def recreate_ops(spec: PeerSpec, facts: VppFacts, why: str) -> list[Op]:
+    """Delete the profile VPP has and create it anew (with the initiation when we are
+    initiator): VPP has no way to change a profile's settings in place, and deleting
+    it is the only way to drop the initiations still pending for it."""
+    tid = spec.tunnel_id
+    return [delete_profile_op(tid, profile_name(tid), why), *profile_ops(spec, facts)]
+
+
 def profile_differences(spec: PeerSpec, info: ProfileInfo, tun_sw_if_index: int,
                         wan_sw_if_index: int) -> list[str]:
     """Names of the profile settings that differ from the spec (never their values)."""
@@ -288,9 +296,9 @@ class ProfileKind(Kind):
                  else profile_differences(spec, info, sw, facts.wan_sw_if_index))
         if not diffs:
             return [], None
-        ops = [] if info is None else [delete_profile_op(spec.tunnel_id, name,
-                                                         "delete outdated profile")]
-        return ops + profile_ops(spec, facts), f"profile {', '.join(diffs)}: re-creating it"
+        ops = (profile_ops(spec, facts) if info is None
+               else recreate_ops(spec, facts, "delete outdated profile"))
+        return ops, f"profile {', '.join(diffs)}: re-creating it"
 
     def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
         name = profile_name(tid)
