@@ -57,6 +57,7 @@ from agent.peers.manager import JobError, PeerManager  # noqa: E402
 from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.peers.store import PeerStore  # noqa: E402
 from agent.vpp.client import VppClient  # noqa: E402
+from agent.vpp.kinds.profile import profile_name  # noqa: E402
 from tests.fixtures import example_request  # noqa: E402
 from tests.spec_factory import numbered_spec  # noqa: E402
 from tests.vpp_leaks import differences  # noqa: E402
@@ -296,8 +297,8 @@ async def peer_restart(sim: VppSim, state: Path, specs: list[PeerSpec], k: int,
         by_profile: dict[str, list[int]] = {}
         for sa in sim.state.sas.values():  # hidden initiations included
             by_profile.setdefault(sa.profile, []).append(sa.index)
-        for tid, spec in mgr.desired.items():
-            mine = by_profile.get(spec.profile_name, [])
+        for tid in mgr.desired:
+            mine = by_profile.get(profile_name(tid), [])
             if len(mine) != 1:
                 vpp_ok_since[0] = None
                 return f"tunnel {tid}: {len(mine)} IKE SAs in VPP"

@@ -16,6 +16,7 @@ from agent.monitor.health import HealthSnapshot
 from agent.peers.manager import PeerManager
 from agent.peers.spec import PeerSpec
 from agent.vpp.client import VppClient
+from agent.vpp.kinds.profile import profile_name
 from agent.vpp.readers import VppSummary, read_sas, read_summary
 
 
@@ -113,7 +114,7 @@ class ManagerBackend:
                 reason = snap.reason or reason
             rows.append(PeerView(
                 tunnel_id=tid,
-                name=spec.profile_name,
+                name=profile_name(spec.tunnel_id),
                 remote=str(spec.dst),
                 remote_id=spec.remote_id.value,
                 ike_state=st["ike_state"],

@@ -22,6 +22,7 @@ from ipaddress import IPv4Address
 from agent.jobs import vocab
 from agent.peers import strongswan
 from agent.peers.spec import Identity, PeerSpec, TrafficSelector
+from agent.vpp.kinds.profile import profile_name
 from agent.vpp.plan import LIVENESS_PERIOD, LIVENESS_RETRIES
 
 FORMATS = ("swanctl", "text")
@@ -178,7 +179,7 @@ def _psk_value(psk: str) -> tuple[str, bool]:
 def render_swanctl(spec: PeerSpec, *, show_secrets: bool = False) -> str:
     """A ready-to-load swanctl.conf for the remote end of `spec`."""
     tid = spec.tunnel_id
-    name = spec.profile_name
+    name = profile_name(spec.tunnel_id)
     ike = ike_proposal(spec)
     esp = esp_proposal(spec)
     remote_initiates = spec.role == "responder"

@@ -31,7 +31,7 @@ import asyncio
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -50,11 +50,13 @@ from agent.monitor.health import (
 from agent.monitor.icmp import ProbeResult, ResultCallback
 from agent.monitor.resolver import ChangeCallback, NameResolver, NameState
 from agent.monitor.stats import HostHealth, stats_entry, utc_now
+from agent.peers.supervision import Status as SaStatus
 from agent.vpp.plan import host_if_name
 
 if TYPE_CHECKING:
     from agent.peers.manager import PeerState
     from agent.peers.spec import PeerSpec
+    from agent.peers.supervision import StatusChange
 
 log = structlog.get_logger(__name__)
 
@@ -118,7 +120,8 @@ class Manager(Protocol):
 
     def add_change_listener(self, listener: Callable[[], None]) -> None: ...
 
-    def add_state_listener(self, listener: Callable[[], None]) -> None: ...
+    def add_state_listener(
+        self, listener: Callable[[Sequence[StatusChange]], None]) -> None: ...
 
     def vpp_down_reason(self) -> str | None: ...
 
@@ -372,13 +375,14 @@ class MonitorService:
         st = self.manager.states.get(tid)
         if st is None:
             return False, "no SA state known yet"
-        if st.status == "up":
+        if st.status is SaStatus.UP:
             return True, ""
         return False, f"SA {st.status}: {st.reason}"
 
-    def _on_sa_change(self) -> None:
+    def _on_sa_change(self, changes: Sequence[StatusChange]) -> None:
+        """Subscribed to the manager's SA status changes."""
         self._on_demand = None  # the cached on-demand entry shows the old SA state
-        self.poll_sa()
+        self.poll_sa()  # the manager's states already hold `changes`: one consistent read
 
     def poll_sa(self) -> None:
         """Feed the manager's current SA state into every tunnel's health (called by the

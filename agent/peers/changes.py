@@ -13,6 +13,10 @@ from ipaddress import IPv4Address
 from agent.peers.spec import PeerSpec
 
 
+class JobError(Exception):
+    """A job cannot be done; the message is for the controller's administrator."""
+
+
 @dataclass(frozen=True)
 class AddPeer:
     spec: PeerSpec

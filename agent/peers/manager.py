@@ -24,11 +24,12 @@ from typing import Any
 
 import structlog
 
-from agent.peers.changes import AddPeer, Change, RemovePeer
+from agent.peers.changes import AddPeer, Change, JobError, ModifyTargets, RemovePeer
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import PeerIndex, route_problems, target_problem
+from agent.peers.jobplan import check_added, draft_job, plan_job, sync_changes
 from agent.peers.reconcile import agent_objects, plan_reconcile
-from agent.peers.spec import Identity, PeerSpec
+from agent.peers.spec import PeerSpec
 from agent.peers.store import PeerStore
 from agent.peers.supervision import (
     Action,
@@ -36,6 +37,7 @@ from agent.peers.supervision import (
     Policy,
     Record,
     Status,
+    StatusChange,
     initiated,
     match_sas,
     step,
@@ -43,19 +45,15 @@ from agent.peers.supervision import (
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.errors import VppError
 from agent.vpp.executor import Applied, ApplyError, Executor
+from agent.vpp.kinds.profile import recreate_ops
+from agent.vpp.kinds.tunnel import ref_name
 from agent.vpp.plan import (
     LIVENESS_PERIOD,
     LIVENESS_RETRIES,
-    CapabilityError,
     Op,
     VppFacts,
-    check_capabilities,
-    delete_profile_op,
     liveness_op,
-    plan_add_ops,
-    plan_remove,
     plan_routes,
-    profile_ops,
     route_prefixes,
 )
 from agent.vpp.readers import (
@@ -70,13 +68,14 @@ from agent.vpp.readers import (
     resolve_dev_id,
 )
 
+# the change types are the manager's vocabulary; they live apart so the pure job
+# planning (agent.peers.jobplan) can use them
+__all__ = ["AddPeer", "Change", "JobError", "JobResult", "ModifyTargets", "PeerManager",
+           "PeerState", "RemovePeer"]
+
 log = structlog.get_logger(__name__)
 
 ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
-
-
-class JobError(Exception):
-    """A job cannot be done; the message is for the controller's administrator."""
 
 
 class PeerState:
@@ -128,8 +127,8 @@ class PeerState:
             self.sa_uptime = None
         self.record = record
 
-    def set(self, status: str, reason: str) -> None:
-        self.update(replace(self.record, status=Status(status), reason=reason))
+    def set(self, status: Status, reason: str) -> None:
+        self.update(replace(self.record, status=status, reason=reason))
 
     def initiated(self, now: float) -> None:
         """The agent (re)created the profile with an initiation: one is in flight."""
@@ -182,7 +181,7 @@ class PeerManager:
         self._liveness_generation = 0
         self._reconciled_generation = 0
         self._change_listeners: list[Callable[[], None]] = []
-        self._state_listeners: list[Callable[[], None]] = []
+        self._state_listeners: list[Callable[[Sequence[StatusChange]], None]] = []
         self._drift_listeners: list[Callable[[tuple[str, ...]], None]] = []
         self.reconcile_error: str | None = None
         self._admin: dict[int, bool] = {}  # tunnel sw_if_index -> admin-up, from VPP
@@ -224,20 +223,23 @@ class PeerManager:
         back (the controller must be told: it believes the device holds its config)."""
         self._drift_listeners.append(listener)
 
-    def add_state_listener(self, listener: Callable[[], None]) -> None:
-        """Called after a supervision step changed some tunnel's SA status or reason:
-        SA state is read from VPP here only, and pushed to whoever follows it."""
+    def add_state_listener(self, listener: Callable[[Sequence[StatusChange]], None]) -> None:
+        """Subscribe to SA status changes: told which tunnels' status or reason a
+        supervision step (or a VPP restart) changed. SA state is read from VPP here
+        only, and pushed to whoever follows it."""
         self._state_listeners.append(listener)
 
     async def on_vpp_connect(self, info: ConnectInfo) -> None:
         """VPP (re)connected: it may have lost everything; converge it."""
         if info.reconnected:
             log.warning("VPP restarted or reconnected; reconciling", generation=info.generation)
+            changes = []
             for tid, st in self.states.items():
                 st.update(Record(status=Status.CONNECTING, reason="VPP restarted"))
                 self._last_step.pop(tid, None)
+                changes.append(StatusChange(tid, st.status, st.reason))
             self._admin.clear()
-            self._notify_state()
+            self._notify_state(changes)
         await self._watch_interfaces()
         await self.reconcile()
 
@@ -336,16 +338,7 @@ class PeerManager:
         async with self._lock:
             if self.awaiting_sync:
                 return await self._adopt_locked(specs)
-            wanted = {s.tunnel_id: s for s in specs}
-            if len(wanted) != len(specs):
-                raise JobError("sync-device lists the same tunnel-id more than once")
-            changes: list[Change] = []
-            for tid in sorted(self.desired):
-                if tid not in wanted or wanted[tid] != self.desired[tid]:
-                    changes.append(RemovePeer(tid))
-            for tid, spec in sorted(wanted.items()):
-                if self.desired.get(tid) != spec:
-                    changes.append(AddPeer(spec))
+            changes = sync_changes(self.desired, specs)
             try:
                 result = await self._apply_locked(changes)
             except VppError as e:
@@ -410,95 +403,35 @@ class PeerManager:
             return JobResult(notes=("nothing to change",))
         if not self.vpp.connected:
             raise JobError(f"VPP is not connected: {self.vpp.last_error}")
-        new = dict(self.desired)
-        endpoints = {(s.src, s.dst): t for t, s in new.items()}
-        notes: list[str] = []
-        added: list[PeerSpec] = []
-        for ch in changes:
-            if isinstance(ch, AddPeer):
-                spec = ch.spec
-                old = new.get(spec.tunnel_id)
-                if old == spec:
-                    notes.append(f"tunnel {spec.tunnel_id} already configured as requested")
-                    continue
-                if old is not None:
-                    raise JobError(
-                        f"tunnel-id {spec.tunnel_id} already exists with different parameters; "
-                        "remove it first (or send sync-device)")
-                other = endpoints.get((spec.src, spec.dst))
-                if other is not None and other in new:
-                    raise JobError(
-                        f"tunnel {spec.tunnel_id}: src {spec.src} / dst {spec.dst} are "
-                        f"already used by tunnel {other}; VPP allows one ipip "
-                        "tunnel per endpoint pair")
-                new[spec.tunnel_id] = spec
-                endpoints[(spec.src, spec.dst)] = spec.tunnel_id
-                added.append(spec)
-            elif isinstance(ch, RemovePeer):
-                if ch.tunnel_id not in new:
-                    notes.append(f"tunnel {ch.tunnel_id} does not exist; nothing to remove")
-                    continue
-                del new[ch.tunnel_id]
-            else:
-                old = new.get(ch.tunnel_id)
-                if old is None:
-                    raise JobError(f"modify-tunnel: tunnel-id {ch.tunnel_id} does not exist")
-                new[ch.tunnel_id] = ch.applied_to(old)
-        _refuse_shared_ids(added, new)
+        draft = draft_job(self.desired, changes)
+        new, added = draft.new, draft.added
         interfaces = await read_interfaces(self.vpp)
         facts = await self._facts(added, interfaces)
-        touched = self._touched(changes)
         gateways: set[IPv4Address] | None = None
         hazards: list[str] = []
         index = PeerIndex(new)
-        for tid in touched:
-            after = new.get(tid)
-            if after is not None and self.desired.get(tid) != after:
-                if gateways is None:  # once per job: a dump of the whole route table
-                    gateways = self.wan_gateways = await read_gateways(self.vpp)
-                hazards += route_problems(after, index, await self._wan_of(after, interfaces),
-                                          gateways)
+        for after in draft.changed(self.desired):
+            if gateways is None:  # once per job: a dump of the whole route table
+                gateways = self.wan_gateways = await read_gateways(self.vpp)
+            hazards += route_problems(after, index, await self._wan_of(after, interfaces),
+                                      gateways)
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""
             raise JobError("; ".join(hazards[:10]) + more)
-        warnings: list[str] = []
-        for spec in added:
-            try:
-                warnings += check_capabilities(spec, facts[spec.tunnel_id])
-            except CapabilityError as e:
-                raise JobError(str(e)) from None
-        # Net effect per tunnel, in job order: remove the old, then add / re-route.
-        # Every removal runs before any add (phase 0, then phase 1): a peer moved to a
-        # new tunnel id re-uses the old one's endpoints, /31 and route paths.
+        warnings = check_added(added, facts)
         old_facts = await self._facts(
-            [self.desired[t] for t in touched if t in self.desired], interfaces, check_src=False)
-        removals: dict[int, list[Op]] = {}
-        adds: dict[int, list[Op]] = {}
-        for tid in touched:
-            before, after = self.desired.get(tid), new.get(tid)
-            if before == after:
-                continue
-            extra_before = self.dynamic_routes.get(tid, ())
-            if before is not None and after is not None and _only_targets_differ(before, after):
-                ops = plan_routes(tid, route_prefixes(before, extra_before),
-                                  route_prefixes(after, extra_before)).ops
-                removals[tid] = [op for op in ops if not op.args["is_add"]]
-                adds[tid] = [op for op in ops if op.args["is_add"]]
-            else:
-                if before is not None:
-                    removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
-                if after is not None:
-                    adds[tid] = plan_add_ops(after, facts[tid])
-        upserts = [s for t, s in new.items() if self.desired.get(t) != s]
-        deletes = [t for t in self.desired if t not in new]
+            [self.desired[t] for t in draft.touched if t in self.desired], interfaces,
+            check_src=False)
+        liveness = (liveness_op(*self.liveness)
+                    if self._liveness_generation != self.vpp.generation else None)
+        plan = plan_job(self.desired, draft, facts, old_facts, self.dynamic_routes, liveness,
+                        warnings)
+        notes = list(draft.notes)
         applied: Applied | None = None
         refs = dict(self._refs)
         writes_before = self.executor.writes
-        intents: list[int] = []  # this job's; earlier unfinished ones stay for reconcile
-        if any(removals.values()) or any(adds.values()):
-            if self._liveness_generation != self.vpp.generation:
-                removals[-1] = [liveness_op(*self.liveness)]
-            intents = sorted({t for t in (*removals, *adds) if t >= 0})
+        intents = list(plan.intents)  # this job's; earlier unfinished ones stay for reconcile
+        if plan.writes_vpp:
             try:
                 await self.store.abegin(intents)
             except sqlite3.Error as e:  # e.g. disk full: nothing touched yet
@@ -507,7 +440,7 @@ class PeerManager:
             self._intents |= set(intents)
             try:
                 applied = await self.executor.apply_phases(
-                    [list(removals.values()), list(adds.values())], refs)
+                    [list(plan.removals.values()), list(plan.adds.values())], refs)
             except ApplyError as e:
                 self._refs = refs  # a rollback may have re-created tunnels with new indexes
                 if e.rolled_back:
@@ -517,10 +450,10 @@ class PeerManager:
                 raise JobError(str(e)) from None
             except VppError as e:
                 raise JobError(str(e)) from None
-            if -1 in removals:
+            if plan.sets_liveness:
                 self._liveness_generation = self.vpp.generation
         try:
-            await self.store.acommit(upserts, deletes, clear=intents)
+            await self.store.acommit(plan.upserts, plan.deletes, clear=intents)
         except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
             why = f"cannot save the desired state in {self.store.path}: {e}"
@@ -538,26 +471,18 @@ class PeerManager:
         self._intents -= set(intents)
         self._refs = refs
         writes = self.executor.writes - writes_before
-        for t in deletes:
+        for t in plan.deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
-            self._refs.pop(f"tun:{t}", None)
+            self._refs.pop(ref_name(t), None)
         for spec in added:
             self.states[spec.tunnel_id] = PeerState(spec.tunnel_id, initiated_at=time.monotonic()
                                                     if spec.role == "initiator" else None)
         self.desired = new
         self._notify()
-        warnings = _collapse(warnings)
-        for w in warnings:
+        for w in plan.warnings:
             log.warning("capability gap", detail=w)
-        return JobResult(tuple(warnings), tuple(notes), writes)
-
-    @staticmethod
-    def _touched(changes: Sequence[Change]) -> list[int]:
-        seen: dict[int, None] = {}
-        for ch in changes:
-            seen[ch.spec.tunnel_id if isinstance(ch, AddPeer) else ch.tunnel_id] = None
-        return list(seen)
+        return JobResult(plan.warnings, tuple(notes), writes)
 
     def _notify(self) -> None:
         for listener in self._change_listeners:
@@ -621,7 +546,7 @@ class PeerManager:
                         facts_for.update(await self._facts([spec], obs.interfaces))
                         desired[tid] = spec
                     except JobError as e:
-                        self.states.setdefault(tid, PeerState(tid)).set("down", str(e))
+                        self.states.setdefault(tid, PeerState(tid)).set(Status.DOWN, str(e))
             self._unplaced = set(self.desired) - set(desired)
             if self.awaiting_sync and time.monotonic() >= self._grace_until:
                 self.awaiting_sync = False
@@ -736,13 +661,13 @@ class PeerManager:
         matched = match_sas(sas, endpoints)
         now = time.monotonic()
         restart: list[PeerSpec] = []
-        changed = False
+        changed: list[StatusChange] = []
         for tid, spec in list(self.desired.items()):
             if tid in self._unplaced:
                 continue  # reconcile could not program it and said why
             st = self.states.setdefault(tid, PeerState(tid))
             before = (st.status, st.reason)
-            sw = self._refs.get(f"tun:{tid}")
+            sw = self._refs.get(ref_name(tid))
             result = step(matched.get(tid, []), st.record, now, self._policy(spec),
                           self._admin.get(sw) if sw is not None else None)
             was_up = st.status is Status.UP
@@ -755,9 +680,10 @@ class PeerManager:
                             ike_sas=len(matched[tid]))
             if result.action is Action.RESTART:
                 restart.append(spec)
-            changed = changed or before != (st.status, st.reason)
+            if before != (st.status, st.reason):
+                changed.append(StatusChange(tid, st.status, st.reason))
         if changed:
-            self._notify_state()
+            self._notify_state(changed)
         if restart:
             await self._restart(restart, now)
 
@@ -776,9 +702,9 @@ class PeerManager:
             except JobError as e:
                 log.warning("negotiation restart skipped", error=str(e))
                 return
-            chains = [[delete_profile_op(s.tunnel_id, s.profile_name,
-                                         "delete the profile to drop pending initiations"),
-                       *profile_ops(s, facts[s.tunnel_id])] for s in specs]
+            chains = [recreate_ops(s, facts[s.tunnel_id],
+                                   "delete the profile to drop pending initiations")
+                      for s in specs]
             refs = dict(self._refs)
             try:
                 await self.executor.apply(chains, refs)
@@ -797,10 +723,10 @@ class PeerManager:
                          attempt=st.record.restarts if st else None,
                          next_in=st.record.backoff if st else None)
 
-    def _notify_state(self) -> None:
+    def _notify_state(self, changes: Sequence[StatusChange]) -> None:
         for listener in self._state_listeners:
             try:
-                listener()
+                listener(changes)
             except Exception as e:
                 log.error("state listener failed", error=repr(e))
 
@@ -847,45 +773,3 @@ def _check_ike_source(spec: PeerSpec, name: str, addrs: list[IPv4Interface]) -> 
             f"tunnel {spec.tunnel_id}: src {spec.src} is not the first address of {name} "
             f"(dev_id {spec.dev_id}): VPP always sends IKE from {addrs[0].ip}, the first "
             "address of the WAN interface")
-
-
-def _refuse_shared_ids(added: Iterable[PeerSpec], desired: Mapping[int, PeerSpec]) -> None:
-    """Two tunnels with one local/remote ID pair cannot coexist in VPP: it negotiates
-    with the first profile whose IDs match, and an initiation deletes every established
-    SA with the same IDs, so each tunnel would tear the other down."""
-    users: dict[tuple[Identity, Identity], list[int]] = {}
-    for tid, other in sorted(desired.items()):
-        users.setdefault((other.local_id, other.remote_id), []).append(tid)
-    for spec in added:
-        for tid in users.get((spec.local_id, spec.remote_id), []):
-            if tid != spec.tunnel_id:
-                raise JobError(
-                    f"tunnel {spec.tunnel_id}: local ID {spec.local_id.value} / remote ID "
-                    f"{spec.remote_id.value} are already used by tunnel {tid}; VPP matches "
-                    "SAs to profiles by IDs and would tear one tunnel down with the other")
-
-
-def _collapse(warnings: list[str]) -> list[str]:
-    """One line per distinct gap, naming its tunnels: 1000 peers must not mean 1000 lines."""
-    by_text: dict[str, list[str]] = {}
-    for w in warnings:
-        head, sep, text = w.partition(": ")
-        if sep and head.startswith("tunnel "):
-            by_text.setdefault(text, []).append(head.removeprefix("tunnel "))
-        else:
-            by_text.setdefault(w, [])
-    out = []
-    for text, tunnels in by_text.items():
-        if not tunnels:
-            out.append(text)
-        else:
-            shown = ", ".join(tunnels[:10]) + (f" and {len(tunnels) - 10} more"
-                                               if len(tunnels) > 10 else "")
-            out.append(f"tunnel{'s' if len(tunnels) > 1 else ''} {shown}: {text}")
-    return out
-
-
-def _only_targets_differ(a: PeerSpec, b: PeerSpec) -> bool:
-    return replace(a, monitor_ips=b.monitor_ips, monitor_urls=b.monitor_urls) == b
-
-

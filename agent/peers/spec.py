@@ -108,10 +108,6 @@ class PeerSpec:
         return self.local_ts.is_full and self.remote_ts.is_full
 
     @property
-    def profile_name(self) -> str:
-        return f"peer-{self.tunnel_id}"
-
-    @property
     def peer_inner_addr(self) -> IPv4Address:
         """The third party's end of the /31."""
         net = self.addr.network

@@ -36,6 +36,15 @@ class Status(StrEnum):
     DOWN = "down"
 
 
+@dataclass(frozen=True)
+class StatusChange:
+    """A tunnel's SA status or its reason changed: what subscribers are told."""
+
+    tunnel_id: int
+    status: Status
+    reason: str
+
+
 class Action(StrEnum):
     NONE = "none"
     # Delete and re-create the profile, then initiate: the only way to start a

@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
-from agent.peers.spec import EspTransforms, IkeTransforms, TrafficSelector
+from agent.vpp import kinds
 from agent.vpp.client import VppClient, decode_ikev2_id
 from agent.vpp.errors import VppError
+from agent.vpp.kinds.base import (
+    NO_INDEX,
+    InterfaceInfo,
+    Observed,
+    read_address_list,
+    read_addresses,
+    read_interfaces,
+)
+from agent.vpp.kinds.profile import ProfileInfo, profile_info
+from agent.vpp.kinds.route import default_next_hops, routes_via_tunnels
+from agent.vpp.kinds.tunnel import TunnelInfo
 
-NO_INDEX = 0xFFFFFFFF
+__all__ = [
+    "NO_INDEX",
+    "InterfaceInfo",
+    "Observed",
+    "ProfileInfo",
+    "TunnelInfo",
+    "default_next_hops",
+    "profile_info",
+    "read_address_list",
+    "read_addresses",
+    "read_gateways",
+    "read_interfaces",
+    "read_observed",
+    "routes_via_tunnels",
+]
 IKEV2_STATES = {
     0: "UNKNOWN", 1: "SA_INIT", 2: "DELETED", 3: "AUTH_FAILED", 4: "AUTHENTICATED",
     5: "NOTIFY_AND_DELETE", 6: "TS_UNACCEPTABLE", 7: "NO_PROPOSAL_CHOSEN",
@@ -59,175 +84,15 @@ def resolve_dev_id(dev_id: str, configured: Mapping[str, str], names: list[str])
     return matches[0]
 
 
-@dataclass(frozen=True)
-class InterfaceInfo:
-    sw_if_index: int
-    name: str
-    admin_up: bool
-    mtu: int
+async def read_gateways(vpp: VppClient) -> set[IPv4Address]:
+    """The next hops of the default routes of table 0."""
+    return default_next_hops(
+        await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""}))
 
 
-@dataclass(frozen=True)
-class TunnelInfo:
-    instance: int
-    sw_if_index: int
-    src: IPv4Address
-    dst: IPv4Address
-
-
-@dataclass(frozen=True)
-class ProfileInfo:
-    name: str
-    auth_method: int
-    auth_data: bytes
-    local_id: tuple[int, str]
-    remote_id: tuple[int, str]
-    local_ts: TrafficSelector
-    remote_ts: TrafficSelector
-    ike: IkeTransforms
-    esp: EspTransforms
-    lifetime: int
-    tun_itf: int
-    responder_sw_if_index: int
-    responder_addr: IPv4Address | None
-    udp_encap: bool
-
-
-@dataclass
-class Observed:
-    """A consistent-enough read of what the agent manages in VPP."""
-
-    interfaces: dict[int, InterfaceInfo] = field(default_factory=dict)
-    addresses: dict[int, set[IPv4Interface]] = field(default_factory=dict)
-    tunnels: dict[int, TunnelInfo] = field(default_factory=dict)  # by instance
-    profiles: dict[str, ProfileInfo] = field(default_factory=dict)
-    routes: dict[int, set[IPv4Network]] = field(default_factory=dict)  # via sw_if_index
-    mss: dict[int, int] = field(default_factory=dict)
-    lcp: dict[int, str] = field(default_factory=dict)
-    gateways: set[IPv4Address] = field(default_factory=set)  # default routes' next hops
-
-    def index_of(self, name: str) -> int | None:
-        for info in self.interfaces.values():
-            if info.name == name:
-                return info.sw_if_index
-        return None
-
-
-def _ts(ts: Any) -> TrafficSelector:
-    return TrafficSelector(int(ts.protocol_id), int(ts.start_port), int(ts.end_port),
-                           IPv4Address(str(ts.start_addr)), IPv4Address(str(ts.end_addr)))
-
-
-def profile_info(p: Any) -> ProfileInfo:
-    addr = p.responder.addr
-    return ProfileInfo(
-        name=str(p.name),
-        auth_method=int(p.auth.method),
-        auth_data=bytes(p.auth.data),
-        local_id=decode_ikev2_id(p.loc_id),
-        remote_id=decode_ikev2_id(p.rem_id),
-        local_ts=_ts(p.loc_ts),
-        remote_ts=_ts(p.rem_ts),
-        ike=IkeTransforms(int(p.ike_ts.crypto_alg), int(p.ike_ts.crypto_key_size),
-                          int(p.ike_ts.integ_alg), int(p.ike_ts.prf_alg), int(p.ike_ts.dh_group)),
-        esp=EspTransforms(int(p.esp_ts.crypto_alg), int(p.esp_ts.crypto_key_size),
-                          int(p.esp_ts.integ_alg)),
-        lifetime=int(p.lifetime),
-        tun_itf=int(p.tun_itf),
-        responder_sw_if_index=int(p.responder.sw_if_index),
-        responder_addr=IPv4Address(str(addr)) if str(addr) not in ("", "0.0.0.0", "::") else None,
-        udp_encap=bool(p.udp_encap),
-    )
-
-
-async def read_interfaces(vpp: VppClient) -> dict[int, InterfaceInfo]:
-    details = await vpp.dump("sw_interface_dump", sw_if_index=NO_INDEX, name_filter_valid=False)
-    return {
-        int(d.sw_if_index): InterfaceInfo(int(d.sw_if_index), str(d.interface_name),
-                                          bool(int(d.flags) & 1), int(d.mtu[0]))
-        for d in details
-    }
-
-
-async def read_addresses(vpp: VppClient, sw_if_index: int) -> set[IPv4Interface]:
-    return set(await read_address_list(vpp, sw_if_index))
-
-
-async def read_address_list(vpp: VppClient, sw_if_index: int) -> list[IPv4Interface]:
-    """The interface's IPv4 addresses in VPP's order: the first is the one VPP picks
-    as the source of what it sends itself (IKE)."""
-    details = await vpp.dump("ip_address_dump", sw_if_index=sw_if_index, is_ipv6=False)
-    return [IPv4Interface(str(d.prefix)) for d in details]
-
-
-async def read_observed(vpp: VppClient, profile_prefix: str = "peer-") -> Observed:
-    """Everything reconcile compares, read with pipelined dumps."""
-    obs = Observed()
-    coros: list[Any] = [
-        read_interfaces(vpp),
-        vpp.dump("ipip_tunnel_dump", sw_if_index=NO_INDEX),
-        vpp.dump("ikev2_profile_dump"),
-        vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""}),
-    ]
-    has_mss = vpp.has("mss_clamp_get")
-    has_lcp = vpp.has("lcp_itf_pair_get")
-    if has_mss:
-        coros.append(vpp.dump("mss_clamp_get", cursor=0, sw_if_index=NO_INDEX))
-    if has_lcp:
-        coros.append(vpp.dump("lcp_itf_pair_get", cursor=0))
-    results = await asyncio.gather(*coros)
-    obs.interfaces, tunnels, profiles, routes = results[:4]
-    rest = list(results[4:])
-    for t in tunnels:
-        tun = t.tunnel
-        obs.tunnels[int(tun.instance)] = TunnelInfo(
-            int(tun.instance), int(tun.sw_if_index), IPv4Address(str(tun.src)),
-            IPv4Address(str(tun.dst)))
-    for p in profiles:
-        if str(p.profile.name).startswith(profile_prefix):
-            info = profile_info(p.profile)
-            obs.profiles[info.name] = info
-    tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
-    via_tunnels: list[tuple[int, IPv4Network, int]] = []
-    obs.gateways = default_next_hops(routes)
-    for r in routes:
-        route = r.route
-        for path in route.paths[:int(route.n_paths)]:  # a shared route: one path per tunnel
-            via = int(path.sw_if_index)
-            if via in tunnel_indexes:
-                via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type)))
-    if has_mss:
-        for m in rest.pop(0):
-            if int(m.ipv4_direction):
-                obs.mss[int(m.sw_if_index)] = int(m.ipv4_mss)
-    if has_lcp:
-        for pair in rest.pop(0):
-            obs.lcp[int(pair.phy_sw_if_index)] = str(pair.host_if_name)
-    addrs = await asyncio.gather(*(read_addresses(vpp, i) for i in sorted(tunnel_indexes)))
-    for i, a in zip(sorted(tunnel_indexes), addrs, strict=True):
-        obs.addresses[i] = a
-    obs.routes = routes_via_tunnels(via_tunnels, obs.addresses)
-    return obs
-
-
-FIB_PATH_TYPE_NORMAL = 0
-
-
-def routes_via_tunnels(
-    routes: list[tuple[int, IPv4Network, int]], addresses: Mapping[int, set[IPv4Interface]]
-) -> dict[int, set[IPv4Network]]:
-    """The routes via each tunnel that a client could have added: `ip_route_dump` also
-    lists what VPP derives from the tunnel's own address (the connected network, the
-    peer's host route in it, the local /32 with a local path); those are VPP's, never
-    reconciled away nor re-added by an undo."""
-    out: dict[int, set[IPv4Network]] = {}
-    for via, prefix, path_type in routes:
-        if path_type != FIB_PATH_TYPE_NORMAL:
-            continue
-        if any(prefix.subnet_of(a.network) for a in addresses.get(via, ())):
-            continue
-        out.setdefault(via, set()).add(prefix)
-    return out
+async def read_observed(vpp: VppClient) -> Observed:
+    """Everything reconcile compares: every kind read back (`agent.vpp.kinds.observe`)."""
+    return await kinds.observe(vpp)
 
 
 @dataclass(frozen=True)
@@ -429,26 +294,6 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
                             mtu=int(d.mtu[0]) or int(d.link_mtu), link_up=bool(int(d.flags) & 2),
                             addr=addrs[0] if addrs else None, gateway=gateways.get(sw, ""),
                             sw_if_index=sw))
-    return out
-
-
-async def read_gateways(vpp: VppClient) -> set[IPv4Address]:
-    """The next hops of the default routes of table 0 (the WAN gateways, wherever they
-    lie: an on-link gateway of a /32 or cloud address is outside every WAN subnet)."""
-    return default_next_hops(
-        await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""}))
-
-
-def default_next_hops(routes: Iterable[Any]) -> set[IPv4Address]:
-    """The next hops of the 0.0.0.0/0 routes among `ip_route_details` messages."""
-    out: set[IPv4Address] = set()
-    for r in routes:
-        if str(r.route.prefix) != "0.0.0.0/0":
-            continue
-        for path in r.route.paths[: int(r.route.n_paths)]:
-            nh = str(getattr(path.nh.address, "ip4", "") or "")
-            if nh and nh != "0.0.0.0":
-                out.add(IPv4Address(nh))
     return out
 
 

@@ -96,7 +96,6 @@ def test_document_example_normalizes_to_the_expected_spec() -> None:
     assert spec.psk.reveal() == "S3cr3tPSK"
     assert spec.route_based
     assert spec.peer_inner_addr == IPv4Address("10.100.0.17")
-    assert spec.profile_name == "peer-7"
 
 
 def test_normalization_does_not_modify_the_params() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -17,6 +17,7 @@ from agent.monitor.service import Bind, MonitorService
 from agent.peers.guard import PeerIndex, target_problem
 from agent.peers.manager import PeerState
 from agent.peers.spec import PeerSpec
+from agent.peers.supervision import Status, StatusChange
 from tests.spec_factory import example_spec, numbered_spec
 
 A = IPv4Address
@@ -107,7 +108,7 @@ class FakeManager:
                                              for s in specs}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self.listeners: list[Callable[[], None]] = []
-        self.state_listeners: list[Callable[[], None]] = []
+        self.state_listeners: list[Callable[[Sequence[StatusChange]], None]] = []
         self.route_calls: list[tuple[int, tuple[IPv4Address, ...]]] = []
         self.route_failures = 0
         self.vpp_down: str | None = None
@@ -116,7 +117,7 @@ class FakeManager:
     def add_change_listener(self, listener: Callable[[], None]) -> None:
         self.listeners.append(listener)
 
-    def add_state_listener(self, listener: Callable[[], None]) -> None:
+    def add_state_listener(self, listener: Callable[[Sequence[StatusChange]], None]) -> None:
         self.state_listeners.append(listener)
 
     def vpp_down_reason(self) -> str | None:
@@ -152,9 +153,9 @@ class FakeManager:
             listener()
 
     def sa(self, tid: int, status: str, reason: str = "") -> None:
-        self.states[tid].set(status, reason)
+        self.states[tid].set(Status(status), reason)
         for listener in self.state_listeners:
-            listener()
+            listener((StatusChange(tid, Status(status), reason),))
 
 
 class Clock:

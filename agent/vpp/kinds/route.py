@@ -1,0 +1,163 @@
+"""Routes into the tunnel: the monitor's /32s, and the remote selector's prefixes
+when the tunnel is policy-based.
+
+Multipath add/remove: tunnels that route the same prefix (two peers monitoring
+8.8.8.8, a redundant pair to one remote subnet) each own one path of the shared
+VPP route, so removing one tunnel leaves the others' paths and the last removal
+deletes the route. The monitor sends each tunnel's probes out of the tunnel's own
+Linux interface, so probes never depend on which path VPP picks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from agent.peers.spec import PeerSpec
+from agent.vpp.kinds.base import Kind, Observed
+from agent.vpp.kinds.tunnel import tunnel_ref
+from agent.vpp.ops import Op, VppFacts
+
+if TYPE_CHECKING:
+    from agent.vpp.client import VppClient
+
+FIB_PATH_TYPE_NORMAL = 0
+
+
+def covering_prefixes(start: IPv4Address, end: IPv4Address) -> list[IPv4Network]:
+    """The fewest prefixes that cover exactly start..end."""
+    return list(ipaddress.summarize_address_range(start, end))
+
+
+def _key(n: IPv4Network) -> tuple[int, int]:
+    return int(n.network_address), n.prefixlen
+
+
+def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IPv4Network]:
+    """Prefixes routed into the tunnel: monitor /32s, plus the remote selector if policy-based."""
+    prefixes: dict[IPv4Network, None] = {}
+    for ip in (*spec.monitor_ips, *extra):
+        prefixes[IPv4Network(f"{ip}/32")] = None
+    if not spec.route_based:
+        for net in covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr):
+            prefixes[net] = None
+    return sorted(prefixes, key=_key)
+
+
+def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
+    """Add or remove this tunnel's path of `prefix` (see the module doc)."""
+    ref = tunnel_ref(spec_id)
+
+    def args(add: bool) -> dict[str, Any]:
+        return {
+            "is_add": add,
+            "is_multipath": True,
+            "route": {
+                "table_id": 0,
+                "prefix": prefix,
+                "n_paths": 1,
+                "paths": [
+                    {"sw_if_index": ref, "table_id": 0, "weight": 1, "preference": 0,
+                     "type": 0, "flags": 0, "proto": 0, "n_labels": 0,
+                     # papi packs this fixed array only when all 16 entries are given
+                     "label_stack": [{}] * 16}
+                ],
+            },
+        }
+
+    verb = "add" if is_add else "delete"
+    reverse = Op("ip_route_add_del", args(not is_add),
+                 f"tunnel {spec_id}: {'delete' if is_add else 'add'} route {prefix}",
+                 tunnel_id=spec_id)
+    return Op("ip_route_add_del", args(is_add), f"tunnel {spec_id}: {verb} route {prefix}",
+              undo=(reverse,), tunnel_id=spec_id)
+
+
+def route_changes(tunnel_id: int, before: Iterable[IPv4Network],
+                  after: Iterable[IPv4Network]) -> list[Op]:
+    """Only the route changes between two sets of prefixes through one tunnel."""
+    old, new = set(before), set(after)
+    ops = [route_op(tunnel_id, p, False) for p in sorted(old - new, key=_key)]
+    ops += [route_op(tunnel_id, p, True) for p in sorted(new - old, key=_key)]
+    return ops
+
+
+def routes_via_tunnels(
+    routes: list[tuple[int, IPv4Network, int]], addresses: Mapping[int, set[IPv4Interface]]
+) -> dict[int, set[IPv4Network]]:
+    """The routes via each tunnel that a client could have added: `ip_route_dump` also
+    lists what VPP derives from the tunnel's own address (the connected network, the
+    peer's host route in it, the local /32 with a local path); those are VPP's, never
+    reconciled away nor re-added by an undo."""
+    out: dict[int, set[IPv4Network]] = {}
+    for via, prefix, path_type in routes:
+        if path_type != FIB_PATH_TYPE_NORMAL:
+            continue
+        if any(prefix.subnet_of(a.network) for a in addresses.get(via, ())):
+            continue
+        out.setdefault(via, set()).add(prefix)
+    return out
+
+
+def default_next_hops(routes: Iterable[Any]) -> set[IPv4Address]:
+    """The next hops of the 0.0.0.0/0 routes among `ip_route_details` messages (the WAN
+    gateways, wherever they lie: an on-link gateway of a /32 or cloud address is outside
+    every WAN subnet)."""
+    out: set[IPv4Address] = set()
+    for r in routes:
+        if str(r.route.prefix) != "0.0.0.0/0":
+            continue
+        for path in r.route.paths[: int(r.route.n_paths)]:
+            nh = str(getattr(path.nh.address, "ip4", "") or "")
+            if nh and nh != "0.0.0.0":
+                out.add(IPv4Address(nh))
+    return out
+
+
+class RouteKind(Kind):
+    name = "route"
+    stage = 1  # which paths go via a tunnel needs the tunnels' indexes
+
+    def create(self, spec: PeerSpec, facts: VppFacts,
+               extra_routes: Sequence[IPv4Address]) -> list[Op]:
+        return [route_op(spec.tunnel_id, p, True) for p in route_prefixes(spec, extra_routes)]
+
+    async def read(self, vpp: VppClient, obs: Observed) -> Any:
+        return await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""})
+
+    def absorb(self, raw: Any, obs: Observed) -> None:
+        # after the addresses: VPP's own routes from a tunnel's address are told apart
+        tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
+        via_tunnels: list[tuple[int, IPv4Network, int]] = []
+        for r in raw:
+            route = r.route
+            for path in route.paths[:int(route.n_paths)]:  # shared route: a path per tunnel
+                via = int(path.sw_if_index)
+                if via in tunnel_indexes:
+                    via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type)))
+        obs.routes = routes_via_tunnels(via_tunnels, obs.addresses)
+        obs.gateways = default_next_hops(raw)
+
+    def repair(self, spec: PeerSpec, facts: VppFacts, obs: Observed, sw: int,
+               extra_routes: Sequence[IPv4Address]) -> tuple[list[Op], str | None]:
+        # Routes via the tunnel the agent does not expect are left alone: a routing
+        # protocol may have installed them.
+        have = obs.routes.get(sw, set())
+        missing = [p for p in route_prefixes(spec, extra_routes) if p not in have]
+        if not missing:
+            return [], None
+        return ([route_op(spec.tunnel_id, p, True) for p in missing],
+                f"{len(missing)} route(s) missing: adding")
+
+    def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
+        # The only cleanup steps that keep their undo; the rest is not re-created when
+        # a cleanup fails half-way (it is simply tried again).
+        if sw is None:
+            return []
+        routes = sorted(obs.routes.get(sw, set()), key=lambda n: int(n.network_address))
+        return [route_op(tid, p, False) for p in routes]
+
+
+KIND = RouteKind()

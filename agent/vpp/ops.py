@@ -1,0 +1,97 @@
+"""The vocabulary every VPP object kind plans in: an operation, its undo, and the
+values VPP assigns at run time. Pure code; the executor runs what is built here.
+
+Values VPP assigns at run time (a tunnel's sw_if_index, an ACL's index) travel as
+`Ref`s that the executor resolves from earlier replies, so undo lists can re-create
+objects that get new indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Any
+
+from agent.secret import Secret
+
+
+class CapabilityError(Exception):
+    """The connected VPP cannot do what the job asks; the message says why."""
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A value known only once an earlier step ran (e.g. a tunnel's sw_if_index)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Op:
+    """One VPP write. `undo` reverses it; `produces` names the reply's `produces_field`
+    (the sw_if_index of a new interface, the acl_index of a new ACL)."""
+
+    message: str
+    args: Mapping[str, Any]
+    what: str
+    undo: tuple[Op, ...] = ()
+    produces: str | None = None
+    tunnel_id: int | None = None
+    produces_field: str = "sw_if_index"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Something of a tunnel's spec that this VPP does differently (a warning)."""
+
+    tunnel_id: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"tunnel {self.tunnel_id}: {self.text}"
+
+
+@dataclass(frozen=True)
+class VppFacts:
+    """What the plan needs to know about the connected VPP."""
+
+    wan_sw_if_index: int
+    optional_messages: frozenset[str] = frozenset()
+    has_lcp: bool = True
+    has_mss_clamp: bool = True
+
+
+def paired(message: str, on: dict[str, Any], off: dict[str, Any], what_on: str,
+           what_off: str, tid: int) -> Op:
+    """An op whose undo is the same message with the opposite arguments."""
+    undo = Op(message, off, f"tunnel {tid}: {what_off}", tunnel_id=tid)
+    return Op(message, on, f"tunnel {tid}: {what_on}", undo=(undo,), tunnel_id=tid)
+
+
+# Values resolve() returns as they are; checked by exact type first, because the
+# abstract-class isinstance checks below dominate the cost of applying many peers.
+_ATOMS = frozenset({int, str, bool, bytes, float, type(None), IPv4Address, IPv4Interface,
+                    IPv4Network})
+
+
+def resolve(value: Any, refs: Mapping[str, int]) -> Any:
+    """Replace Refs by their values and Secrets by their bytes, recursively."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return value
+    if kind is dict:
+        atoms = _ATOMS
+        return {k: v if type(v) in atoms else resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, Ref):
+        try:
+            return refs[value.name]
+        except KeyError:
+            raise KeyError(f"no value yet for {value.name}") from None
+    if isinstance(value, Secret):
+        return value.reveal().encode()
+    if isinstance(value, Mapping):
+        return {k: resolve(v, refs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, refs) for v in value]
+    return value
