@@ -14,8 +14,10 @@ import pytest
 
 from agent.jobs.validation import (
     JobRejected,
+    Problem,
     ValidationPolicy,
     normalize_add_tunnel,
+    pasted_psk_problems,
 )
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
@@ -126,3 +128,18 @@ async def test_one_peers_psk_pasted_into_another_request_of_the_job(tmp_path: Pa
     second["dev_id"], second["ikev2"]["psk"] = first["dev_id"], "Top-Secret-Key-4711"
     assert (await run(d, sync(first, second))).ok
     assert [s.tunnel_id for s in mgr.synced[-1]] == [7, 8]
+
+
+def test_a_job_wide_psk_check_names_each_pasted_value_once() -> None:
+    """Values already refused (and everything under them) are not reported again; every
+    other value holding any of the job's PSKs is, in the job's order."""
+    a, b = "Alpha-Key-0001", "Bravo-Key-0002"
+    params = {"requests": [
+        {"params": {"ikev2": {"psk": a}, "dev_id": f"x{b}", "peer": {"urls": [a, "ok"]}}},
+        {"params": {"ikev2": {"psk": b}, "dev_id": "fine", "note": 4711}},
+    ]}
+    known = [Problem("requests[0].params.peer", "'******'", "refused already")]
+    found = pasted_psk_problems(params, known)
+    assert [p.field for p in found] == ["requests[0].params.dev_id"]
+    assert all(a not in str(p) and b not in str(p) for p in found)
+    assert pasted_psk_problems({"requests": [{"params": {"ikev2": {"psk": a}}}]}) == []

@@ -101,15 +101,12 @@ class Problems:
         for p in problems:
             self.add(p.field, Shown(p.value), p.reason, p.allowed)
 
-    def _maskable(self) -> list[str]:
+    def maskable(self) -> list[str]:
         # Very short strings would mask ordinary words; such a PSK is rejected anyway.
         return [s for s in self.secrets if len(s) >= 4]
 
-    def contains_secret(self, text: str) -> bool:
-        return any(s in text for s in self._maskable())
-
     def _mask(self, text: str) -> str:
-        for secret in self._maskable():
+        for secret in self.maskable():
             text = text.replace(secret, Secret.MASK)
         return text
 
@@ -154,6 +151,7 @@ def psk_elsewhere(p: Problems, params: object) -> None:
     """Refuse the PSK pasted into another field: it would reach VPP, logs and the CLI
     as an ID, interface name or number that nobody masks."""
     reported = {pr.field for pr in p.items}
+    leaves: list[tuple[str, str | int | float, str]] = []
 
     def walk(value: object, path: str) -> None:
         if path == "ikev2.psk" or path.endswith(".ikev2.psk"):
@@ -165,12 +163,30 @@ def psk_elsewhere(p: Problems, params: object) -> None:
             for i, v in enumerate(value):
                 walk(v, f"{path}[{i}]")
         elif isinstance(value, str | int | float) and not isinstance(value, bool) \
-                and not any(path == f or path.startswith((f + ".", f + "[")) for f in reported) \
-                and p.contains_secret(str(value)):
+                and not _under(path, reported):
+            leaves.append((path, value, str(value)))
+
+    walk(params, "")
+    # A whole job holds a thousand PSKs and tens of thousands of values: look for each
+    # PSK once in all the values joined (a C-speed scan), then only the PSKs found are
+    # matched value by value; the PSK fields themselves are not among the values.
+    joined = "\0".join(text for _, _, text in leaves)
+    found = [s for s in p.maskable() if s in joined]
+    if not found:
+        return
+    for path, value, text in leaves:
+        if any(s in text for s in found):
             p.add(path, value, "contains the pre-shared key",
                   "a value that does not contain ikev2.psk")
 
-    walk(params, "")
+
+def _under(path: str, fields: set[str]) -> bool:
+    """`path` is one of `fields` or inside one of them."""
+    if not fields:
+        return False
+    if path in fields:
+        return True
+    return any(path[:i] in fields for i, ch in enumerate(path) if ch in ".[")
 
 
 def rejection(problems: Sequence[Problem], params: object) -> JobRejected:
