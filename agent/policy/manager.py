@@ -37,17 +37,13 @@ from typing import Any, Protocol
 import structlog
 
 from agent.peers.spec import PeerSpec
+from agent.policy import kinds
 from agent.policy.decide import Choice, Hysteresis, Link, LinkHealth, decide_all
+from agent.policy.kinds import diff, remove_all
+from agent.policy.kinds.abf_policy import PATH_NORMAL, PathSpec
+from agent.policy.kinds.base import Observed
 from agent.policy.model import Application, Policy, PolicyError, parse_applications, parse_policy
-from agent.policy.translate import (
-    PATH_NORMAL,
-    Observed,
-    PathSpec,
-    desired_rules,
-    diff,
-    observe,
-    remove_all,
-)
+from agent.policy.translate import desired_rules
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError, Executor
 from agent.vpp.plan import Op
@@ -55,8 +51,7 @@ from agent.vpp.plan import Op
 log = structlog.get_logger(__name__)
 
 NO_INDEX = 0xFFFFFFFF
-NEEDED = ("acl_add_replace", "acl_del", "acl_dump", "abf_policy_add_del", "abf_policy_dump",
-          "abf_itf_attach_add_del", "abf_itf_attach_dump")
+NEEDED = kinds.messages()
 PLUGIN_OF = {"acl": "acl_plugin.so", "abf": "abf_plugin.so"}
 
 
@@ -414,11 +409,9 @@ class PolicyManager:
                          if lk.sw_if_index is not None)
 
     async def _observe(self, live: frozenset[PathSpec] | None = None) -> Observed:
-        acls, pols, atts = await asyncio.gather(
-            self.vpp.dump("acl_dump", acl_index=NO_INDEX),
-            self.vpp.dump("abf_policy_dump"),
-            self.vpp.dump("abf_itf_attach_dump"))
-        return observe(acls, pols, atts, live)
+        dumps = await asyncio.gather(*(self.vpp.dump(message, **fields)
+                                       for message, fields in kinds.read_requests()))
+        return kinds.observe(dumps, live)
 
     async def _program(self, policy: Policy, choices: Mapping[str, Choice]) -> int:
         generation = getattr(self.vpp, "generation", None)

@@ -7,6 +7,8 @@ the previous configuration is restored, so a failed apply leaves FRR as it was
 and the caller can undo its own (VPP) steps. What the agent applied is kept in a
 0600 JSON file (it holds BGP passwords, as the store holds PSKs), so after an
 agent restart the lines it owns are still known, and an operator's are not.
+What that configuration is, how it is read back, compared and written is the FRR
+configuration kind's (`kind.py`); the manager keeps the lock, the model and the file.
 """
 
 from __future__ import annotations
@@ -24,16 +26,15 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from agent.routing.bgpstatus import bgp_status
-from agent.routing.frrconf import P2P_LINE, Plan, diff, elide_defaults, mask, parse
+from agent.routing.frrconf import Plan, mask
+from agent.routing.kind import KIND, RoutingError
 from agent.routing.model import RoutingModel
-from agent.routing.render import Path, render
+from agent.routing.render import Path
 from agent.routing.status import peer_statuses
 
 log = logging.getLogger(__name__)
 
-
-class RoutingError(RuntimeError):
-    """FRR could not be read or did not take the configuration; the text is secret-free."""
+__all__ = ["RoutingError", "RoutingManager", "Vtysh"]
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,7 @@ class RoutingManager:
 
     async def plan(self, model: RoutingModel) -> Plan:
         """What `apply(model)` would change now (nothing applied)."""
-        running = parse(await self._vtysh.running_config())
-        return diff(await self._printable(render(model)), running, set(self._owned))
+        return await KIND.plan(self._vtysh, KIND.desired(model), self._owned)
 
     async def apply(self, model: RoutingModel) -> Plan:
         """Make FRR hold exactly the agent's rendering of `model`; returns what changed.
@@ -119,7 +119,7 @@ class RoutingManager:
         async with self._lock:
             previous = self._owned
             try:
-                plan = await self._apply(render(model))
+                plan = await self._apply(KIND.desired(model))
             except RoutingError as e:
                 try:
                     await self._apply(previous)
@@ -140,46 +140,12 @@ class RoutingManager:
             return None
         return await self.apply(self._model)
 
-    async def _printable(self, desired: Sequence[Path]) -> tuple[Path, ...]:
-        """`desired` as FRR will print it, given which interfaces are point-to-point now."""
-        if not any(p[-1] == P2P_LINE for p in desired):
-            return tuple(desired)
-        return elide_defaults(desired, await self._p2p_interfaces())
-
-    async def _p2p_interfaces(self) -> set[str]:
-        try:
-            interfaces = json.loads(await self._vtysh.show("show interface json"))
-        except ValueError:
-            return set()
-        return {name for name, i in interfaces.items()
-                if isinstance(i, dict) and "POINTOPOINT" in str(i.get("flags", ""))}
-
     async def _apply(self, wanted: Sequence[Path]) -> Plan:
-        if not wanted and not self._owned:
-            return Plan((), ())  # no routing, none applied: FRR need not even be installed
-        desired = await self._printable(wanted)
-        running = parse(await self._vtysh.running_config())
-        plan = diff(desired, running, set(self._owned))
-        if not plan.empty:
-            # owned before touching FRR: after a crash half-way the new lines are still ours
-            known = set(self._owned)
-            self._owned += tuple(p for p in desired if p not in known)
-            self._save_owned()
-            for line in plan.describe():
-                log.info("frr: %s", line)
-            rc, out = await self._vtysh.load(plan.script())
-            desired = await self._printable(wanted)  # an interface may have come meanwhile
-            rest = diff(desired, parse(await self._vtysh.running_config()), set(self._owned))
-            if not rest.empty:
-                said = mask(" | ".join(x.strip() for x in out.splitlines() if x.strip()))
-                raise RoutingError(
-                    f"FRR did not take {len(rest.commands())} line(s): "
-                    f"{'; '.join(rest.describe()[:5])} (vtysh exit {rc}"
-                    + (f": {said[:400]})" if said else ")"))
-        if self._owned != tuple(desired):
-            self._owned = tuple(desired)
-            self._save_owned()
-        return plan
+        return await KIND.apply(self._vtysh, wanted, self._owned, self._own)
+
+    def _own(self, names: tuple[Path, ...]) -> None:
+        self._owned = names
+        self._save_owned()
 
     async def bgp_status(self) -> dict[str, Any]:
         """The controller's `bgp` object; `{}` without BGP configured or when FRR is down."""

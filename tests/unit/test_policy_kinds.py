@@ -1,4 +1,5 @@
-"""Rules + choices -> ACL/ABF operations with undo; observed-vs-desired diff."""
+"""Rules + choices -> the ACL, ABF policy and attachment kinds' writes with undo;
+observed-vs-desired diff."""
 
 from __future__ import annotations
 
@@ -6,24 +7,21 @@ from ipaddress import IPv4Address, IPv4Network
 from types import SimpleNamespace as NS
 from typing import Any
 
+from agent.policy import kinds
 from agent.policy.decide import Choice, Kind, Link
+from agent.policy.kinds import diff, remove_all
+from agent.policy.kinds.abf_policy import DROP_PATH, POLICY_ID_BASE, PathSpec
+from agent.policy.kinds.acl import ANY_NET, AclEntry, acl_entries
+from agent.policy.kinds.base import NO_INDEX, DesiredRule, Observed, PolicyKind, Reading
 from agent.policy.model import Match, Protocol, parse_policy
-from agent.policy.translate import (
-    ANY_NET,
-    DROP_PATH,
-    NO_INDEX,
-    POLICY_ID_BASE,
-    AclEntry,
-    DesiredRule,
-    Observed,
-    PathSpec,
-    acl_entries,
-    desired_rules,
-    diff,
-    observe,
-    remove_all,
-)
-from agent.vpp.plan import Ref
+from agent.policy.translate import desired_rules
+from agent.vpp.plan import Op, Ref
+
+
+def observe(*dumps: Any, live: frozenset[PathSpec] | None = None) -> Observed:
+    """The three dumps, in kind order, read back."""
+    return kinds.observe(dumps, live)
+
 
 NET = IPv4Network("10.9.0.0/16")
 A = Link("peer 1", "A", 11, IPv4Address("10.100.0.1"), 1)
@@ -214,3 +212,40 @@ def test_a_second_policy_on_the_same_acl_is_removed() -> None:
     assert [(o.message, o.args["is_add"]) for o in ops] == [
         ("abf_itf_attach_add_del", False), ("abf_policy_add_del", False)]
     assert {o.args.get("policy", o.args.get("attach"))["policy_id"] for o in ops} == {77}
+
+
+class TagKind(PolicyKind):
+    """A kind added by one registration line: a label per rule after its attachments."""
+
+    name = "tag"
+    messages = ("tag_add_del", "tag_dump")
+
+    def read_request(self) -> tuple[str, dict[str, Any]]:
+        return "tag_dump", {}
+
+    def absorb(self, details: Any, obs: Observed, reading: Reading) -> None:
+        obs.indexes.update({f"tag:{d.rule}": int(d.index) for d in details})
+
+    def plan(self, observed: Observed, desired: Any, leftovers: Any,
+             planning: Any) -> tuple[list[Op], list[Op]]:
+        put = [Op("tag_add_del", {"is_add": True, "rule": d.rule_id}, "tag")
+               for d in desired if f"tag:{d.rule_id}" not in observed.indexes]
+        take = [Op("tag_add_del", {"is_add": False, "rule": lo.rule.rule_id}, "untag")
+                for lo in leftovers if lo.delete_acl]
+        return put, take
+
+
+def test_a_registered_kind_is_read_planned_and_removed_by_the_unchanged_loops() -> None:
+    registry = (*kinds.KINDS, TagKind())
+    assert kinds.messages(registry)[-2:] == ("tag_add_del", "tag_dump")
+    assert [m for m, _ in kinds.read_requests(registry)] == [
+        "acl_dump", "abf_policy_dump", "abf_itf_attach_dump", "tag_dump"]
+    (d,) = desired_rules(rules(), {"r1": Choice(Kind.PATHS, (A,), 1)}, [5], [])
+    fresh = kinds.diff(Observed(), [d], registry)
+    assert [o.message for o in fresh] == [
+        "acl_add_replace", "abf_policy_add_del", "abf_itf_attach_add_del", "tag_add_del"]
+    obs = kinds.observe((*as_dump([d]), [NS(rule="r1", index=4)]), None, registry)
+    assert kinds.diff(obs, [d], registry) == []
+    # taken away dependents first: the new kind's removal before the ones it depends on
+    assert [o.message for o in kinds.diff(obs, [], registry)] == [
+        "tag_add_del", "abf_itf_attach_add_del", "abf_policy_add_del", "acl_del"]
