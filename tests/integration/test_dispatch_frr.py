@@ -23,7 +23,7 @@ from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.validation import ValidationPolicy
 from agent.lab.frr import Frr, missing
 from agent.routing.manager import RoutingManager, Vtysh
-from tests.unit.test_dispatch_config import FakeManager, job, no_stats, peer_params, run
+from tests.unit.test_jobs_dispatch import FakeManager, job, no_stats, peer_params, run
 
 pytestmark = pytest.mark.netns
 

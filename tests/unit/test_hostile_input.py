@@ -22,7 +22,7 @@ from agent.jobs.validation import (
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
 from tests.fixtures import example_request
-from tests.unit.test_dispatch_config import job, make, run
+from tests.unit.test_jobs_dispatch import job, make, run
 
 DIGIT_PSK = "4711471147114711"  # a PSK that is also a valid number
 

@@ -31,7 +31,7 @@ from agent.routing.model import RoutingModel
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError
 from agent.vpp.plan import Op
-from tests.unit.test_dispatch_config import (
+from tests.unit.test_jobs_dispatch import (
     OSPF,
     ROUTE,
     FakeManager,
