@@ -256,6 +256,8 @@ class ProbeEngine:
         self._payload = self._cookie + bytes(range(payload_size - 8))[: payload_size - 8]
         self._targets: dict[Hashable, _Target] = {}
         self._bindings: dict[tuple[str | None, IPv4Address | None], _Binding] = {}
+        # identifier -> bindings using it: a free one is found without a scan of all
+        self._ident_users: dict[int, int] = {}
         self._heap: list[tuple[float, int, _Target]] = []
         self._expiry: deque[_Pending] = deque()
         self._counter = 0  # heap tie-breaker
@@ -333,6 +335,7 @@ class ProbeEngine:
         binding = self._bindings.get(bkey)
         if binding is None:
             binding = _Binding(bkey[0], bkey[1], ident=self._free_ident())
+            self._claim_ident(binding.ident)
             self._bindings[bkey] = binding
         binding.targets += 1
         target = _Target(key, address, (str(address), 0), address.packed, binding, on_result)
@@ -354,6 +357,7 @@ class ProbeEngine:
         binding.targets -= 1
         if binding.targets == 0:
             self._close(binding)
+            self._release_ident(binding.ident)
             del self._bindings[(binding.device, binding.source)]
 
     def targets(self) -> list[Hashable]:
@@ -543,11 +547,20 @@ class ProbeEngine:
     # -- sockets ----------------------------------------------------------------
 
     def _free_ident(self) -> int:
-        used = {b.ident for b in self._bindings.values()}
         while True:
             ident = int.from_bytes(os.urandom(2), "big")
-            if ident not in used:
+            if ident not in self._ident_users:
                 return ident
+
+    def _claim_ident(self, ident: int) -> None:
+        self._ident_users[ident] = self._ident_users.get(ident, 0) + 1
+
+    def _release_ident(self, ident: int) -> None:
+        left = self._ident_users.get(ident, 0) - 1
+        if left > 0:
+            self._ident_users[ident] = left
+        else:
+            self._ident_users.pop(ident, None)
 
     def _open(self, binding: _Binding) -> None:
         if binding.sock is not None or self._loop is None:
@@ -563,8 +576,10 @@ class ProbeEngine:
             binding.retry_at = self._loop.time() + self.interval
             return
         binding.sock, binding.kind, binding.error = sock, kind, None
-        if kind == "dgram":
+        if kind == "dgram":  # the kernel's port is the identifier now
+            self._release_ident(binding.ident)
             binding.ident = sock.getsockname()[1]
+            self._claim_ident(binding.ident)
         self._loop.add_reader(sock.fileno(), self._on_readable, binding)
         self.stats.sockets += 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from ipaddress import IPv4Address
 
 import pytest
 
@@ -88,3 +89,17 @@ def test_engine_rejects_bad_settings() -> None:
     engine.add_target("t", "192.0.2.1", lambda r: None)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="already exists"):
         engine.add_target("t", "192.0.2.1", lambda r: None)  # type: ignore[arg-type]
+
+
+def test_each_probe_socket_gets_its_own_identifier_and_gives_it_back() -> None:
+    """Replies are told apart by identifier: no two bindings share one, and a removed
+    binding's identifier is free again (kept in a table, not found by a scan)."""
+    engine = ProbeEngine(interval=1.0, timeout=0.5)  # no loop: nothing is opened
+    for n in range(300):
+        engine.add_target(n, IPv4Address("192.0.2.1"), lambda _result: None, bind_device=f"peer{n}")
+    idents = [b.ident for b in engine._bindings.values()]
+    assert len(set(idents)) == 300
+    assert engine._ident_users == dict.fromkeys(idents, 1)
+    for n in range(300):
+        engine.remove_target(n)
+    assert engine._bindings == {} and engine._ident_users == {}
