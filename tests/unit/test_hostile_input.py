@@ -19,6 +19,7 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     pasted_psk_problems,
 )
+from agent.jobs.validation.problems import candidates
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
 from tests.fixtures import example_request
@@ -143,3 +144,12 @@ def test_a_job_wide_psk_check_names_each_pasted_value_once() -> None:
     assert [p.field for p in found] == ["requests[0].params.dev_id"]
     assert all(a not in str(p) and b not in str(p) for p in found)
     assert pasted_psk_problems({"requests": [{"params": {"ikev2": {"psk": a}}}]}) == []
+
+
+def test_the_psk_prefilter_keeps_every_psk_the_text_contains() -> None:
+    secrets = ["Alpha-Key-0001", "Bravo-K", "Charlie-Key-3", "Delta"]
+    text = "x\0Bravo-Kilo\0zzDelta\0Charlie-Ke"
+    kept = candidates(secrets, text)
+    assert {s for s in secrets if s in text} == {"Bravo-K", "Delta"}
+    assert set(kept) == {"Bravo-K", "Delta", "Charlie-Key-3"}  # "Charl" occurs: a candidate
+    assert candidates(secrets, "") == [] and candidates([], text) == []
