@@ -49,13 +49,19 @@ from typing import Any
 
 import structlog
 
-from agent.lab.vppsim.state import NO_INDEX, NO_SUCH_ENTRY, UNSPECIFIED, ApiError, SimState
+from agent.lab.vppsim.state import (
+    INVALID_VALUE,
+    NO_INDEX,
+    NO_SUCH_ENTRY,
+    NO_SUCH_FIB,
+    UNSPECIFIED,
+    ApiError,
+    SimState,
+)
 
 log = structlog.get_logger(__name__)
 
-INVALID_VALUE = -7
 INVALID_VALUE_2 = -8
-NO_SUCH_FIB = -3
 NO_MATCHING_INTERFACE = -54
 INVALID_SRC_ADDRESS = -57
 INVALID_DST_ADDRESS = -58
