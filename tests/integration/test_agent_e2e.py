@@ -25,6 +25,7 @@ from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
 from agent.vpp.readers import read_observed
+from tests.agent_task import running
 from tests.fixtures import example_request
 from tests.waiting import until
 
@@ -71,14 +72,11 @@ async def running_agent(sim: VppSim, short_dir: Path,
     await ctl.start()
     agent = Agent(make_config(ctl, sim, short_dir / "state", job_timeout),
                   name_resolver=offline_name_resolver)
-    task = asyncio.create_task(agent.run())
     try:
-        await ctl.wait_connected(10)
-        yield Rig(sim, ctl, agent, logs)
+        async with running(agent):
+            await ctl.wait_connected(10)
+            yield Rig(sim, ctl, agent, logs)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await ctl.stop()
         configure_logging("warning", json=True, stream=sys.stderr)
 

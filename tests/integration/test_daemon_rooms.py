@@ -28,6 +28,7 @@ from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
 from agent.routing.manager import Vtysh
+from tests.agent_task import running
 from tests.fixtures import example_request
 from tests.waiting import until
 
@@ -95,15 +96,12 @@ async def daemon(short_dir: Path, routing: dict[str, Any]) -> AsyncIterator[Rig]
     if agent.routing is not None:  # count FRR writes
         vtysh = agent.routing._vtysh
         agent.routing._vtysh = CountingVtysh(vtysh.binary, vtysh.vty_socket)
-    task = asyncio.create_task(agent.run())
     try:
-        await ctl.wait_connected(10)
-        await until(lambda: agent.manager.in_sync)
-        yield Rig(sim, ctl, agent, short_dir / "admin.sock")
+        async with running(agent):
+            await ctl.wait_connected(10)
+            await until(lambda: agent.manager.in_sync)
+            yield Rig(sim, ctl, agent, short_dir / "admin.sock")
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await ctl.stop()
         await sim.stop()
 

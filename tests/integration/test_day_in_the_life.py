@@ -32,6 +32,7 @@ from agent.logsetup import configure_logging
 from agent.secret import Secret
 from agent.vpp.client import VppClient
 from agent.vpp.readers import read_observed, read_wan_facts
+from tests.agent_task import running
 from tests.fixtures import example_request
 from tests.waiting import until
 
@@ -58,14 +59,8 @@ def config(ws_url: str, sim: VppSim, state: Path, **controller: Any) -> AgentCon
 
 @contextlib.asynccontextmanager
 async def agent_running(cfg: AgentConfig) -> AsyncIterator[Agent]:
-    agent = Agent(cfg, name_resolver=offline_name_resolver)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(Agent(cfg, name_resolver=offline_name_resolver)) as agent:
         yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def ok(reply: dict[str, Any]) -> Any:

@@ -3,7 +3,6 @@ and the controller double, which holds flexiManage 6.3's sync rules."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.readers import read_observed
+from tests.agent_task import running
 from tests.fixtures import example_request
 from tests.waiting import until
 
@@ -38,14 +38,8 @@ async def agent_under(ctl: ControllerDouble, sim: VppSim, d: Path) -> AsyncItera
         "admin": {"socket": str(d / "admin.sock")},
         "logging": {"level": "warning"},
     }, {})
-    agent = Agent(cfg, name_resolver=offline_name_resolver)
-    task = asyncio.create_task(agent.run())
-    try:
+    async with running(Agent(cfg, name_resolver=offline_name_resolver)) as agent:
         yield agent
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def test_repaired_drift_makes_fleximanage_sync_the_device(

@@ -26,6 +26,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.lab.offline import offline_name_resolver
 from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
+from tests.agent_task import running
 from tests.fixtures import example_request, numbered_add_tunnel
 from tests.waiting import until
 
@@ -66,15 +67,12 @@ async def running_agent(api_socket: Path, short_dir: Path, *, job_timeout: float
         "remote": {"agent_log": str(agent_log)},
     }, {})
     agent = Agent(cfg, name_resolver=offline_name_resolver)
-    task = asyncio.create_task(agent.run())
     try:
-        await ctl.wait_connected(10)
-        await until(lambda: agent.manager.in_sync, 10)
-        yield Rig(ctl, agent, logs, agent_log)
+        async with running(agent):
+            await ctl.wait_connected(10)
+            await until(lambda: agent.manager.in_sync, 10)
+            yield Rig(ctl, agent, logs, agent_log)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await ctl.stop()
         configure_logging("warning", json=True, stream=sys.stderr)
 
