@@ -172,6 +172,10 @@ class PeerManager:
         self.liveness = liveness  # VPP's DPD: period (s), retries
         self.linux_cp = linux_cp  # configured: without it the plan has no lcp step
         self.desired: dict[int, PeerSpec] = {}
+        # the route guard's index of `desired`, for the monitor's many look-ups; `desired`
+        # is only ever replaced, never changed in place, so its identity says when to rebuild
+        self._index_of: dict[int, PeerSpec] | None = None
+        self._index = PeerIndex({})
         self.states: dict[int, PeerState] = {}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
         self._refs: dict[str, int] = {}
@@ -306,7 +310,9 @@ class PeerManager:
     def target_problem(self, spec: PeerSpec, addr: IPv4Address) -> str | None:
         """Why a resolved monitor address must not be routed into `spec`'s tunnel."""
         wan = [a for addrs in self.wan_networks.values() for a in addrs]
-        return target_problem(addr, spec, PeerIndex(self.desired), wan, self.wan_gateways)
+        if self._index_of is not self.desired:
+            self._index, self._index_of = PeerIndex(self.desired), self.desired
+        return target_problem(addr, spec, self._index, wan, self.wan_gateways)
 
     # -- jobs ------------------------------------------------------------------------------
 

@@ -164,6 +164,12 @@ async def test_resolved_addresses_that_break_the_device_are_not_routed(
     obs = await read_observed(agent.vpp)
     assert obs.routes[sw] == {IPv4Network(f"{numbered_spec(1).monitor_ips[0]}/32"),
                               IPv4Network(f"{good}/32")}
+    # a peer added later is known to the check at once (its index follows the desired set)
+    spec1, third = agent.manager.desired[1], numbered_spec(3)
+    assert agent.manager.target_problem(spec1, third.dst) is None
+    await agent.manager.apply([AddPeer(third)])
+    assert agent.manager.target_problem(spec1, third.dst) == (
+        "the peer address of tunnel 3: that tunnel's IKE/ESP would be diverted")
 
 
 async def test_ids_longer_than_vpp_shows_do_not_flap_the_profile(
