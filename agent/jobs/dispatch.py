@@ -316,7 +316,7 @@ class JobDispatcher:
                 if req.verb == "add":
                     if "peer" not in params:
                         continue  # a site-to-site tunnel: recorded, not built by a peering agent
-                    spec = normalize_add_tunnel(params, self.policy)
+                    spec = normalize_add_tunnel(params, self.policy, check_pasted=False)
                     if spec.tunnel_id in added:
                         problems.append(Problem("requests", f"tunnel-id {spec.tunnel_id}",
                                                 "added twice in one job",
@@ -416,7 +416,8 @@ class JobDispatcher:
             if req.item == "tunnel" and isinstance(req.params, Mapping) \
                     and "peer" in req.params:
                 try:
-                    specs.append(normalize_add_tunnel(req.params, self.policy))
+                    specs.append(normalize_add_tunnel(req.params, self.policy,
+                                                          check_pasted=False))
                 except JobRejected as e:
                     problems += e.prefixed(_prefix(req))
         problems += pasted_psk_problems(params, problems)  # one request's PSK in another

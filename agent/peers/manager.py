@@ -293,17 +293,21 @@ class PeerManager:
             _check_ike_source(spec, name, wan_addrs[sw])
         return out
 
-    async def _wan_of(self, spec: PeerSpec,
-                      interfaces: dict[int, InterfaceInfo]) -> set[IPv4Interface]:
+    async def _wan_of(self, spec: PeerSpec, interfaces: dict[int, InterfaceInfo],
+                      seen: dict[str, set[IPv4Interface]]) -> set[IPv4Interface]:
         """The addresses (with their subnets) of `spec`'s WAN interface, remembered for
-        judging monitor targets that names resolve to."""
+        judging monitor targets that names resolve to. `seen` holds the WANs already
+        read in this job (by dev_id): one dump per WAN, not one per peer."""
+        if (known := seen.get(spec.dev_id)) is not None:
+            return known
         try:
             name = resolve_dev_id(spec.dev_id, self.interfaces_cfg,
                                   [i.name for i in interfaces.values()])
         except DevIdError:
+            seen[spec.dev_id] = set()
             return set()  # refused elsewhere (a new spec) or being removed
         sw = next(i.sw_if_index for i in interfaces.values() if i.name == name)
-        addrs = await read_addresses(self.vpp, sw)
+        addrs = seen[spec.dev_id] = await read_addresses(self.vpp, sw)
         self.wan_networks[sw] = addrs
         return addrs
 
@@ -416,10 +420,11 @@ class PeerManager:
         gateways: set[IPv4Address] | None = None
         hazards: list[str] = []
         index = PeerIndex(new)
+        wans: dict[str, set[IPv4Interface]] = {}
         for after in draft.changed(self.desired):
             if gateways is None:  # once per job: a dump of the whole route table
                 gateways = self.wan_gateways = await read_gateways(self.vpp)
-            hazards += route_problems(after, index, await self._wan_of(after, interfaces),
+            hazards += route_problems(after, index, await self._wan_of(after, interfaces, wans),
                                       gateways)
         if hazards:
             more = f"; and {len(hazards) - 10} more" if len(hazards) > 10 else ""

@@ -19,7 +19,7 @@ from agent.jobs.validation import (
     normalize_add_tunnel,
     pasted_psk_problems,
 )
-from agent.jobs.validation.problems import candidates
+from agent.jobs.validation.problems import candidates, long_values
 from agent.link.envelope import Rejected, parse_frame
 from agent.peers.store import PeerStore
 from tests.fixtures import example_request
@@ -148,8 +148,16 @@ def test_a_job_wide_psk_check_names_each_pasted_value_once() -> None:
 
 def test_the_psk_prefilter_keeps_every_psk_the_text_contains() -> None:
     secrets = ["Alpha-Key-0001", "Bravo-K", "Charlie-Key-3", "Delta"]
-    text = "x\0Bravo-Kilo\0zzDelta\0Charlie-Ke"
-    kept = candidates(secrets, text)
-    assert {s for s in secrets if s in text} == {"Bravo-K", "Delta"}
+    texts = ["x", "Bravo-Kilo", "zzDelta", "Charlie-Ke"]
+    kept = candidates(secrets, texts, 5)
+    assert {s for s in secrets if any(s in t for t in texts)} == {"Bravo-K", "Delta"}
     assert set(kept) == {"Bravo-K", "Delta", "Charlie-Key-3"}  # "Charl" occurs: a candidate
-    assert candidates(secrets, "") == [] and candidates([], text) == []
+    assert candidates(secrets, [], 5) == [] and candidates([], texts, 5) == []
+
+
+def test_only_values_long_enough_to_hold_a_psk_are_screened_and_never_the_psk_itself() -> None:
+    params = {"requests": [{"params": {"ikev2": {"psk": "P" * 30, "id": "x" * 12},
+                                       "peer": {"ips": ["10.0.0.1", "y" * 20]},
+                                       "mtu": 123456789012, "up": True}}]}
+    assert sorted(long_values(params, 12)) == sorted(["x" * 12, "y" * 20, "123456789012"])
+    assert long_values(params, 21) == []

@@ -150,6 +150,19 @@ def raw_psks(params: object) -> tuple[str, ...]:
 def psk_elsewhere(p: Problems, params: object) -> None:
     """Refuse the PSK pasted into another field: it would reach VPP, logs and the CLI
     as an ID, interface name or number that nobody masks."""
+    secrets = p.maskable()
+    if not secrets:
+        return
+    # A whole job holds thousands of PSKs and tens of thousands of values. First a
+    # cheap screen: the values long enough to hold a PSK, the PSKs whose first
+    # characters occur in them, and of those the ones that do occur. Only when one
+    # does are the values walked again with their paths (a rejection, the rare case).
+    k = min(len(s) for s in secrets)
+    texts = long_values(params, k)
+    joined = "\0".join(texts)
+    found = [s for s in candidates(secrets, texts, k) if s in joined]
+    if not found:
+        return
     reported = {pr.field for pr in p.items}
     leaves: list[tuple[str, str | int | float, str]] = []
 
@@ -167,27 +180,40 @@ def psk_elsewhere(p: Problems, params: object) -> None:
             leaves.append((path, value, str(value)))
 
     walk(params, "")
-    # A whole job holds thousands of PSKs and tens of thousands of values: the PSKs that
-    # may occur are those whose first characters occur somewhere in the values (one
-    # pass over them), and only those are searched for, then matched value by value.
-    # The PSK fields themselves are not among the values.
-    joined = "\0".join(text for _, _, text in leaves)
-    found = [s for s in candidates(p.maskable(), joined) if s in joined]
-    if not found:
-        return
     for path, value, text in leaves:
         if any(s in text for s in found):
             p.add(path, value, "contains the pre-shared key",
                   "a value that does not contain ikev2.psk")
 
 
-def candidates(secrets: Sequence[str], text: str) -> list[str]:
-    """The secrets whose first k characters occur in `text` (k: the shortest secret's
-    length): a superset of those `text` contains, found in time linear in both."""
-    if not secrets:
-        return []
-    k = min(len(s) for s in secrets)
-    grams = {text[i:i + k] for i in range(len(text) - k + 1)}
+def long_values(params: object, k: int) -> list[str]:
+    """Every scalar of `params` (as text) at least `k` characters long, except the PSK
+    fields (`ikev2.psk`) themselves: the only values that can hold a PSK of k or more."""
+    out: list[str] = []
+    stack: list[tuple[object, object]] = [(None, params)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, str):  # the common case first: concrete types check fast
+            if len(value) >= k:
+                out.append(value)
+        elif isinstance(value, dict | Mapping):
+            under_ikev2 = key == "ikev2"
+            stack.extend((name, v) for name, v in value.items()
+                         if not (under_ikev2 and name == "psk"))
+        elif isinstance(value, list):
+            stack.extend((None, v) for v in value)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= k:
+                out.append(text)
+    return out
+
+
+def candidates(secrets: Sequence[str], texts: Sequence[str], k: int) -> list[str]:
+    """The secrets whose first `k` characters occur in one of `texts` (k: at most the
+    shortest secret's length): a superset of those the texts contain, found in time
+    linear in both."""
+    grams = {t[i:i + k] for t in texts for i in range(len(t) - k + 1)}
     return [s for s in secrets if s[:k] in grams]
 
 

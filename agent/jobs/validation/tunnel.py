@@ -56,11 +56,14 @@ log = structlog.get_logger(__name__)
 _OSPF_COST = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 
-def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy) -> PeerSpec:
+def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy, *,
+                         check_pasted: bool = True) -> PeerSpec:
     """Validate `add-tunnel` params of a peer tunnel into a `PeerSpec`.
 
     Raises `JobNotSupported` for an add-tunnel without `peer` and `JobRejected`
-    listing every problem otherwise.
+    listing every problem otherwise. `check_pasted=False` leaves out the search for
+    the PSK pasted into another field, for a caller that searches the whole job
+    (`pasted_psk_problems`) and so covers this request too.
     """
     if isinstance(params, Mapping) and "peer" not in params:
         raise JobNotSupported(
@@ -76,7 +79,8 @@ def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy) ->
     p = Problems(secrets=raw_psks(params))
     model = parse(AddTunnelParams, params, p)
     spec = None if model is None else _add_tunnel(p, model, policy)
-    psk_elsewhere(p, params)
+    if check_pasted:
+        psk_elsewhere(p, params)
     p.raise_if_any()
     return built(spec)
 

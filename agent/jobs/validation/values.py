@@ -5,6 +5,7 @@ value is bad."""
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Sequence
 from ipaddress import AddressValueError, IPv4Address, IPv6Address
 
@@ -15,9 +16,22 @@ from agent.jobs.validation.problems import Problems, render
 from agent.peers.spec import FULL_END, FULL_START, Identity, IdType, TrafficSelector
 
 
+# What IPv4Address accepts, as one pattern: four decimal octets 0-255, no leading zeros.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
+
+def parse_ipv4(text: str) -> IPv4Address:
+    """IPv4Address(text), with a fast path for the dotted quads that make up most of a
+    1000-peer job (the library's parser costs several microseconds per address)."""
+    if isinstance(text, str) and _DOTTED_QUAD.fullmatch(text):
+        return IPv4Address(socket.inet_aton(text))
+    return IPv4Address(text)
+
+
 def ipv4(p: Problems, fld: str, text: str, *, unicast: bool = True) -> IPv4Address | None:
     try:
-        addr = IPv4Address(text)
+        addr = parse_ipv4(text)
     except AddressValueError:
         if is_ipv6(text):
             p.add(fld, text, "IPv6 is not supported", "an IPv4 address")
@@ -38,14 +52,20 @@ def is_ipv6(text: str) -> bool:
     return True
 
 
+_NOT_UNICAST = (  # (network, mask) as integers: what is_unicast refuses
+    (0x00000000, 0xFFFFFFFF),  # unspecified
+    (0x7F000000, 0xFF000000),  # loopback 127/8
+    (0xE0000000, 0xF0000000),  # multicast 224/4
+    (0xF0000000, 0xF0000000),  # reserved 240/4, the limited broadcast included
+    (0xA9FE0000, 0xFFFF0000),  # link-local 169.254/16
+)
+
+
 def is_unicast(addr: IPv4Address) -> bool:
-    return not (
-        addr.is_unspecified
-        or addr.is_loopback
-        or addr.is_multicast
-        or addr.is_reserved  # 240/4 including the limited broadcast
-        or addr.is_link_local
-    )
+    """Not unspecified, loopback, multicast, reserved or link-local (the ipaddress
+    properties, compared as integers: they are called for every address of a job)."""
+    value = int(addr)
+    return not any(value & mask == net for net, mask in _NOT_UNICAST)
 
 
 def in_range(p: Problems, fld: str, value: int, low: int, high: int, unit: str = "") -> bool:
