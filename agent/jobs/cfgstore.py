@@ -27,6 +27,17 @@ CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, message TEXT NOT NULL,
 """
 
 
+Rows = tuple[list[tuple[str, str, str]], list[tuple[str]]]  # upserts, deletes
+
+
+def difference(old: Items, new: Items) -> Rows:
+    """The rows that take the store from `old` to `new` (canonical JSON of each changed
+    item: the CPU-heavy part of a save, which a caller may do ahead of time)."""
+    upserts = [(k, m, canonical(p)) for k, (m, p) in new.items()
+               if k not in old or old[k] != (m, p)]
+    return upserts, [(k,) for k in old if k not in new]
+
+
 class ConfigStore:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -52,11 +63,11 @@ class ConfigStore:
             meta = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
         return items, meta
 
-    def save(self, old: Items, new: Items, meta: dict[str, str]) -> None:
-        """Write the difference between `old` and `new` and the meta values atomically."""
-        upserts = [(k, m, canonical(p)) for k, (m, p) in new.items()
-                   if k not in old or old[k] != (m, p)]
-        deletes = [(k,) for k in old if k not in new]
+    def save(self, old: Items, new: Items, meta: dict[str, str],
+             rows: Rows | None = None) -> None:
+        """Write the difference between `old` and `new` and the meta values atomically;
+        `rows` is that difference made beforehand (`difference`), to write as it is."""
+        upserts, deletes = rows if rows is not None else difference(old, new)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -69,9 +80,10 @@ class ConfigStore:
                 raise
             self._db.execute("COMMIT")
 
-    async def asave(self, old: Items, new: Items, meta: dict[str, str]) -> None:
+    async def asave(self, old: Items, new: Items, meta: dict[str, str],
+                    rows: Rows | None = None) -> None:
         """`save` on the writer thread; `old` and `new` must not change meanwhile."""
-        await self._writer.run(self.save, old, new, meta)
+        await self._writer.run(self.save, old, new, meta, rows)
 
     def close(self) -> None:
         """Finish the saves already called, then close the file."""

@@ -34,7 +34,8 @@ from typing import Any, NoReturn
 
 import structlog
 
-from agent.jobs.cfgstore import ConfigStore
+from agent.background import on_worker_thread
+from agent.jobs.cfgstore import ConfigStore, Rows, difference
 from agent.jobs.devcfg import (
     ConfigRequest,
     Items,
@@ -235,12 +236,24 @@ class JobDispatcher:
         else:
             raise JobError(f"{message} is not supported by this device (an IPsec peering "
                            "agent that records flexiManage's device configuration)")
-        result, items, router = await self._apply(application_order(requests), params)
-        signature = self.signature
-        if is_signed(message) and jobid:
-            signature = await asyncio.to_thread(advance, signature, original)
-        await self._commit(items, signature, router)
+        sign = original if is_signed(message) and jobid else None
+        result, items, router, prepared = await self._apply(application_order(requests),
+                                                            params, sign)
+        rows, signature = await prepared
+        await self._commit(items, signature, router, rows)
         return result
+
+    def _prepare_commit(self, items: Items, sign: Mapping[str, Any] | None
+                        ) -> asyncio.Task[tuple[Rows, str]]:
+        """The store rows of `items` and the next hash-chain value (`sign`: the job to
+        chain; None: unchanged), on a worker thread while VPP works on the job: they
+        need nothing from VPP, and the reply no longer waits for them."""
+        old, previous = self.items, self.signature
+
+        def work() -> tuple[Rows, str]:
+            return difference(old, items), previous if sign is None else advance(previous, sign)
+
+        return on_worker_thread(work)
 
     def note_drift(self, changes: Sequence[str]) -> None:
         """The manager repaired drift in VPP: report it to the controller (DRIFT_SIGNATURE)
@@ -262,10 +275,12 @@ class JobDispatcher:
         log.warning("VPP drift reported to the controller: out of sync until its "
                     "sync-device", changes=list(changes))
 
-    async def _commit(self, items: Items, signature: str, router_state: str) -> None:
-        """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop."""
+    async def _commit(self, items: Items, signature: str, router_state: str,
+                      rows: Rows | None = None) -> None:
+        """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop;
+        `rows`: the items' rows made beforehand (`_prepare_commit`)."""
         await self._config.asave(self.items, items,
-                                 {"signature": signature, "router_state": router_state})
+                                 {"signature": signature, "router_state": router_state}, rows)
         self.items, self.signature, self.router_state = items, signature, router_state
 
     def _request_list(self, job: str, params: Any, *, allow_all: bool) -> list[ConfigRequest]:
@@ -355,8 +370,9 @@ class JobDispatcher:
             raise rejection(problems, job_params)
         return specs
 
-    async def _apply(self, requests: Sequence[ConfigRequest],
-                     job_params: Any) -> tuple[JobResult, Items, str]:
+    async def _apply(self, requests: Sequence[ConfigRequest], job_params: Any,
+                     sign: Mapping[str, Any] | None = None
+                     ) -> tuple[JobResult, Items, str, asyncio.Task[tuple[Rows, str]]]:
         """Record `requests`; program the peer tunnels while the router runs. A stopped
         router (stop-router) has no peer data plane: its tunnels are removed from VPP,
         changes are only recorded, and start-router brings the recorded peers back."""
@@ -369,6 +385,7 @@ class JobDispatcher:
         # validates in every state; CPU-heavy for big jobs, so off the event loop
         changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
         items = apply_requests(self.items, requests)
+        prepared = self._prepare_commit(items, sign)
         step = policy_step(requests)
         touched = touches_routing(requests)
         if router == "stopped":
@@ -386,7 +403,7 @@ class JobDispatcher:
         else:
             result = await self._transact(items, router, changes=changes, policy=step,
                                           touched=touched, job_params=job_params)
-        return result, items, router
+        return result, items, router, prepared
 
     async def _sync(self, params: Any) -> tuple[JobResult, Items]:
         """Converge to exactly the configuration listed: the VPP part through the peer

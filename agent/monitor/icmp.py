@@ -340,8 +340,9 @@ class ProbeEngine:
         binding.targets += 1
         target = _Target(key, address, (str(address), 0), address.packed, binding, on_result)
         self._targets[key] = target
-        if self._loop is not None:
-            self._open(binding)
+        if self._loop is not None:  # its socket opens at its first probe (see _send):
+            # the first probes are spread over an interval, and so is the cost of
+            # opening a thousand sockets when a job adds a thousand tunnels
             self._schedule_first(target, self._loop.time())
             self._arm()
 

@@ -62,6 +62,7 @@ log = structlog.get_logger(__name__)
 
 # An on-demand stats entry is rebuilt at most this often (and on any SA state change).
 ON_DEMAND_MAX_AGE = 1.0
+LOG_EACH_UP_TO = 10  # tunnels added at once that are logged one by one at info
 
 Bind = Literal["device", "source"]
 # () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
@@ -200,6 +201,7 @@ class MonitorService:
         self._tunnels: dict[int, _Tunnel] = {}
         self._name_users: dict[str, set[int]] = {}
         self._skipped: dict[int, dict[IPv4Address, str]] = {}  # resolved, not routable
+        self._log_each = True  # per-tunnel lines at info (False while a big sync runs)
         self._on_demand: tuple[float, dict[str, Any]] | None = None  # (built at, entry)
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -258,8 +260,17 @@ class MonitorService:
             self.resolver.add(name)
         for name in gone:
             self.resolver.remove(name)
+        known = len(self._tunnels)
+        # one line per tunnel for a few; one line in all for a job of hundreds
+        self._log_each = len(desired) - known <= LOG_EACH_UP_TO
+        targets = sum(len(t.targets) for t in self._tunnels.values())
         for tid, spec in sorted(desired.items()):
             self._sync_tunnel(tid, spec)
+        if not self._log_each:
+            log.info("monitoring tunnels", added=len(self._tunnels) - known,
+                     tunnels=len(self._tunnels),
+                     targets=sum(len(t.targets) for t in self._tunnels.values()) - targets)
+        self._log_each = True
         self._routes_dirty.set()
 
     def _binding(self, spec: PeerSpec) -> tuple[str | None, IPv4Address | None]:
@@ -307,8 +318,9 @@ class MonitorService:
             health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1])
             t = _Tunnel(tid, spec, health, device, source, sa, health.status)
             self._tunnels[tid] = t
-            log.info("monitoring tunnel", tunnel_id=tid, bind=device or str(source),
-                     ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
+            (log.info if self._log_each else log.debug)(
+                "monitoring tunnel", tunnel_id=tid, bind=device or str(source),
+                ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
         elif (t.device, t.source) != (device, source):
             rebind = list(t.targets)
             for addr in rebind:
@@ -329,8 +341,9 @@ class MonitorService:
                 t.targets[addr] = _Target(addr)
                 t.health.add_target(addr)
                 self._add_probe(t, addr)
-                log.info("probe target added", tunnel_id=tid, address=str(addr),
-                         bind=device or str(source))
+                (log.info if self._log_each else log.debug)(
+                    "probe target added", tunnel_id=tid, address=str(addr),
+                    bind=device or str(source))
         self._note_status(t)
 
     def _add_probe(self, t: _Tunnel, addr: IPv4Address) -> None:

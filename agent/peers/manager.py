@@ -24,13 +24,14 @@ from typing import Any
 
 import structlog
 
+from agent.background import on_worker_thread
 from agent.peers.changes import AddPeer, Change, JobError, ModifyTargets, RemovePeer
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import PeerIndex, route_problems, target_problem
 from agent.peers.jobplan import check_added, draft_job, plan_job, sync_changes
 from agent.peers.reconcile import agent_objects, plan_reconcile
 from agent.peers.spec import PeerSpec
-from agent.peers.store import PeerStore
+from agent.peers.store import PeerStore, SpecRows, spec_rows
 from agent.peers.supervision import (
     Action,
     Endpoints,
@@ -178,7 +179,9 @@ class PeerManager:
         self._index = PeerIndex({})
         self.states: dict[int, PeerState] = {}
         self.dynamic_routes: dict[int, tuple[IPv4Address, ...]] = {}
-        self._refs: dict[str, int] = {}
+        self._refs: dict[str, int] = {}  # replaced, never changed in place (see below)
+        self._indexes: frozenset[int] = frozenset()
+        self._indexes_of: dict[str, int] | None = None
         self._intents: set[int] = set()
         self._unplaced: set[int] = set()  # desired peers the last reconcile could not program
         self._lock = asyncio.Lock()
@@ -442,6 +445,7 @@ class PeerManager:
         refs = dict(self._refs)
         writes_before = self.executor.writes
         intents = list(plan.intents)  # this job's; earlier unfinished ones stay for reconcile
+        rows: asyncio.Task[SpecRows] | None = None
         if plan.writes_vpp:
             try:
                 await self.store.abegin(intents)
@@ -449,6 +453,8 @@ class PeerManager:
                 raise JobError(f"cannot record the job in {self.store.path}: {e}; "
                                "VPP was not changed") from None
             self._intents |= set(intents)
+            # the store's rows need nothing from VPP: made on a worker thread meanwhile
+            rows = on_worker_thread(spec_rows, plan.upserts)
             try:
                 applied = await self.executor.apply_phases(
                     [list(plan.removals.values()), list(plan.adds.values())], refs)
@@ -464,7 +470,8 @@ class PeerManager:
             if plan.sets_liveness:
                 self._liveness_generation = self.vpp.generation
         try:
-            await self.store.acommit(plan.upserts, plan.deletes, clear=intents)
+            await self.store.acommit(plan.upserts if rows is None else await rows,
+                                     plan.deletes, clear=intents)
         except sqlite3.Error as e:  # e.g. disk full: what is not on disk is not acknowledged
             self._refs = refs
             why = f"cannot save the desired state in {self.store.path}: {e}"
@@ -482,10 +489,11 @@ class PeerManager:
         self._intents -= set(intents)
         self._refs = refs
         writes = self.executor.writes - writes_before
+        gone = {ref_name(t) for t in plan.deletes}
+        self._refs = {k: v for k, v in self._refs.items() if k not in gone}
         for t in plan.deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)
-            self._refs.pop(ref_name(t), None)
         for spec in added:
             self.states[spec.tunnel_id] = PeerState(spec.tunnel_id, initiated_at=time.monotonic()
                                                     if spec.role == "initiator" else None)
@@ -570,7 +578,7 @@ class PeerManager:
                 owned = self._intents | set(self.desired) | agent_objects(obs)
             plan = plan_reconcile(desired, owned, obs, facts_for, self.dynamic_routes)
             if plan.empty:
-                self._refs.update(plan.refs)
+                self._refs = {**self._refs, **plan.refs}
                 await self._finish_reconcile(generation)
                 log.info("VPP in sync with desired state", peers=len(self.desired))
                 return JobResult()
@@ -741,13 +749,21 @@ class PeerManager:
             except Exception as e:
                 log.error("state listener failed", error=repr(e))
 
+    def _tunnel_indexes(self) -> frozenset[int]:
+        """The sw_if_indexes of the agent's tunnels; rebuilt when `_refs` is replaced
+        (it is never changed in place), not scanned per event: a job that adds 1000
+        tunnels brings 2000 interface events."""
+        if self._indexes_of is not self._refs:
+            self._indexes, self._indexes_of = frozenset(self._refs.values()), self._refs
+        return self._indexes
+
     def _on_vpp_event(self, name: str, msg: Any) -> None:
         """sw_interface_event: VPP sets a protected tunnel up when it installs a child SA
         and down when it removes one; look at the SAs now instead of at the next poll."""
         if name != "sw_interface_event":
             return
         sw = int(msg.sw_if_index)
-        if sw not in self._refs.values():
+        if sw not in self._tunnel_indexes():
             return
         self._admin[sw] = bool(int(msg.flags) & 1) and not bool(msg.deleted)
         self._wake.set()

@@ -20,6 +20,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.peers.codec import canonical_json, spec_from_dict
@@ -30,6 +31,17 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (tunnel_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS intents (tunnel_id INTEGER PRIMARY KEY);
 """
+
+
+@dataclass(frozen=True)
+class SpecRows:
+    """Specs as the store's rows (canonical JSON: the CPU-heavy part of a commit)."""
+
+    rows: list[tuple[int, str]]
+
+
+def spec_rows(specs: Iterable[PeerSpec]) -> SpecRows:
+    return SpecRows([(s.tunnel_id, canonical_json(s)) for s in specs])
 
 
 class PeerStore:
@@ -91,9 +103,10 @@ class PeerStore:
     async def abegin(self, tunnel_ids: Iterable[int]) -> None:
         await self._writer.run(self.begin, list(tunnel_ids))
 
-    async def acommit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int],
+    async def acommit(self, upserts: Iterable[PeerSpec] | SpecRows, deletes: Iterable[int],
                       clear: Iterable[int] | None = None) -> None:
-        await self._writer.run(self.commit, list(upserts), list(deletes),
+        await self._writer.run(self.commit, upserts if isinstance(upserts, SpecRows)
+                               else list(upserts), list(deletes),
                                None if clear is None else list(clear))
 
     async def aclear_intents(self, only: Iterable[int] | None = None) -> None:
@@ -105,13 +118,14 @@ class PeerStore:
             self._db.executemany("INSERT OR IGNORE INTO intents VALUES (?)",
                                  [(t,) for t in tunnel_ids])
 
-    def commit(self, upserts: Iterable[PeerSpec], deletes: Iterable[int],
+    def commit(self, upserts: Iterable[PeerSpec] | SpecRows, deletes: Iterable[int],
                clear: Iterable[int] | None = None) -> None:
         """Make a job's outcome the acknowledged state and clear its intents (`clear`;
-        None: all). Another job's intents stay until reconcile has finished them."""
+        None: all). Another job's intents stay until reconcile has finished them.
+        `upserts` may be made into rows beforehand (`spec_rows`)."""
+        rows = upserts if isinstance(upserts, SpecRows) else spec_rows(upserts)
         with self._tx():
-            self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?)",
-                                 [(s.tunnel_id, canonical_json(s)) for s in upserts])
+            self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?)", rows.rows)
             self._db.executemany("DELETE FROM peers WHERE tunnel_id = ?",
                                  [(t,) for t in deletes])
             self._delete_intents(clear)

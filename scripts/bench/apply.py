@@ -353,12 +353,25 @@ def spread(values: list[float]) -> dict[str, float]:
             "max": round(max(values), 3)}
 
 
+@contextlib.contextmanager
+def daemon_logging(workdir: Path) -> Iterator[Path]:
+    """Log as the daemon does by default (info, JSON lines; journald there, a file here),
+    so that what the agent logs per peer is part of what is measured."""
+    path = workdir / "agent.log"
+    with path.open("w") as stream:
+        configure_logging("info", json=True, stream=stream)
+        try:
+            yield path
+        finally:
+            configure_logging("error", json=True)
+
+
 async def main(peers: list[int], runs: int, targets: list[str],
                out_path: Path | None = None) -> dict[str, Any]:
-    configure_logging("error", json=True)
     results: dict[str, Any] = {"runs": runs, "cpus": os.cpu_count(),
                                "loadavg_start": os.getloadavg()[0], "targets": {}}
-    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d:
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d, \
+            daemon_logging(Path(d)):
         workdir = Path(d)
         if "vppsim" in targets:
             with vppsim(workdir) as sock:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # agent.*
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import realvpp
-from apply import TARGETS, configure_logging, peer_params, running_agent
+from apply import TARGETS, daemon_logging, peer_params, running_agent
 
 from agent.daemon.gctune import tune_gc
 
@@ -62,9 +62,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 async def main(n: int, runs: int, targets: list[str]) -> dict[str, Any]:
-    configure_logging("error", json=True)
     out: dict[str, Any] = {"peers": n, "runs": runs, "targets": {}}
-    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d:
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d, daemon_logging(Path(d)):
         for kind in targets:
             if kind == "vpp" and (why := realvpp.unavailable()):
                 out["targets"][kind] = {"skipped": why}

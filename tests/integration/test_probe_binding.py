@@ -102,7 +102,8 @@ def test_device_binding_decides_the_path(topo: Topo) -> None:
                 ("b1-via-v2", "198.51.100.2", "v2", None),  # b1's address, wrong device
             ]
             probing = asyncio.ensure_future(probe_counted(engine, specs, k))
-            await until(lambda: engine.stats.sent > 0, 2.0, "first probe")
+            # a socket opens at its binding's first probe: two rounds in, all are open
+            await until(lambda: engine.stats.sent >= 2 * len(specs), 2.0, "two probe rounds")
             sockets = engine.stats.sockets  # one per binding, shared by targets
             results = await probing
         return results, sockets

@@ -9,6 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.monitor.health import DROP_EVENT, RTT_EVENT, AlertConfig, HealthConfig, alerts_hash
 from agent.monitor.icmp import ProbeResult, ResultCallback
@@ -238,6 +239,24 @@ def test_desired_changes_add_and_remove_targets() -> None:
     assert list(r.engine.targets) == [(9, A("203.0.113.9"))]
     assert r.service.snapshot(7) is None
     assert set(r.service.collect()["tunnel_stats"]) == {"9"}
+
+
+def test_a_few_new_tunnels_are_logged_one_by_one_hundreds_in_one_line() -> None:
+    r = rig()
+    with capture_logs() as few:
+        r.manager.put(*(plain(t, ("198.51.100.1",)) for t in range(1, 4)))
+    assert [e["event"] for e in few if e["log_level"] == "info"].count("monitoring tunnel") == 3
+    with capture_logs() as many:
+        r.manager.put(*(plain(t, ("198.51.100.1",)) for t in range(10, 510)))
+    info = [e for e in many if e["log_level"] == "info"]
+    assert [e["event"] for e in info] == ["monitoring tunnels"]
+    assert (info[0]["added"], info[0]["tunnels"], info[0]["targets"]) == (500, 503, 500)
+    assert sum(e["event"] == "monitoring tunnel" for e in many) == 500  # at debug
+    assert len(r.engine.targets) == 503
+    with capture_logs() as next_one:
+        r.manager.put(plain(600, ("198.51.100.1",)))
+    assert [e["event"] for e in next_one if e["log_level"] == "info"] == [
+        "monitoring tunnel", "probe target added"]
 
 
 def test_rebinding_when_the_tunnel_address_changes_in_source_mode() -> None:

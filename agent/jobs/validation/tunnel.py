@@ -46,6 +46,7 @@ from agent.jobs.validation.values import (
     is_ipv6,
     is_unicast,
     monitor_targets,
+    parse_ipv4_interface,
     selector,
 )
 from agent.peers.changes import ModifyTargets, RemovePeer
@@ -219,7 +220,7 @@ def _peer_addr(
         p.add(fld, text, "no prefix length", allowed)
         return None
     try:
-        addr = IPv4Interface(text)
+        addr = parse_ipv4_interface(text)
     except ValueError:
         reason = "IPv6 is not supported" if is_ipv6(text) else "not an IPv4 interface address"
         p.add(fld, text, reason, allowed)
