@@ -77,6 +77,7 @@ __all__ = ["AddPeer", "Change", "JobError", "JobResult", "ModifyTargets", "PeerM
 log = structlog.get_logger(__name__)
 
 ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
+LOG_EACH_UP_TO = 10  # changes of one reconcile logged one by one at info; more: one line
 
 
 class PeerState:
@@ -582,8 +583,11 @@ class PeerManager:
                 await self._finish_reconcile(generation)
                 log.info("VPP in sync with desired state", peers=len(self.desired))
                 return JobResult()
+            few = len(plan.notes) <= LOG_EACH_UP_TO
             for note in plan.notes:
-                log.info("reconcile", detail=note)
+                (log.info if few else log.debug)("reconcile", detail=note)
+            if not few:  # after a VPP restart: one line, not one per tunnel
+                log.info("reconcile", changes=len(plan.notes), first=plan.notes[:3])
             if self._liveness_generation != generation:
                 plan.chains.insert(0, [liveness_op(*self.liveness)])
             refs = dict(self._refs)

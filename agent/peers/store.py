@@ -53,9 +53,12 @@ class PeerStore:
         self.recovered: str | None = None  # why a corrupt store was replaced, if it was
         self._lock = threading.Lock()  # the writer thread and the loop's reads
         self._writer = SerialWriter("peer-store")
+        # what the check at start-up read, handed to the first load() unless a write
+        # came first: start-up reads (and parses) a thousand rows once, not twice
+        self._read: tuple[dict[int, PeerSpec], set[int]] | None = None
         try:
             self._db = self._open(path)
-            self.load()  # every row must parse: a store that cannot be read is no store
+            self._read = self.load()  # every row must parse: an unreadable store is no store
         except (sqlite3.DatabaseError, ValueError, KeyError, TypeError) as e:
             if isinstance(e, sqlite3.OperationalError) and not _corrupt(e):
                 raise  # locked, read-only, disk full: not the file's fault
@@ -93,6 +96,9 @@ class PeerStore:
 
     def load(self) -> tuple[dict[int, PeerSpec], set[int]]:
         with self._lock:
+            if self._read is not None:
+                read, self._read = self._read, None
+                return read
             rows = self._db.execute("SELECT tunnel_id, spec FROM peers").fetchall()
             intents = {int(r[0]) for r in self._db.execute("SELECT tunnel_id FROM intents")}
         return {int(tid): spec_from_dict(json.loads(text)) for tid, text in rows}, intents
@@ -142,6 +148,8 @@ class PeerStore:
             self._delete_intents(only)
 
     def _tx(self) -> _Transaction:
+        with self._lock:
+            self._read = None  # a write makes what start-up read stale
         return _Transaction(self._db, self._lock)
 
 

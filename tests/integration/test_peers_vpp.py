@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from agent.lab.vppsim.server import VppSim
 from agent.peers.changes import AddPeer, ModifyTargets, RemovePeer
@@ -259,6 +260,22 @@ async def test_vpp_restart_reprograms_every_peer_and_sas_come_back(
     assert got["tunnels"] == expected["tunnels"]
     assert got["profiles"] == expected["profiles"]
     assert got["routes"] == expected["routes"]
+
+
+async def test_a_reconcile_of_many_tunnels_logs_one_line_not_one_per_tunnel(
+        sim: VppSim, agent: Agent) -> None:
+    await agent.manager.apply([AddPeer(numbered_spec(n)) for n in range(1, 13)])
+    generation = agent.vpp.generation
+    with capture_logs() as logs:
+        await sim.stop()
+        await sim.start()
+        await until(lambda: agent.vpp.generation == generation + 1)
+        await until(lambda: agent.manager.in_sync)
+    notes = [e for e in logs if e["event"] == "reconcile"]
+    assert [e["log_level"] for e in notes].count("info") == 1
+    summary = next(e for e in notes if e["log_level"] == "info")
+    assert summary["changes"] == 12 and len(summary["first"]) == 3
+    assert sum(e["log_level"] == "debug" for e in notes) == 12  # each one, at debug
 
 
 async def test_restart_of_the_agent_with_vpp_in_sync_writes_nothing(

@@ -56,3 +56,19 @@ async def test_daemon_writes_are_ordered_and_all_or_nothing(tmp_path: Path) -> N
     await store.acommit([c], [1], clear=None)
     store.close()
     assert PeerStore(tmp_path).load() == ({2: b, 3: c}, set())
+
+
+def test_start_up_reads_the_rows_once_and_a_write_makes_the_next_load_read_again(
+        tmp_path: Path) -> None:
+    first = PeerStore(tmp_path)
+    first.commit([numbered_spec(1)], [])
+    first.close()
+    store = PeerStore(tmp_path)
+    reads: list[str] = []
+    store._db.set_trace_callback(reads.append)
+    desired, _ = store.load()  # what the start-up check read
+    assert set(desired) == {1} and not any("FROM peers" in r for r in reads)
+    store.commit([numbered_spec(2)], [])
+    desired, _ = store.load()
+    assert set(desired) == {1, 2} and any("FROM peers" in r for r in reads)
+    store.close()
