@@ -1,0 +1,92 @@
+"""What each message of the add plan costs VPP itself: the floor under any apply.
+
+The agent's add plan for N peers is sent one column at a time (the k-th step of
+every peer's chain, all peers in flight, through the agent's VPP client) into a
+fresh real VPP 26.06, and VPP's own CPU time (/proc) is read around each column.
+The sum is what VPP needs for the whole job however fast the client is; the
+admin-before-address order of the plan comes from this measurement.
+
+    .venv/bin/python scripts/bench/vpp_cost.py --peers 1000 --runs 3 --out cost.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from apply import TARGETS, daemon_logging, peer_params
+from realvpp import cpu_seconds, unavailable
+
+from agent.jobs.validation import ValidationPolicy, normalize_add_tunnel
+from agent.vpp.client import VppClient
+from agent.vpp.executor import Executor
+from agent.vpp.plan import plan_add_ops
+
+
+async def one_run(n: int, workdir: Path, tag: str) -> list[dict[str, Any]]:
+    target = TARGETS["vpp"]
+    specs = [normalize_add_tunnel(peer_params(i), ValidationPolicy()) for i in range(1, n + 1)]
+    chains = [plan_add_ops(s, target.facts) for s in specs]
+    columns: list[dict[str, Any]] = []
+    with target.start(workdir, tag) as (sock, pid):
+        client = VppClient(str(sock), call_timeout=300)
+        await client.start()
+        await client.wait_connected(10)
+        executor, refs = Executor(client), {}
+        try:
+            for k in range(len(chains[0])):
+                cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+                await executor.apply([[chain[k]] for chain in chains], refs)
+                columns.append({"message": chains[0][k].message,
+                                "wall_s": round(time.perf_counter() - t0, 3),
+                                "vpp_cpu_s": round(cpu_seconds(pid) - cpu0, 3)})
+        finally:
+            await client.close()
+    return columns
+
+
+async def main(n: int, runs: int) -> dict[str, Any]:
+    if why := unavailable():
+        return {"skipped": why}
+    with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d, daemon_logging(Path(d)):
+        per_run = [await one_run(n, Path(d), f"c{r}") for r in range(runs)]
+    steps = []
+    for k, first in enumerate(per_run[0]):
+        cpu = [run[k]["vpp_cpu_s"] for run in per_run]
+        steps.append({"step": k + 1, "message": first["message"],
+                      "vpp_cpu_s_median": round(statistics.median(cpu), 3),
+                      "vpp_us_per_peer": round(statistics.median(cpu) / n * 1e6),
+                      "wall_s_median": round(statistics.median(r[k]["wall_s"] for r in per_run),
+                                             3)})
+    totals = [sum(c["vpp_cpu_s"] for c in run) for run in per_run]
+    return {"peers": n, "runs": runs, "steps": steps,
+            "vpp_cpu_total_s": {"median": round(statistics.median(totals), 3),
+                                "min": round(min(totals), 3), "max": round(max(totals), 3)}}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peers", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    args = parser.parse_args()
+    result = asyncio.run(main(args.peers, args.runs))
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    if "steps" in result:
+        total = result["vpp_cpu_total_s"]
+        print(f"VPP's own CPU for the add plan of {args.peers} peers: {total['median']} s "
+              f"({total['min']}-{total['max']}); dearest steps: " + ", ".join(
+                  f"{s['message']} {s['vpp_us_per_peer']} us"
+                  for s in sorted(result["steps"], key=lambda s: -s["vpp_cpu_s_median"])[:3]),
+              file=sys.stderr)
