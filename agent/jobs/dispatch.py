@@ -34,7 +34,6 @@ from typing import Any, NoReturn
 
 import structlog
 
-from agent.background import on_worker_thread
 from agent.jobs.cfgstore import ConfigStore, Rows, difference
 from agent.jobs.devcfg import (
     ConfigRequest,
@@ -237,23 +236,11 @@ class JobDispatcher:
             raise JobError(f"{message} is not supported by this device (an IPsec peering "
                            "agent that records flexiManage's device configuration)")
         sign = original if is_signed(message) and jobid else None
-        result, items, router, prepared = await self._apply(application_order(requests),
-                                                            params, sign)
-        rows, signature = await prepared
+        result, items, router, prep = await self._apply(application_order(requests), params,
+                                                        sign)
+        rows, signature = await prep.result()
         await self._commit(items, signature, router, rows)
         return result
-
-    def _prepare_commit(self, items: Items, sign: Mapping[str, Any] | None
-                        ) -> asyncio.Task[tuple[Rows, str]]:
-        """The store rows of `items` and the next hash-chain value (`sign`: the job to
-        chain; None: unchanged), on a worker thread while VPP works on the job: they
-        need nothing from VPP, and the reply no longer waits for them."""
-        old, previous = self.items, self.signature
-
-        def work() -> tuple[Rows, str]:
-            return difference(old, items), previous if sign is None else advance(previous, sign)
-
-        return on_worker_thread(work)
 
     def note_drift(self, changes: Sequence[str]) -> None:
         """The manager repaired drift in VPP: report it to the controller (DRIFT_SIGNATURE)
@@ -372,7 +359,7 @@ class JobDispatcher:
 
     async def _apply(self, requests: Sequence[ConfigRequest], job_params: Any,
                      sign: Mapping[str, Any] | None = None
-                     ) -> tuple[JobResult, Items, str, asyncio.Task[tuple[Rows, str]]]:
+                     ) -> tuple[JobResult, Items, str, CommitPrep]:
         """Record `requests`; program the peer tunnels while the router runs. A stopped
         router (stop-router) has no peer data plane: its tunnels are removed from VPP,
         changes are only recorded, and start-router brings the recorded peers back."""
@@ -385,7 +372,7 @@ class JobDispatcher:
         # validates in every state; CPU-heavy for big jobs, so off the event loop
         changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
         items = apply_requests(self.items, requests)
-        prepared = self._prepare_commit(items, sign)
+        prep = CommitPrep(self.items, items, self.signature, sign)
         step = policy_step(requests)
         touched = touches_routing(requests)
         if router == "stopped":
@@ -402,8 +389,9 @@ class JobDispatcher:
                                           policy=step, touched=touched, job_params=job_params)
         else:
             result = await self._transact(items, router, changes=changes, policy=step,
-                                          touched=touched, job_params=job_params)
-        return result, items, router, prepared
+                                          touched=touched, job_params=job_params,
+                                          alongside=prep.run)
+        return result, items, router, prep
 
     async def _sync(self, params: Any) -> tuple[JobResult, Items]:
         """Converge to exactly the configuration listed: the VPP part through the peer
@@ -449,7 +437,8 @@ class JobDispatcher:
                         target: Sequence[PeerSpec] | None = None,
                         policy: PolicyStep | None = None, touched: bool = True,
                         converge: bool = False, note: str = "recorded",
-                        job_params: Any = None) -> JobResult:
+                        job_params: Any = None,
+                        alongside: Callable[[], object] | None = None) -> JobResult:
         """Peer tunnels (`changes` applied, or converged to `target`), then FRR, then the
         policy; all or nothing. `converge` (sync-device) hands FRR its model even when it
         equals the last one applied, so a restarted FRR is repaired (no write when equal).
@@ -461,7 +450,7 @@ class JobDispatcher:
             except PolicyError as e:
                 raise JobError(f"multilink policy: {e}") from None
         before = dict(self.manager.desired)
-        result = await self._vpp_step(changes, target, note)
+        result = await self._vpp_step(changes, target, note, alongside)
         old_model = self.routing.model if self.routing is not None else None
         routed = False
         if self.routing is not None and model is not None and (
@@ -503,7 +492,8 @@ class JobDispatcher:
             raise JobError(f"routing: {e}") from None
 
     async def _vpp_step(self, changes: Sequence[Change] | None,
-                        target: Sequence[PeerSpec] | None, note: str) -> JobResult:
+                        target: Sequence[PeerSpec] | None, note: str,
+                        alongside: Callable[[], object] | None = None) -> JobResult:
         """The peer-tunnel part; tunnels about to be deleted or re-created are taken out of
         the multilink policy first (changing an ABF path through a deleted interface
         crashes VPP 26.06) and given back once the step is over."""
@@ -521,7 +511,7 @@ class JobDispatcher:
             if target is not None:
                 return await self.manager.sync(target)
             assert changes is not None
-            return await self.manager.apply(changes)
+            return await self.manager.apply(changes, alongside=alongside)
         finally:
             if going and self.policies is not None:
                 self.policies.restore(going)
@@ -728,6 +718,29 @@ class JobDispatcher:
             return STORE_LOST_SIGNATURE
         return self.signature
 
+
+
+class CommitPrep:
+    """The store rows of a job's items and the next hash-chain value (`sign`: the job
+    to chain; None: unchanged). They need nothing from VPP: `run` is handed to the peer
+    manager, which runs it on a worker thread while VPP works on the job, so the reply
+    does not wait for them; `result` computes them if that did not happen."""
+
+    def __init__(self, old: Items, new: Items, signature: str,
+                 sign: Mapping[str, Any] | None) -> None:
+        self._args = (old, new, signature, sign)
+        self._done: tuple[Rows, str] | None = None
+
+    def run(self) -> None:
+        old, new, signature, sign = self._args
+        self._done = (difference(old, new),
+                      signature if sign is None else advance(signature, sign))
+
+    async def result(self) -> tuple[Rows, str]:
+        if self._done is None:
+            await asyncio.to_thread(self.run)
+        assert self._done is not None
+        return self._done
 
 
 def _prefix(req: ConfigRequest) -> str:

@@ -337,12 +337,16 @@ class PeerManager:
         finally:
             self.jobs_waiting_for_vpp -= 1
 
-    async def apply(self, changes: Sequence[Change]) -> JobResult:
+    async def apply(self, changes: Sequence[Change],
+                    alongside: Callable[[], object] | None = None) -> JobResult:
+        """Apply `changes` all or nothing. `alongside` (work that needs nothing from VPP)
+        runs on a worker thread while VPP works on the job, and is done when this returns
+        successfully."""
         """Apply controller changes as one all-or-nothing transaction."""
         await self._wait_for_vpp()
         async with self._lock:
             try:
-                return await self._apply_locked(changes)
+                return await self._apply_locked(changes, alongside)
             except VppError as e:  # VPP went away while reading its state: nothing written
                 raise JobError(str(e)) from None
 
@@ -412,7 +416,8 @@ class PeerManager:
                  writes=self.executor.writes - writes_before)
         return JobResult(notes=tuple(plan.notes), writes=self.executor.writes - writes_before)
 
-    async def _apply_locked(self, changes: Sequence[Change]) -> JobResult:
+    async def _apply_locked(self, changes: Sequence[Change],
+                            alongside: Callable[[], object] | None = None) -> JobResult:
         if not changes:
             return JobResult(notes=("nothing to change",))
         if not self.vpp.connected:
@@ -447,6 +452,7 @@ class PeerManager:
         writes_before = self.executor.writes
         intents = list(plan.intents)  # this job's; earlier unfinished ones stay for reconcile
         rows: asyncio.Task[SpecRows] | None = None
+        side: asyncio.Task[object] | None = None
         if plan.writes_vpp:
             try:
                 await self.store.abegin(intents)
@@ -454,8 +460,10 @@ class PeerManager:
                 raise JobError(f"cannot record the job in {self.store.path}: {e}; "
                                "VPP was not changed") from None
             self._intents |= set(intents)
-            # the store's rows need nothing from VPP: made on a worker thread meanwhile
+            # the store's rows (and the caller's work) need nothing from VPP: made on a
+            # worker thread meanwhile, started now that planning no longer competes
             rows = on_worker_thread(spec_rows, plan.upserts)
+            side = None if alongside is None else on_worker_thread(alongside)
             try:
                 applied = await self.executor.apply_phases(
                     [list(plan.removals.values()), list(plan.adds.values())], refs)
@@ -470,6 +478,11 @@ class PeerManager:
                 raise JobError(str(e)) from None
             if plan.sets_liveness:
                 self._liveness_generation = self.vpp.generation
+        if side is not None:
+            # the caller's own work: its failure is the caller's to see (it runs it
+            # again), never a reason to leave this job half-committed
+            with contextlib.suppress(Exception):
+                await side
         try:
             await self.store.acommit(plan.upserts if rows is None else await rows,
                                      plan.deletes, clear=intents)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from ipaddress import IPv4Address
 
 from agent.peers.spec import PeerSpec
@@ -20,14 +19,14 @@ from agent.vpp import kinds
 from agent.vpp.kinds.base import Kind, Observed
 from agent.vpp.kinds.profile import profile_differences
 from agent.vpp.kinds.tunnel import observed_index, ref_name
-from agent.vpp.ops import LazyChain, Op, VppFacts
+from agent.vpp.ops import Op, VppFacts
 
 __all__ = ["ReconcilePlan", "agent_objects", "plan_reconcile", "profile_differences"]
 
 
 @dataclass
 class ReconcilePlan:
-    chains: list[Sequence[Op]] = field(default_factory=list)
+    chains: list[list[Op]] = field(default_factory=list)
     refs: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # why each chain exists, for the log
 
@@ -70,9 +69,9 @@ def plan_reconcile(
         problems = ["tunnel missing"] if sw is None else [
             p for k in kind_list if k.recreates_peer for p in k.drift(spec, facts, obs, sw)]
         if sw is None or problems:
-            # cleanup now (it records the refs), creation as the executor reaches it
-            plan.chains.append(LazyChain(partial(
-                _recreate, _cleanup(tid, obs, plan, kind_list), spec, facts, extra, kind_list)))
+            chain = _cleanup(tid, obs, plan, kind_list) + kinds.create(spec, facts, extra,
+                                                                       kind_list)
+            plan.chains.append(chain)
             plan.notes.append(f"tunnel {tid}: {', '.join(problems)}: programming it")
             continue
         plan.refs[ref_name(tid)] = sw
@@ -87,11 +86,6 @@ def plan_reconcile(
         if chain:
             plan.chains.append(chain)
     return plan
-
-
-def _recreate(cleanup: list[Op], spec: PeerSpec, facts: VppFacts,
-              extra: tuple[IPv4Address, ...], kind_list: Sequence[Kind]) -> list[Op]:
-    return cleanup + kinds.create(spec, facts, extra, kind_list)
 
 
 def _cleanup(tid: int, obs: Observed, plan: ReconcilePlan, kind_list: Sequence[Kind]) -> list[Op]:

@@ -92,12 +92,7 @@ class Executor:
         failure: list[tuple[Op, Exception]] = []
 
         async def run_chain(chain: Sequence[Op], done: list[Op]) -> None:
-            try:
-                steps = list(chain)  # a LazyChain is planned here, as a worker reaches it
-            except Exception as e:  # a planning defect: undone like a failed step
-                failure.append((Op("(planning)", {}, "planning a peer's steps"), e))
-                return
-            for op in steps:
+            for op in chain:
                 if failure:
                     return
                 try:

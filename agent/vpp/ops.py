@@ -8,10 +8,10 @@ objects that get new indexes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, overload
+from typing import Any
 
 from agent.secret import Secret
 
@@ -95,47 +95,3 @@ def resolve(value: Any, refs: Mapping[str, int]) -> Any:
     if isinstance(value, list):
         return [resolve(v, refs) for v in value]
     return value
-
-
-class LazyChain(Sequence[Op]):
-    """A peer's add chain, planned when the executor first reads it: planning a large
-    job then overlaps VPP's work on the chains already sent, instead of all of it
-    preceding the first write. Never empty (an add creates at least its tunnel), so
-    it is truthy without being planned."""
-
-    __slots__ = ("_make", "_ops")
-
-    def __init__(self, make: Callable[[], list[Op]]) -> None:
-        self._make: Callable[[], list[Op]] | None = make
-        self._ops: list[Op] | None = None
-
-    def _planned(self) -> list[Op]:
-        if self._ops is None:
-            assert self._make is not None
-            self._ops, self._make = self._make(), None
-            if not self._ops:
-                raise ValueError("an add chain planned no step")
-        return self._ops
-
-    def __bool__(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return len(self._planned())
-
-    def __iter__(self) -> Iterator[Op]:
-        return iter(self._planned())
-
-    @overload
-    def __getitem__(self, index: int) -> Op: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Op]: ...
-
-    def __getitem__(self, index: int | slice) -> Op | Sequence[Op]:
-        return self._planned()[index]
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable in effect, like the list it stands for

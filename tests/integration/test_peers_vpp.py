@@ -127,6 +127,26 @@ async def test_rollback_at_every_failure_point(sim: VppSim, agent: Agent) -> Non
     assert agent.store.load() == ({}, set())
 
 
+async def test_work_alongside_runs_while_vpp_works_and_never_breaks_the_job(
+        sim: VppSim, agent: Agent) -> None:
+    seen: list[int] = []
+
+    def alongside() -> None:  # on a worker thread: what VPP had been sent by then
+        seen.append(sim.write_count)
+
+    before = sim.write_count
+    await agent.manager.apply([AddPeer(numbered_spec(n)) for n in range(1, 4)],
+                              alongside=alongside)
+    assert len(seen) == 1 and before <= seen[0] <= sim.write_count  # once, from the VPP step on
+
+    def broken() -> None:
+        raise RuntimeError("the caller's bug")
+
+    await agent.manager.apply([AddPeer(numbered_spec(4))], alongside=broken)
+    assert set(agent.manager.desired) == {1, 2, 3, 4}  # committed all the same
+    assert set(agent.store.load()[0]) == {1, 2, 3, 4}
+
+
 async def test_aggregated_is_all_or_nothing(sim: VppSim, agent: Agent) -> None:
     await agent.manager.apply([AddPeer(numbered_spec(1)), AddPeer(numbered_spec(2))])
     await wait_up(agent.manager, 1)

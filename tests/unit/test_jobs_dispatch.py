@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -41,10 +41,13 @@ class FakeManager:
     synced: list[list[PeerSpec]] = field(default_factory=list)
     fail: str | None = None
 
-    async def apply(self, changes: Sequence[Change]) -> JobResult:
+    async def apply(self, changes: Sequence[Change],
+                    alongside: Callable[[], object] | None = None) -> JobResult:
         if self.fail:
             raise JobError(self.fail)
         self.applied.append(list(changes))
+        if alongside is not None:  # like the manager: done once the apply succeeded
+            alongside()
         for ch in changes:
             if isinstance(ch, AddPeer):
                 self.desired[ch.spec.tunnel_id] = ch.spec

@@ -6,7 +6,7 @@ tests/integration/test_dispatch_frr.py runs the same path against a real FRR."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,12 @@ class Events(list[str]):
 class OrderedManager(FakeManager):
     events: Events
 
-    async def apply(self, changes: Sequence[Change]) -> JobResult:
+    async def apply(self, changes: Sequence[Change],
+                    alongside: Callable[[], object] | None = None) -> JobResult:
         self.events.append("vpp.apply " + " ".join(
             f"{type(c).__name__}:{getattr(c, 'tunnel_id', None) or c.spec.tunnel_id}"  # type: ignore[union-attr]
             for c in changes))
-        return await super().apply(changes)
+        return await super().apply(changes, alongside)
 
     async def sync(self, specs: Sequence[PeerSpec]) -> JobResult:
         self.events.append("vpp.sync " + " ".join(str(s.tunnel_id) for s in specs))

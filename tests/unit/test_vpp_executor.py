@@ -12,7 +12,6 @@ import pytest
 
 from agent.vpp.errors import VppApiError
 from agent.vpp.executor import ApplyError, Executor
-from agent.vpp.ops import LazyChain
 from agent.vpp.plan import VppFacts, plan_add_ops
 from tests.spec_factory import numbered_spec
 
@@ -161,32 +160,3 @@ async def test_an_undo_that_fails_stops_its_chain() -> None:
         await Executor(vpp).apply([ops], {})
     assert not info.value.rolled_back and "ROLLBACK INCOMPLETE" in str(info.value)
     assert "ipip_del_tunnel" not in [name for name, _ in vpp.calls]
-
-
-async def test_a_lazy_chain_is_planned_only_when_a_worker_reaches_it() -> None:
-    vpp = FakeVpp()
-    planned: list[int] = []
-
-    def plan(n: int) -> list[Any]:
-        planned.append(n)
-        return plan_add_ops(numbered_spec(n), VppFacts(1))
-
-    chains = [LazyChain(lambda n=n: plan(n)) for n in range(1, 4)]
-    assert all(chains) and planned == []  # truthy without planning
-    await Executor(vpp).apply(chains, {})
-    assert sorted(planned) == [1, 2, 3]
-    assert _net_effect(vpp.calls)["tunnel"] == 3
-
-
-async def test_a_chain_whose_planning_fails_is_undone_like_a_failed_step() -> None:
-    vpp = FakeVpp()
-
-    def broken() -> list[Any]:
-        raise KeyError("no facts for this tunnel")
-
-    good = plan_add_ops(numbered_spec(1), VppFacts(1))
-    with pytest.raises(ApplyError) as caught:
-        await Executor(vpp).apply([good, LazyChain(broken)], {})
-    assert "planning a peer's steps failed" in str(caught.value)
-    assert caught.value.rolled_back
-    assert _net_effect(vpp.calls) == {}  # the other chain's steps were undone
