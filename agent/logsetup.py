@@ -17,6 +17,9 @@ SECRET_KEYS = frozenset({"psk", "token", "password", "secret", "key", "auth_data
                          "device_token", "org_token", "sk_d", "sk_ei", "sk_er", "sk_ai", "sk_ar"})
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "critical": logging.CRITICAL}
+# A change touching up to this many tunnels is logged tunnel by tunnel at info; a bigger
+# one (a 1000-peer job, a reconcile after a VPP restart) in one info line, each at debug.
+LOG_EACH_UP_TO = 10
 
 
 def redact_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -265,7 +265,7 @@ class JobDispatcher:
     async def _commit(self, items: Items, signature: str, router_state: str,
                       rows: Rows | None = None) -> None:
         """Persist (fsync'd sqlite, canonical JSON of every item) off the event loop;
-        `rows`: the items' rows made beforehand (`_prepare_commit`)."""
+        `rows`: the items' rows made beforehand (`CommitPrep`)."""
         await self._config.asave(self.items, items,
                                  {"signature": signature, "router_state": router_state}, rows)
         self.items, self.signature, self.router_state = items, signature, router_state

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
+from agent.logsetup import LOG_EACH_UP_TO
 from agent.monitor.alerts import DeviceAlerts, TunnelSample
 from agent.monitor.health import (
     AlertConfig,
@@ -62,7 +63,6 @@ log = structlog.get_logger(__name__)
 
 # An on-demand stats entry is rebuilt at most this often (and on any SA state change).
 ON_DEMAND_MAX_AGE = 1.0
-LOG_EACH_UP_TO = 10  # tunnels added at once that are logged one by one at info
 
 Bind = Literal["device", "source"]
 # () -> (org rules, per-tunnel notificationsSettings, router running, tunnels whose WAN
@@ -201,7 +201,6 @@ class MonitorService:
         self._tunnels: dict[int, _Tunnel] = {}
         self._name_users: dict[str, set[int]] = {}
         self._skipped: dict[int, dict[IPv4Address, str]] = {}  # resolved, not routable
-        self._log_each = True  # per-tunnel lines at info (False while a big sync runs)
         self._on_demand: tuple[float, dict[str, Any]] | None = None  # (built at, entry)
         self._routes_dirty = asyncio.Event()
         self._stop = asyncio.Event()
@@ -262,15 +261,14 @@ class MonitorService:
             self.resolver.remove(name)
         known = len(self._tunnels)
         # one line per tunnel for a few; one line in all for a job of hundreds
-        self._log_each = len(desired) - known <= LOG_EACH_UP_TO
+        log_each = len(desired) - known <= LOG_EACH_UP_TO
         targets = sum(len(t.targets) for t in self._tunnels.values())
         for tid, spec in sorted(desired.items()):
-            self._sync_tunnel(tid, spec)
-        if not self._log_each:
+            self._sync_tunnel(tid, spec, log_each)
+        if not log_each:
             log.info("monitoring tunnels", added=len(self._tunnels) - known,
                      tunnels=len(self._tunnels),
                      targets=sum(len(t.targets) for t in self._tunnels.values()) - targets)
-        self._log_each = True
         self._routes_dirty.set()
 
     def _binding(self, spec: PeerSpec) -> tuple[str | None, IPv4Address | None]:
@@ -308,7 +306,8 @@ class MonitorService:
             self._skipped.pop(spec.tunnel_id, None)
         return tuple(a for a in sorted(addrs) if a not in skipped)
 
-    def _sync_tunnel(self, tid: int, spec: PeerSpec) -> None:
+    def _sync_tunnel(self, tid: int, spec: PeerSpec, log_each: bool = True) -> None:
+        """`log_each`: new tunnels and targets logged at info (else at debug)."""
         now = self._clock()
         device, source = self._binding(spec)
         t = self._tunnels.get(tid)
@@ -318,7 +317,7 @@ class MonitorService:
             health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1])
             t = _Tunnel(tid, spec, health, device, source, sa, health.status)
             self._tunnels[tid] = t
-            (log.info if self._log_each else log.debug)(
+            (log.info if log_each else log.debug)(
                 "monitoring tunnel", tunnel_id=tid, bind=device or str(source),
                 ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
         elif (t.device, t.source) != (device, source):
@@ -341,7 +340,7 @@ class MonitorService:
                 t.targets[addr] = _Target(addr)
                 t.health.add_target(addr)
                 self._add_probe(t, addr)
-                (log.info if self._log_each else log.debug)(
+                (log.info if log_each else log.debug)(
                     "probe target added", tunnel_id=tid, address=str(addr),
                     bind=device or str(source))
         self._note_status(t)

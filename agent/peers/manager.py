@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from agent.background import on_worker_thread
+from agent.logsetup import LOG_EACH_UP_TO
 from agent.peers.changes import AddPeer, Change, JobError, ModifyTargets, RemovePeer
 from agent.peers.codec import cfg_hash
 from agent.peers.guard import PeerIndex, route_problems, target_problem
@@ -77,7 +78,6 @@ __all__ = ["AddPeer", "Change", "JobError", "JobResult", "ModifyTargets", "PeerM
 log = structlog.get_logger(__name__)
 
 ADMIN_POLL_EVERY = 5  # SA polls per read of the tunnels' admin state (events push it)
-LOG_EACH_UP_TO = 10  # changes of one reconcile logged one by one at info; more: one line
 
 
 class PeerState:
@@ -339,10 +339,9 @@ class PeerManager:
 
     async def apply(self, changes: Sequence[Change],
                     alongside: Callable[[], object] | None = None) -> JobResult:
-        """Apply `changes` all or nothing. `alongside` (work that needs nothing from VPP)
-        runs on a worker thread while VPP works on the job, and is done when this returns
-        successfully."""
-        """Apply controller changes as one all-or-nothing transaction."""
+        """Apply controller changes as one all-or-nothing transaction. `alongside` (work
+        that needs nothing from VPP) runs on a worker thread while VPP works on the job,
+        and is done when this returns successfully."""
         await self._wait_for_vpp()
         async with self._lock:
             try:
@@ -501,10 +500,9 @@ class PeerManager:
             await self._clear_intents(intents)
             raise JobError(f"{why}; VPP restored to its previous state") from None
         self._intents -= set(intents)
-        self._refs = refs
-        writes = self.executor.writes - writes_before
         gone = {ref_name(t) for t in plan.deletes}
-        self._refs = {k: v for k, v in self._refs.items() if k not in gone}
+        self._refs = {k: v for k, v in refs.items() if k not in gone}
+        writes = self.executor.writes - writes_before
         for t in plan.deletes:
             self.states.pop(t, None)
             self.dynamic_routes.pop(t, None)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 KINDS: tuple[Kind, ...] = (
     tunnel.KIND,  # ipip<N> and its MTU: everything below hangs from its sw_if_index
     # Up before its address: VPP 26.06 spends ~0.3 ms per tunnel on the address and
-    # admin-up the other way round, ~0.15 ms this way (1000 tunnels; bench/apply.py).
+    # admin-up the other way round, ~0.15 ms this way (scripts/bench/vpp_cost.py).
     admin.KIND,
     address.KIND,
     mss.KIND,
