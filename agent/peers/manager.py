@@ -267,9 +267,12 @@ class PeerManager:
 
     async def _facts(self, specs: Iterable[PeerSpec],
                      interfaces: dict[int, InterfaceInfo] | None = None, *,
-                     check_src: bool = True) -> dict[int, VppFacts]:
+                     check_src: bool = True,
+                     wans: dict[str, set[IPv4Interface]] | None = None
+                     ) -> dict[int, VppFacts]:
         """Each spec's WAN interface and VPP capabilities; with `check_src`, refuse a
-        spec whose src is not an address of that interface (not needed to remove one)."""
+        spec whose src is not an address of that interface (not needed to remove one),
+        and note the addresses it read in `wans` (by dev_id, as `_wan_of` keeps them)."""
         if interfaces is None:
             interfaces = await read_interfaces(self.vpp)
         names = [i.name for i in interfaces.values()]
@@ -294,6 +297,8 @@ class PeerManager:
             if sw not in wan_addrs:
                 wan_addrs[sw] = await read_address_list(self.vpp, sw)
                 self.wan_networks[sw] = set(wan_addrs[sw])
+            if wans is not None:
+                wans[spec.dev_id] = self.wan_networks[sw]
             _check_ike_source(spec, name, wan_addrs[sw])
         return out
 
@@ -424,11 +429,11 @@ class PeerManager:
         draft = draft_job(self.desired, changes)
         new, added = draft.new, draft.added
         interfaces = await read_interfaces(self.vpp)
-        facts = await self._facts(added, interfaces)
+        wans: dict[str, set[IPv4Interface]] = {}  # WAN addresses read in this job
+        facts = await self._facts(added, interfaces, wans=wans)
         gateways: set[IPv4Address] | None = None
         hazards: list[str] = []
         index = PeerIndex(new)
-        wans: dict[str, set[IPv4Interface]] = {}
         for after in draft.changed(self.desired):
             if gateways is None:  # once per job: a dump of the whole route table
                 gateways = self.wan_gateways = await read_gateways(self.vpp)

@@ -147,6 +147,13 @@ async def test_work_alongside_runs_while_vpp_works_and_never_breaks_the_job(
     assert set(agent.store.load()[0]) == {1, 2, 3, 4}
 
 
+async def test_a_job_reads_its_wan_addresses_once_not_once_per_peer(
+        sim: VppSim, agent: Agent) -> None:
+    before = sim.message_counts.get("ip_address_dump", 0)
+    await agent.manager.apply([AddPeer(numbered_spec(n)) for n in range(1, 6)])
+    assert sim.message_counts["ip_address_dump"] - before == 1  # one WAN, five peers
+
+
 async def test_aggregated_is_all_or_nothing(sim: VppSim, agent: Agent) -> None:
     await agent.manager.apply([AddPeer(numbered_spec(1)), AddPeer(numbered_spec(2))])
     await wait_up(agent.manager, 1)
