@@ -8,7 +8,7 @@ objects that get new indexes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
@@ -67,6 +67,14 @@ def paired(message: str, on: dict[str, Any], off: dict[str, Any], what_on: str,
     """An op whose undo is the same message with the opposite arguments."""
     undo = Op(message, off, f"tunnel {tid}: {what_off}", tunnel_id=tid)
     return Op(message, on, f"tunnel {tid}: {what_on}", undo=(undo,), tunnel_id=tid)
+
+
+def add_del(message: str, args: Callable[[bool], dict[str, Any]], is_add: bool,
+            what_add: str, what_delete: str, tid: int) -> Op:
+    """An add-or-delete message (`args(is_add)`) whose undo is the opposite one."""
+    if is_add:
+        return paired(message, args(True), args(False), what_add, what_delete, tid)
+    return paired(message, args(False), args(True), what_delete, what_add, tid)
 
 
 # Values resolve() returns as they are; checked by exact type first, because the

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import Kind, Observed, read_addresses
 from agent.vpp.kinds.tunnel import tunnel_ref
-from agent.vpp.ops import Op, VppFacts, paired
+from agent.vpp.ops import Op, VppFacts, add_del
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -22,9 +22,8 @@ def address_op(tid: int, prefix: IPv4Interface, is_add: bool) -> Op:
         return {"sw_if_index": tunnel_ref(tid), "is_add": add, "del_all": False,
                 "prefix": prefix}
 
-    add, delete = f"add address {prefix}", f"delete address {prefix}"
-    return paired("sw_interface_add_del_address", args(is_add), args(not is_add),
-                  add if is_add else delete, delete if is_add else add, tid)
+    return add_del("sw_interface_add_del_address", args, is_add, f"add address {prefix}",
+                   f"delete address {prefix}", tid)
 
 
 class AddressKind(Kind):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import Kind, Observed
 from agent.vpp.kinds.tunnel import tunnel_ref
-from agent.vpp.ops import Op, VppFacts, paired
+from agent.vpp.ops import Op, VppFacts, add_del
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -30,9 +30,8 @@ def lcp_op(tid: int, name: str, is_add: bool) -> Op:
         return {"is_add": add, "sw_if_index": tunnel_ref(tid), "host_if_name": name,
                 "host_if_type": LCP_HOST_TUN, "netns": ""}
 
-    add, delete = f"create Linux interface {name}", f"delete Linux interface {name}"
-    return paired("lcp_itf_pair_add_del_v2", args(is_add), args(not is_add),
-                  add if is_add else delete, delete if is_add else add, tid)
+    return add_del("lcp_itf_pair_add_del_v2", args, is_add, f"create Linux interface {name}",
+                   f"delete Linux interface {name}", tid)
 
 
 class LcpKind(Kind):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import Kind, Observed
 from agent.vpp.kinds.tunnel import tunnel_ref
-from agent.vpp.ops import Op, VppFacts
+from agent.vpp.ops import Op, VppFacts, add_del
 
 if TYPE_CHECKING:
     from agent.vpp.client import VppClient
@@ -67,12 +67,8 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
             },
         }
 
-    verb = "add" if is_add else "delete"
-    reverse = Op("ip_route_add_del", args(not is_add),
-                 f"tunnel {spec_id}: {'delete' if is_add else 'add'} route {prefix}",
-                 tunnel_id=spec_id)
-    return Op("ip_route_add_del", args(is_add), f"tunnel {spec_id}: {verb} route {prefix}",
-              undo=(reverse,), tunnel_id=spec_id)
+    return add_del("ip_route_add_del", args, is_add, f"add route {prefix}",
+                   f"delete route {prefix}", spec_id)
 
 
 def route_changes(tunnel_id: int, before: Iterable[IPv4Network],
