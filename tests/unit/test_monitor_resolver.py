@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from ipaddress import IPv4Address
 
 import pytest
@@ -34,6 +35,19 @@ class FakeDns:
         return [A(a) for a in answer]
 
 
+@contextlib.asynccontextmanager
+async def running(res: NameResolver) -> AsyncIterator[asyncio.Task[None]]:
+    """`res.run()` as a task for the block; at its end the task must still be running
+    and must end by the cancellation."""
+    task = asyncio.create_task(res.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
@@ -57,8 +71,7 @@ async def test_add_change_and_remove_report_deltas(
     res, dns, changes = setup
     dns.table["mon.example"] = ["192.0.2.1", "192.0.2.2"]
     res.add("mon.example")  # before run: resolved once run starts
-    task = asyncio.create_task(res.run())
-    try:
+    async with running(res):
         await until(lambda: len(changes) == 1)
         assert changes[0] == ("mon.example", frozenset({A("192.0.2.1"), A("192.0.2.2")}),
                               frozenset())
@@ -75,18 +88,13 @@ async def test_add_change_and_remove_report_deltas(
         assert changes[2] == ("mon.example", frozenset(),
                               frozenset({A("192.0.2.2"), A("192.0.2.3")}))
         assert res.state("mon.example") is None
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_failure_is_a_state_keeps_addresses_and_retries(
     setup: tuple[NameResolver, FakeDns, list[Change]],
 ) -> None:
     res, dns, changes = setup
-    task = asyncio.create_task(res.run())
-    try:
+    async with running(res) as task:
         res.add("gone.example")  # added while running
         await until(lambda: (s := res.state("gone.example")) is not None and s.attempts >= 1)
         state = res.state("gone.example")
@@ -104,10 +112,6 @@ async def test_failure_is_a_state_keeps_addresses_and_retries(
         assert state.reason == "cannot resolve gone.example: resolver exploded"
         assert len(changes) == 1
         assert not task.done()  # never fatal
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_timeout_empty_answer_and_invalid_names(
@@ -116,8 +120,7 @@ async def test_timeout_empty_answer_and_invalid_names(
     res, dns, _ = setup
     dns.hang.add("slow.example")
     dns.table["v6only.example"] = []
-    task = asyncio.create_task(res.run())
-    try:
+    async with running(res):
         for name in ("slow.example", "v6only.example", "https://x.example/", "bad_label.example"):
             res.add(name)
         empty = await res.resolve_now("v6only.example")
@@ -131,10 +134,6 @@ async def test_timeout_empty_answer_and_invalid_names(
         assert "https://x.example/" not in dns.calls and "bad_label.example" not in dns.calls
         assert [s.name for s in res.states()] == sorted(
             ["slow.example", "v6only.example", "https://x.example/", "bad_label.example"])
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 def test_host_name_rules() -> None:
