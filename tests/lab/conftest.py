@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from agent.lab.topology import Lab
 from tests.real_vpp import require_real_vpp
 
 
@@ -13,3 +16,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "vpp":
         require_real_vpp()
     return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def vpp_lab() -> Iterator[Lab]:
+    """Real VPP behind a NAT (the kernel-libipsec peer only does ESP in UDP), one per
+    module that asks for it."""
+    require_real_vpp()
+    with Lab(nat=True, vpp_wan=True) as lab:
+        yield lab

@@ -30,7 +30,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -58,7 +58,6 @@ from tests.lab.test_strongswan_lab import (  # noqa: F401  (workdir: a fixture)
     stop_agent,
     workdir,
 )
-from tests.real_vpp import require_real_vpp
 from tests.waiting import until, until_async
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(_REASON is not None, reason=_REASON or "")]
@@ -87,10 +86,8 @@ COUNT_STEERED = ("table ip cnt {{\n chain pre {{\n  type filter hook prerouting 
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    require_real_vpp()
-    with Lab(nat=True, vpp_wan=True) as lab:
-        yield lab
+def lab(vpp_lab: Lab) -> Lab:
+    return vpp_lab
 
 
 @dataclass

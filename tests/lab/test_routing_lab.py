@@ -47,7 +47,6 @@ from tests.lab.test_strongswan_lab import (
     ok,
     rig,
 )
-from tests.real_vpp import require_real_vpp
 from tests.waiting import until
 
 pytestmark = [pytest.mark.netns,
@@ -452,14 +451,6 @@ async def established_not(r: Rig) -> bool:
 
 
 # -- real VPP 26.06: OSPF's multicast through VPP's ESP, ipip and mfib -----------------------
-
-@pytest.fixture(scope="module")
-def vpp_lab() -> Iterator[Lab]:
-    """Real VPP behind a NAT (the kernel-libipsec peer only does ESP in UDP)."""
-    require_real_vpp()
-    with Lab(nat=True, vpp_wan=True) as lab:
-        yield lab
-
 
 STAND_IN_TTL = """table ip routing_lab_ttl {
   chain out {

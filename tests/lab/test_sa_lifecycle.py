@@ -21,7 +21,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ import pytest
 from agent.admin.peerctl import main as peerctl_main
 from agent.lab.peer import PeerGateway, PeerSettings
 from agent.lab.topology import Lab, enter_netns, run_in_netns, sh
-from tests.lab.conftest import require_real_vpp
 from tests.lab.test_strongswan_lab import (  # noqa: F401  (fixtures)
     add_tunnel_params,
     ok,
@@ -52,10 +51,8 @@ DPD_TIME = (2 + 1) * max(1, 2.0)
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
-    require_real_vpp()
-    with Lab(nat=True, vpp_wan=True) as lab:
-        yield lab
+def lab(vpp_lab: Lab) -> Lab:
+    return vpp_lab
 
 
 @dataclass
