@@ -435,7 +435,7 @@ class PeerManager:
         hazards: list[str] = []
         index = PeerIndex(new)
         for after in draft.changed(self.desired):
-            if gateways is None:  # once per job: a dump of the whole route table
+            if gateways is None:  # once per job: one route lookup
                 gateways = self.wan_gateways = await read_gateways(self.vpp)
             hazards += route_problems(after, index, await self._wan_of(after, interfaces, wans),
                                       gateways)

@@ -35,6 +35,7 @@ REQUIRED: dict[str, tuple[str, str]] = {
     "ip_address_dump": ("0x2d033de4", "ip"),
     "ip_route_add_del": ("0xb8ecfe0d", "ip"),
     "ip_route_dump": ("0xb9d2e09e", "ip"),
+    "ip_route_lookup": ("0x710d6471", "ip"),
     "ipip_add_tunnel": ("0x2ac399f5", "ipip"),
     "ipip_del_tunnel": ("0xf9e6675e", "ipip"),
     "ipip_tunnel_dump": ("0xf9e6675e", "ipip"),

@@ -14,7 +14,7 @@ from agent.lab.vppsim.server import VppSim
 from agent.peers.changes import AddPeer, ModifyTargets
 from agent.peers.manager import JobError
 from agent.peers.spec import TrafficSelector
-from agent.vpp.readers import read_interfaces, read_observed
+from agent.vpp.readers import read_gateways, read_interfaces, read_observed, read_wan_facts
 from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
 
@@ -59,3 +59,15 @@ async def test_a_monitor_url_resolving_to_the_gateway_is_not_routed(
     assert agent.manager.dynamic_routes[1] == (good,)
     obs = await read_observed(agent.vpp)
     assert IPv4Network(f"{GW}/32") not in obs.routes[obs.tunnels[1].sw_if_index]
+
+
+async def test_the_wan_facts_and_the_guard_read_the_default_routes_next_hop(
+        sim: VppSim, agent: Agent) -> None:
+    """Looked up alone (ip_route_lookup), not found in a dump of the whole table: without
+    a default route VPP's entry is a drop path, which names no gateway."""
+    assert [f.gateway for f in await read_wan_facts(agent.vpp, {})] == [""]
+    assert await read_gateways(agent.vpp) == set()
+    await _default_route_via(agent, GW)
+    facts = await read_wan_facts(agent.vpp, {})
+    assert [(f.name, f.gateway) for f in facts] == [("GigabitEthernet0/3/0", str(GW))]
+    assert await read_gateways(agent.vpp) == {GW}

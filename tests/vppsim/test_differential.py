@@ -123,10 +123,30 @@ class Script:
                             sw_if_index=sw, is_ipv6=False)
         await self.dump(label, "ip_route_dump",
                         table={"table_id": 0, "is_ip6": False, "name": ""})
+        await self.lookups(label)
         await self.dump(label, "ipip_tunnel_dump", sw_if_index=NO_INDEX)
         await self.dump(label, "ikev2_profile_dump")
         await self.dump(label, "ikev2_sa_dump")
         await self.dump(label, "mss_clamp_get", cursor=0, sw_if_index=NO_INDEX)
+
+    async def lookups(self, label: str) -> None:
+        """The default route the agent looks up alone, exact and longest-match lookups
+        of a peer's route, and a table that does not exist."""
+        for exact, prefix, table in ((1, "0.0.0.0/0", 0), (1, "172.16.1.0/24", 0),
+                                     (0, "172.16.1.9/32", 0), (1, "0.0.0.0/0", 7)):
+            await self.call(f"{label} {prefix} exact={exact} table {table}", "ip_route_lookup",
+                            table_id=table, exact=exact, prefix=prefix)
+
+    async def gateway(self) -> None:
+        """A default route with a next hop (the WAN gateway), looked up and removed."""
+        route = route_via("0.0.0.0/0", 1)
+        route["paths"][0]["nh"] = {"address": {"ip4": "192.168.1.1"}}
+        await self.call("gateway", "ip_route_add_del", is_add=True, is_multipath=False,
+                        route=route)
+        await self.lookups("gateway")
+        await self.call("gateway", "ip_route_add_del", is_add=False, is_multipath=False,
+                        route=route)
+        await self.lookups("gateway removed")
 
     async def tunnel(self, n: int) -> None:
         """One peer's objects, as the agent's plan creates them, plus invalid variants."""
@@ -220,6 +240,7 @@ class Script:
         await self.call("start", "ikev2_plugin_get_version")
         await self.call("start", "ikev2_profile_set_liveness", period=10, max_retries=3)
         await self.dumps("empty")
+        await self.gateway()
         for n in (1, 2, 3):
             await self.tunnel(n)
         await self.dumps("three tunnels")

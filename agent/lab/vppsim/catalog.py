@@ -27,6 +27,7 @@ MODULES: dict[str, tuple[str, ...]] = {
         "ip_address_dump",
         "ip_route_add_del",
         "ip_route_dump",
+        "ip_route_lookup",
         "ip_table_add_del",
         "ip_table_dump",
     ),

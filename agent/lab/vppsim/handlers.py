@@ -19,6 +19,8 @@ from agent.lab.vppsim.ike import IkeBackend
 from agent.lab.vppsim.state import (
     AUTHENTICATED,
     NO_INDEX,
+    NO_SUCH_ENTRY,
+    NO_SUCH_FIB,
     SA_INIT,
     TS_UNACCEPTABLE,
     UNSPECIFIED,
@@ -226,40 +228,48 @@ class Handlers:
         """Every route of the table, as VPP 26.06 dumps it: the API's routes and the ones
         VPP makes itself (special prefixes, connected and local routes of each address,
         the /32 a tunnel's destination resolves through)."""
-        v6 = bool(m.table.is_ip6)
-        out: list[Reply] = []
-        tid = m.table.table_id
+        return [("ip_route_details", {"route": self._route_body(r)})
+                for r in self._table_routes(m.table.table_id, bool(m.table.is_ip6))]
+
+    def on_ip_route_lookup(self, m: Any) -> list[Reply]:
+        """ip_api.c: the exact entry (`exact`) or the longest match of the table;
+        NO_SUCH_ENTRY with a zeroed route when there is none."""
+        prefix = m.prefix
+        v6 = prefix.version == 6
+        if m.table_id and (v6, m.table_id) not in self.state.tables:
+            raise ApiError(NO_SUCH_FIB, f"no IPv{6 if v6 else 4} table {m.table_id}")
+        routes = {r.prefix: r for r in self._table_routes(m.table_id, v6)}
+        if m.exact:
+            found = routes.get(prefix)
+        else:
+            found = next((routes[p] for p in sorted(routes, key=lambda p: -p.prefixlen)
+                          if prefix.subnet_of(p)), None)
+        if found is None:
+            raise ApiError(NO_SUCH_ENTRY, f"no route {prefix} in table {m.table_id}")
+        return self.ok("ip_route_lookup_reply", route=self._route_body(found))
+
+    def _table_routes(self, table_id: int, v6: bool) -> list[Route]:
         user = {r.prefix: r for r in self.state.routes.values()
-                if r.table_id == tid and (r.prefix.version == 6) == v6}
-        implicit = [] if v6 else [r for r in self._implicit_routes(tid, user)
+                if r.table_id == table_id and (r.prefix.version == 6) == v6}
+        implicit = [] if v6 else [r for r in self._implicit_routes(table_id, user)
                                   if r.prefix not in user]
-        for route in [*user.values(), *implicit]:
-            paths = []
-            for p in route.paths:
-                addr = p["nh"]
-                itf = self.state.interfaces.get(p["sw_if_index"])
-                if (itf is not None and itf.kind == "ipip" and route.prefix.prefixlen == 32
-                        and not int(addr)):
-                    addr = route.prefix.network_address  # a host route via a p2p link
-                nh = {"address": {"ip6" if p["proto"] == 1 else "ip4": addr}}
-                paths.append(
-                    {k: v for k, v in p.items() if k != "nh"}
-                    | {"nh": nh, "label_stack": _NO_LABELS}
-                )
-            out.append(
-                (
-                    "ip_route_details",
-                    {
-                        "route": {
-                            "table_id": route.table_id,
-                            "prefix": route.prefix,
-                            "n_paths": len(paths),
-                            "paths": paths,
-                        }
-                    },
-                )
-            )
-        return out
+        return [*user.values(), *implicit]
+
+    def _route_body(self, route: Route) -> dict[str, Any]:
+        """A vl_api_ip_route_t as VPP encodes an entry: a host route via a p2p link
+        names the host as its next hop."""
+        paths = []
+        for p in route.paths:
+            addr = p["nh"]
+            itf = self.state.interfaces.get(p["sw_if_index"])
+            if (itf is not None and itf.kind == "ipip" and route.prefix.prefixlen == 32
+                    and not int(addr)):
+                addr = route.prefix.network_address
+            nh = {"address": {"ip6" if p["proto"] == 1 else "ip4": addr}}
+            paths.append({k: v for k, v in p.items() if k != "nh"}
+                         | {"nh": nh, "label_stack": _NO_LABELS})
+        return {"table_id": route.table_id, "prefix": route.prefix, "n_paths": len(paths),
+                "paths": paths}
 
     def _implicit_routes(self, table_id: int, user: dict[Any, Route]) -> list[Route]:
         def path(sw: int, kind: int, nh: Any) -> dict[str, Any]:
