@@ -10,6 +10,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.devcfg import Items
@@ -38,4 +40,30 @@ async def test_a_failed_save_leaves_nothing_of_itself(tmp_path: Path) -> None:
         await store.asave(one, {"tunnel:2": ("add-tunnel", {})},
                           {"signature": object()})
     assert store.load() == (one, {"signature": "a"})
+    store.close()
+
+
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # any storable text
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=st.dictionaries(TEXT, st.tuples(TEXT, st.dictionaries(TEXT, TEXT, max_size=3)),
+                             max_size=6),
+       keep=st.sets(st.integers(0, 5)), extra=st.dictionaries(TEXT, TEXT, max_size=3))
+@example(first={"k\0": ("m", {"a\0": "\0"}), "q\"\\": ("\U0001f600", {})}, keep={1},
+         extra={"\0": "x"})
+def test_any_text_survives_a_save_exactly(tmp_path_factory: pytest.TempPathFactory,
+                                          first: dict[str, tuple[str, dict[str, str]]],
+                                          keep: set[int], extra: dict[str, str]) -> None:
+    """Rows go to SQLite as one JSON array per statement: quotes, backslashes, control
+    characters, NUL and non-BMP text come back as they were, deletions included."""
+    store = ConfigStore(tmp_path_factory.mktemp("cfg"))
+    one: Items = dict(first)
+    two: Items = {k: v for i, (k, v) in enumerate(one.items()) if i in keep}
+    two.update({f"new{k}": ("add-route", {"v": v}) for k, v in extra.items()})
+    store.save({}, one, {"signature": "a"})
+    assert store.load() == (one, {"signature": "a"})
+    store.save(one, two, {"signature": "b"})
+    assert store.load() == (two, {"signature": "b"})
     store.close()
