@@ -39,14 +39,24 @@ def difference(old: Items, new: Items) -> Rows:
     return upserts, [(k,) for k in old if k not in new]
 
 
+def _has_json(db: sqlite3.Connection) -> bool:
+    """SQLite has its JSON functions built in since 3.38; older builds may lack them."""
+    try:
+        db.execute("SELECT count(*) FROM json_each('[1]')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def _write_items(db: sqlite3.Connection, upserts: list[tuple[str, str, str]],
-                 deletes: list[tuple[str]]) -> None:
+                 deletes: list[tuple[str]], *, as_json: bool) -> None:
     """All rows in one statement each, handed over as one JSON array: `executemany`
     releases and retakes the interpreter lock for every row, and while the event loop
     is busy (after a 5000-peer job) each retake waits for its switch interval: 1.2 s
-    for one save. Text with a NUL (which SQLite's JSON functions cut) goes row by row."""
+    for one save. Text with a NUL (which SQLite's JSON functions cut) goes row by row,
+    as everything does where SQLite has no JSON functions."""
     texts = [t for row in upserts for t in row] + [k for (k,) in deletes]
-    if any("\0" in t for t in texts):
+    if not as_json or any("\0" in t for t in texts):
         db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)", upserts)
         db.executemany("DELETE FROM items WHERE key = ?", deletes)
         return
@@ -73,6 +83,7 @@ class ConfigStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._json = _has_json(self._db)
 
     def load(self) -> tuple[Items, dict[str, str]]:
         with self._lock:
@@ -92,7 +103,7 @@ class ConfigStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                _write_items(self._db, upserts, deletes)
+                _write_items(self._db, upserts, deletes, as_json=self._json)
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                      list(meta.items()))
             except BaseException:
