@@ -41,7 +41,7 @@ import structlog
 from vpp_papi.vpp_papi import VPPApiJSONFiles
 
 from agent.logsetup import debug_enabled
-from agent.vpp.codec import CodecStats, PackFn, UnpackFn, try_compile
+from agent.vpp.codec import CodecStats, PackFn, UnpackFn, papi_unpack, try_compile
 from agent.vpp.errors import (
     VppApiError,
     VppError,
@@ -198,7 +198,7 @@ class _ApiTable:
             else:
                 self.stats.unpacked += 1
                 return msg
-        return entry.msgdef.unpack(frame)[0]
+        return papi_unpack(entry.msgdef, frame)
 
     def request(self, name: str, missing: dict[str, str]) -> _MessageEntry:
         entry = self.by_name.get(name)
