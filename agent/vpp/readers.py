@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.vpp import kinds
 from agent.vpp.client import VppClient, decode_ikev2_id
-from agent.vpp.errors import VppError
+from agent.vpp.errors import VppApiError, VppError
 from agent.vpp.kinds.base import (
     NO_INDEX,
     InterfaceInfo,
@@ -86,16 +86,20 @@ def resolve_dev_id(dev_id: str, configured: Mapping[str, str], names: list[str])
 
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+NO_SUCH_ENTRY = -6  # vnet/api_errno.h
 
 
 async def read_default_paths(vpp: VppClient) -> list[Any]:
     """The paths of table 0's default route, looked up alone: with 1000 peers the whole
     table is 5000 routes, half a second to dump and decode for this one entry. VPP
-    always has the entry (a drop path when no default route is configured)."""
-    reply = await vpp.call("ip_route_lookup", table_id=0, exact=1, prefix=DEFAULT_ROUTE,
-                           _check=False)
-    if int(reply.retval) < 0:
-        return []
+    always has the entry (a drop path when no default route is configured); any other
+    error is raised: the route guard must not take a failed read for "no gateway"."""
+    try:
+        reply = await vpp.call("ip_route_lookup", table_id=0, exact=1, prefix=DEFAULT_ROUTE)
+    except VppApiError as e:
+        if e.retval == NO_SUCH_ENTRY:
+            return []
+        raise
     route = reply.route
     return list(route.paths[: int(route.n_paths)])
 
