@@ -11,7 +11,6 @@ never on the event loop).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from agent.jobs.devcfg import Items
 from agent.jobs.wirejson import canonical, loads
-from agent.serial_writer import SerialWriter
+from agent.serial_writer import SerialWriter, delete_rows, insert_rows, sqlite_has_json
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,36 +38,6 @@ def difference(old: Items, new: Items) -> Rows:
     return upserts, [(k,) for k in old if k not in new]
 
 
-def _has_json(db: sqlite3.Connection) -> bool:
-    """SQLite has its JSON functions built in since 3.38; older builds may lack them."""
-    try:
-        db.execute("SELECT count(*) FROM json_each('[1]')").fetchone()
-    except sqlite3.OperationalError:
-        return False
-    return True
-
-
-def _write_items(db: sqlite3.Connection, upserts: list[tuple[str, str, str]],
-                 deletes: list[tuple[str]], *, as_json: bool) -> None:
-    """All rows in one statement each, handed over as one JSON array: `executemany`
-    releases and retakes the interpreter lock for every row, and while the event loop
-    is busy (after a 5000-peer job) each retake waits for its switch interval: 1.2 s
-    for one save. Text with a NUL (which SQLite's JSON functions cut) goes row by row,
-    as everything does where SQLite has no JSON functions."""
-    texts = [t for row in upserts for t in row] + [k for (k,) in deletes]
-    if not as_json or any("\0" in t for t in texts):
-        db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?)", upserts)
-        db.executemany("DELETE FROM items WHERE key = ?", deletes)
-        return
-    if upserts:
-        db.execute("INSERT OR REPLACE INTO items SELECT json_extract(value, '$[0]'), "
-                   "json_extract(value, '$[1]'), json_extract(value, '$[2]') "
-                   "FROM json_each(?)", (json.dumps(upserts, ensure_ascii=False),))
-    if deletes:
-        db.execute("DELETE FROM items WHERE key IN (SELECT value FROM json_each(?))",
-                   (json.dumps([k for (k,) in deletes], ensure_ascii=False),))
-
-
 class ConfigStore:
     def __init__(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,7 +52,7 @@ class ConfigStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._json = _has_json(self._db)
+        self._json = sqlite_has_json(self._db)  # rows in one statement (serial_writer)
 
     def load(self) -> tuple[Items, dict[str, str]]:
         with self._lock:
@@ -103,7 +72,9 @@ class ConfigStore:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                _write_items(self._db, upserts, deletes, as_json=self._json)
+                insert_rows(self._db, "items", upserts, as_json=self._json)
+                delete_rows(self._db, "items", "key", [k for (k,) in deletes],
+                            as_json=self._json)
                 self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                      list(meta.items()))
             except BaseException:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from agent.peers.codec import canonical_json, spec_from_dict
 from agent.peers.spec import PeerSpec
-from agent.serial_writer import SerialWriter
+from agent.serial_writer import SerialWriter, delete_rows, insert_rows, sqlite_has_json
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (tunnel_id INTEGER PRIMARY KEY, spec TEXT NOT NULL);
@@ -68,6 +68,7 @@ class PeerStore:
             self.recovered = (f"{path} could not be read ({type(e).__name__}: {e}); moved "
                               f"to {moved.name} for inspection, starting with no peers")
             self._db = self._open(path)
+        self._json = sqlite_has_json(self._db)  # rows in one statement (serial_writer)
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -120,9 +121,8 @@ class PeerStore:
 
     def begin(self, tunnel_ids: Iterable[int]) -> None:
         """Record that these tunnels are about to change in VPP."""
-        with self._tx():
-            self._db.executemany("INSERT OR IGNORE INTO intents VALUES (?)",
-                                 [(t,) for t in tunnel_ids])
+        with self._tx():  # an intent already recorded is replaced by the same row
+            insert_rows(self._db, "intents", [(t,) for t in tunnel_ids], as_json=self._json)
 
     def commit(self, upserts: Iterable[PeerSpec] | SpecRows, deletes: Iterable[int],
                clear: Iterable[int] | None = None) -> None:
@@ -131,17 +131,15 @@ class PeerStore:
         `upserts` may be made into rows beforehand (`spec_rows`)."""
         rows = upserts if isinstance(upserts, SpecRows) else spec_rows(upserts)
         with self._tx():
-            self._db.executemany("INSERT OR REPLACE INTO peers VALUES (?, ?)", rows.rows)
-            self._db.executemany("DELETE FROM peers WHERE tunnel_id = ?",
-                                 [(t,) for t in deletes])
+            insert_rows(self._db, "peers", rows.rows, as_json=self._json)
+            delete_rows(self._db, "peers", "tunnel_id", list(deletes), as_json=self._json)
             self._delete_intents(clear)
 
     def _delete_intents(self, only: Iterable[int] | None) -> None:
         if only is None:
             self._db.execute("DELETE FROM intents")
         else:
-            self._db.executemany("DELETE FROM intents WHERE tunnel_id = ?",
-                                 [(t,) for t in only])
+            delete_rows(self._db, "intents", "tunnel_id", list(only), as_json=self._json)
 
     def clear_intents(self, only: Iterable[int] | None = None) -> None:
         with self._tx():

@@ -72,3 +72,21 @@ def test_start_up_reads_the_rows_once_and_a_write_makes_the_next_load_read_again
     desired, _ = store.load()
     assert set(desired) == {1, 2} and any("FROM peers" in r for r in reads)
     store.close()
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_jobs_rows_land_the_same_in_one_statement_or_row_by_row(
+        tmp_path: Path, as_json: bool) -> None:
+    """begin/commit write all their rows in one statement where SQLite has JSON
+    functions (serial_writer.insert_rows), row by row otherwise: the same rows land."""
+    store = PeerStore(tmp_path)
+    if as_json and not store._json:
+        pytest.skip("this SQLite has no JSON functions: only the row-by-row path exists")
+    store._json = as_json
+    specs = [numbered_spec(n) for n in range(1, 6)]
+    store.begin([1, 2, 3, 4, 5, 6])
+    store.commit(specs, [], clear=[1, 2, 3])
+    store.commit([], [2, 4], clear=[4])
+    store.close()
+    assert PeerStore(tmp_path).load() == ({s.tunnel_id: s for s in specs
+                                           if s.tunnel_id not in (2, 4)}, {5, 6})
