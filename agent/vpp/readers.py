@@ -21,7 +21,12 @@ from agent.vpp.kinds.base import (
     read_interfaces,
 )
 from agent.vpp.kinds.profile import ProfileInfo, profile_info
-from agent.vpp.kinds.route import default_next_hops, routes_via_tunnels
+from agent.vpp.kinds.route import (
+    default_next_hops,
+    gateways_of,
+    path_next_hops,
+    routes_via_tunnels,
+)
 from agent.vpp.kinds.tunnel import TunnelInfo
 
 __all__ = [
@@ -106,16 +111,7 @@ async def read_default_paths(vpp: VppClient) -> list[Any]:
 
 async def read_gateways(vpp: VppClient) -> set[IPv4Address]:
     """The next hops of the default routes of table 0."""
-    return {IPv4Address(nh) for _, nh in _next_hops(await read_default_paths(vpp)) if nh}
-
-
-def _next_hops(paths: list[Any]) -> list[tuple[int, str]]:
-    """(sw_if_index, next hop) of each path; an on-link path has no next hop ("")."""
-    out = []
-    for path in paths:
-        nh = str(getattr(path.nh.address, "ip4", "") or "")
-        out.append((int(path.sw_if_index), "" if nh == "0.0.0.0" else nh))
-    return out
+    return gateways_of(await read_default_paths(vpp))
 
 
 async def read_observed(vpp: VppClient) -> Observed:
@@ -301,7 +297,7 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
         if dev_id is not None and name not in mapped:
             configured.setdefault(dev_id, name)
     gateways: dict[int, str] = {}
-    for sw, nh in _next_hops(await read_default_paths(vpp)):
+    for sw, nh in path_next_hops(await read_default_paths(vpp)):
         gateways.setdefault(sw, nh)
     out = []
     for dev_id in sorted(configured):

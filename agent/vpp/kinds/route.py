@@ -97,19 +97,26 @@ def routes_via_tunnels(
     return out
 
 
-def default_next_hops(routes: Iterable[Any]) -> set[IPv4Address]:
-    """The next hops of the 0.0.0.0/0 routes among `ip_route_details` messages (the WAN
-    gateways, wherever they lie: an on-link gateway of a /32 or cloud address is outside
-    every WAN subnet)."""
-    out: set[IPv4Address] = set()
-    for r in routes:
-        if str(r.route.prefix) != "0.0.0.0/0":
-            continue
-        for path in r.route.paths[: int(r.route.n_paths)]:
-            nh = str(getattr(path.nh.address, "ip4", "") or "")
-            if nh and nh != "0.0.0.0":
-                out.add(IPv4Address(nh))
+def path_next_hops(paths: Iterable[Any]) -> list[tuple[int, str]]:
+    """(sw_if_index, IPv4 next hop) of each path of a `vl_api_ip_route_t`; "" for a path
+    without one (on-link, or the drop path of VPP's default entry)."""
+    out = []
+    for path in paths:
+        nh = str(getattr(path.nh.address, "ip4", "") or "")
+        out.append((int(path.sw_if_index), "" if nh == "0.0.0.0" else nh))
     return out
+
+
+def gateways_of(paths: Iterable[Any]) -> set[IPv4Address]:
+    """The next hops of a default route's paths (the WAN gateways, wherever they lie: an
+    on-link gateway of a /32 or cloud address is outside every WAN subnet)."""
+    return {IPv4Address(nh) for _, nh in path_next_hops(paths) if nh}
+
+
+def default_next_hops(routes: Iterable[Any]) -> set[IPv4Address]:
+    """The next hops of the 0.0.0.0/0 routes among `ip_route_details` messages."""
+    return {gw for r in routes if str(r.route.prefix) == "0.0.0.0/0"
+            for gw in gateways_of(r.route.paths[: int(r.route.n_paths)])}
 
 
 class RouteKind(Kind):
