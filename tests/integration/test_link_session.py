@@ -20,6 +20,7 @@ from agent.lab.controller_double import ControllerDouble
 from agent.link.handler import Outcome
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
+from tests.agent_task import task_running
 from tests.waiting import until
 
 MACHINE = "m-0001"
@@ -94,15 +95,8 @@ def make_cfg(ctl: ControllerDouble, token_file: Path, **over: Any) -> Controller
     return ControllerConfig(**values)
 
 
-@contextlib.asynccontextmanager
-async def running(session: LinkSession) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(session.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def running(session: LinkSession) -> contextlib.AbstractAsyncContextManager[asyncio.Task[Any]]:
+    return task_running(session.run())
 
 
 class Env:

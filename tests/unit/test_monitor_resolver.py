@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
+from typing import Any
 
 import pytest
 
 from agent.monitor.resolver import NameResolver, host_name_error
+from tests.agent_task import task_running
 
 A = IPv4Address
 Change = tuple[str, frozenset[IPv4Address], frozenset[IPv4Address]]
@@ -35,17 +37,10 @@ class FakeDns:
         return [A(a) for a in answer]
 
 
-@contextlib.asynccontextmanager
-async def running(res: NameResolver) -> AsyncIterator[asyncio.Task[None]]:
+def running(res: NameResolver) -> contextlib.AbstractAsyncContextManager[asyncio.Task[Any]]:
     """`res.run()` as a task for the block; at its end the task must still be running
     and must end by the cancellation."""
-    task = asyncio.create_task(res.run())
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    return task_running(res.run(), must_end_by_cancel=True)
 
 
 async def until(cond: Callable[[], bool], timeout: float = 2.0) -> None:
