@@ -132,6 +132,7 @@ class Handshake:
     at: float
     origin: str = ""
     closed_at: float | None = None
+    extensions: str = ""  # the Sec-WebSocket-Extensions the server answered with
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,10 @@ class ControllerDouble:
             ping_interval=None,  # flexiManage-like pings are ours, see _pinger
             ssl=self._ssl,
             max_size=self._max_size,
+            # flexiManage's `new WebSocket.Server({server, verifyClient})` (ws 6) leaves
+            # permessage-deflate off, ws's server default since websockets/ws#1107: a
+            # device's offer of it is declined and every frame travels uncompressed
+            compression=None,
             server_header="controller-double",
             logger=logging.getLogger(__name__),
         )
@@ -457,6 +462,8 @@ class ControllerDouble:
 
     async def _handle(self, ws: ServerConnection) -> None:
         record = self._accepted.pop(ws)
+        assert ws.response is not None
+        record.extensions = ws.response.headers.get("Sec-WebSocket-Extensions", "")
         conn = _Conn(record=record, ws=ws)
         old = self._current
         if old is not None:  # a new connection replaces the old one (3.3)

@@ -180,6 +180,8 @@ async def test_connect_info_and_stats_answered_while_job_runs(env: Env) -> None:
         await env.ctl.wait_connected(5)
         hs = env.ctl.connections[0]
         assert hs.user_agent == "fwagent/6.3.0" and hs.machine_id == MACHINE and hs.token_ok
+        # like flexiManage (ws 6, permessage-deflate off): frames are not compressed
+        assert hs.extensions == ""
         # flexiManage's get-device-info on connect is answered, seq echoed, jobs added.
         await env.ctl.wait_for(lambda: bool(env.ctl.info_replies), 5)
         info = env.ctl.info_replies[0]
