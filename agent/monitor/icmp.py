@@ -330,8 +330,12 @@ class ProbeEngine:
         """Probe address every interval, from the socket of (bind_device, source)."""
         if key in self._targets:
             raise ValueError(f"probe target {key!r} already exists; remove it first")
-        address = IPv4Address(address)
-        bkey = (bind_device or None, IPv4Address(source) if source is not None else None)
+        # IPv4Address(an IPv4Address) formats and parses it again: only convert other types
+        if type(address) is not IPv4Address:
+            address = IPv4Address(address)
+        if source is not None and type(source) is not IPv4Address:
+            source = IPv4Address(source)
+        bkey = (bind_device or None, source)
         binding = self._bindings.get(bkey)
         if binding is None:
             binding = _Binding(bkey[0], bkey[1], ident=self._free_ident())

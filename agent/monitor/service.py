@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import structlog
 
-from agent.logsetup import LOG_EACH_UP_TO
+from agent.logsetup import LOG_EACH_UP_TO, debug_enabled
 from agent.monitor.alerts import DeviceAlerts, TunnelSample
 from agent.monitor.health import (
     AlertConfig,
@@ -262,9 +262,12 @@ class MonitorService:
         known = len(self._tunnels)
         # one line per tunnel for a few; one line in all for a job of hundreds
         log_each = len(desired) - known <= LOG_EACH_UP_TO
+        # a job of a thousand tunnels would otherwise build two thousand dropped lines
+        each: Callable[..., Any] | None = (log.info if log_each
+                                           else log.debug if debug_enabled() else None)
         targets = sum(len(t.targets) for t in self._tunnels.values())
         for tid, spec in sorted(desired.items()):
-            self._sync_tunnel(tid, spec, log_each)
+            self._sync_tunnel(tid, spec, each)
         if not log_each:
             log.info("monitoring tunnels", added=len(self._tunnels) - known,
                      tunnels=len(self._tunnels),
@@ -306,8 +309,8 @@ class MonitorService:
             self._skipped.pop(spec.tunnel_id, None)
         return tuple(a for a in sorted(addrs) if a not in skipped)
 
-    def _sync_tunnel(self, tid: int, spec: PeerSpec, log_each: bool = True) -> None:
-        """`log_each`: new tunnels and targets logged at info (else at debug)."""
+    def _sync_tunnel(self, tid: int, spec: PeerSpec, each: Callable[..., Any] | None) -> None:
+        """`each`: what logs each new tunnel and target (None: nothing)."""
         now = self._clock()
         device, source = self._binding(spec)
         t = self._tunnels.get(tid)
@@ -317,9 +320,9 @@ class MonitorService:
             health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1])
             t = _Tunnel(tid, spec, health, device, source, sa, health.status)
             self._tunnels[tid] = t
-            (log.info if log_each else log.debug)(
-                "monitoring tunnel", tunnel_id=tid, bind=device or str(source),
-                ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
+            if each is not None:
+                each("monitoring tunnel", tunnel_id=tid, bind=device or str(source),
+                     ips=[str(a) for a in spec.monitor_ips], urls=list(spec.monitor_urls))
         elif (t.device, t.source) != (device, source):
             rebind = list(t.targets)
             for addr in rebind:
@@ -340,9 +343,9 @@ class MonitorService:
                 t.targets[addr] = _Target(addr)
                 t.health.add_target(addr)
                 self._add_probe(t, addr)
-                (log.info if log_each else log.debug)(
-                    "probe target added", tunnel_id=tid, address=str(addr),
-                    bind=device or str(source))
+                if each is not None:
+                    each("probe target added", tunnel_id=tid, address=str(addr),
+                         bind=device or str(source))
         self._note_status(t)
 
     def _add_probe(self, t: _Tunnel, addr: IPv4Address) -> None:
@@ -380,7 +383,7 @@ class MonitorService:
         for tid in sorted(self._name_users.get(name, ())):
             spec = desired.get(tid)
             if spec is not None:
-                self._sync_tunnel(tid, spec)
+                self._sync_tunnel(tid, spec, log.info)
         self._routes_dirty.set()
 
     def _sa_state(self, tid: int) -> tuple[bool, str]:
