@@ -66,6 +66,8 @@ SECRET_MESSAGES = frozenset({"ikev2_profile_set_auth"})
 
 ConnectListener = Callable[["ConnectInfo"], Awaitable[None]]
 EventListener = Callable[[str, Any], None]
+# (reply, None) when the reply came, its retval unchecked; (None, error) when none will
+ReplyCallback = Callable[[Any, BaseException | None], None]
 
 
 @dataclass(frozen=True)
@@ -118,12 +120,41 @@ def codec_messages(services: dict[str, Any]) -> set[str]:
     return names
 
 
+class _Completion:
+    """A call's outcome delivered to a callback instead of a future, with the three
+    methods of a future the connection uses: a reply, a timeout or a lost connection
+    wakes no task, which is what a 1000-peer apply spends most of its time on."""
+
+    __slots__ = ("_done", "_log", "_on_reply")
+
+    def __init__(self, on_reply: ReplyCallback, log: Any) -> None:
+        self._on_reply = on_reply
+        self._log = log
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, reply: Any) -> None:
+        self._deliver(reply, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._deliver(None, error)
+
+    def _deliver(self, reply: Any, error: BaseException | None) -> None:
+        self._done = True
+        try:
+            self._on_reply(reply, error)
+        except Exception:  # the other calls of this read, expiry or loss still complete
+            self._log.exception("vpp reply callback failed")
+
+
 class _Pending:
     """One call in flight (a plain slotted class: there are thousands of these)."""
 
     __slots__ = ("deadline", "end_msg", "future", "items", "limit", "name", "stream_msg")
 
-    def __init__(self, future: asyncio.Future[Any], name: str, deadline: float,
+    def __init__(self, future: asyncio.Future[Any] | _Completion, name: str, deadline: float,
                  limit: float) -> None:
         self.future = future
         self.name = name
@@ -574,20 +605,48 @@ class VppClient:
         self._context = self._context % 0x7FFFFFFF + 1
         return self._context
 
-    async def _request(
-        self, conn: _Connection, name: str, timeout: float | None, fields: dict[str, Any]
-    ) -> Any:
+    def submit(self, name: str, fields: dict[str, Any], on_reply: ReplyCallback, *,
+               timeout: float | None = None) -> None:
+        """Send one request and return at once: `on_reply(reply, None)` when its reply
+        arrives (retval unchecked), `on_reply(None, error)` past the deadline or when the
+        connection is lost. What keeps the request from being sent raises here. For the
+        executor's many dependent steps: no coroutine, future or task per call."""
+        conn = self._live()
+        entry, context, body = self._encode(conn, name, fields)
+        assert entry.service is not None
+        if entry.service.get("stream"):
+            raise ValueError(f"{name} is a dump: it has no single reply to hand over")
+        loop = asyncio.get_running_loop()
+        limit = self.call_timeout if timeout is None else timeout
+        conn.watch(context, _Pending(_Completion(on_reply, self._log), name,
+                                     loop.time() + limit, limit))
+        try:
+            conn.send(body)
+        except BaseException:
+            conn.pending.pop(context, None)
+            raise
+
+    def _encode(self, conn: _Connection, name: str,
+                fields: dict[str, Any]) -> tuple[_MessageEntry, int, bytes]:
         assert conn.api is not None
         entry = conn.api.request(name, self._table_check.missing)
         if not entry.fields.issuperset(fields):
             unknown = set(fields) - entry.fields
             raise ValueError(f"{name} has no field(s) {sorted(unknown)}")
         context = self._next_context()
-        body = conn.api.encode(entry, fields, conn.client_index, context)
-        assert entry.service is not None
+        if debug_enabled():  # the lazy logger is not free on this hot path
+            self._log.debug("vpp call", message=name, args=redact(name, fields))
+        return entry, context, conn.api.encode(entry, fields, conn.client_index, context)
+
+    async def _request(
+        self, conn: _Connection, name: str, timeout: float | None, fields: dict[str, Any]
+    ) -> Any:
+        entry, context, body = self._encode(conn, name, fields)
+        assert entry.service is not None and conn.api is not None
         loop = asyncio.get_running_loop()
         limit = self.call_timeout if timeout is None else timeout
-        pending = _Pending(loop.create_future(), name, loop.time() + limit, limit)
+        future: asyncio.Future[Any] = loop.create_future()
+        pending = _Pending(future, name, loop.time() + limit, limit)
         ping: bytes | None = None
         if entry.service.get("stream"):
             if "stream_msg" in entry.service:
@@ -598,14 +657,12 @@ class VppClient:
                 pending.stream_msg = entry.service["reply"]
                 ping_entry = conn.api.by_name["control_ping"]
                 ping = conn.api.encode(ping_entry, {}, conn.client_index, context)
-        if debug_enabled():  # the lazy logger is not free on this hot path
-            self._log.debug("vpp call", message=name, args=redact(name, fields))
         conn.watch(context, pending)
         try:
             conn.send(body)
             if ping is not None:
                 conn.send(ping)
-            return await pending.future  # VppTimeout is set on it past the deadline
+            return await future  # VppTimeout is set on it past the deadline
         finally:
             conn.pending.pop(context, None)
 

@@ -291,3 +291,66 @@ async def test_a_log_level_change_at_run_time_reaches_the_client(sim: VppSim) ->
         finally:
             configure_logging("warning", json=True, stream=sys.stderr)
     assert '"message": "show_version"' in out.getvalue()
+
+
+class Outcomes:
+    """What `submit` handed its callback, in arrival order."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[Any, BaseException | None]] = []
+
+    def __call__(self, reply: Any, error: BaseException | None) -> None:
+        self.got.append((reply, error))
+
+
+async def test_submit_hands_replies_unchecked_to_the_callback(sim: VppSim) -> None:
+    async with connected(sim.socket_path) as vpp:
+        out = Outcomes()
+        vpp.submit("ikev2_profile_add_del", {"name": "p", "is_add": True}, out)
+        vpp.submit("ikev2_profile_add_del", {"name": "p", "is_add": True}, out)
+        assert out.got == []  # sent, not answered yet: submit does not wait
+        await until(lambda: len(out.got) == 2)
+        (first, e1), (second, e2) = out.got
+        assert (first.retval, e1, second.retval, e2) == (0, None, -1, None)
+        # what keeps a request from being sent raises at once, and nothing is left pending
+        with pytest.raises(ValueError, match="no field"):
+            vpp.submit("ikev2_profile_add_del", {"name": "p", "bogus": 1}, out)
+        with pytest.raises(ValueError, match="is a dump"):
+            vpp.submit("sw_interface_dump", {"sw_if_index": 0xFFFFFFFF}, out)
+        assert vpp._live().pending == {}
+
+
+async def test_submit_reports_a_deadline_and_survives_a_failing_callback(
+        short_dir: Path) -> None:
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    try:
+        async with connected(sim.socket_path, call_timeout=0.3) as vpp:
+            sim.handlers.table.pop("show_version")  # vppsim now drops this request
+            out = Outcomes()
+
+            def broken(reply: Any, error: BaseException | None) -> None:
+                raise RuntimeError("a buggy callback")
+
+            vpp.submit("show_version", {}, broken)
+            vpp.submit("show_version", {}, out)
+            await until(lambda: len(out.got) == 1, timeout=2)
+            [(reply, error)] = out.got
+            assert reply is None and isinstance(error, VppTimeout)
+            # the broken callback cost nothing else: the connection still answers
+            assert (await vpp.call("ikev2_plugin_get_version")).major >= 1
+    finally:
+        await sim.stop()
+
+
+async def test_submit_reports_a_lost_connection(short_dir: Path) -> None:
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    async with connected(sim.socket_path, call_timeout=5.0) as vpp:
+        sim.handlers.table.pop("show_version")  # unanswered until the connection drops
+        out = Outcomes()
+        for _ in range(50):
+            vpp.submit("show_version", {}, out)
+        await sim.stop()
+        await until(lambda: len(out.got) == 50, timeout=3)  # well before the deadline
+        assert all(r is None and isinstance(e, VppUnavailable) for r, e in out.got)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from ipaddress import IPv4Address
 from types import SimpleNamespace
@@ -14,6 +15,7 @@ from agent.vpp.errors import VppApiError
 from agent.vpp.executor import ApplyError, Executor
 from agent.vpp.plan import VppFacts, plan_add_ops
 from tests.spec_factory import numbered_spec
+from tests.waiting import until
 
 
 class FakeVpp:
@@ -36,6 +38,51 @@ class FakeVpp:
         return SimpleNamespace(retval=0, sw_if_index=self.next_index)
 
 
+class Submitting:
+    """The VPP client's `submit` over a fake: each reply comes on a later event-loop pass,
+    its retval unchecked, as the real client hands it to the executor. Steps from
+    `stall_at` on are never answered (a VPP that stopped)."""
+
+    def __init__(self, fake: FakeVpp, stall_at: int | None = None) -> None:
+        self.fake = fake
+        self.stall_at = stall_at
+        self.in_flight = 0
+        self.most = 0
+        self.unanswered: list[Callable[[Any, BaseException | None], None]] = []
+
+    async def call(self, name: str, /, **fields: Any) -> Any:  # the undo path
+        return await self.fake.call(name, **fields)
+
+    def submit(self, name: str, fields: dict[str, Any],
+               on_reply: Callable[[Any, BaseException | None], None]) -> None:
+        if self.stall_at is not None and len(self.fake.calls) >= self.stall_at:
+            self.unanswered.append(on_reply)
+            return
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+
+        def answer() -> None:
+            self.in_flight -= 1
+            step = self.fake.call(name, **fields)
+            try:
+                step.send(None)
+            except StopIteration as done:
+                on_reply(done.value, None)
+            except VppApiError as e:  # VPP answers a failure with its retval
+                on_reply(SimpleNamespace(retval=e.retval), None)
+            else:
+                raise AssertionError("the fake VPP's call must not wait")
+
+        asyncio.get_running_loop().call_soon(answer)
+
+
+def via(transport: str, fake: FakeVpp) -> Any:
+    return fake if transport == "call" else Submitting(fake)
+
+
+TRANSPORTS = pytest.mark.parametrize("transport", ["call", "submit"])
+
+
 def _net_effect(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
     """+1 per create, -1 per delete, by object kind (setters count 0)."""
     effect: dict[str, int] = {}
@@ -53,22 +100,24 @@ def _net_effect(calls: list[tuple[str, dict[str, Any]]]) -> dict[str, int]:
     return {k: v for k, v in effect.items() if v}
 
 
-async def test_success_resolves_refs_in_order() -> None:
+@TRANSPORTS
+async def test_success_resolves_refs_in_order(transport: str) -> None:
     vpp = FakeVpp()
     refs: dict[str, int] = {}
     ops = plan_add_ops(numbered_spec(3), VppFacts(1))
-    await Executor(vpp).apply([ops], refs)
+    await Executor(via(transport, vpp)).apply([ops], refs)
     assert refs == {"tun:3": 11}
     assert vpp.calls[1][1]["sw_if_index"] == 11
     assert len(vpp.calls) == len(ops)  # the tunnel index from the first reply
 
 
+@TRANSPORTS
 @pytest.mark.parametrize("fail_at", range(19))
-async def test_failure_at_every_step_is_rolled_back(fail_at: int) -> None:
+async def test_failure_at_every_step_is_rolled_back(fail_at: int, transport: str) -> None:
     ops = plan_add_ops(numbered_spec(3), VppFacts(1))
     assert len(ops) == 19
     vpp = FakeVpp(fail_at)
-    executor = Executor(vpp)
+    executor = Executor(via(transport, vpp))
     with pytest.raises(ApplyError) as info:
         await executor.apply([ops], {})
     assert info.value.rolled_back
@@ -77,12 +126,36 @@ async def test_failure_at_every_step_is_rolled_back(fail_at: int) -> None:
     assert _net_effect(vpp.calls) == {}
 
 
-async def test_concurrent_chains_all_roll_back_when_one_fails() -> None:
+@TRANSPORTS
+async def test_concurrent_chains_all_roll_back_when_one_fails(transport: str) -> None:
     chains = [plan_add_ops(numbered_spec(n), VppFacts(1)) for n in range(1, 6)]
     vpp = FakeVpp(fail_at=40)
     with pytest.raises(ApplyError):
-        await Executor(vpp).apply(chains, {})
+        await Executor(via(transport, vpp)).apply(chains, {})
     assert _net_effect(vpp.calls) == {}
+    assert len(vpp.calls) > 40  # chains running at the failure finished their steps
+
+
+async def test_a_stalled_step_cancelled_is_dropped_and_the_rest_undone() -> None:
+    """A job timeout while VPP does not answer: what was done is undone at once; the
+    unanswered step is left to reconcile (its outcome is unknown), never waited for,
+    and its late reply starts nothing."""
+    vpp = FakeVpp()
+    caller = Submitting(vpp, stall_at=5)
+    task = asyncio.ensure_future(Executor(caller).apply(
+        [plan_add_ops(numbered_spec(3), VppFacts(1))], {}))
+    await until(lambda: len(caller.unanswered) == 1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(vpp.calls) > 5  # 5 steps, then their undo
+    assert _net_effect(vpp.calls) == {}
+    after_undo = list(vpp.calls)
+    caller.stall_at = None
+    caller.unanswered[0](SimpleNamespace(retval=0), None)  # VPP answers at last
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert vpp.calls == after_undo and len(caller.unanswered) == 1
 
 
 async def test_cancellation_rolls_back_before_stopping() -> None:
@@ -128,6 +201,11 @@ async def test_chains_in_flight_are_bounded_and_all_complete() -> None:
     await Executor(vpp).apply(chains, {})
     assert len(vpp.calls) == sum(len(c) for c in chains)
     assert 1 < SlowVpp.most <= MAX_CHAINS_IN_FLIGHT
+
+    submitting = Submitting(FakeVpp())
+    await Executor(submitting).apply(chains, {})
+    assert len(submitting.fake.calls) == sum(len(c) for c in chains)
+    assert submitting.most == MAX_CHAINS_IN_FLIGHT
 
 
 class FailingUndo(FakeVpp):
