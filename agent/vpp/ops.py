@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.secret import Secret
 
@@ -27,10 +27,11 @@ class Ref:
     name: str
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
     """One VPP write. `undo` reverses it; `produces` names the reply's `produces_field`
-    (the sw_if_index of a new interface, the acl_index of a new ACL)."""
+    (the sw_if_index of a new interface, the acl_index of a new ACL). Immutable; a
+    tuple because a 1000-peer job builds some 25,000 of them before its first write,
+    and a frozen dataclass takes two and a half times as long to build."""
 
     message: str
     args: Mapping[str, Any]

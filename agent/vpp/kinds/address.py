@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +49,7 @@ class AddressKind(Kind):
     def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
         if sw is None:
             return []
-        return [replace(address_op(tid, a, False), undo=())
+        return [address_op(tid, a, False)._replace(undo=())
                 for a in sorted(obs.addresses.get(sw, set()))]
 
 

@@ -6,7 +6,6 @@ Its name is one of the agent's marks: an ipip tunnel of instance N whose pair is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +65,7 @@ class LcpKind(Kind):
         name = obs.lcp.get(sw) if sw is not None else None
         if sw is None or name is None:
             return []
-        return [replace(lcp_op(tid, name, False), undo=())]
+        return [lcp_op(tid, name, False)._replace(undo=())]
 
 
 KIND = LcpKind()

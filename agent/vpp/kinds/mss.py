@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +60,7 @@ class MssKind(Kind):
     def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
         if sw is None or sw not in obs.mss:
             return []
-        return [replace(mss_op(tid, 0), undo=())]
+        return [mss_op(tid, 0)._replace(undo=())]
 
 
 KIND = MssKind()

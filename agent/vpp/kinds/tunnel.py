@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
@@ -100,7 +100,7 @@ class TunnelKind(Kind):
         return problems
 
     def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
-        return [] if sw is None else [replace(delete_tunnel_op(tid), undo=())]
+        return [] if sw is None else [delete_tunnel_op(tid)._replace(undo=())]
 
 
 KIND = TunnelKind()
