@@ -30,11 +30,17 @@ CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY, message TEXT NOT NULL,
 Rows = tuple[list[tuple[str, str, str]], list[tuple[str]]]  # upserts, deletes
 
 
-def difference(old: Items, new: Items) -> Rows:
+def difference(old: Items, new: Items, texts: dict[int, str] | None = None) -> Rows:
     """The rows that take the store from `old` to `new` (canonical JSON of each changed
-    item: the CPU-heavy part of a save, which a caller may do ahead of time)."""
-    upserts = [(k, m, canonical(p)) for k, (m, p) in new.items()
-               if k not in old or old[k] != (m, p)]
+    item: the CPU-heavy part of a save, which a caller may do ahead of time). `texts`
+    collects each written dict's text by id, for a `canonical` of the job after it."""
+    upserts = []
+    for k, (m, p) in new.items():
+        if k not in old or old[k] != (m, p):
+            text = canonical(p)
+            if texts is not None and isinstance(p, dict):
+                texts[id(p)] = text
+            upserts.append((k, m, text))
     return upserts, [(k,) for k in old if k not in new]
 
 

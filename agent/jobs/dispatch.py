@@ -733,8 +733,9 @@ class CommitPrep:
 
     def run(self) -> None:
         old, new, signature, sign = self._args
-        self._done = (difference(old, new),
-                      signature if sign is None else advance(signature, sign))
+        texts: dict[int, str] = {}  # the job's params, written once for both
+        rows = difference(old, new, texts)
+        self._done = (rows, signature if sign is None else advance(signature, sign, texts))
 
     async def result(self) -> tuple[Rows, str]:
         if self._done is None:

@@ -25,9 +25,11 @@ def task_of(msg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: msg[k] for k in ("entity", "message", "params") if k in msg}
 
 
-def advance(previous: str, msg: Mapping[str, Any]) -> str:
-    """The chain value after applying `msg` (the received msg object, unmodified)."""
-    text = previous + canonical(task_of(msg))
+def advance(previous: str, msg: Mapping[str, Any],
+            known: Mapping[int, str] | None = None) -> str:
+    """The chain value after applying `msg` (the received msg object, unmodified);
+    `known`: canonical texts of some of its dicts already made (see `canonical`)."""
+    text = previous + canonical(task_of(msg), known)
     return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from json.encoder import encode_basestring  # C-accelerated, leaves non-ASCII as is
 from typing import Any
 
@@ -47,14 +48,18 @@ def _js_number(value: float) -> str:
     return f"{mantissa}e{'+' if e > 0 else '-'}{abs(e)}"
 
 
-def canonical(value: Any) -> str:
-    """json-stable-stringify of `value`: sorted keys, no whitespace, UTF-8 text."""
+def canonical(value: Any, known: Mapping[int, str] | None = None) -> str:
+    """json-stable-stringify of `value`: sorted keys, no whitespace, UTF-8 text.
+
+    `known`: the canonical text of some of its dicts, by `id` (objects that stay alive
+    meanwhile), written as they are instead of walked again: a job's hash and its
+    stored items are the same requests' params."""
     parts: list[str] = []
-    _write(value, parts)
+    _write(value, parts, known or None)
     return "".join(parts)
 
 
-def _write(value: Any, out: list[str]) -> None:
+def _write(value: Any, out: list[str], known: Mapping[int, str] | None) -> None:
     if value is None:
         out.append("null")
     elif value is True:
@@ -70,6 +75,9 @@ def _write(value: Any, out: list[str]) -> None:
     elif isinstance(value, str):
         out.append(encode_basestring(value))
     elif isinstance(value, dict):
+        if known is not None and (text := known.get(id(value))) is not None:
+            out.append(text)
+            return
         out.append("{")
         first = True
         for key in sorted(value):
@@ -78,14 +86,14 @@ def _write(value: Any, out: list[str]) -> None:
             first = False
             out.append(encode_basestring(str(key)))
             out.append(":")
-            _write(value[key], out)
+            _write(value[key], out, known)
         out.append("}")
     elif isinstance(value, list | tuple):
         out.append("[")
         for i, item in enumerate(value):
             if i:
                 out.append(",")
-            _write(item, out)
+            _write(item, out, known)
         out.append("]")
     else:
         raise TypeError(f"not JSON data: {type(value).__name__}")

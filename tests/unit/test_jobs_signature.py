@@ -6,6 +6,9 @@ import hashlib
 import json
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from agent.jobs.signature import SIGNED, advance
 from agent.jobs.wirejson import WireFloat, canonical, loads
 
@@ -77,3 +80,46 @@ def test_signed_set() -> None:
     for name in ("sync-device", "get-device-info", "reset-device", "upgrade-device-sw",
                  "exec_timeout", "modify-route", "set-cpu-info"):
         assert name not in SIGNED
+
+
+WIRE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False).map(lambda f: WireFloat(repr(f))),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, dict):
+        return [value, *(d for v in value.values() for d in _dicts(v))]
+    if isinstance(value, list):
+        return [d for v in value for d in _dicts(v)]
+    return []
+
+
+@given(st.dictionaries(st.text(), WIRE, max_size=5), st.data())
+def test_known_texts_of_inner_dicts_change_nothing(value: dict[str, Any],
+                                                   data: st.DataObject) -> None:
+    """A job hashed with its params' texts made beforehand hashes as it would alone."""
+    inner = _dicts(value)
+    picked = data.draw(st.lists(st.sampled_from(inner), max_size=len(inner)))
+    known = {id(d): canonical(d) for d in picked}
+    assert canonical(value, known) == canonical(value)
+    assert advance("h", value, known) == advance("h", value)
+
+
+async def test_commit_prep_hashes_the_job_and_writes_its_items_as_alone() -> None:
+    from agent.jobs.cfgstore import difference
+    from agent.jobs.dispatch import CommitPrep
+
+    params = [{"tunnel-id": n, "ikev2": {"psk": f"k{n}", "lifetime": WireFloat("1e-7")}}
+              for n in range(3)]
+    job = {"entity": "agent", "message": "aggregated",
+           "params": {"requests": [{"entity": "agent", "message": "add-tunnel", "params": p}
+                                   for p in params]}}
+    new = {f"tunnel:{n}": ("add-tunnel", p) for n, p in enumerate(params)}
+    old = {"tunnel:0": ("add-tunnel", params[0])}  # unchanged: not rewritten
+    prep = CommitPrep(old, new, "prev", job)
+    prep.run()
+    assert await prep.result() == (difference(old, new), advance("prev", job))
