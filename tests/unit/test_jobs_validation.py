@@ -10,6 +10,8 @@ import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.jobs.validation import JobRejected, ValidationPolicy, normalize_add_tunnel
 from tests.fixtures import example_request
@@ -487,3 +489,25 @@ def test_bad_input_is_rejected_with_exact_message(changes: dict[str, Any], expec
     assert expected.startswith(f"{exc.field}: {exc.value}: ")
     assert expected.endswith(f"; allowed: {exc.allowed}")
     assert "S3cr3tPSK" not in exc.message
+
+
+EDGES = [0, 1, 2, 0x7EFFFFFF, 0x7F000000, 0x7FFFFFFF, 0x80000000, 0xA9FDFFFF, 0xA9FE0000,
+         0xA9FEFFFF, 0xA9FF0000, 0xDFFFFFFF, 0xE0000000, 0xEFFFFFFF, 0xF0000000, 0xFFFFFFFE,
+         0xFFFFFFFF]
+
+
+@given(st.sampled_from(EDGES) | st.integers(0, 2**32 - 1), st.data())
+def test_a_slash_31_is_judged_as_the_ipaddress_library_would(n: int,
+                                                              data: st.DataObject) -> None:
+    """The integer checks of peer.addr agree with ipaddress on every /31."""
+    from ipaddress import IPv4Address, IPv4Interface
+
+    from agent.jobs.validation.problems import Problems
+    from agent.jobs.validation.tunnel import _peer_addr
+
+    text = f"{IPv4Address(n)}/31"
+    outer = IPv4Address(data.draw(st.sampled_from([n, n ^ 1, n ^ 2, (n + 7) % 2**32])))
+    net = IPv4Interface(text).network
+    bad = any(a.is_unspecified or a.is_loopback or a.is_multicast or a.is_reserved
+              or a.is_link_local for a in net) or outer in net
+    assert (_peer_addr(Problems(), text, None, outer) is None) == bad

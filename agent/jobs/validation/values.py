@@ -70,7 +70,7 @@ _NOT_UNICAST = (  # (network, mask) as integers: what is_unicast refuses
 )
 
 
-def is_unicast(addr: IPv4Address) -> bool:
+def is_unicast(addr: IPv4Address | int) -> bool:
     """Not unspecified, loopback, multicast, reserved or link-local (the ipaddress
     properties, compared as integers: they are called for every address of a job)."""
     value = int(addr)
