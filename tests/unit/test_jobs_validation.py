@@ -511,3 +511,30 @@ def test_a_slash_31_is_judged_as_the_ipaddress_library_would(n: int,
     bad = any(a.is_unspecified or a.is_loopback or a.is_multicast or a.is_reserved
               or a.is_link_local for a in net) or outer in net
     assert (_peer_addr(Problems(), text, None, outer) is None) == bad
+
+
+def _psk_verdict_walking_every_character(psk: str) -> str:
+    if any(ch.isspace() for ch in psk):
+        return "contains whitespace"
+    if any("\ud800" <= ch <= "\udfff" for ch in psk):
+        return "not valid Unicode text (a lone surrogate)"
+    if not psk.isprintable():
+        return "contains control characters"
+    return ""
+
+
+PSK_CHARACTERS = st.characters() | st.sampled_from(
+    ["\ud800", "\udfff", " ", "\t", "\x07", "\x85", "\u00a0", "\u2028", "\u200b", "\ufeff"])
+
+
+@given(st.text(PSK_CHARACTERS, min_size=8, max_size=40))
+def test_the_psk_characters_are_judged_as_a_walk_over_each_would(psk: str) -> None:
+    """The fast path for a printable PSK without a space changes no verdict."""
+    from agent.jobs.validation.crypto import check_psk
+    from agent.jobs.validation.problems import Problems
+
+    p = Problems()
+    ok = check_psk(p, psk, 1, ValidationPolicy(psk_min_length=1))
+    expected = _psk_verdict_walking_every_character(psk)
+    assert ok == (expected == "")
+    assert [item.reason for item in p.items] == ([expected] if expected else [])

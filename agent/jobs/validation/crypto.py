@@ -3,6 +3,8 @@ IKEv2 plugin and the local policy (see the package docstring for the decisions).
 
 from __future__ import annotations
 
+import functools
+
 import structlog
 
 from agent.jobs import vocab
@@ -19,11 +21,28 @@ from agent.peers.spec import EspTransforms, IkeTransforms
 
 log = structlog.get_logger(__name__)
 
+
+# The "allowed" text of a refusal: built from the fixed vocabulary once per policy, not
+# once per request of a 1000-peer job.
+@functools.cache
+def _allowed_ciphers(*, ike: bool, allow_weak: bool) -> str:
+    return ", ".join(vocab.cipher_names(ike=ike, allow_weak=allow_weak))
+
+
+@functools.cache
+def _allowed_hmacs(allow_weak: bool) -> str:
+    return ", ".join(vocab.hmac_names(allow_weak=allow_weak))
+
+
+@functools.cache
+def _allowed_dh(allow_weak: bool) -> str:
+    return ", ".join(vocab.dh_names(allow_weak=allow_weak, include_none=False))
+
 def _cipher(
     p: Problems, fld: str, t: TransformParams, *, ike: bool, policy: ValidationPolicy
 ) -> tuple[vocab.Cipher, int] | None:
     weak_ok = policy.allow_weak_crypto
-    allowed = ", ".join(vocab.cipher_names(ike=ike, allow_weak=weak_ok))
+    allowed = _allowed_ciphers(ike=ike, allow_weak=weak_ok)
     found = vocab.lookup_cipher(t.crypto_alg)
     name_fld = f"{fld}.crypto-alg"
     if found is None:
@@ -112,7 +131,7 @@ def _weak_allowed(p: Problems, fld: str, name: str, weak: bool, policy: Validati
 def _dh(
     p: Problems, fld: str, name: str, policy: ValidationPolicy, *, required: bool
 ) -> vocab.DhGroup | None:
-    allowed = ", ".join(vocab.dh_names(allow_weak=policy.allow_weak_crypto, include_none=False))
+    allowed = _allowed_dh(policy.allow_weak_crypto)
     group = vocab.lookup_dh(name)
     if group is None:
         if required and not name.strip():
@@ -130,7 +149,7 @@ def ike_transforms(
     p: Problems, t: TransformParams, policy: ValidationPolicy
 ) -> IkeTransforms | None:
     fld = "ikev2.ike"
-    hmacs = ", ".join(vocab.hmac_names(allow_weak=policy.allow_weak_crypto))
+    hmacs = _allowed_hmacs(policy.allow_weak_crypto)
     found = _cipher(p, fld, t, ike=True, policy=policy)
     integ_allowed = f"none, {hmacs}" if found is not None and found[0].aead else hmacs
     integ = _integrity(p, f"{fld}.integ-alg", t.integ_alg, policy, integ_allowed)
@@ -160,7 +179,7 @@ def esp_transforms(
     p: Problems, t: TransformParams, pfs: bool, ike_dh: int | None, policy: ValidationPolicy
 ) -> EspTransforms | None:
     fld = "ikev2.esp"
-    hmacs = ", ".join(vocab.hmac_names(allow_weak=policy.allow_weak_crypto))
+    hmacs = _allowed_hmacs(policy.allow_weak_crypto)
     found = _cipher(p, fld, t, ike=False, policy=policy)
     integ_fld = f"{fld}.integ-alg"
     integ = _integrity(p, integ_fld, t.integ_alg, policy, hmacs)
@@ -225,13 +244,17 @@ def check_psk(p: Problems, psk: str, tunnel_id: int | None, policy: ValidationPo
               f"too short for the device's security policy ([security] psk_min_length = "
               f"{policy.psk_min_length})", f"at least {policy.psk_min_length} bytes")
         return False
-    if any(ch.isspace() for ch in psk):
-        p.add("ikev2.psk", shown, "contains whitespace", PSK_ALLOWED)
-        return False
-    if any("\ud800" <= ch <= "\udfff" for ch in psk):  # cannot become UTF-8 for VPP
-        p.add("ikev2.psk", shown, "not valid Unicode text (a lone surrogate)", PSK_ALLOWED)
-        return False
-    if not psk.isprintable():
+    # Every whitespace character but the ASCII space, every surrogate and every control
+    # character is non-printable: a printable PSK without a space passes all three
+    # checks below, which walk it character by character to name the problem.
+    if not psk.isprintable() or " " in psk:
+        if any(ch.isspace() for ch in psk):
+            p.add("ikev2.psk", shown, "contains whitespace", PSK_ALLOWED)
+            return False
+        if any("\ud800" <= ch <= "\udfff" for ch in psk):  # cannot become UTF-8 for VPP
+            p.add("ikev2.psk", shown, "not valid Unicode text (a lone surrogate)",
+                  PSK_ALLOWED)
+            return False
         p.add("ikev2.psk", shown, "contains control characters", PSK_ALLOWED)
         return False
     if size < PSK_RECOMMENDED_MIN:

@@ -4,6 +4,7 @@ value is bad."""
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 from collections.abc import Sequence
@@ -22,8 +23,17 @@ _DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
 
 def parse_ipv4(text: str) -> IPv4Address:
     """IPv4Address(text), with a fast path for the dotted quads that make up most of a
-    1000-peer job (the library's parser costs several microseconds per address)."""
-    if isinstance(text, str) and _DOTTED_QUAD.fullmatch(text):
+    1000-peer job (the library's parser costs several microseconds per address), and
+    the last addresses parsed remembered: a job repeats its WAN address and selectors
+    in every request."""
+    if type(text) is str:
+        return _parse_text(text)
+    return IPv4Address(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_text(text: str) -> IPv4Address:  # IPv4Address is immutable: safe to share
+    if _DOTTED_QUAD.fullmatch(text):
         return IPv4Address(socket.inet_aton(text))
     return IPv4Address(text)
 
