@@ -6,6 +6,7 @@ Its name, `peer-<tunnel-id>`, is the agent's mark on the profiles it made: only
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -93,8 +94,13 @@ def profile_info(p: Any) -> ProfileInfo:
 def identity_bytes(kind: IdType, value: str) -> bytes:
     """VPP wants ip4-addr IDs as the 4 packed bytes, others as text."""
     if kind == IdType.IP4_ADDR:
-        return IPv4Address(value).packed
+        return _packed(value)
     return value.encode("ascii")
+
+
+@functools.lru_cache(maxsize=1024)
+def _packed(address: str) -> bytes:  # a job's local ID is the same in every request
+    return IPv4Address(address).packed
 
 
 def child_sa_lifetime(lifetime: int) -> tuple[int, int, int]:
@@ -133,6 +139,7 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     tid = spec.tunnel_id
     name = profile_name(tid)
     ref = tunnel_ref(tid)
+    dst = str(spec.dst)  # formatting an IPv4Address is Python code: once, not twice
 
     def op(message: str, args: dict[str, Any], what: str) -> Op:
         return Op(message, {"name": name, **args}, f"tunnel {tid}: {what}", tunnel_id=tid)
@@ -184,9 +191,9 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     ops.append(op("ikev2_set_tunnel_interface", {"sw_if_index": ref}, "bind the tunnel interface"))
     ops.append(op("ikev2_set_responder",
                   {"responder": {"sw_if_index": facts.wan_sw_if_index, "addr": spec.dst}},
-                  f"set responder {spec.dst}"))
+                  f"set responder {dst}"))
     if initiate and spec.role == "initiator":
-        ops.append(op("ikev2_initiate_sa_init", {}, f"initiate IKE SA to {spec.dst}"))
+        ops.append(op("ikev2_initiate_sa_init", {}, f"initiate IKE SA to {dst}"))
     return ops
 
 

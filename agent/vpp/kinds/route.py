@@ -39,7 +39,7 @@ def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IP
     """Prefixes routed into the tunnel: monitor /32s, plus the remote selector if policy-based."""
     prefixes: dict[IPv4Network, None] = {}
     for ip in (*spec.monitor_ips, *extra):
-        prefixes[IPv4Network(f"{ip}/32")] = None
+        prefixes[IPv4Network((int(ip), 32))] = None  # no text to format and parse
     if not spec.route_based:
         for net in covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr):
             prefixes[net] = None

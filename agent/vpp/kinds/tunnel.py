@@ -9,6 +9,7 @@ with the tunnel.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -30,7 +31,8 @@ class TunnelInfo:
     dst: IPv4Address
 
 
-def tunnel_ref(tunnel_id: int) -> Ref:
+@functools.lru_cache(maxsize=8192)
+def tunnel_ref(tunnel_id: int) -> Ref:  # nine per peer planned; a Ref is immutable
     return Ref(ref_name(tunnel_id))
 
 
