@@ -341,10 +341,11 @@ class _Connection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for p in self.pending.values():
+        # a snapshot: a callback (`submit`) runs at once and may make another call
+        lost, self.pending = list(self.pending.values()), {}
+        for p in lost:
             if not p.future.done():
                 p.future.set_exception(VppUnavailable(f"{reason} during {p.name}"))
-        self.pending.clear()
         if not self.handshake.done():
             self.handshake.set_exception(VppUnavailable(reason))
         if not self.closed.done():

@@ -354,3 +354,30 @@ async def test_submit_reports_a_lost_connection(short_dir: Path) -> None:
         await sim.stop()
         await until(lambda: len(out.got) == 50, timeout=3)  # well before the deadline
         assert all(r is None and isinstance(e, VppUnavailable) for r, e in out.got)
+
+
+async def test_a_callback_may_call_again_while_the_connection_is_being_lost(
+        short_dir: Path) -> None:
+    """Callbacks run at once, inside the connection's own bookkeeping: one that answers
+    a lost call with another call must not upset the others' delivery."""
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    async with connected(sim.socket_path, call_timeout=5.0) as vpp:
+        sim.handlers.table.pop("show_version")  # unanswered until the connection drops
+        out = Outcomes()
+        again: list[BaseException] = []
+
+        def retry(reply: Any, error: BaseException | None) -> None:
+            out(reply, error)
+            try:
+                vpp.submit("show_version", {}, out)
+            except Exception as e:  # what a caller sees when it can no longer send
+                again.append(e)
+
+        for _ in range(50):
+            vpp.submit("show_version", {}, retry)
+        await sim.stop()
+        await until(lambda: len(out.got) >= 50, timeout=3)
+        first = out.got[:50]
+        assert all(r is None and isinstance(e, VppUnavailable) for r, e in first)
+        await until(lambda: len(out.got) + len(again) == 100, timeout=3)
