@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.vpp import kinds
 from agent.vpp.client import VppClient, decode_ikev2_id
-from agent.vpp.errors import VppApiError, VppError
+from agent.vpp.errors import VppApiError, VppError, vnet_error_name
 from agent.vpp.kinds.base import (
     NO_INDEX,
     InterfaceInfo,
@@ -91,7 +91,6 @@ def resolve_dev_id(dev_id: str, configured: Mapping[str, str], names: list[str])
 
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
-NO_SUCH_ENTRY = -6  # vnet/api_errno.h
 
 
 async def read_default_paths(vpp: VppClient) -> list[Any]:
@@ -102,7 +101,7 @@ async def read_default_paths(vpp: VppClient) -> list[Any]:
     try:
         reply = await vpp.call("ip_route_lookup", table_id=0, exact=1, prefix=DEFAULT_ROUTE)
     except VppApiError as e:
-        if e.retval == NO_SUCH_ENTRY:
+        if vnet_error_name(e.retval) == "NO_SUCH_ENTRY":
             return []
         raise
     route = reply.route
