@@ -12,12 +12,15 @@ import asyncio
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from agent.vpp.errors import VppApiError, VppError
 from agent.vpp.plan import Op, resolve
+
+if TYPE_CHECKING:
+    from agent.vpp.client import ReplyCallback
 
 log = structlog.get_logger(__name__)
 
@@ -32,7 +35,7 @@ class VppCaller(Protocol):
 
 # How a step is sent: `on_reply(reply, None)` or `on_reply(None, error)` later. The VPP
 # client's `submit` does this without a task per call; any other caller is adapted.
-Submit = Callable[[str, dict[str, Any], Callable[[Any, BaseException | None], None]], None]
+Submit = Callable[[str, dict[str, Any], "ReplyCallback"], None]
 
 
 class ApplyError(Exception):
@@ -140,7 +143,7 @@ class Executor:
         tasks: set[asyncio.Task[Any]] = set()
 
         def via_call(name: str, fields: dict[str, Any],
-                     on_reply: Callable[[Any, BaseException | None], None]) -> None:
+                     on_reply: ReplyCallback) -> None:
             task = asyncio.ensure_future(self._vpp.call(name, **fields))
             tasks.add(task)
 
