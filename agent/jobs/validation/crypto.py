@@ -38,6 +38,7 @@ def _allowed_hmacs(allow_weak: bool) -> str:
 def _allowed_dh(allow_weak: bool) -> str:
     return ", ".join(vocab.dh_names(allow_weak=allow_weak, include_none=False))
 
+
 def _cipher(
     p: Problems, fld: str, t: TransformParams, *, ike: bool, policy: ValidationPolicy
 ) -> tuple[vocab.Cipher, int] | None:
