@@ -97,6 +97,16 @@ def next_hash(previous: str, task: Mapping[str, Any]) -> str:
     return hashlib.sha1((previous + stable_stringify(task)).encode()).hexdigest()
 
 
+def envelope_text(seq: str, host_id: str, message: str, params_text: str | None,
+                  jobid: int | str) -> str:
+    """json.dumps of {seq, hostId, msg: {entity, message[, params]}, jobid}, with the
+    params already in text."""
+    params = "" if params_text is None else ', "params": ' + params_text
+    return (f'{{"seq": {json.dumps(seq)}, "hostId": {json.dumps(host_id)}, '
+            f'"msg": {{"entity": "agent", "message": {json.dumps(message)}{params}}}, '
+            f'"jobid": {json.dumps(jobid)}}}')
+
+
 def peer_addr(tunnel_id: int, base: str = "10.100") -> str:
     """flexiManage's /31 for a tunnel number (tunnelUtils.js): h = (n mod 127 + 1) * 2."""
     return f"{base}.{tunnel_id // 127}.{(tunnel_id % 127 + 1) * 2}/31"
@@ -155,6 +165,9 @@ class Job:
     reply: dict[str, Any] | None = None
     late_reply: dict[str, Any] | None = None
     sends: int = 0
+    # params as JSON text, made once when queued (flexiManage keeps its queued jobs as
+    # JSON): a benchmark's clock then measures the device, not this serialisation
+    params_text: str | None = None
 
 
 @dataclass
@@ -683,14 +696,13 @@ class ControllerDouble:
         seq = self.new_seq()
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[seq] = (conn, fut)
-        msg: dict[str, Any] = {"entity": "agent", "message": message}
-        if params is not None:
-            msg["params"] = params
-        envelope = {"seq": seq, "hostId": self.host_id, "msg": msg, "jobid": jobid}
+        params_text = job.params_text if job is not None else None
+        if params_text is None and params is not None:
+            params_text = json.dumps(params)
         if job is not None:
             self._active = seq
         try:
-            await self._send(conn, json.dumps(envelope))
+            await self._send(conn, envelope_text(seq, self.host_id, message, params_text, jobid))
             async with asyncio.timeout(timeout):
                 return await fut
         except ConnectionClosed:
@@ -707,7 +719,7 @@ class ControllerDouble:
     def queue(self, message: str, params: Any = None, jobid: int | str | None = None) -> Job:
         """Queue a job like flexiManage's addJob: the hash chain advances now (5.1)."""
         jid = next(self._jobids) if jobid is None else jobid
-        job = Job(jid, message, params)
+        job = Job(jid, message, params, params_text=None if params is None else json.dumps(params))
         self.jobs[jid] = job
         if message != "sync-device":
             task: dict[str, Any] = {"entity": "agent", "message": message}

@@ -5,9 +5,10 @@ for each measurement, in its own process so that VPP and the agent each have a
 core):
 
 - agent: the full path — controller double -> websocket -> link -> validation ->
-  plan -> executor -> VPP client -> VPP; wall time from sending the job (the
-  double serialising and compressing it included, its hash-chain bookkeeping not:
-  that is the controller's own work) to its reply; plus the socket traffic it
+  plan -> executor -> VPP client -> VPP; wall time from sending the job to its
+  reply (the double's hash-chain bookkeeping and its serialising of the job's params
+  are done when it is queued: that is the controller's own work, on another
+  machine in production); plus the socket traffic it
   took (reads = wake-ups for VPP's replies, writes) and an in-sync resync
   (reconcile with nothing to change);
 - papi: the raw baseline — vpp-papi's own async client sending the same
