@@ -26,8 +26,10 @@ One `LinkSession` per agent. `run()` keeps a connection up forever:
   matches replies by seq, not socket, while the job's 180 s timer runs; after
   that it lists the job id in `get-device-info` and the journal entry answers
   ``state: complete|failed``). A job's outcome is recorded in the `Journal`
-  (fsync'd) before its reply is sent; a job id already recorded with the same
-  content is answered from the journal without running it again.
+  (fsync'd) once its reply is out (hashing a large job's content is not on the
+  reply's path), and until then the job counts as running; a job id already
+  recorded with the same content is answered from the journal without running
+  it again.
 
 Nothing received is trusted: malformed frames get an ``ok: 0`` reply when they
 carry a seq, are logged otherwise, and never reach the handler. A frame larger
@@ -498,7 +500,12 @@ class LinkSession:
             req = item.request
             try:
                 # A job whose connection died still runs: flexiManage never re-sends it.
-                outcome = await self._execute(req)
+                outcome, replayed = await self._execute(req)
+                await self._reply_anywhere(item.ws, req.seq, outcome, reply_entity(req.message))
+                if not replayed:
+                    # after the reply: hashing a 1000-peer job takes tens of ms, and a
+                    # re-send can only come after this (jobs run one at a time)
+                    await self._record(req, outcome)
             finally:
                 left = self._pending.get(req.jobid, 1) - 1
                 if left:
@@ -506,7 +513,6 @@ class LinkSession:
                 else:
                     self._pending.pop(req.jobid, None)
                     self._pending_names.pop(req.jobid, None)
-            await self._reply_anywhere(item.ws, req.seq, outcome, reply_entity(req.message))
             del item, req  # the parsed job (all its params) is garbage from here on
 
     async def _reply_anywhere(self, ws: ClientConnection, seq: str, outcome: Outcome,
@@ -530,34 +536,38 @@ class LinkSession:
             if now - at < HELD_REPLY_TTL:
                 await self._send(ws, seq, outcome, entity)
 
-    async def _execute(self, req: Request) -> Outcome:
+    async def _execute(self, req: Request) -> tuple[Outcome, bool]:
+        """The job's outcome, and whether it is a recorded one replayed."""
         journal = self._journal
-        fingerprint = journal.fingerprint(req.message, req.params)
         entry = await asyncio.to_thread(journal.lookup, req.jobid)
-        if entry is not None and entry.fingerprint == fingerprint:
-            self.counters.jobs_replayed += 1
-            log.info(
-                "job already done: replaying its recorded outcome",
-                jobid=req.jobid,
-                job=req.message,
-                ok=entry.outcome.ok,
-            )
-            return entry.outcome
         if entry is not None:
+            fingerprint = await asyncio.to_thread(journal.fingerprint, req.message, req.params)
+            if entry.fingerprint == fingerprint:
+                self.counters.jobs_replayed += 1
+                log.info(
+                    "job already done: replaying its recorded outcome",
+                    jobid=req.jobid,
+                    job=req.message,
+                    ok=entry.outcome.ok,
+                )
+                return entry.outcome, True
             log.warning(
                 "controller reused a job id with different content: running it as new",
                 jobid=req.jobid,
                 job=req.message,
                 previous=entry.message,
             )
-        outcome = await self._run_handler(req)
+        return await self._run_handler(req), False
+
+    async def _record(self, req: Request, outcome: Outcome) -> None:
+        journal = self._journal
         try:
-            await asyncio.to_thread(journal.record, req.jobid, req.message, fingerprint, outcome)
+            await asyncio.to_thread(lambda: journal.record(
+                req.jobid, req.message, journal.fingerprint(req.message, req.params), outcome))
         except Exception:
             log.exception(
                 "cannot journal the job outcome: get-device-info cannot report it", jobid=req.jobid
             )
-        return outcome
 
     async def _run_handler(self, req: Request) -> Outcome:
         self.counters.jobs_run += 1

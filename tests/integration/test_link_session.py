@@ -288,6 +288,7 @@ async def test_a_job_whose_connection_dropped_is_answered_on_the_next_one(env: E
         await asyncio.wait_for(handler.started.wait(), 5)
         env.ctl.refuse_status = 503  # keep the device out until the job is done
         await env.ctl.drop()
+        await wait_until(lambda: not session.connected, 5)  # the device saw the drop
         handler.gate.set()
         await wait_until(lambda: session.counters.replies_held == 1, 5)
         env.ctl.refuse_status = None
