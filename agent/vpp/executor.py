@@ -24,7 +24,11 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MAX_CHAINS_IN_FLIGHT = 64
+# The client and executor alone send a 1000-peer plan into real VPP 3 % faster with
+# 256 chains in flight than with 64 (VPP reads fuller batches; 8 % with 1000), and a
+# stats request queued behind the job's steps waits at most 256 x 0.4 ms (an IKE
+# initiation, VPP's costliest step) per call, against 0.4 s with 1000.
+MAX_CHAINS_IN_FLIGHT = 256
 
 
 class VppCaller(Protocol):
