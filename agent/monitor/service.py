@@ -207,7 +207,8 @@ class MonitorService:
         self._running = False
         # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
         self.status_listeners: list[Callable[[int, str], None]] = []
-        manager.add_change_listener(self.sync)
+        self._sync_handle: asyncio.Handle | None = None
+        manager.add_change_listener(self._sync_soon)
         manager.add_state_listener(self._on_sa_change)
 
     # -- lifecycle ----------------------------------------------------------------
@@ -242,8 +243,27 @@ class MonitorService:
 
     # -- desired set ----------------------------------------------------------------
 
+    def _sync_soon(self) -> None:
+        """The desired set changed: `sync` on the loop's next turn, so that the job's
+        commit and reply do not wait for it (and a burst of changes costs one sync).
+        Without a running loop nothing can come between: at once."""
+        if self._sync_handle is not None:
+            return
+        try:
+            self._sync_handle = asyncio.get_running_loop().call_soon(self.sync)
+        except RuntimeError:
+            self.sync()
+
+    def _catch_up(self) -> None:
+        """Readers see the desired set as it is now, even before the deferred sync."""
+        if self._sync_handle is not None:
+            self.sync()
+
     def sync(self) -> None:
         """Re-read the manager's desired set: add, re-bind and remove tunnels and targets."""
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._sync_handle = None
         self._on_demand = None
         desired = self.manager.desired
         for tid in [t for t in self._tunnels if t not in desired]:
@@ -402,6 +422,7 @@ class MonitorService:
     def poll_sa(self) -> None:
         """Feed the manager's current SA state into every tunnel's health (called by the
         manager when it changes, and before each stats entry)."""
+        self._catch_up()
         now = self._clock()
         for tid, t in self._tunnels.items():
             sa = self._sa_state(tid)
@@ -425,6 +446,7 @@ class MonitorService:
 
     async def push_routes(self) -> bool:
         """Give the manager every tunnel's resolved addresses as /32 routes; False on failure."""
+        self._catch_up()
         ok = True
         for tid in sorted(self._tunnels):
             t = self._tunnels.get(tid)
@@ -452,6 +474,7 @@ class MonitorService:
 
     def collect(self) -> dict[str, Any]:
         """Close one stats period: evaluate alerts and record an entry in the history."""
+        self._catch_up()
         entry = self._entry(evaluate=True)
         self._history.append(entry)
         self._on_demand = None
@@ -461,6 +484,7 @@ class MonitorService:
         """Entries recorded since the previous call, oldest first; if none, a current
         entry, built at most once per ON_DEMAND_MAX_AGE or SA state or desired-set change:
         a query flood over 1000 tunnels must not rebuild it every time."""
+        self._catch_up()
         entries = list(self._history)
         self._history.clear()
         if not entries:
@@ -511,15 +535,18 @@ class MonitorService:
                            health=health, alerts=alerts)
 
     def tunnel_ids(self) -> list[int]:
+        self._catch_up()
         return sorted(self._tunnels)
 
     def health(self, tunnel_id: int) -> HealthSnapshot | None:
         """The tunnel's current health numbers, None if it is not monitored."""
+        self._catch_up()
         t = self._tunnels.get(tunnel_id)
         return None if t is None else t.health.snapshot()
 
     def snapshot(self, tunnel_id: int) -> dict[str, Any] | None:
         """One tunnel's monitoring state for peerctl and metrics (JSON-ready), None if unknown."""
+        self._catch_up()
         t = self._tunnels.get(tunnel_id)
         if t is None:
             return None

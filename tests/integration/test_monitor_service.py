@@ -161,6 +161,7 @@ def test_monitoring_a_peer_through_its_tunnel_interface(topo: Topo, short_dir: P
                     lambda e: e["tunnel_stats"]["7"]["status"] == "down", "tunnel 7 down")
 
                 await manager.apply([RemovePeer(7)])
+                await asyncio.sleep(0)  # the monitor follows on the loop's next turn
                 out["targets_after_remove"] = engine.targets()
                 out["sockets_after_remove"] = engine.stats.sockets
                 out["snapshot_after_remove"] = service.snapshot(7)

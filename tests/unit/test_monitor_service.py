@@ -241,6 +241,26 @@ def test_desired_changes_add_and_remove_targets() -> None:
     assert set(r.service.collect()["tunnel_stats"]) == {"9"}
 
 
+async def test_on_the_loop_a_burst_of_changes_is_one_sync_on_the_next_turn() -> None:
+    """A job's reply must not wait for the monitor: the sync comes on the loop's next
+    turn, once for however many changes came before it."""
+    r = rig()
+    syncs: list[int] = []
+    real = r.service.sync
+    r.service.sync = lambda: (syncs.append(1), real())[1]  # type: ignore[method-assign]
+    r.manager.put(plain(7, ("198.51.100.1",)))
+    r.manager.put(plain(9, ("203.0.113.9",)))
+    assert r.engine.targets == {} and syncs == []
+    await asyncio.sleep(0)
+    assert syncs == [1]
+    assert set(r.engine.targets) == {(7, A("198.51.100.1")), (9, A("203.0.113.9"))}
+    # a reader before that turn sees the change at once, and the turn then has no work
+    r.manager.delete(7)
+    assert r.service.tunnel_ids() == [9] and syncs == [1, 1]
+    await asyncio.sleep(0)
+    assert syncs == [1, 1]
+
+
 def test_a_few_new_tunnels_are_logged_one_by_one_hundreds_in_one_line() -> None:
     r = rig()
     with capture_logs() as few:
@@ -308,11 +328,13 @@ async def test_a_name_shared_by_two_tunnels_and_then_dropped() -> None:
     await r.service.push_routes()
     assert sorted(r.manager.route_calls) == [(7, (A("203.0.113.5"),)), (8, (A("203.0.113.5"),))]
     r.manager.put(plain(7))  # tunnel 7 stops monitoring the name; 8 keeps it
+    await asyncio.sleep(0)  # the monitor follows on the loop's next turn
     assert r.resolver.removed == []
     assert set(r.engine.targets) == {(8, A("203.0.113.5"))}
     await r.service.push_routes()
     assert r.manager.route_calls[-1] == (7, ())
     r.manager.put(plain(8))  # nobody uses it any more: the resolver forgets it
+    await asyncio.sleep(0)
     assert r.resolver.removed == ["mon.example.com"]
     assert r.engine.targets == {}
     await r.service.push_routes()
