@@ -26,7 +26,8 @@ def test_every_address_parses_and_classifies_as_the_library_does(value: int) -> 
 
 @pytest.mark.parametrize("edge", ["0.0.0.0", "127.0.0.1", "224.0.0.1", "239.255.255.255",
                                   "240.0.0.0", "255.255.255.255", "169.254.1.1",
-                                  "169.255.0.1", "1.1.1.1", "223.255.255.255"])
+                                  "169.255.0.1", "169.253.255.255", "126.255.255.255",
+                                  "128.0.0.0", "0.0.0.1", "1.1.1.1", "223.255.255.255"])
 def test_the_edges_of_each_refused_range(edge: str) -> None:
     assert is_unicast(parse_ipv4(edge)) == _library_unicast(IPv4Address(edge))
 

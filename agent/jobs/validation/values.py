@@ -71,20 +71,12 @@ def is_ipv6(text: str) -> bool:
     return True
 
 
-_NOT_UNICAST = (  # (network, mask) as integers: what is_unicast refuses
-    (0x00000000, 0xFFFFFFFF),  # unspecified
-    (0x7F000000, 0xFF000000),  # loopback 127/8
-    (0xE0000000, 0xF0000000),  # multicast 224/4
-    (0xF0000000, 0xF0000000),  # reserved 240/4, the limited broadcast included
-    (0xA9FE0000, 0xFFFF0000),  # link-local 169.254/16
-)
-
-
 def is_unicast(addr: IPv4Address | int) -> bool:
-    """Not unspecified, loopback, multicast, reserved or link-local (the ipaddress
-    properties, compared as integers: they are called for every address of a job)."""
+    """Not unspecified, loopback 127/8, multicast 224/4, reserved 240/4 (the limited
+    broadcast included) or link-local 169.254/16: the ipaddress properties, as integer
+    comparisons (they are called for every address of a job)."""
     value = int(addr)
-    return not any(value & mask == net for net, mask in _NOT_UNICAST)
+    return (0 < value < 0xE0000000 and value >> 24 != 0x7F and value >> 16 != 0xA9FE)
 
 
 def in_range(p: Problems, fld: str, value: int, low: int, high: int, unit: str = "") -> bool:
