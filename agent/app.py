@@ -20,6 +20,7 @@ import structlog
 from agent.admin.backend import ManagerBackend
 from agent.admin.server import AdminServer
 from agent.config import AgentConfig, RoutingConfig
+from agent.daemon.gctune import collector_paused
 from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
 from agent.jobs.info import detect_frr_version
@@ -139,7 +140,7 @@ class Agent:
             bgp_status=self.dispatcher.bgp_status,
         )
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
-                                direct=self.remote)
+                                direct=self.remote, job_scope=collector_paused)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level,

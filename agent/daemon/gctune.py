@@ -11,7 +11,9 @@ run far less often.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 GEN0_THRESHOLD = 50_000  # net allocations between young collections (CPython: 700)
 
@@ -23,3 +25,17 @@ def tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection while a job runs: its objects (the parsed job, the specs,
+    the plan) are freed by reference counting when it ends, and collections meanwhile
+    only walk them (a 5000-peer apply: 13 collections, 0.33 s, one of them 0.2 s)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

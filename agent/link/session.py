@@ -43,7 +43,8 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +165,12 @@ class LinkSession:
         *,
         rng: random.Random | None = None,
         direct: DirectHandler | None = None,
+        job_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
+        """`job_scope`: entered while each job runs and its reply goes out (the daemon
+        pauses the cyclic garbage collector there)."""
         self._cfg = cfg
+        self._job_scope = job_scope
         self._direct = direct
         self._direct_slots = asyncio.Semaphore(MAX_CONCURRENT_DIRECT)
         self._direct_in_flight = 0
@@ -500,8 +505,10 @@ class LinkSession:
             req = item.request
             try:
                 # A job whose connection died still runs: flexiManage never re-sends it.
-                outcome, replayed = await self._execute(req)
-                await self._reply_anywhere(item.ws, req.seq, outcome, reply_entity(req.message))
+                with self._job_scope():
+                    outcome, replayed = await self._execute(req)
+                    await self._reply_anywhere(item.ws, req.seq, outcome,
+                                               reply_entity(req.message))
                 if not replayed:
                     # after the reply: hashing a 1000-peer job takes tens of ms, and a
                     # re-send can only come after this (jobs run one at a time)

@@ -8,7 +8,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -669,3 +669,35 @@ async def test_direct_messages_without_a_handler_are_refused(env: Env) -> None:
         msg = await env.ctl.direct("get-device-config")
         assert msg["ok"] == 0 and msg["message"] == \
             "get-device-config is not supported by this device"
+
+
+async def test_each_job_runs_and_is_answered_inside_the_job_scope(env: Env) -> None:
+    """The daemon pauses the collector for a job (`job_scope`): entered before the job
+    runs, left once its reply is out, for every job."""
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        events.append("enter")
+        try:
+            yield
+        finally:
+            events.append("exit")
+
+    class Recording(FakeHandler):
+        async def run_job(self, message: str, params: Any, jobid: str,
+                          original: Any = None) -> Outcome:
+            events.append(f"run {jobid}")
+            return await super().run_job(message, params, jobid, original)
+
+    journal = Journal(env.journal_path)
+    env.journals.append(journal)
+    session = LinkSession(make_cfg(env.ctl, env.token_file), Recording(), journal,
+                          job_scope=scope)
+    async with running(session):
+        await env.ctl.wait_ready(5)
+        for jobid in (31, 32):
+            reply = await env.ctl.send_job("add-tunnel", ADD, jobid=jobid)
+            assert reply["msg"]["ok"] == 1
+        await until(lambda: events.count("exit") == 2)
+    assert events == ["enter", "run 31", "exit", "enter", "run 32", "exit"]
