@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
 
+from agent.iptext import interface_text, ip_text
 from agent.peers.spec import (
     EspTransforms,
     Identity,
@@ -21,7 +22,7 @@ from agent.secret import Secret
 
 def _ts(ts: TrafficSelector) -> dict[str, Any]:
     return {"protocol": ts.protocol, "start_port": ts.start_port, "end_port": ts.end_port,
-            "start_addr": str(ts.start_addr), "end_addr": str(ts.end_addr)}
+            "start_addr": ip_text(ts.start_addr), "end_addr": ip_text(ts.end_addr)}
 
 
 def _ts_back(d: dict[str, Any]) -> TrafficSelector:
@@ -34,9 +35,9 @@ def spec_to_dict(spec: PeerSpec) -> dict[str, Any]:
     return {
         "tunnel_id": spec.tunnel_id,
         "dev_id": spec.dev_id,
-        "src": str(spec.src),
-        "dst": str(spec.dst),
-        "addr": str(spec.addr),
+        "src": ip_text(spec.src),
+        "dst": ip_text(spec.dst),
+        "addr": interface_text(spec.addr),
         "role": spec.role,
         "psk": spec.psk.reveal(),
         "local_id": [int(spec.local_id.type), spec.local_id.value],
@@ -56,7 +57,7 @@ def spec_to_dict(spec: PeerSpec) -> dict[str, Any]:
         "ospf_cost": spec.ospf_cost,
         "ospf_area": spec.ospf_area,
         "labels": list(spec.labels),
-        "monitor_ips": [str(i) for i in spec.monitor_ips],
+        "monitor_ips": [ip_text(i) for i in spec.monitor_ips],
         "monitor_urls": list(spec.monitor_urls),
         "udp_encap": spec.udp_encap,
     }

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 from typing import TYPE_CHECKING, Any
 
+from agent.iptext import interface_text
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import Kind, Observed, read_addresses
 from agent.vpp.kinds.tunnel import tunnel_ref
@@ -21,8 +22,9 @@ def address_op(tid: int, prefix: IPv4Interface, is_add: bool) -> Op:
         return {"sw_if_index": tunnel_ref(tid), "is_add": add, "del_all": False,
                 "prefix": prefix}
 
-    return add_del("sw_interface_add_del_address", args, is_add, f"add address {prefix}",
-                   f"delete address {prefix}", tid)
+    text = interface_text(prefix)
+    return add_del("sw_interface_add_del_address", args, is_add, f"add address {text}",
+                   f"delete address {text}", tid)
 
 
 class AddressKind(Kind):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
+from agent.iptext import ip_text
 from agent.peers.spec import (
     EspTransforms,
     Identity,
@@ -139,7 +140,7 @@ def profile_ops(spec: PeerSpec, facts: VppFacts, *, initiate: bool = True) -> li
     tid = spec.tunnel_id
     name = profile_name(tid)
     ref = tunnel_ref(tid)
-    dst = str(spec.dst)  # formatting an IPv4Address is Python code: once, not twice
+    dst = ip_text(spec.dst)
 
     def op(message: str, args: dict[str, Any], what: str) -> Op:
         return Op(message, {"name": name, **args}, f"tunnel {tid}: {what}", tunnel_id=tid)

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING, Any
 
+from agent.iptext import network_text
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import Kind, Observed
 from agent.vpp.kinds.tunnel import tunnel_ref
@@ -67,8 +68,9 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
             },
         }
 
-    return add_del("ip_route_add_del", args, is_add, f"add route {prefix}",
-                   f"delete route {prefix}", spec_id)
+    text = network_text(prefix)
+    return add_del("ip_route_add_del", args, is_add, f"add route {text}",
+                   f"delete route {text}", spec_id)
 
 
 def route_changes(tunnel_id: int, before: Iterable[IPv4Network],

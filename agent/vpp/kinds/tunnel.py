@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
+from agent.iptext import ip_text
 from agent.peers.spec import PeerSpec
 from agent.vpp.kinds.base import NO_INDEX, Kind, Observed, read_interfaces
 from agent.vpp.ops import Op, Ref, VppFacts
@@ -69,7 +70,7 @@ class TunnelKind(Kind):
             "ipip_add_tunnel",
             {"tunnel": {"instance": tunnel_instance(tid), "src": spec.src, "dst": spec.dst,
                         "table_id": 0, "flags": 0, "mode": 0, "dscp": 0}},
-            f"tunnel {tid}: create ipip tunnel {spec.src} -> {spec.dst}",
+            f"tunnel {tid}: create ipip tunnel {ip_text(spec.src)} -> {ip_text(spec.dst)}",
             undo=(delete_tunnel_op(tid),), produces=ref.name, tunnel_id=tid,
         )]
         if spec.mtu:
