@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.jobs.validation.values import is_unicast, parse_ipv4, parse_ipv4_interface
+from agent.jobs.validation.values import (
+    _dns_name_reason,
+    dns_name_problem,
+    is_unicast,
+    parse_ipv4,
+    parse_ipv4_interface,
+)
 
 
 def _library_unicast(a: IPv4Address) -> bool:
@@ -61,3 +67,16 @@ def test_interfaces_parse_as_the_library_parses_them(value: int, plen: int, pad:
                                   "10.0.0.1/\u00b3", "10.0.0.1/31/1", "::1/127"])
 def test_malformed_interfaces_are_refused_as_the_library_refuses_them(text: str) -> None:
     _agrees(parse_ipv4_interface, IPv4Interface, text)
+
+
+_LABEL = st.text(alphabet="abcXYZ019-_.é ", min_size=0, max_size=70)
+_NAMES = (st.lists(_LABEL, min_size=1, max_size=5).map(".".join)
+          | st.lists(st.sampled_from(["a" * 63, "b" * 64, "x-y", "-x", "x-", "123"]),
+                     min_size=1, max_size=5).map(".".join))
+
+
+@given(_NAMES)
+def test_the_one_match_host_name_check_agrees_with_the_label_walk(name: str) -> None:
+    """The fast path only ever accepts what the label-by-label walk accepts, and every
+    refusal keeps the walk's reason."""
+    assert dns_name_problem(name) == _dns_name_reason(name)

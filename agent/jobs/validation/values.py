@@ -86,8 +86,20 @@ def in_range(p: Problems, fld: str, value: int, low: int, high: int, unit: str =
     return False
 
 
+# A valid host name in one match (the common case): labels of 1-63 letters, digits and
+# hyphens, not starting or ending with a hyphen.
+_HOST_NAME = re.compile(r"(?:(?!-)[A-Za-z0-9-]{1,63}(?<!-)\.)*(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
 def dns_name_problem(name: str) -> str | None:
     """Why `name` is not a valid DNS host name, or None if it is."""
+    if len(name) <= 253 and _HOST_NAME.fullmatch(name) \
+            and not name.rpartition(".")[2].isdigit():
+        return None
+    return _dns_name_reason(name)
+
+
+def _dns_name_reason(name: str) -> str | None:
     if not name:
         return "empty"
     if len(name) > 253:
