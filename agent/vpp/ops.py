@@ -85,13 +85,29 @@ _ATOMS = frozenset({int, str, bool, bytes, float, type(None), IPv4Address, IPv4I
 
 
 def resolve(value: Any, refs: Mapping[str, int]) -> Any:
-    """Replace Refs by their values and Secrets by their bytes, recursively."""
+    """Replace Refs by their values and Secrets by their bytes, recursively. A dict or
+    list holding neither is returned as it is, not copied (a route's sixteen empty
+    label-stack entries); one that does is copied, never changed in place."""
     kind = type(value)
     if kind in _ATOMS:
         return value
     if kind is dict:
         atoms = _ATOMS
-        return {k: v if type(v) in atoms else resolve(v, refs) for k, v in value.items()}
+        out: Any = None
+        for k, v in value.items():
+            if type(v) not in atoms and (r := resolve(v, refs)) is not v:
+                if out is None:
+                    out = value.copy()
+                out[k] = r
+        return value if out is None else out
+    if kind is list:
+        out = None
+        for i, v in enumerate(value):
+            if type(v) not in _ATOMS and (r := resolve(v, refs)) is not v:
+                if out is None:
+                    out = value.copy()
+                out[i] = r
+        return value if out is None else out
     if isinstance(value, Ref):
         try:
             return refs[value.name]

@@ -184,6 +184,21 @@ def test_resolve_replaces_refs_and_reports_missing_ones() -> None:
         resolve({"x": Ref("tun:2")}, {})
 
 
+def test_resolve_copies_what_holds_a_ref_and_shares_the_rest() -> None:
+    """A plan's args are shared by retries and undo: never changed in place; the parts
+    without a Ref or Secret are handed over as they are."""
+    stack = [{}] * 16
+    paths = [{"sw_if_index": Ref("tun:1"), "label_stack": stack}]
+    args = {"route": {"paths": paths, "prefix": "10.0.0.0/8"}, "tr": {"a": 1}}
+    out = resolve(args, {"tun:1": 9})
+    assert out == {"route": {"paths": [{"sw_if_index": 9, "label_stack": stack}],
+                             "prefix": "10.0.0.0/8"}, "tr": {"a": 1}}
+    assert paths[0]["sw_if_index"] == Ref("tun:1")  # the plan is untouched
+    assert out["route"]["paths"][0]["label_stack"] is stack and out["tr"] is args["tr"]
+    plain = {"name": "p", "ts": {"start_port": 0}}
+    assert resolve(plain, {}) is plain
+
+
 def test_every_rekey_is_scheduled_before_the_configured_lifetime() -> None:
     for configured in (300, 301, 900, 3600, 28800, 86400):
         lifetime, jitter, handover = child_sa_lifetime(configured)
