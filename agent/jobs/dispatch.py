@@ -73,6 +73,7 @@ from agent.jobs.signature import advance, is_signed
 from agent.jobs.validation import (
     JobRejected,
     Problem,
+    Shared,
     ValidationPolicy,
     normalize_add_tunnel,
     normalize_modify_tunnel,
@@ -310,6 +311,7 @@ class JobDispatcher:
         changes: list[Change] = []
         problems: list[Problem] = []
         added: set[int] = set()
+        shared: Shared = {}
         for req in requests:
             if req.item != "tunnel":
                 continue
@@ -318,7 +320,8 @@ class JobDispatcher:
                 if req.verb == "add":
                     if "peer" not in params:
                         continue  # a site-to-site tunnel: recorded, not built by a peering agent
-                    spec = normalize_add_tunnel(params, self.policy, check_pasted=False)
+                    spec = normalize_add_tunnel(params, self.policy, check_pasted=False,
+                                                shared=shared)
                     if spec.tunnel_id in added:
                         problems.append(Problem("requests", f"tunnel-id {spec.tunnel_id}",
                                                 "added twice in one job",
@@ -347,10 +350,11 @@ class JobDispatcher:
         """The peer tunnels of a recorded configuration, validated."""
         specs: list[PeerSpec] = []
         problems: list[Problem] = []
+        shared: Shared = {}
         for key, (_, params) in sorted(items.items()):
             if key.startswith("tunnel:") and isinstance(params, Mapping) and "peer" in params:
                 try:
-                    specs.append(normalize_add_tunnel(params, self.policy))
+                    specs.append(normalize_add_tunnel(params, self.policy, shared=shared))
                 except JobRejected as e:
                     problems += e.prefixed(f"{key}.")
         if problems:
@@ -413,6 +417,7 @@ class JobDispatcher:
         problems: list[Problem] = []
         seen: set[str] = set()
         specs: list[PeerSpec] = []
+        shared: Shared = {}
         for req in requests:
             if req.key in seen:
                 problems.append(Problem(req.fld, render(req.key), "listed twice in sync-device",
@@ -422,7 +427,7 @@ class JobDispatcher:
                     and "peer" in req.params:
                 try:
                     specs.append(normalize_add_tunnel(req.params, self.policy,
-                                                          check_pasted=False))
+                                                      check_pasted=False, shared=shared))
                 except JobRejected as e:
                     problems += e.prefixed(_prefix(req))
         problems += pasted_psk_problems(params, problems)  # one request's PSK in another

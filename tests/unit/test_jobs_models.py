@@ -294,6 +294,15 @@ def test_weak_crypto_is_accepted_only_by_policy_and_logged() -> None:
     weak = [entry for entry in logs if entry["event"] == "weak_crypto_accepted_by_policy"]
     assert weak and weak[0]["log_level"] == "warning" and weak[0]["tunnel_id"] == 7
     assert weak[0]["fields"] == ["ikev2.ike.dh-group", "ikev2.esp.dh-group"]
+    # in a job whose requests share the weak choice, every tunnel is logged
+    shared: dict[Any, Any] = {}
+    with capture_logs() as logs:
+        for tid in (8, 9):
+            normalize_add_tunnel(params() | {"tunnel-id": tid}, WEAK_OK, shared=shared)
+    assert [(e["tunnel_id"], e["fields"]) for e in logs
+            if e["event"] == "weak_crypto_accepted_by_policy"] == [
+        (8, ["ikev2.ike.dh-group", "ikev2.esp.dh-group"]),
+        (9, ["ikev2.ike.dh-group", "ikev2.esp.dh-group"])]
 
 
 def test_what_vpp_does_not_implement_is_refused_even_with_the_weak_policy() -> None:

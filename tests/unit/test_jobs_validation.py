@@ -538,3 +538,39 @@ def test_the_psk_characters_are_judged_as_a_walk_over_each_would(psk: str) -> No
     expected = _psk_verdict_walking_every_character(psk)
     assert ok == (expected == "")
     assert [item.reason for item in p.items] == ([expected] if expected else [])
+
+
+_IKE_VARIANTS = [  # valid, weak (allowed or refused by the policy), wrong
+    {}, {"ikev2/ike/crypto-alg": "aes-gcm-16", "ikev2/ike/integ-alg": "none"},
+    {"ikev2/ike/dh-group": "modp-1024"}, {"ikev2/ike/key-size": 100},
+    {"ikev2/ike/integ-alg": "md5"},
+]
+_ESP_VARIANTS = [{}, {"ikev2/pfs": True, "ikev2/esp/dh-group": "modp-2048"},
+                 {"ikev2/esp/integ-alg": "sha1-96"}, {"ikev2/esp/crypto-alg": "des"}]
+_TS_VARIANTS = [{}, {"ikev2/remote-ts/start-addr": "10.9.0.0",
+                     "ikev2/remote-ts/end-addr": "10.9.255.255"},
+                {"ikev2/local-ts/start-port": "80", "ikev2/local-ts/end-port": "70"},
+                {"ikev2/remote-ts": DELETE}]
+
+
+def _outcome(params: dict[str, Any], policy: ValidationPolicy,
+             shared: dict[Any, Any] | None) -> object:
+    try:
+        return normalize_add_tunnel(params, policy, shared=shared)
+    except JobRejected as e:
+        return [(p.field, p.value, p.reason) for p in e.problems]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_IKE_VARIANTS), st.sampled_from(_ESP_VARIANTS),
+                          st.sampled_from(_TS_VARIANTS)), min_size=1, max_size=6),
+       st.booleans())
+def test_a_job_shares_its_common_parts_with_the_verdicts_of_each_alone(
+        requests: list[tuple[dict[str, Any], ...]], weak_ok: bool) -> None:
+    """Transforms and selectors that a job's requests have in common are checked once;
+    every request still gets exactly its own spec or its own problems."""
+    policy = ValidationPolicy(allow_weak_crypto=weak_ok)
+    shared: dict[Any, Any] = {}
+    for n, variants in enumerate(requests):
+        params = mutate(example_params(), {k: v for c in variants for k, v in c.items()})
+        params["tunnel-id"] = n + 1
+        assert _outcome(params, policy, shared) == _outcome(params, policy, None)

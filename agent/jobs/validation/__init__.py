@@ -60,6 +60,7 @@ from agent.jobs.validation.problems import (
     render,
 )
 from agent.jobs.validation.tunnel import (
+    Shared,
     normalize_add_tunnel,
     normalize_modify_tunnel,
     normalize_remove_tunnel,
@@ -70,7 +71,7 @@ from agent.jobs.validation.values import VPP_ID_MAX, dns_name_problem
 __all__ = [
     "MSS_MIN", "MTU_MAX", "MTU_MIN", "PSK_MAX", "PSK_MIN", "PSK_RECOMMENDED_MIN",
     "TUNNEL_ID_MAX", "TUNNEL_ID_MIN", "VPP_ID_MAX", "JobNotSupported", "JobRejected",
-    "Problem", "ValidationPolicy", "dns_name_problem", "normalize_add_tunnel",
+    "Problem", "Shared", "ValidationPolicy", "dns_name_problem", "normalize_add_tunnel",
     "normalize_modify_tunnel", "normalize_remove_tunnel", "notification_problems",
     "pasted_psk_problems", "rejection", "render",
 ]

@@ -4,10 +4,10 @@ into the peer manager's changes."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -16,6 +16,7 @@ from agent.jobs.models import (
     ModifyTunnelParams,
     PeerParams,
     RemoveTunnelParams,
+    SelectorParams,
     describe_type,
 )
 from agent.jobs.validation.crypto import check_psk, esp_transforms, ike_transforms
@@ -57,14 +58,21 @@ log = structlog.get_logger(__name__)
 _OSPF_COST = re.compile(r"[0-9]{1,10}(\.[0-9]{1,6})?")
 
 
+_T = TypeVar("_T")
+# Parts of a job's requests validated once (`Shared`), by what they were made from.
+Shared = dict[Hashable, Any]
+
+
 def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy, *,
-                         check_pasted: bool = True) -> PeerSpec:
+                         check_pasted: bool = True, shared: Shared | None = None) -> PeerSpec:
     """Validate `add-tunnel` params of a peer tunnel into a `PeerSpec`.
 
     Raises `JobNotSupported` for an add-tunnel without `peer` and `JobRejected`
     listing every problem otherwise. `check_pasted=False` leaves out the search for
     the PSK pasted into another field, for a caller that searches the whole job
-    (`pasted_psk_problems`) and so covers this request too.
+    (`pasted_psk_problems`) and so covers this request too. `shared`: one dict for
+    all of a job's requests (under one policy), so that the transforms and traffic
+    selectors its peers have in common are validated once.
     """
     if isinstance(params, Mapping) and "peer" not in params:
         raise JobNotSupported(
@@ -79,14 +87,34 @@ def normalize_add_tunnel(params: Mapping[str, Any], policy: ValidationPolicy, *,
         )
     p = Problems(secrets=raw_psks(params))
     model = parse(AddTunnelParams, params, p)
-    spec = None if model is None else _add_tunnel(p, model, policy)
+    spec = None if model is None else _add_tunnel(p, model, policy, shared)
     if check_pasted:
         psk_elsewhere(p, params)
     p.raise_if_any()
     return built(spec)
 
 
-def _add_tunnel(p: Problems, m: AddTunnelParams, policy: ValidationPolicy) -> PeerSpec | None:
+def _once(p: Problems, shared: Shared | None, key: Hashable, check: Callable[[], _T]) -> _T:
+    """`check()`, or what it returned for the same key earlier in the job. Only a result
+    that recorded no problem and no accepted weak choice is kept: those are per field."""
+    if shared is not None and (known := shared.get(key)) is not None:
+        return known
+    counts = len(p.items), len(p.weak_fields)
+    result = check()
+    if shared is not None and result is not None \
+            and (len(p.items), len(p.weak_fields)) == counts:
+        shared[key] = result
+    return result
+
+
+def _selector_key(ts: SelectorParams | None) -> Hashable:
+    if ts is None:
+        return ("ts",)
+    return ("ts", ts.protocol, ts.start_port, ts.end_port, ts.start_addr, ts.end_addr)
+
+
+def _add_tunnel(p: Problems, m: AddTunnelParams, policy: ValidationPolicy,
+                shared: Shared | None = None) -> PeerSpec | None:
     if m.encryption_mode != "ikev2":
         p.add("encryption-mode", m.encryption_mode, "not supported for peer tunnels", "ikev2")
     tunnel_ok = in_range(p, "tunnel-id", m.tunnel_id, TUNNEL_ID_MIN, TUNNEL_ID_MAX)
@@ -129,10 +157,18 @@ def _add_tunnel(p: Problems, m: AddTunnelParams, policy: ValidationPolicy) -> Pe
         policy.ike_lifetime_max,
         " seconds",
     )
-    ike = ike_transforms(p, ik.ike, policy)
-    esp = esp_transforms(p, ik.esp, ik.pfs, None if ike is None else ike.dh_group, policy)
-    local_ts = selector(p, "ikev2.local-ts", ik.local_ts)
-    remote_ts = selector(p, "ikev2.remote-ts", ik.remote_ts)
+    t = ik.ike
+    ike = _once(p, shared, ("ike", t.crypto_alg, t.integ_alg, t.dh_group, t.key_size),
+                lambda: ike_transforms(p, ik.ike, policy))
+    t = ik.esp
+    ike_dh = None if ike is None else ike.dh_group
+    esp = _once(p, shared, ("esp", t.crypto_alg, t.integ_alg, t.dh_group, t.key_size, ik.pfs,
+                            ike_dh),
+                lambda: esp_transforms(p, ik.esp, ik.pfs, ike_dh, policy))
+    local_ts = _once(p, shared, _selector_key(ik.local_ts),
+                     lambda: selector(p, "ikev2.local-ts", ik.local_ts))
+    remote_ts = _once(p, shared, _selector_key(ik.remote_ts),
+                      lambda: selector(p, "ikev2.remote-ts", ik.remote_ts))
 
     if p.items:
         return None
