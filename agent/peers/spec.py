@@ -9,6 +9,7 @@ key sizes in bits, addresses as ipaddress objects.
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
@@ -46,7 +47,7 @@ class TrafficSelector:
     start_addr: IPv4Address
     end_addr: IPv4Address
 
-    @property
+    @functools.cached_property  # a job's peers usually share one selector object
     def is_full(self) -> bool:
         return (
             self.protocol == 0
