@@ -167,8 +167,8 @@ class LinkSession:
         direct: DirectHandler | None = None,
         job_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
-        """`job_scope`: entered while each job runs and its reply goes out (the daemon
-        pauses the cyclic garbage collector there)."""
+        """`job_scope`: entered while each job runs, is answered and journaled (the
+        daemon pauses the cyclic garbage collector there)."""
         self._cfg = cfg
         self._job_scope = job_scope
         self._direct = direct
@@ -509,10 +509,10 @@ class LinkSession:
                     outcome, replayed = await self._execute(req)
                     await self._reply_anywhere(item.ws, req.seq, outcome,
                                                reply_entity(req.message))
-                if not replayed:
-                    # after the reply: hashing a 1000-peer job takes tens of ms, and a
-                    # re-send can only come after this (jobs run one at a time)
-                    await self._record(req, outcome)
+                    if not replayed:
+                        # after the reply: hashing a 1000-peer job takes tens of ms, and
+                        # a re-send can only come after this (jobs run one at a time)
+                        await self._record(req, outcome)
             finally:
                 left = self._pending.get(req.jobid, 1) - 1
                 if left:

@@ -673,8 +673,10 @@ async def test_direct_messages_without_a_handler_are_refused(env: Env) -> None:
 
 async def test_each_job_runs_and_is_answered_inside_the_job_scope(env: Env) -> None:
     """The daemon pauses the collector for a job (`job_scope`): entered before the job
-    runs, left once its reply is out, for every job."""
+    runs, left once it is answered and journaled, for every job."""
     events: list[str] = []
+    journal = Journal(env.journal_path)
+    env.journals.append(journal)
 
     @contextlib.contextmanager
     def scope() -> Iterator[None]:
@@ -682,7 +684,7 @@ async def test_each_job_runs_and_is_answered_inside_the_job_scope(env: Env) -> N
         try:
             yield
         finally:
-            events.append("exit")
+            events.append(f"exit, {len(journal)} journaled")
 
     class Recording(FakeHandler):
         async def run_job(self, message: str, params: Any, jobid: str,
@@ -690,8 +692,6 @@ async def test_each_job_runs_and_is_answered_inside_the_job_scope(env: Env) -> N
             events.append(f"run {jobid}")
             return await super().run_job(message, params, jobid, original)
 
-    journal = Journal(env.journal_path)
-    env.journals.append(journal)
     session = LinkSession(make_cfg(env.ctl, env.token_file), Recording(), journal,
                           job_scope=scope)
     async with running(session):
@@ -699,5 +699,6 @@ async def test_each_job_runs_and_is_answered_inside_the_job_scope(env: Env) -> N
         for jobid in (31, 32):
             reply = await env.ctl.send_job("add-tunnel", ADD, jobid=jobid)
             assert reply["msg"]["ok"] == 1
-        await until(lambda: events.count("exit") == 2)
-    assert events == ["enter", "run 31", "exit", "enter", "run 32", "exit"]
+        await until(lambda: len(events) == 6)
+    assert events == ["enter", "run 31", "exit, 1 journaled",
+                      "enter", "run 32", "exit, 2 journaled"]
