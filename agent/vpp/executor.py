@@ -189,9 +189,14 @@ class Executor:
         args = resolve(op.args, refs)
         self.writes += 1
         reply = await self._vpp.call(op.message, **args)
-        if op.produces is not None:
-            refs[op.produces] = int(getattr(reply, op.produces_field))
+        _keep_produced(op, reply, refs)
         return reply
+
+
+def _keep_produced(op: Op, reply: Any, refs: dict[str, int]) -> None:
+    """Record the value a later step uses (a new interface's sw_if_index)."""
+    if op.produces is not None:
+        refs[op.produces] = int(getattr(reply, op.produces_field))
 
 
 class _PhaseRun:
@@ -266,8 +271,8 @@ class _PhaseRun:
                 retval = getattr(reply, "retval", 0)
                 if retval < 0:
                     error = VppApiError(op.message, retval, reply)
-                elif op.produces is not None:
-                    self._refs[op.produces] = int(getattr(reply, op.produces_field))
+                else:
+                    _keep_produced(op, reply, self._refs)
         except Exception as e:  # a reply without the value a later step needs
             error = e
         if error is None:
