@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,7 @@ class Agent:
             bgp_status=self.dispatcher.bgp_status,
         )
         self.link = LinkSession(cfg.controller, self.dispatcher, self.journal,
-                                direct=self.remote, job_scope=collector_paused)
+                                direct=self.remote, job_scope=self._job_scope)
         self.admin = AdminServer(
             ManagerBackend(self.manager, self.vpp, health=self.monitor.health,
                            jobs=self.journal.recent, log_level=cfg.logging.level,
@@ -150,6 +150,13 @@ class Agent:
         )
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
+
+    @contextlib.contextmanager
+    def _job_scope(self) -> Iterator[None]:
+        """While a job runs, is answered and journaled: no cyclic collection, and the
+        monitor follows the job's changes once it is done."""
+        with collector_paused(), self.monitor.syncs_held():
+            yield
 
     async def _wan_facts(self) -> list[WanFacts]:
         if not self.vpp.connected:

@@ -28,10 +28,11 @@ touched from one thread and needs no lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -208,6 +209,8 @@ class MonitorService:
         # told (tunnel_id, status) when a tunnel goes up or down (path selection follows)
         self.status_listeners: list[Callable[[int, str], None]] = []
         self._sync_handle: asyncio.Handle | None = None
+        self._stale = False  # the desired set changed since the last sync
+        self._holds = 0  # open `syncs_held` scopes
         manager.add_change_listener(self._sync_soon)
         manager.add_state_listener(self._on_sa_change)
 
@@ -245,18 +248,33 @@ class MonitorService:
 
     def _sync_soon(self) -> None:
         """The desired set changed: `sync` on the loop's next turn, so that the job's
-        commit and reply do not wait for it (and a burst of changes costs one sync).
-        Without a running loop nothing can come between: at once."""
-        if self._sync_handle is not None:
+        commit and reply do not wait for it (and a burst of changes costs one sync),
+        or once `syncs_held` ends. Without a running loop nothing can come between: at
+        once."""
+        self._stale = True
+        if self._sync_handle is not None or self._holds:
             return
         try:
             self._sync_handle = asyncio.get_running_loop().call_soon(self.sync)
         except RuntimeError:
             self.sync()
 
+    @contextlib.contextmanager
+    def syncs_held(self) -> Iterator[None]:
+        """Changes meanwhile are synced when this ends, not on the loop's next turn: a
+        job's sync (45 ms for 1000 new tunnels) would otherwise run while the job still
+        commits and replies. Readers still catch up at once."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if self._stale and not self._holds:
+                self._sync_soon()
+
     def _catch_up(self) -> None:
         """Readers see the desired set as it is now, even before the deferred sync."""
-        if self._sync_handle is not None:
+        if self._stale:
             self.sync()
 
     def sync(self) -> None:
@@ -264,6 +282,7 @@ class MonitorService:
         if self._sync_handle is not None:
             self._sync_handle.cancel()
             self._sync_handle = None
+        self._stale = False
         self._on_demand = None
         desired = self.manager.desired
         for tid in [t for t in self._tunnels if t not in desired]:

@@ -198,6 +198,23 @@ async def test_agent_restart_keeps_state_and_writes_nothing(
         assert ok(reply) == "success" and sim.write_count == writes
 
 
+async def test_the_monitor_follows_a_job_once_it_is_answered_and_journaled(
+        sim: VppSim, short_dir: Path) -> None:
+    """A 1000-peer job's monitor sync takes tens of ms: the reply must not wait for it."""
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        order: list[str] = []
+        real_sync, real_record = rig.agent.monitor.sync, rig.agent.journal.record
+        rig.agent.monitor.sync = (  # type: ignore[method-assign]
+            lambda: (order.append("monitor sync"), real_sync())[1])
+        rig.agent.journal.record = (  # type: ignore[method-assign]
+            lambda *a: (order.append("journaled"), real_record(*a))[1])
+        ok(await rig.ctl.send_job("add-tunnel", example_request()["params"], jobid=2101))
+        await until(lambda: "monitor sync" in order)
+        assert order == ["journaled", "monitor sync"]
+        assert rig.agent.monitor.tunnel_ids() == [7]
+
+
 @pytest.mark.parametrize("message", ["add-vxlan-tunnel", "upgrade-device-sw"])
 async def test_unsupported_messages_are_refused_clearly(
         sim: VppSim, short_dir: Path, message: str) -> None:

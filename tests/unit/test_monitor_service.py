@@ -261,6 +261,33 @@ async def test_on_the_loop_a_burst_of_changes_is_one_sync_on_the_next_turn() -> 
     assert syncs == [1, 1]
 
 
+async def test_changes_while_syncs_are_held_are_synced_once_the_hold_ends() -> None:
+    """A job holds the monitor's syncs until it has replied: its changes are followed
+    after that, once, and a reader meanwhile still sees them."""
+    r = rig()
+    syncs: list[int] = []
+    real = r.service.sync
+    r.service.sync = lambda: (syncs.append(1), real())[1]  # type: ignore[method-assign]
+    with r.service.syncs_held():
+        r.manager.put(plain(7, ("198.51.100.1",)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert syncs == [] and r.engine.targets == {}
+        r.manager.put(plain(9, ("203.0.113.9",)))
+        assert r.service.tunnel_ids() == [7, 9] and syncs == [1]  # a reader catches up
+        r.manager.delete(9)
+        await asyncio.sleep(0)
+        assert syncs == [1]
+    assert syncs == [1]  # on the loop's next turn, not inside the scope's exit
+    await asyncio.sleep(0)
+    assert syncs == [1, 1]
+    assert set(r.engine.targets) == {(7, A("198.51.100.1"))}
+    with r.service.syncs_held():
+        pass  # nothing changed: nothing to sync
+    await asyncio.sleep(0)
+    assert syncs == [1, 1]
+
+
 def test_a_few_new_tunnels_are_logged_one_by_one_hundreds_in_one_line() -> None:
     r = rig()
     with capture_logs() as few:
