@@ -239,6 +239,9 @@ class Script:
         await self.call("start", "show_version")
         await self.call("start", "ikev2_plugin_get_version")
         await self.call("start", "ikev2_profile_set_liveness", period=10, max_retries=3)
+        # the agent pauses interface events around big jobs: each twice, in both orders
+        for enable in (1, 1, 0, 0, 1):
+            await self.call("start", "want_interface_events", enable_disable=enable, pid=42)
         await self.dumps("empty")
         await self.gateway()
         for n in (1, 2, 3):

@@ -23,7 +23,7 @@ import structlog
 from agent.lab.vppsim.api import HEADER, ApiCatalog, MessageDef, frame
 from agent.lab.vppsim.handlers import WRITES, Handlers, VppCrash
 from agent.lab.vppsim.ike import IkeBackend, InProcessIke
-from agent.lab.vppsim.state import UNSPECIFIED, ApiError, SimState
+from agent.lab.vppsim.state import INVALID_REGISTRATION, UNSPECIFIED, ApiError, SimState
 
 log = structlog.get_logger(__name__)
 
@@ -220,10 +220,15 @@ class VppSim:
             out.append(self._pack("get_api_json_reply", reply))
             return
         if name == "want_interface_events":
-            conn.events_pid = msg.pid if msg.enable_disable else None
-            out.append(
-                self._pack("want_interface_events_reply", {"context": msg.context, "retval": 0})
-            )
+            # as VPP's pub_sub_handler: enabling twice or disabling while not registered
+            # is VNET_API_ERROR_INVALID_REGISTRATION and changes nothing
+            if bool(msg.enable_disable) == (conn.events_pid is not None):
+                retval = INVALID_REGISTRATION
+            else:
+                retval = 0
+                conn.events_pid = msg.pid if msg.enable_disable else None
+            out.append(self._pack("want_interface_events_reply",
+                                  {"context": msg.context, "retval": retval}))
             return
         if name == "api_versions":
             out.append(self._api_versions(msg.context))
