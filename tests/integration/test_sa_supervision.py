@@ -11,10 +11,13 @@ import pytest
 
 from agent.lab.vppsim.server import VppSim
 from agent.peers.changes import AddPeer
-from agent.peers.manager import PeerManager
+from agent.peers.manager import EVENTS_PAUSED_FROM, PeerManager
 from agent.peers.store import PeerStore
-from agent.vpp.client import VppClient
-from tests.spec_factory import example_spec
+from agent.vpp.client import ConnectInfo, VppClient
+from agent.vpp.kinds.tunnel import ref_name
+from agent.vpp.messages import TableCheck
+from tests.spec_factory import example_spec, numbered_spec
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -89,3 +92,34 @@ async def test_responder_waits_for_the_peer(sim: VppSim, manager: PeerManager) -
     await manager.supervise_once()
     assert sim.message_counts["ikev2_initiate_sa_init"] == 0
     assert manager.states[7].status != "up"
+
+
+async def test_a_big_job_pauses_interface_events_and_reads_admin_state_after(
+        sim: VppSim, manager: PeerManager) -> None:
+    """VPP sends two interface events per tunnel a job creates, all about the agent's own
+    changes: a job of EVENTS_PAUSED_FROM tunnels or more is applied without them, and
+    the next poll reads every interface's admin state (another tunnel's event may have
+    been missed meanwhile)."""
+    await manager.on_vpp_connect(ConnectInfo(1, TableCheck({}, frozenset())))
+    events: list[int] = []
+    manager.vpp.add_event_listener(
+        lambda name, msg: events.append(int(msg.sw_if_index))
+        if name == "sw_interface_event" else None)
+    small = [AddPeer(numbered_spec(n)) for n in range(1, EVENTS_PAUSED_FROM)]
+    await manager.apply(small)  # one short of the threshold: events stay on
+    await until(lambda: len(set(events)) >= len(small))
+    await manager.supervise_once()  # the first poll reads the admin state anyway
+    events.clear()
+    big = [AddPeer(numbered_spec(n)) for n in range(100, 100 + EVENTS_PAUSED_FROM)]
+    await manager.apply(big)
+    big_indexes = {manager._refs[ref_name(c.spec.tunnel_id)] for c in big}
+    # registered again: an existing tunnel's change is pushed, as before the job
+    sim.ike.peer_restart("peer-1")
+    first = manager._refs[ref_name(1)]
+    await until(lambda: first in events)
+    assert not big_indexes & set(events)
+    sim.message_counts.clear()
+    await manager.supervise_once()
+    assert sim.message_counts["sw_interface_dump"] == 1
+    await manager.supervise_once()  # the admin state is pushed again: SAs only
+    assert sim.message_counts["sw_interface_dump"] == 1
