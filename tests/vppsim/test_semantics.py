@@ -232,6 +232,27 @@ async def test_timeout_outcome(sim: VppSim, raw: RawClient) -> None:
     assert sim.state.interfaces[2].admin_up is False
 
 
+async def test_interface_events_for_creation_admin_state_and_deletion(
+        raw: RawClient) -> None:
+    """As VPP's link_state_process: an event when an interface is made (flags 0), one
+    per admin change, one with `deleted` when it goes; none once unregistered."""
+    assert (await call(raw, "want_interface_events", enable_disable=1, pid=7)).retval == 0
+    sw = (await call(raw, "ipip_add_tunnel", tunnel=TUN)).sw_if_index
+    event = await raw.recv()
+    assert (event.sw_if_index, int(event.flags), event.deleted) == (sw, 0, False)
+    assert (await call(raw, "sw_interface_set_flags", sw_if_index=sw, flags=1)).retval == 0
+    event = await raw.recv()
+    assert (event.sw_if_index, int(event.flags) & 1, event.deleted) == (sw, 1, False)
+    assert (await call(raw, "want_interface_events", enable_disable=0, pid=7)).retval == 0
+    assert (await call(raw, "want_interface_events", enable_disable=0, pid=7)).retval == -31
+    assert (await call(raw, "sw_interface_set_flags", sw_if_index=sw, flags=0)).retval == 0
+    assert (await call(raw, "want_interface_events", enable_disable=1, pid=7)).retval == 0
+    assert (await call(raw, "want_interface_events", enable_disable=1, pid=7)).retval == -31
+    assert (await call(raw, "ipip_del_tunnel", sw_if_index=sw)).retval == 0
+    event = await raw.recv()  # nothing was queued for the admin change while unregistered
+    assert (event.sw_if_index, event.deleted) == (sw, True)
+
+
 async def test_spi_byte_order_and_events(sim: VppSim, raw: RawClient) -> None:
     assert (await call(raw, "ipip_add_tunnel", tunnel=TUN)).retval == 0
     assert (await call(raw, "want_interface_events", enable_disable=1, pid=42)).retval == 0

@@ -274,6 +274,8 @@ class SimState:
         self.interfaces[itf.sw_if_index] = itf
         self.addresses[itf.sw_if_index] = []
         self._max_index = max(self._max_index, itf.sw_if_index)
+        for listener in list(self.listeners):  # VPP: API_SW_INTERFACE_ADD_EVENT
+            listener(itf.sw_if_index, itf.flags, False)
 
     def _next_index(self) -> int:
         """VPP's interface pool hands out the lowest free index (a deleted tunnel's
