@@ -809,8 +809,8 @@ class PeerManager:
         """No interface events while a VPP step creates or deletes `tunnels` tunnels (at
         least EVENTS_PAUSED_FROM): VPP would send two per tunnel, which the agent ignores
         (they are its own changes), at about 45 ms of VPP's CPU per 1000 tunnels. Events
-        of other tunnels meanwhile are lost: the next SA poll, at once, reads every
-        interface's admin state instead."""
+        of other tunnels meanwhile are lost: the next SA poll reads every interface's
+        admin state instead."""
         if tunnels < EVENTS_PAUSED_FROM or not self._events:
             yield
             return
