@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +163,13 @@ class Agent:
             raise VppError("VPP is not connected")
         return await read_wan_facts(self.vpp, self.cfg.interfaces)
 
-    async def _counters(self) -> tuple[dict[str, Counters], dict[int, Counters]]:
-        """Counter totals per WAN dev_id and per peer tunnel, from the stats segment."""
+    async def _counters(self, wans: Sequence[WanFacts]
+                        ) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        """Counter totals per WAN dev_id (`wans`: the facts the stats reply read) and per
+        peer tunnel, from the stats segment."""
         if self.stats_segment is None or not self.vpp.connected:
             raise VppError("no VPP counters")
         totals = await asyncio.to_thread(self.stats_segment.read)
-        wans = await read_wan_facts(self.vpp, self.cfg.interfaces)
         tunnels = await read_tunnel_indexes(self.vpp)
         by_dev = {f.dev_id: totals[f.sw_if_index] for f in wans if f.sw_if_index in totals}
         by_tunnel = {tid: totals[sw] for tid, sw in tunnels.items()

@@ -97,8 +97,10 @@ log = structlog.get_logger(__name__)
 
 StatsProvider = Callable[[], Awaitable[list[dict[str, Any]]]]
 FactsProvider = Callable[[], Awaitable[list[WanFacts]]]
-# () -> (totals per dev_id, totals per tunnel id); raises when VPP's counters are unreadable
-CountersProvider = Callable[[], Awaitable[tuple[dict[str, Counters], dict[int, Counters]]]]
+# (the WAN facts of this reply) -> (totals per dev_id, totals per tunnel id); raises when
+# VPP's counters are unreadable
+CountersProvider = Callable[[Sequence[WanFacts]],
+                            Awaitable[tuple[dict[str, Counters], dict[int, Counters]]]]
 JobObserver = Callable[[str, bool, float], None]  # message, ok, seconds (metrics)
 
 # A value that can never match flexiManage's chain: forces a sync-device (flexiagent's
@@ -119,7 +121,8 @@ async def _no_facts() -> list[WanFacts]:
     return []
 
 
-async def _no_counters() -> tuple[dict[str, Counters], dict[int, Counters]]:
+async def _no_counters(_wans: Sequence[WanFacts]
+                       ) -> tuple[dict[str, Counters], dict[int, Counters]]:
     raise OSError("no counter source")
 
 
@@ -166,6 +169,7 @@ class JobDispatcher:
         self._interfaces_refresh: asyncio.Task[list[dict[str, Any]]] | None = None
         self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
         self._last_interfaces: list[dict[str, Any]] = []
+        self._last_facts: list[WanFacts] = []  # what `_last_interfaces` was made from
         self._distro = distro_facts()  # flexiManage stores it on every connect
         self.items: Items
         self.items, meta = config.load()
@@ -633,7 +637,8 @@ class JobDispatcher:
     async def interfaces(self) -> list[dict[str, Any]]:
         """`network.interfaces` entries; the last known ones while VPP cannot answer."""
         try:
-            self._last_interfaces = [interface_entry(f) for f in await self._facts()]
+            facts = await self._facts()
+            self._last_facts, self._last_interfaces = facts, [interface_entry(f) for f in facts]
             self._interfaces_read_at = self._clock()
         except Exception as e:  # VPP away: get-device-info must still answer
             log.info("interface facts unavailable, reporting the last known", error=str(e))
@@ -692,17 +697,18 @@ class JobDispatcher:
             # flexiManage re-reads get-device-info when this changes (DHCP, link, MTU...)
             interfaces = await self._recent_interfaces()
             entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
-            await self._add_counters(entries[-1])
+            await self._add_counters(entries[-1], self._last_facts)
             if self.routing is not None:  # flexiagent's 3-minute reading; {} without BGP
                 entries[-1]["bgp"] = await self.routing.stats_bgp()
         return entries
 
-    async def _add_counters(self, entry: dict[str, Any]) -> None:
-        """rx/tx counted since the previous reply, per interface dev_id and per peer
+    async def _add_counters(self, entry: dict[str, Any], wans: Sequence[WanFacts]) -> None:
+        """rx/tx counted since the previous reply, per interface dev_id (of `wans`, the
+        facts the reply's `reconfig` was made from: one reading per reply) and per peer
         tunnel, in the newest entry, whose `period` becomes the time they cover (the
         controller divides the counters by it)."""
         try:
-            by_dev, by_tunnel = await self._counters()
+            by_dev, by_tunnel = await self._counters(wans)
         except Exception as e:  # VPP or its stats segment away: no counters, not zeros
             log.debug("interface counters unavailable", error=str(e))
             return

@@ -38,6 +38,7 @@ MONITOR_RANGE = "198.51.100.0/24"
 class DataPlane(Protocol):
     kind: str  # "vppsim" | "vpp"
     socket_path: Path
+    stats_socket: Path | None  # VPP's stats segment (interface counters); vppsim has none
     wan_name: str
     linux_cp: bool
 
@@ -53,8 +54,11 @@ class DataPlane(Protocol):
 
 def agent_vpp_config(plane: DataPlane) -> tuple[dict[str, Any], dict[str, str]]:
     """The agent's [vpp] section additions and [interfaces] table for `plane`."""
-    return ({"api_socket": str(plane.socket_path), "linux_cp": plane.linux_cp},
-            {DEV_ID: plane.wan_name})
+    section: dict[str, Any] = {"api_socket": str(plane.socket_path),
+                               "linux_cp": plane.linux_cp}
+    if plane.stats_socket is not None:
+        section["stats_socket"] = str(plane.stats_socket)
+    return section, {DEV_ID: plane.wan_name}
 
 
 class SimPlane:
@@ -68,6 +72,7 @@ class SimPlane:
         self.lab = lab
         self.workdir = workdir
         self.socket_path = workdir / "api.sock"
+        self.stats_socket: Path | None = None
         self.ike = StrongswanIke(workdir / "dev", **ike_options)
         self.sim = VppSim(self.socket_path, interfaces=[(SIM_WAN, lab.device_wan_cidr)],
                           ike=self.ike)
@@ -139,6 +144,7 @@ class RealVppPlane:
                            linux_cp=self.linux_cp, plugins=plugins)
         self.extra_cli = list(extra_cli)
         self.socket_path = self.vpp.socket_path
+        self.stats_socket: Path | None = self.vpp.run / "stats.sock"
         self.conf = conf
 
     @property

@@ -286,7 +286,15 @@ async def test_stats_carry_interface_and_tunnel_counters_over_the_time_they_cove
     now = [100.0]
     totals = [Counters(1000, 10, 2000, 20)]
 
-    async def counters() -> tuple[dict[str, Counters], dict[int, Counters]]:
+    wan = WanFacts("pci:0000:00:03.00", "GigabitEthernet0/3/0", "", 1500, True, None, "", 1)
+    handed: list[list[WanFacts]] = []
+
+    async def facts() -> list[WanFacts]:
+        return [wan]
+
+    async def counters(wans: Sequence[WanFacts]
+                       ) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        handed.append(list(wans))
         return {"pci:0000:00:03.00": totals[0]}, {7: totals[0]}
 
     async def stats() -> list[dict[str, Any]]:
@@ -296,7 +304,7 @@ async def test_stats_carry_interface_and_tunnel_counters_over_the_time_they_cove
 
     mgr = FakeManager()
     d = JobDispatcher(mgr, ValidationPolicy(), stats=stats,  # type: ignore[arg-type]
-                      config=ConfigStore(tmp_path / "s"), counters=counters,
+                      config=ConfigStore(tmp_path / "s"), counters=counters, facts=facts,
                       clock=lambda: now[0])
     first = await d.device_stats()
     assert first[-1]["stats"] == {}  # the baseline reading
@@ -308,6 +316,7 @@ async def test_stats_carry_interface_and_tunnel_counters_over_the_time_they_cove
     assert entry["tunnel_stats"]["7"] == {"status": "up", "rtt": 1.0, "drop_rate": 0.0,
                                           **expected}
     assert validate_stats([entry]) == []
+    assert handed == [[wan], [wan]]  # the reply's one reading of the WAN facts
 
 
 def test_stats_segment_counters_are_summed_over_threads_and_survive_resets() -> None:
