@@ -168,7 +168,8 @@ class LinkSession:
         job_scope: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         """`job_scope`: entered while each job runs, is answered and journaled (the
-        daemon pauses the cyclic garbage collector there)."""
+        daemon pauses the cyclic garbage collector there and holds the monitor's
+        follow-up of the job's changes)."""
         self._cfg = cfg
         self._job_scope = job_scope
         self._direct = direct
@@ -506,13 +507,13 @@ class LinkSession:
             try:
                 # A job whose connection died still runs: flexiManage never re-sends it.
                 with self._job_scope():
-                    outcome, replayed = await self._execute(req)
+                    outcome, replayed, fingerprint = await self._execute(req)
                     await self._reply_anywhere(item.ws, req.seq, outcome,
                                                reply_entity(req.message))
                     if not replayed:
                         # after the reply: hashing a 1000-peer job takes tens of ms, and
                         # a re-send can only come after this (jobs run one at a time)
-                        await self._record(req, outcome)
+                        await self._record(req, outcome, fingerprint)
             finally:
                 left = self._pending.get(req.jobid, 1) - 1
                 if left:
@@ -543,8 +544,9 @@ class LinkSession:
             if now - at < HELD_REPLY_TTL:
                 await self._send(ws, seq, outcome, entity)
 
-    async def _execute(self, req: Request) -> tuple[Outcome, bool]:
-        """The job's outcome, and whether it is a recorded one replayed."""
+    async def _execute(self, req: Request) -> tuple[Outcome, bool, str | None]:
+        """The job's outcome, whether it is a recorded one replayed, and the job's
+        fingerprint when it had to be computed here (its id was recorded before)."""
         journal = self._journal
         entry = await asyncio.to_thread(journal.lookup, req.jobid)
         if entry is not None:
@@ -557,20 +559,23 @@ class LinkSession:
                     job=req.message,
                     ok=entry.outcome.ok,
                 )
-                return entry.outcome, True
+                return entry.outcome, True, fingerprint
             log.warning(
                 "controller reused a job id with different content: running it as new",
                 jobid=req.jobid,
                 job=req.message,
                 previous=entry.message,
             )
-        return await self._run_handler(req), False
+            return await self._run_handler(req), False, fingerprint
+        return await self._run_handler(req), False, None
 
-    async def _record(self, req: Request, outcome: Outcome) -> None:
+    async def _record(self, req: Request, outcome: Outcome, fingerprint: str | None) -> None:
+        """Journal the outcome under the job's fingerprint (computed now if not given)."""
         journal = self._journal
         try:
             await asyncio.to_thread(lambda: journal.record(
-                req.jobid, req.message, journal.fingerprint(req.message, req.params), outcome))
+                req.jobid, req.message,
+                fingerprint or journal.fingerprint(req.message, req.params), outcome))
         except Exception:
             log.exception(
                 "cannot journal the job outcome: get-device-info cannot report it", jobid=req.jobid
