@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # The client and executor alone send a 1000-peer plan into real VPP 3 % faster with
-# 256 chains in flight than with 64 (VPP reads fuller batches; 8 % with 1000), and a
-# stats request queued behind the job's steps waits at most 256 x 0.4 ms (an IKE
-# initiation, VPP's costliest step) per call, against 0.4 s with 1000.
+# 256 chains in flight than with 64 (VPP reads fuller batches). The whole agent was
+# slower with 1000 (1.11x papi against 0.97x) and with 128 (1.21x against 0.98x),
+# and level with 512. A stats request queued behind the job's steps waits at most
+# 256 x 0.4 ms (an IKE initiation, VPP's costliest step) per call.
 MAX_CHAINS_IN_FLIGHT = 256
 
 
