@@ -8,7 +8,7 @@ objects that get new indexes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any, NamedTuple
@@ -92,22 +92,9 @@ def resolve(value: Any, refs: Mapping[str, int]) -> Any:
     if kind in _ATOMS:
         return value
     if kind is dict:
-        atoms = _ATOMS
-        out: Any = None
-        for k, v in value.items():
-            if type(v) not in atoms and (r := resolve(v, refs)) is not v:
-                if out is None:
-                    out = value.copy()
-                out[k] = r
-        return value if out is None else out
+        return _resolved(value, value.items(), refs)
     if kind is list:
-        out = None
-        for i, v in enumerate(value):
-            if type(v) not in _ATOMS and (r := resolve(v, refs)) is not v:
-                if out is None:
-                    out = value.copy()
-                out[i] = r
-        return value if out is None else out
+        return _resolved(value, enumerate(value), refs)
     if isinstance(value, Ref):
         try:
             return refs[value.name]
@@ -120,3 +107,15 @@ def resolve(value: Any, refs: Mapping[str, int]) -> Any:
     if isinstance(value, list):
         return [resolve(v, refs) for v in value]
     return value
+
+
+def _resolved(value: Any, items: Iterable[tuple[Any, Any]], refs: Mapping[str, int]) -> Any:
+    """`value` (a dict or a list, whose `items` are given), or a copy of it with what
+    `resolve` changes in its items."""
+    out: Any = None
+    for k, v in items:
+        if type(v) not in _ATOMS and (r := resolve(v, refs)) is not v:
+            if out is None:
+                out = value.copy()
+            out[k] = r
+    return value if out is None else out
