@@ -5,7 +5,10 @@ unpacked into the user's cache) or from `VPP_PREFIX` (an installed VPP 26.06).
 Each `RealVpp` has its own run directory, API/CLI/stats sockets and api-segment
 prefix, so several can run at once; every memory size names 4K pages, so VPP
 never reserves hugepages (it would write /proc/sys/vm/nr_hugepages itself);
-`poll-sleep-usec` keeps an idle VPP at a few % of a core on shared machines.
+`poll-sleep-usec` keeps an idle VPP at a few % of a core on shared machines;
+`nosyslog` sends VPP's log lines to its output file: with no syslog daemon (as on
+these machines) glibc writes each line to the serial console (VPP opens syslog with
+LOG_CONS), which blocks VPP for milliseconds per line, two lines per tunnel address.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ unix {{
   log {run}/vpp.log
   cli-listen {run}/cli.sock
 {cli}  poll-sleep-usec 100
+  nosyslog
 }}
 api-segment {{ prefix {prefix_tag} }}
 socksvr {{ socket-name {run}/api.sock }}

@@ -768,7 +768,8 @@ def test_an_agent_restart_writes_nothing_and_keeps_the_sa(lab: Lab, workdir: Pat
 def lab_conf_from_rendered(vpp: RealVpp) -> str:
     """`peering-agent render-startup-conf`'s output for this VPP's sockets, with only what
     the lab cannot have swapped: DPDK for the lab's af_packet veths (set up by the lab's
-    startup-config), a unique api-segment prefix, an idle main loop that sleeps."""
+    startup-config), a unique api-segment prefix, an idle main loop that sleeps, no syslog
+    (none runs here: glibc would write VPP's lines to the serial console)."""
     params = StartupParams(
         devices=(DpdkDevice("0000:00:03.0", "GigabitEthernet0/3/0"),),
         api_socket=vpp.socket_path, stats_socket=vpp.run / "stats.sock",
@@ -782,7 +783,7 @@ def lab_conf_from_rendered(vpp: RealVpp) -> str:
     for old, new in (
             ("  plugin dpdk_plugin.so { enable }\n", "  plugin af_packet_plugin.so { enable }\n"),
             ("unix {\n", f"unix {{\n  startup-config {vpp.run / 'setup.cli'}\n"
-                          "  poll-sleep-usec 100\n"),
+                          "  poll-sleep-usec 100\n  nosyslog\n"),
             ("api-segment {\n", f"api-segment {{\n  prefix {vpp.tag}\n")):
         assert swapped.count(old) == 1, old
         swapped = swapped.replace(old, new)
