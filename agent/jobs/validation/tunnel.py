@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from agent.iptext import parse_ipv4_interface
 from agent.jobs.models import (
     AddTunnelParams,
     ModifyTunnelParams,
@@ -47,7 +48,6 @@ from agent.jobs.validation.values import (
     is_ipv6,
     is_unicast,
     monitor_targets,
-    parse_ipv4_interface,
     selector,
 )
 from agent.peers.changes import ModifyTargets, RemovePeer

@@ -4,48 +4,16 @@ value is bad."""
 
 from __future__ import annotations
 
-import functools
 import re
-import socket
 from collections.abc import Sequence
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv6Address
+from ipaddress import AddressValueError, IPv4Address, IPv6Address
 
+from agent.iptext import parse_ipv4
 from agent.jobs import vocab
 from agent.jobs.models import SelectorParams
 from agent.jobs.validation.policy import DNS_ALLOWED, HOST_ALLOWED, UNICAST_ALLOWED
 from agent.jobs.validation.problems import Problems, render
 from agent.peers.spec import FULL_END, FULL_START, Identity, IdType, TrafficSelector
-
-# What IPv4Address accepts, as one pattern: four decimal octets 0-255, no leading zeros.
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-_DOTTED_QUAD = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
-
-
-def parse_ipv4(text: str) -> IPv4Address:
-    """IPv4Address(text), with a fast path for the dotted quads that make up most of a
-    1000-peer job (the library's parser costs several microseconds per address), and
-    the last addresses parsed remembered: a job repeats its WAN address and selectors
-    in every request."""
-    if type(text) is str:
-        return _parse_text(text)
-    return IPv4Address(text)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_text(text: str) -> IPv4Address:  # IPv4Address is immutable: safe to share
-    if _DOTTED_QUAD.fullmatch(text):
-        return IPv4Address(socket.inet_aton(text))
-    return IPv4Address(text)
-
-
-def parse_ipv4_interface(text: str) -> IPv4Interface:
-    """IPv4Interface(text), with the same fast path for "a.b.c.d/nn" as `parse_ipv4`."""
-    if isinstance(text, str):
-        ip, sep, plen = text.partition("/")
-        if sep and plen.isascii() and plen.isdigit() and len(plen) <= 2 \
-                and _DOTTED_QUAD.fullmatch(ip):
-            return IPv4Interface((int.from_bytes(socket.inet_aton(ip), "big"), int(plen)))
-    return IPv4Interface(text)
 
 
 def ipv4(p: Problems, fld: str, text: str, *, unicast: bool = True) -> IPv4Address | None:
