@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from ipaddress import IPv4Address
 
 from agent.peers.changes import AddPeer, Change, JobError, RemovePeer
 from agent.peers.spec import Identity, PeerSpec
 from agent.vpp import kinds
-from agent.vpp.ops import CapabilityError, Gap, Op, VppFacts
+from agent.vpp.ops import CapabilityError, DeferredChain, Gap, Op, VppFacts
 from agent.vpp.plan import (
     plan_add_ops,
     plan_remove,
@@ -48,7 +49,7 @@ class JobPlan:
     """The VPP steps of a job and the store rows that make it durable."""
 
     removals: dict[int, list[Op]] = field(default_factory=dict)  # run first, per tunnel
-    adds: dict[int, list[Op]] = field(default_factory=dict)  # run after every removal
+    adds: dict[int, Sequence[Op]] = field(default_factory=dict)  # run after every removal
     upserts: tuple[PeerSpec, ...] = ()
     deletes: tuple[int, ...] = ()
     intents: tuple[int, ...] = ()  # tunnels VPP is touched for: recorded before applying
@@ -121,7 +122,7 @@ def plan_job(
     `warnings` are `check_added`'s, collapsed here.
     """
     removals: dict[int, list[Op]] = {}
-    adds: dict[int, list[Op]] = {}
+    adds: dict[int, Sequence[Op]] = {}
     for tid in draft.touched:
         before, after = desired.get(tid), draft.new.get(tid)
         if before == after:
@@ -135,8 +136,8 @@ def plan_job(
         else:
             if before is not None:
                 removals[tid] = list(plan_remove(before, old_facts[tid], extra_before).ops)
-            if after is not None:
-                adds[tid] = plan_add_ops(after, facts[tid])
+            if after is not None:  # made by the executor (DeferredChain)
+                adds[tid] = DeferredChain(partial(plan_add_ops, after, facts[tid]), tid)
     upserts = tuple(s for t, s in draft.new.items() if desired.get(t) != s)
     deletes = tuple(t for t in desired if t not in draft.new)
     intents: tuple[int, ...] = ()

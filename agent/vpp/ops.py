@@ -8,10 +8,10 @@ objects that get new indexes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 from agent.secret import Secret
 
@@ -40,6 +40,50 @@ class Op(NamedTuple):
     produces: str | None = None
     tunnel_id: int | None = None
     produces_field: str = "sw_if_index"
+
+
+class DeferredChain(Sequence[Op]):
+    """A tunnel's add steps, made on first use and kept. A job's plan leaves them to the
+    executor, which makes most of them while VPP works on earlier chains' IKE
+    initiations instead of before its first write, when VPP is idle. Never empty (an
+    add creates its tunnel), so truth does not make it."""
+
+    __slots__ = ("_make", "_ops", "tunnel_id")
+
+    def __init__(self, make: Callable[[], list[Op]], tunnel_id: int) -> None:
+        self._make: Callable[[], list[Op]] | None = make
+        self._ops: list[Op] | None = None
+        self.tunnel_id = tunnel_id
+
+    @property
+    def made(self) -> bool:
+        return self._ops is not None
+
+    def ops(self) -> list[Op]:
+        """The steps (made now if not yet; a maker that raised raises again)."""
+        if self._ops is None:
+            assert self._make is not None
+            self._ops = self._make()
+            self._make = None
+        return self._ops
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self.ops())
+
+    def __iter__(self) -> Iterator[Op]:
+        return iter(self.ops())
+
+    @overload
+    def __getitem__(self, index: int) -> Op: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Op]: ...
+
+    def __getitem__(self, index: int | slice) -> Op | list[Op]:
+        return self.ops()[index]
 
 
 @dataclass(frozen=True)

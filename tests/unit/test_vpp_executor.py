@@ -13,6 +13,7 @@ import pytest
 
 from agent.vpp.errors import VppApiError
 from agent.vpp.executor import ApplyError, Executor
+from agent.vpp.ops import DeferredChain, Op
 from agent.vpp.plan import VppFacts, plan_add_ops
 from tests.spec_factory import numbered_spec
 from tests.waiting import until
@@ -238,3 +239,74 @@ async def test_an_undo_that_fails_stops_its_chain() -> None:
         await Executor(vpp).apply([ops], {})
     assert not info.value.rolled_back and "ROLLBACK INCOMPLETE" in str(info.value)
     assert "ipip_del_tunnel" not in [name for name, _ in vpp.calls]
+
+
+def _deferred(n: int, events: list[str]) -> DeferredChain:
+    def make() -> list[Op]:
+        events.append(f"make {n}")
+        return plan_add_ops(numbered_spec(n), VppFacts(1))
+    return DeferredChain(make, n)
+
+
+class Recording(Submitting):
+    """Submitting that also notes each step sent and each IKE initiation answered."""
+
+    def __init__(self, fake: FakeVpp, events: list[str]) -> None:
+        super().__init__(fake)
+        self.events = events
+
+    def submit(self, name: str, fields: dict[str, Any],
+               on_reply: Callable[[Any, BaseException | None], None]) -> None:
+        if name == "ipip_add_tunnel":
+            self.events.append(f"start {fields['tunnel']['instance']}")
+
+        def noted(reply: Any, error: BaseException | None) -> None:
+            if name == "ikev2_initiate_sa_init":
+                self.events.append("initiated")
+            on_reply(reply, error)
+
+        super().submit(name, fields, noted)
+
+
+def test_a_deferred_chain_is_made_once_on_first_use_and_is_true_unmade() -> None:
+    events: list[str] = []
+    chain = _deferred(3, events)
+    assert chain and not chain.made and events == []
+    assert chain[0].message == "ipip_add_tunnel" and len(chain) == 19
+    assert [op.message for op in chain] == [op.message for op in chain.ops()]
+    assert events == ["make 3"] and chain.made
+
+
+async def test_chains_beyond_those_in_flight_are_made_while_vpp_initiates() -> None:
+    """The first chains are made as they start; the rest at IKE initiation replies
+    (VPP busy with the next step), so each is ready before a slot frees for it."""
+    from agent.vpp.executor import MAX_CHAINS_IN_FLIGHT
+
+    events: list[str] = []
+    n = MAX_CHAINS_IN_FLIGHT + 20
+    chains = [_deferred(i, events) for i in range(1, n + 1)]
+    vpp = Recording(FakeVpp(), events)
+    await Executor(vpp).apply(chains, {})
+    assert len(vpp.fake.calls) == 19 * n
+    for i in range(MAX_CHAINS_IN_FLIGHT + 1, n + 1):
+        made, started = events.index(f"make {i}"), events.index(f"start {i}")
+        assert made < started and events[made - 1] == "initiated", events[made - 2:made + 1]
+    assert all(events.count(f"make {i}") == 1 for i in range(1, n + 1))
+
+
+@TRANSPORTS
+async def test_a_chain_that_cannot_be_made_fails_the_apply_and_undoes_the_rest(
+        transport: str) -> None:
+    events: list[str] = []
+
+    def broken() -> list[Op]:
+        raise ValueError("no plan")
+
+    chains: list[Any] = [plan_add_ops(numbered_spec(1), VppFacts(1)),
+                         DeferredChain(broken, 2), _deferred(3, events)]
+    vpp = FakeVpp()
+    with pytest.raises(ApplyError) as info:
+        await Executor(via(transport, vpp)).apply(chains, {})
+    assert info.value.rolled_back and "tunnel 2: planning its steps failed: no plan" in str(
+        info.value)
+    assert _net_effect(vpp.calls) == {}
