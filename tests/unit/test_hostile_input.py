@@ -7,10 +7,14 @@ import copy
 import json
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agent.jobs.validation import (
     JobRejected,
@@ -161,3 +165,33 @@ def test_only_values_long_enough_to_hold_a_psk_are_screened_and_never_the_psk_it
                                        "mtu": 123456789012, "up": True}}]}
     assert sorted(long_values(params, 12)) == sorted(["x" * 12, "y" * 20, "123456789012"])
     assert long_values(params, 21) == []
+
+
+def _long_values_by_path(value: object, k: int, key: object = None) -> list[str]:
+    """The screen's contract, walked plainly: every scalar as text, if long enough,
+    except a `psk` right under a mapping reached by the key `ikev2`."""
+    if isinstance(value, str):
+        return [value] if len(value) >= k else []
+    if isinstance(value, Mapping):
+        return [t for name, v in value.items() if not (key == "ikev2" and name == "psk")
+                for t in _long_values_by_path(v, k, name)]
+    if isinstance(value, list):
+        return [t for v in value for t in _long_values_by_path(v, k)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [str(value)] if len(str(value)) >= k else []
+    return []
+
+
+_KEYS = st.sampled_from(["ikev2", "psk", "peer", "id", "x"])
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**15, 10**15) | st.floats(allow_nan=False)
+    | st.text(alphabet="ab", max_size=8),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(_KEYS, inner, max_size=4)
+    | st.dictionaries(_KEYS, inner, max_size=4).map(MappingProxyType),
+    max_leaves=30)
+
+
+@given(_JSONISH, st.integers(1, 6))
+def test_the_long_value_screen_finds_what_a_plain_walk_finds(value: object, k: int) -> None:
+    assert sorted(long_values(value, k)) == sorted(_long_values_by_path(value, k))

@@ -188,25 +188,39 @@ def psk_elsewhere(p: Problems, params: object) -> None:
 
 def long_values(params: object, k: int) -> list[str]:
     """Every scalar of `params` (as text) at least `k` characters long, except the PSK
-    fields (`ikev2.psk`) themselves: the only values that can hold a PSK of k or more."""
+    fields (`ikev2.psk`) themselves: the only values that can hold a PSK of k or more.
+    Plain dicts and lists (all a parsed job holds) take a path without a tuple per value:
+    a 1000-peer job has some 60,000."""
     out: list[str] = []
-    stack: list[tuple[object, object]] = [(None, params)]
+    append = out.append
+    stack: list[object] = [params]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        key, value = stack.pop()
-        if isinstance(value, str):  # the common case first: concrete types check fast
+        value = pop()
+        if isinstance(value, str):  # the common case first
             if len(value) >= k:
-                out.append(value)
-        elif isinstance(value, dict | Mapping):
-            under_ikev2 = key == "ikev2"
-            stack.extend((name, v) for name, v in value.items()
-                         if not (under_ikev2 and name == "psk"))
-        elif isinstance(value, list):
-            stack.extend((None, v) for v in value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            text = str(value)
-            if len(text) >= k:
-                out.append(text)
+                append(value)
+        elif isinstance(value, dict | list):
+            extend(_children(value))
+        elif isinstance(value, int | float):
+            if not isinstance(value, bool) and len(text := str(value)) >= k:
+                append(text)
+        elif isinstance(value, Mapping):  # not from JSON, but checked all the same
+            extend(_children(value))
     return out
+
+
+def _children(value: object) -> Iterable[object]:
+    """A container's values, without the `psk` of a mapping held under the key `ikev2`."""
+    if isinstance(value, list):
+        return value
+    assert isinstance(value, Mapping)
+    ikev2 = value.get("ikev2")
+    if not isinstance(ikev2, Mapping) or "psk" not in ikev2:
+        return value.values()
+    rest = [v for name, v in value.items() if name != "ikev2"]
+    rest += [v for name, v in ikev2.items() if name != "psk"]
+    return rest
 
 
 def candidates(secrets: Sequence[str], texts: Sequence[str], k: int) -> list[str]:
