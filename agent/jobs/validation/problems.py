@@ -195,14 +195,15 @@ def long_values(params: object, k: int) -> list[str]:
     append = out.append
     stack: list[object] = [params]
     pop, extend = stack.pop, stack.extend
+    containers, numbers = (dict, list), (int, float)  # tuples: faster than unions here
     while stack:
         value = pop()
         if isinstance(value, str):  # the common case first
             if len(value) >= k:
                 append(value)
-        elif isinstance(value, dict | list):
+        elif isinstance(value, containers):
             extend(_children(value))
-        elif isinstance(value, int | float):
+        elif isinstance(value, numbers):
             if not isinstance(value, bool) and len(text := str(value)) >= k:
                 append(text)
         elif isinstance(value, Mapping):  # not from JSON, but checked all the same
@@ -219,7 +220,9 @@ def _children(value: object) -> Iterable[object]:
     if not isinstance(ikev2, Mapping) or "psk" not in ikev2:
         return value.values()
     rest = [v for name, v in value.items() if name != "ikev2"]
-    rest += [v for name, v in ikev2.items() if name != "psk"]
+    # the ikev2 mapping without its psk, walked as a mapping: its own "ikev2" key, if
+    # any, leaves out the psk below it too
+    rest.append({name: v for name, v in ikev2.items() if name != "psk"})
     return rest
 
 
