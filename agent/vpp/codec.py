@@ -24,6 +24,7 @@ reads replies cannot tell the difference.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from collections.abc import Callable
@@ -49,6 +50,27 @@ PackFn = Callable[[dict[str, Any], int, int, int], bytes]
 UnpackFn = Callable[[bytes], Any]
 
 # Top-level request fields the client fills in itself (parameters of the encoder).
+# Decoded addresses, by their bytes: a dump repeats them (every route via a tunnel has
+# the next hop 0.0.0.0; a union holds its bytes as IPv4 and as IPv6), and reconcile
+# reads the same routes and profiles each period. ipaddress objects are immutable.
+ADDRESS_CACHE_SIZE = 8192
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def _ip4(packed: bytes) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(packed)
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def _ip6(packed: bytes) -> ipaddress.IPv6Address:
+    return ipaddress.IPv6Address(packed)
+
+
+@functools.lru_cache(maxsize=ADDRESS_CACHE_SIZE)
+def _net4(packed: bytes, plen: int) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network((packed, plen), False)
+
+
 _HEADER_PARAMS = MappingProxyType({"_vl_msg_id": "_mid", "client_index": "_ci", "context": "_ctx"})
 _U32 = struct.Struct(">I")
 _F64 = struct.Struct("=d")  # papi packs f64 in native order, unlike every other type
@@ -456,8 +478,7 @@ class _UnpackGen:
             if not conv:
                 return inner
             x = src.var()
-            fn = {"vl_api_ip4_address_t": ipaddress.IPv4Address,
-                  "vl_api_ip6_address_t": ipaddress.IPv6Address}.get(
+            fn = {"vl_api_ip4_address_t": _ip4, "vl_api_ip6_address_t": _ip6}.get(
                 packer.name, vpp_format.conversion_unpacker_table[packer.name])
             self.build(f"{x} = {src.const(fn, 'C')}({inner})")
             return x
@@ -508,7 +529,7 @@ class _UnpackGen:
             af = self.leaf("I" if _enum_size(packer.packers[0]) == 4 else "B",
                            _enum_size(packer.packers[0]))
             raw = self.leaf("16s", 16)
-            a4, a6 = src.const(ipaddress.IPv4Address, "I"), src.const(ipaddress.IPv6Address, "I")
+            a4, a6 = src.const(_ip4, "I"), src.const(_ip6, "I")
             self.build(f"{x} = {a4}({raw}[:4]) if {af} == 0 else "
                        f"{a6}({raw}) if {af} == 1 else None")
             return x
@@ -518,9 +539,9 @@ class _UnpackGen:
         raw = self.leaf("16s", 16)
         plen = self.leaf("B", 1)
         if shape == "prefix":
-            c4 = src.const(ipaddress.IPv4Network, "I")
+            c4 = src.const(_net4, "I")
             c6 = src.const(ipaddress.IPv6Network, "I")
-            self.build(f"{x} = {c4}(({raw}[:4], {plen}), False) if {af} == 0 else "
+            self.build(f"{x} = {c4}({raw}[:4], {plen}) if {af} == 0 else "
                        f"{c6}(({raw}, {plen}), False) if {af} == 1 else None")
         else:
             c4 = src.const(ipaddress.IPv4Interface, "I")
