@@ -459,6 +459,12 @@ class _UnpackGen:
         if isinstance(packer, FixedList_u8):
             return self.leaf(f"{packer.num}s", packer.num)
         if isinstance(packer, FixedList):
+            if _flat_struct(packer.packer) and packer.num >= 4:
+                size = packer.num * _fixed_size(packer.packer)
+                r = self.leaf(f"{size}s", size)
+                x = src.var()
+                self.build(f"{x} = list({_cached_array_function(packer, ntc, src)}({r}))")
+                return x
             elems = [self.value(packer.packer, ntc, []) for _ in range(packer.num)]
             x = src.var()
             self.build(f"{x} = [{', '.join(elems)}]")
@@ -611,6 +617,34 @@ def _unpack_function(packer: Any, ntc: bool, outer: _Src) -> str:
     gen.flush()
     lines = [f"def {name}(buf, b):", *body.lines, f"    return {x}, {size}"]
     exec("\n".join(lines), outer.ns)  # generated from papi's definitions
+    return name
+
+
+def _flat_struct(packer: Any) -> bool:
+    """A struct of plain integers and enums only: its decoded tuple is immutable."""
+    return (isinstance(packer, VPPType)
+            and packer.name not in vpp_format.conversion_unpacker_table
+            and all(isinstance(p, VPPEnumType) or (isinstance(p, BaseTypes) and not p._elements
+                                                    and p.packer.format != "=d")
+                    for p in packer.packers))
+
+
+def _cached_array_function(packer: FixedList, ntc: bool, outer: _Src) -> str:
+    """`fn(raw) -> tuple of elements` for a fixed array of flat structs, remembered by its
+    bytes: a route's sixteen MPLS labels per path are nearly always all zero."""
+    key = ("array", id(packer), ntc)
+    cache: dict[Any, str] = outer.ns.setdefault("__fns__", {})
+    if key in cache:
+        return cache[key]
+    up = outer.ns[_unpack_function(packer.packer, ntc, outer)]
+    size, num = _fixed_size(packer.packer), packer.num
+
+    def elements(raw: bytes) -> tuple[Any, ...]:
+        return tuple(up(raw, k * size)[0] for k in range(num))
+
+    name = outer.var("ar")
+    outer.ns[name] = functools.lru_cache(maxsize=256)(elements)
+    cache[key] = name
     return name
 
 
