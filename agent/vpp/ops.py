@@ -30,8 +30,8 @@ class Ref:
 class Op(NamedTuple):
     """One VPP write. `undo` reverses it; `produces` names the reply's `produces_field`
     (the sw_if_index of a new interface, the acl_index of a new ACL). Immutable; a
-    tuple because a 1000-peer job builds some 25,000 of them before its first write,
-    and a frozen dataclass takes two and a half times as long to build."""
+    tuple because a 1000-peer job builds some 25,000 of them, and a frozen dataclass
+    takes two and a half times as long to build."""
 
     message: str
     args: Mapping[str, Any]
