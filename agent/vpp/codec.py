@@ -49,7 +49,6 @@ from vpp_papi.vpp_serializer import types as papi_types
 PackFn = Callable[[dict[str, Any], int, int, int], bytes]
 UnpackFn = Callable[[bytes], Any]
 
-# Top-level request fields the client fills in itself (parameters of the encoder).
 # Decoded addresses, by their bytes: a dump repeats them (every route via a tunnel has
 # the next hop 0.0.0.0; a union holds its bytes as IPv4 and as IPv6), and reconcile
 # reads the same routes and profiles each period. ipaddress objects are immutable.
@@ -71,6 +70,7 @@ def _net4(packed: bytes, plen: int) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network((packed, plen), False)
 
 
+# Top-level request fields the client fills in itself (parameters of the encoder).
 _HEADER_PARAMS = MappingProxyType({"_vl_msg_id": "_mid", "client_index": "_ci", "context": "_ctx"})
 _U32 = struct.Struct(">I")
 _F64 = struct.Struct("=d")  # papi packs f64 in native order, unlike every other type
