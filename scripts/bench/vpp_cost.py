@@ -7,6 +7,10 @@ The sum is what VPP needs for the whole job however fast the client is; the
 admin-before-address order of the plan comes from this measurement.
 
     .venv/bin/python scripts/bench/vpp_cost.py --peers 1000 --runs 3 --out cost.json
+
+`--perf MESSAGE` also records where VPP spends that step's CPU (perf with DWARF call
+graphs, attached to VPP for that column only, first run; sampling adds to that
+column's CPU in that run); read it with `perf report -i FILE --children --sort symbol`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +37,30 @@ from agent.vpp.client import VppClient
 from agent.vpp.executor import Executor
 from agent.vpp.plan import plan_add_ops
 
+PERF_ATTACH_S = 10.0
 
-async def one_run(n: int, workdir: Path, tag: str) -> list[dict[str, Any]]:
+
+def start_perf(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """perf attached to VPP: it writes its file's header once its events are open."""
+    out.unlink(missing_ok=True)
+    perf = subprocess.Popen(["perf", "record", "--call-graph", "dwarf,16384", "-F", "500",
+                             "-p", str(pid), "-o", str(out)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + PERF_ATTACH_S
+    while not (out.exists() and out.stat().st_size > 0):
+        if perf.poll() is not None or time.monotonic() > deadline:
+            perf.kill()
+            raise SystemExit(f"perf did not attach to VPP (pid {pid}) within {PERF_ATTACH_S} s")
+        time.sleep(0.05)
+    return perf
+
+
+def stop_perf(perf: subprocess.Popen[bytes]) -> None:
+    perf.send_signal(signal.SIGINT)
+    perf.wait(timeout=120)
+
+
+async def one_run(n: int, workdir: Path, tag: str,
+                  perf_step: tuple[str, Path] | None = None) -> list[dict[str, Any]]:
     target = TARGETS["vpp"]
     specs = [normalize_add_tunnel(peer_params(i), ValidationPolicy()) for i in range(1, n + 1)]
     chains = [plan_add_ops(s, target.facts) for s in specs]
@@ -40,11 +69,17 @@ async def one_run(n: int, workdir: Path, tag: str) -> list[dict[str, Any]]:
         client = VppClient(str(sock), call_timeout=300)
         await client.start()
         await client.wait_connected(10)
-        executor, refs = Executor(client), {}
+        executor, refs = Executor(client), dict[str, int]()
         try:
             for k in range(len(chains[0])):
+                perf = (start_perf(pid, perf_step[1])
+                        if perf_step is not None and chains[0][k].message == perf_step[0]
+                        else None)
                 cpu0, t0 = cpu_seconds(pid), time.perf_counter()
                 await executor.apply([[chain[k]] for chain in chains], refs)
+                if perf is not None:
+                    stop_perf(perf)
+                    perf_step = None  # the first column of that message only
                 columns.append({"message": chains[0][k].message,
                                 "wall_s": round(time.perf_counter() - t0, 3),
                                 "vpp_cpu_s": round(cpu_seconds(pid) - cpu0, 3)})
@@ -53,11 +88,12 @@ async def one_run(n: int, workdir: Path, tag: str) -> list[dict[str, Any]]:
     return columns
 
 
-async def main(n: int, runs: int) -> dict[str, Any]:
+async def main(n: int, runs: int, perf_step: tuple[str, Path] | None = None) -> dict[str, Any]:
     if why := unavailable():
         return {"skipped": why}
     with tempfile.TemporaryDirectory(prefix="bench-", dir="/tmp") as d, daemon_logging(Path(d)):
-        per_run = [await one_run(n, Path(d), f"c{r}") for r in range(runs)]
+        per_run = [await one_run(n, Path(d), f"c{r}", perf_step if r == 0 else None)
+                   for r in range(runs)]
     steps = []
     for k, first in enumerate(per_run[0]):
         cpu = [run[k]["vpp_cpu_s"] for run in per_run]
@@ -77,8 +113,14 @@ if __name__ == "__main__":
     parser.add_argument("--peers", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, help="also write the JSON result here")
+    parser.add_argument("--perf", metavar="MESSAGE",
+                        help="record VPP's call graphs during this step (needs perf)")
+    parser.add_argument("--perf-out", type=Path, default=Path("vpp-step.perf.data"))
     args = parser.parse_args()
-    result = asyncio.run(main(args.peers, args.runs))
+    if args.perf and shutil.which("perf") is None:
+        parser.error("--perf needs perf (Debian: linux-perf)")
+    result = asyncio.run(main(args.peers, args.runs,
+                              (args.perf, args.perf_out) if args.perf else None))
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
