@@ -40,8 +40,11 @@ REQUIRED_PLUGINS: tuple[str, ...] = (
 )
 
 # With [vpp] linux_cp (the default): Linux mirrors of tunnels (probes, FRR) and Linux
-# routes (FRR/OSPF over the tunnels) into VPP's FIB.
-LINUX_CP_PLUGINS: tuple[str, ...] = ("linux_cp_plugin.so", "linux_nl_plugin.so")
+# routes (FRR/OSPF over the tunnels) into VPP's FIB. In 26.06 the tap driver is a
+# plugin that linux-cp calls by symbol: without it every pair fails with -30
+# (VNET_API_ERROR_FEATURE_DISABLED, "tap plugin not loaded").
+LINUX_CP_PLUGINS: tuple[str, ...] = ("linux_cp_plugin.so", "linux_nl_plugin.so",
+                                     "tap_plugin.so")
 # 4k, 2m, 1g, default or default-hugepage (VPP's own spellings)
 _PAGE_SIZE_RE = re.compile(r"^(4k|2m|1g|default|default-hugepage)$")
 _SIZE_RE = re.compile(r"^[1-9][0-9]*[KMG]$")

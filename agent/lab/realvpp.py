@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+from agent.daemon.startup_conf import (
+    LINUX_CP_PLUGINS,
+    DpdkDevice,
+    StartupParams,
+    render_startup_conf,
+)
 
 VPP_VERSION = "26.06"
 ENABLE_HINT = ("real VPP 26.06 is not installed: run scripts/bootstrap.sh with "
@@ -30,7 +38,7 @@ ENABLE_HINT = ("real VPP 26.06 is not installed: run scripts/bootstrap.sh with "
 # what the agent needs, plus af_packet for the lab's veths
 LAB_PLUGINS = ("af_packet_plugin.so", "ikev2_plugin.so", "ping_plugin.so",
                "mss_clamp_plugin.so")
-LCP_PLUGINS = ("linux_cp_plugin.so", "linux_nl_plugin.so")
+LCP_PLUGINS = LINUX_CP_PLUGINS  # the tap driver too (see there)
 
 
 def cache_prefix() -> Path:
@@ -253,3 +261,26 @@ class RealVpp:
                 text = (self.run / name).read_text(errors="replace")
                 parts.append(f"[{name}]\n" + "\n".join(text.splitlines()[-lines:]))
         return "\n".join(parts)
+
+
+def conf_from_rendered(vpp: RealVpp, *, linux_cp: bool) -> str:
+    """`peering-agent render-startup-conf`'s output for this VPP's sockets, with only what
+    the lab cannot have swapped: DPDK for the lab's af_packet veths (set up by the lab's
+    startup-config), a unique api-segment prefix, an idle main loop that sleeps, no syslog
+    (none runs here: glibc would write VPP's lines to the serial console)."""
+    params = StartupParams(
+        devices=(DpdkDevice("0000:00:03.0", "GigabitEthernet0/3/0"),),
+        api_socket=vpp.socket_path, stats_socket=vpp.run / "stats.sock",
+        cli_socket=vpp.cli_socket, log_file=vpp.run / "vpp.log", gid="root",
+        main_core=None, page_size="4k", linux_cp=linux_cp, main_heap_size="512M")
+    text = render_startup_conf(params)
+    swapped, n = re.subn(r"\ndpdk \{\n.*?\n\}\n", "\n", text, flags=re.S)
+    swaps = [("  plugin dpdk_plugin.so { enable }\n", "  plugin af_packet_plugin.so { enable }\n"),
+             ("unix {\n", f"unix {{\n  startup-config {vpp.run / 'setup.cli'}\n"
+                          "  poll-sleep-usec 100\n  nosyslog\n"),
+             ("api-segment {\n", f"api-segment {{\n  prefix {vpp.tag}\n")]
+    if n != 1 or any(swapped.count(old) != 1 for old, _ in swaps):
+        raise VppFailed("the rendered startup.conf no longer has the sections the lab swaps")
+    for old, new in swaps:
+        swapped = swapped.replace(old, new)
+    return swapped

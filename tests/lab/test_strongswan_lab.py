@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import io
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,7 +31,6 @@ import pytest
 
 from agent.app import Agent
 from agent.config import AgentConfig, parse_config
-from agent.daemon.startup_conf import DpdkDevice, StartupParams, render_startup_conf
 from agent.lab.controller_double import ControllerDouble
 from agent.lab.dataplane import (
     DEV_ID,
@@ -44,7 +42,7 @@ from agent.lab.dataplane import (
 )
 from agent.lab.offline import offline_name_resolver
 from agent.lab.peer import PeerGateway, PeerSettings
-from agent.lab.realvpp import RealVpp, has_vhost_net
+from agent.lab.realvpp import RealVpp, conf_from_rendered, has_vhost_net
 from agent.lab.topology import Lab, run_in_netns
 from agent.lab.vppsim.ike_strongswan import charon_available
 from agent.logsetup import configure_logging
@@ -765,31 +763,6 @@ def test_an_agent_restart_writes_nothing_and_keeps_the_sa(lab: Lab, workdir: Pat
     run_lab(lab, workdir, settings, scenario)
 
 
-def lab_conf_from_rendered(vpp: RealVpp) -> str:
-    """`peering-agent render-startup-conf`'s output for this VPP's sockets, with only what
-    the lab cannot have swapped: DPDK for the lab's af_packet veths (set up by the lab's
-    startup-config), a unique api-segment prefix, an idle main loop that sleeps, no syslog
-    (none runs here: glibc would write VPP's lines to the serial console)."""
-    params = StartupParams(
-        devices=(DpdkDevice("0000:00:03.0", "GigabitEthernet0/3/0"),),
-        api_socket=vpp.socket_path, stats_socket=vpp.run / "stats.sock",
-        cli_socket=vpp.cli_socket, log_file=vpp.run / "vpp.log", gid="root",
-        main_core=None, page_size="4k", linux_cp=has_vhost_net(),
-        main_heap_size="512M")
-    text = render_startup_conf(params)
-    assert "_plugin.so" in text and not re.search(r"crypto_\w*_plugin", text)
-    swapped, n = re.subn(r"\ndpdk \{\n.*?\n\}\n", "\n", text, flags=re.S)
-    assert n == 1
-    for old, new in (
-            ("  plugin dpdk_plugin.so { enable }\n", "  plugin af_packet_plugin.so { enable }\n"),
-            ("unix {\n", f"unix {{\n  startup-config {vpp.run / 'setup.cli'}\n"
-                          "  poll-sleep-usec 100\n  nosyslog\n"),
-            ("api-segment {\n", f"api-segment {{\n  prefix {vpp.tag}\n")):
-        assert swapped.count(old) == 1, old
-        swapped = swapped.replace(old, new)
-    return swapped
-
-
 def test_real_vpp_runs_the_rendered_startup_conf_and_the_agent_on_it(
         lab: Lab, workdir: Path) -> None:
     if not lab.vpp_wan:
@@ -804,4 +777,5 @@ def test_real_vpp_runs_the_rendered_startup_conf_and_the_agent_on_it(
         rc, out = await ping_through("peer7", lab.monitor_addrs[0])
         assert rc == 0, out
 
-    run_lab(lab, workdir, settings, scenario, conf=lab_conf_from_rendered)
+    run_lab(lab, workdir, settings, scenario,
+            conf=lambda vpp: conf_from_rendered(vpp, linux_cp=has_vhost_net()))

@@ -91,6 +91,7 @@ plugins {
   plugin abf_plugin.so { enable }
   plugin linux_cp_plugin.so { enable }
   plugin linux_nl_plugin.so { enable }
+  plugin tap_plugin.so { enable }
 }
 
 # Mirror VPP interfaces into Linux (probes leave through the tunnels' Linux side),
