@@ -40,7 +40,12 @@ from agent.routing.manager import RoutingManager, Vtysh
 from agent.vpp.client import ConnectInfo, VppClient
 from agent.vpp.counters import Counters, StatsSegment
 from agent.vpp.errors import VppError
-from agent.vpp.readers import WanFacts, read_tunnel_indexes, read_wan_facts
+from agent.vpp.readers import (
+    WanFacts,
+    cli_crash_refusal,
+    read_tunnel_indexes,
+    read_wan_facts,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -177,7 +182,10 @@ class Agent:
         return by_dev, by_tunnel
 
     async def _vpp_cli(self, cmd: str) -> tuple[int, str]:
-        """cli_inband for the Command and Traces tabs: (retval, VPP's text)."""
+        """cli_inband for the Command and Traces tabs: (retval, VPP's text); a command
+        that would crash VPP now is not sent (retval -1, the reason)."""
+        if (why := await cli_crash_refusal(self.vpp, cmd)) is not None:
+            return -1, why
         reply = await self.vpp.call("cli_inband", cmd=cmd, _check=False,
                                     _timeout=self.cfg.remote.max_timeout)
         return int(reply.retval), str(reply.reply)

@@ -17,7 +17,7 @@ from agent.peers.manager import PeerManager
 from agent.peers.spec import PeerSpec
 from agent.vpp.client import VppClient
 from agent.vpp.kinds.profile import profile_name
-from agent.vpp.readers import VppSummary, read_sas, read_summary
+from agent.vpp.readers import VppSummary, cli_crash_refusal, read_summary
 
 
 class AdminError(Exception):
@@ -133,8 +133,8 @@ class ManagerBackend:
         return self._manager.desired.get(tunnel_id)
 
     async def vpp_cli(self, cmd: str) -> str:
-        if cmd.split()[:3] == ["show", "ikev2", "sa"]:
-            await self._refuse_if_half_open()
+        if (why := await cli_crash_refusal(self._vpp, cmd)) is not None:
+            raise AdminError(why)
         reply = await self._vpp.call("cli_inband", cmd=cmd, _check=False,
                                      _timeout=self._cli_timeout)
         text = str(reply.reply)
@@ -142,17 +142,6 @@ class ManagerBackend:
             first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
             raise AdminError(f"VPP refused the command: {first or f'retval {reply.retval}'}")
         return text
-
-    async def _refuse_if_half_open(self) -> None:
-        """VPP 26.06's `show ikev2 sa` indexes the profile table with ~0 for a half-open
-        SA (any incoming IKE_SA_INIT creates one, before the peer's IDs are known) and
-        takes VPP down; the safe v1 dump tells whether one exists."""
-        half_open = [sa for sa in await read_sas(self._vpp) if sa.i_id[0] == 0]
-        if half_open:
-            raise AdminError(
-                f"not sent to VPP: {len(half_open)} half-open IKE SA(s) without a profile "
-                f"(from {', '.join(sorted({str(sa.iaddr) for sa in half_open}))}) would make "
-                "VPP 26.06's 'show ikev2 sa' crash it; use 'peerctl show peers'")
 
     async def vpp_summary(self) -> VppSummary:
         return await read_summary(self._vpp)

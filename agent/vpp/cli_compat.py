@@ -1,4 +1,4 @@
-"""The seed's VPP debugging commands, spelled for VPP 26.06 (pure).
+"""VPP 26.06's CLI as operators type it (pure): old spellings, and a form that crashes it.
 
 The runbooks the operators inherited say `ikev2 set logging level 5`,
 `event-logger clear` and `show event-logger`. Before v26.06 the IKEv2 plugin lost
@@ -6,6 +6,10 @@ its own log level and stopped writing to the event logger: it logs through vlib'
 log classes (`set logging class ikev2 level ...`, `show logging`, `clear logging`).
 peerctl and the controller's Command tab accept the old spellings, run the 26.06
 equivalent and say so.
+
+`show ikev2 sa details` dereferences each SA's profile; the half-open SA that any
+incoming IKE_SA_INIT leaves has none (index ~0), and VPP dies (SIGSEGV). The plain
+listing reads only addresses and SPIs and is safe (both checked on real VPP 26.06).
 """
 
 from __future__ import annotations
@@ -30,3 +34,19 @@ def translate_cli(cmd: str) -> tuple[str, str | None]:
         return cmd, None
     return new, (f"note: VPP 26.06 has no '{' '.join(words)}' for IKEv2 (IKEv2 logs through "
                  f"VPP's logging classes); ran '{new}' instead")
+
+
+def _abbreviates(word: str, keyword: str) -> bool:
+    return bool(word) and keyword.startswith(word.lower())
+
+
+def shows_sa_details(cmd: str) -> bool:
+    """Whether VPP would run `cmd` as `show ikev2 sa ... details`: VPP takes unique
+    prefixes of command words (`sh ike sa`), and its argument parser takes any word
+    that starts with `details`. Ambiguous prefixes count too (refusing is the safe
+    side)."""
+    words = cmd.split()
+    return (len(words) > 3
+            and all(_abbreviates(w, k) for w, k in zip(words, ("show", "ikev2", "sa"),
+                                                         strict=False))
+            and any(w.lower().startswith("details") for w in words[3:]))

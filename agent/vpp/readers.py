@@ -10,6 +10,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from agent.vpp import kinds
+from agent.vpp.cli_compat import shows_sa_details
 from agent.vpp.client import VppClient, decode_ikev2_id
 from agent.vpp.errors import VppApiError, VppError, vnet_error_name
 from agent.vpp.kinds.base import (
@@ -123,7 +124,7 @@ class SaInfo:
     """One IKE SA as `ikev2_sa_dump` (v1) and `ikev2_child_sa_dump` show it, keys left out.
 
     v1 carries neither the profile nor the state, but it is the only SA dump that
-    does not index the profile table: v2/v3 (and `show ikev2 sa`) dereference
+    does not index the profile table: v2/v3 (and `show ikev2 sa details`) dereference
     profile ~0 for the half-open SA any incoming IKE_SA_INIT creates, and take
     VPP down. The state is derived (see `derive_state`).
     """
@@ -175,6 +176,22 @@ def _addr(a: Any) -> IPv4Address | None:
         return IPv4Address(str(a))
     except ValueError:
         return None
+
+
+async def cli_crash_refusal(vpp: VppClient, cmd: str) -> str | None:
+    """Why `cmd` must not reach VPP now, or None: `show ikev2 sa details` while a
+    half-open SA exists (see `shows_sa_details`). An IKE_SA_INIT arriving between
+    this read and the command is not covered."""
+    if not shows_sa_details(cmd):
+        return None
+    half_open = [sa for sa in await read_sas(vpp) if sa.i_id[0] == 0]
+    if not half_open:
+        return None
+    sources = ", ".join(sorted({str(sa.iaddr) for sa in half_open}))
+    return (f"not sent to VPP: {len(half_open)} half-open IKE SA(s) without a profile (from "
+            f"{sources}) would make VPP 26.06's 'show ikev2 sa details' crash it; "
+            "'show ikev2 sa' without details is safe, and 'peerctl show peers' shows "
+            "each tunnel's SA")
 
 
 async def read_sas(vpp: VppClient) -> list[SaInfo]:

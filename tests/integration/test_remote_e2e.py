@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import io
+import ipaddress
 import json
 import subprocess
 import sys
@@ -202,6 +203,29 @@ async def test_command_timeout_is_enforced_and_stats_do_not_wait(
         assert msg["ok"] == 1 and msg["message"]["returncode"] == -9
         assert "timed out after 2 s" in msg["message"]["error"]
         assert "127.0.0.1" in msg["message"]["output"]
+
+
+async def test_the_command_tab_does_not_let_a_scanners_half_open_sa_crash_vpp(
+        sim: VppSim, short_dir: Path) -> None:
+    """Any host may leave a half-open IKE SA; VPP 26.06's `show ikev2 sa details` then
+    crashes it (the differential test shows it on real VPP). The tab runs the plain
+    listing and refuses the details, saying why."""
+    async with running_agent(sim.socket_path, short_dir) as rig:
+        reply = await rig.ctl.send_job("add-tunnel", example_request()["params"], jobid=1702)
+        assert reply["msg"]["ok"] == 1, reply
+        sim.state.add_half_open(ipaddress.ip_address("198.51.100.9"),
+                                ipaddress.ip_address("192.168.1.10"))
+        generation = rig.agent.vpp.generation
+        msg = await rig.ctl.direct("exec_timeout", {"cmd": "vppctl show ike sa details",
+                                                    "timeout": 30})
+        assert msg["ok"] == 1 and msg["message"]["returncode"] == 1, msg
+        error = msg["message"]["error"]
+        assert "not sent to VPP" in error and "198.51.100.9" in error, error
+        msg = await rig.ctl.direct("exec_timeout", {"cmd": "vppctl show ikev2 sa",
+                                                    "timeout": 30})
+        assert msg["message"]["returncode"] == 0 and "iip 198.51.100.9 " in \
+            msg["message"]["output"], msg
+        assert rig.agent.vpp.generation == generation and sim.state.profiles
 
 
 @contextlib.contextmanager

@@ -418,8 +418,8 @@ def send_from(ns: str, dst: str, payload: bytes) -> bytes | None:
 def test_a_half_open_sa_from_a_stranger_neither_crashes_vpp_nor_disturbs_supervision(
         lab: Lab, workdir: Path) -> None:  # noqa: F811
     """An IKE_SA_INIT from anyone leaves a half-open SA without a profile; VPP 26.06's
-    v2/v3 SA dumps and `show ikev2 sa` then crash it. The agent reads only v1 and the
-    child dump, and peerctl does not pass `show ikev2 sa` to VPP while one exists."""
+    v2/v3 SA dumps and `show ikev2 sa details` then crash it. The agent reads only v1
+    and the child dump, and peerctl does not pass the details to VPP while one exists."""
     settings = PeerSettings()
     peer = PeerGateway(lab, workdir, settings)
     peer.start()
@@ -445,11 +445,15 @@ def test_a_half_open_sa_from_a_stranger_neither_crashes_vpp_nor_disturbs_supervi
             assert r.agent.vpp.connected and r.agent.vpp.generation == 1
             assert state[7].status == "up" and state[7].since == polls
             assert len([sa for sa in await r.sas() if sa.i_id[0] != 0]) == 1
-            code, out, err = await peerctl("--socket", str(workdir / "admin.sock"),
-                                           "show", "ikev2", "sa")
+            admin = ("--socket", str(workdir / "admin.sock"))
+            code, out, err = await peerctl(*admin, "show", "ikev2", "sa", "details")
             assert code != 0 and "half-open IKE SA(s) without a profile" in err, (out, err)
             assert "10.10.0.1" in err
+            # the plain listing reads no profile: it is passed, and shows the stranger
+            code, out, err = await peerctl(*admin, "show", "ikev2", "sa")
+            assert code == 0 and "iip 10.10.0.1 " in out, (out, err)
             version = await r.agent.vpp.call("show_version")
             assert str(version.version).startswith("26.06")
+            assert r.agent.vpp.generation == 1
 
     run(lab, peer, scenario)

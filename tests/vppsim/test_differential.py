@@ -33,7 +33,8 @@ import pytest
 from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
-from agent.vpp.readers import read_sas, read_summary
+from agent.vpp.errors import VppError
+from agent.vpp.readers import cli_crash_refusal, read_sas, read_summary
 from tests.real_vpp import require_real_vpp
 
 
@@ -403,5 +404,18 @@ def test_a_scanners_half_open_sa_does_not_make_the_agent_kill_vpp() -> None:
                 assert summary.sas == 1
                 assert "26.06" in str((await c.call("show_version")).version)
                 assert vpp.running
+                # the CLI's plain listing is safe; peerctl and the Command tab refuse
+                # only the details (which read the profile's name), while it lasts
+                listing = await c.call("cli_inband", cmd="sh ike sa")
+                assert "iip 192.168.1.20 " in str(listing.reply) and vpp.running
+                assert await cli_crash_refusal(c, "show ikev2 sa") is None
+                why = await cli_crash_refusal(c, "sh ike sa details")
+                assert why is not None and "192.168.1.20" in why
+                # and the refusal is needed: the details take VPP down
+                with contextlib.suppress(VppError):
+                    await c.call("cli_inband", cmd="show ikev2 sa details", _timeout=3)
+                async with asyncio.timeout(10):
+                    while vpp.running:
+                        await asyncio.sleep(0.05)
 
         asyncio.run(scenario())

@@ -420,3 +420,29 @@ async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survi
         assert not sim.state.profiles and not sim.state.sas  # a restarted, empty VPP
     finally:
         await client.close()
+
+
+async def test_a_half_open_sa_crashes_show_ikev2_sa_details_but_not_the_plain_listing(
+        sim: VppSim) -> None:
+    """As VPP 26.06 (tests/vppsim/test_differential.py checks it on real VPP): the
+    listing computes profile ~0's address, the details read its name."""
+    from agent.vpp.client import VppClient
+    from agent.vpp.errors import VppError
+
+    client = VppClient(str(sim.socket_path), backoff_min=0.01, backoff_max=0.05)
+    await client.start()
+    try:
+        await client.wait_connected(5)
+        await client.call("ikev2_profile_add_del", name="peer-1", is_add=True)
+        sim.state.add_half_open(ipaddress.ip_address("198.51.100.9"),
+                                ipaddress.ip_address("192.168.1.10"))
+        generation = client.generation
+        listing = await client.call("cli_inband", cmd="show ikev2 sa")
+        assert "iip 198.51.100.9 " in str(listing.reply)
+        assert client.generation == generation and "peer-1" in sim.state.profiles
+        with pytest.raises(VppError):
+            await client.call("cli_inband", cmd="show ikev2 sa detailsx")
+        await wait_for(lambda: client.generation > generation)
+        assert not sim.state.profiles and not sim.state.sas  # a restarted, empty VPP
+    finally:
+        await client.close()

@@ -29,14 +29,12 @@ from agent.lab.vppsim.state import (
     IkeSa,
     Route,
     SimState,
+    VppCrash,
 )
 
 Reply = tuple[str, dict[str, Any]]
 
 
-class VppCrash(Exception):
-    """What kills real VPP 26.06 (SIGSEGV); vppsim then behaves as a crashed and
-    restarted VPP: every client is dropped and all state is lost."""
 Handler = Callable[[Any], list[Reply]]
 
 # Requests that change state (counted by write_count, subject to inject_failure).

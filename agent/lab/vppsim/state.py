@@ -84,6 +84,11 @@ def ike_sa_keys(ike: dict[str, Any]) -> dict[str, bytes]:
     return {k: secrets.token_bytes(n) for k, n in sizes.items()}
 
 
+class VppCrash(Exception):
+    """What kills real VPP 26.06 (SIGSEGV); vppsim then behaves as a crashed and
+    restarted VPP: every client is dropped and all state is lost."""
+
+
 class ApiError(Exception):
     """A request failed with a VNET_API_ERROR code."""
 
