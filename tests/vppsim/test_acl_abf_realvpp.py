@@ -17,6 +17,7 @@ import pytest
 from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
+from agent.vpp.errors import VppError
 from tests.real_vpp import require_real_vpp
 from tests.waiting import until
 
@@ -191,3 +192,63 @@ async def test_acl_abf_behave_like_real_vpp(real_vpp: Path, sim_socket: Path) ->
         await sim.close()
     for i, (want, have) in enumerate(zip(expected, got, strict=True)):
         assert have == want, f"step {i}: real VPP {want}, vppsim {have}"
+
+
+@pytest.fixture
+def real_vpp_process(short_dir: Path) -> Iterator[RealVpp]:
+    ns = f"pa-rc-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    vpp = RealVpp(ns, short_dir / "crash", plugins=("acl_plugin.so", "abf_plugin.so"))
+    try:
+        vpp.start()
+        yield vpp
+    finally:
+        vpp.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+async def _hazard_then_change(vpp: VppClient, hazard: str, retvals: list[int]) -> None:
+    """The hazard, then the policy's next change; each policy change's retval is
+    appended to `retvals` as it comes."""
+    tun = await vpp.call("ipip_add_tunnel", tunnel={
+        "instance": 1, "src": IPv4Address("192.0.2.10"), "dst": IPv4Address("203.0.113.1"),
+        "table_id": 0, "flags": 0, "mode": 0, "dscp": 0})
+    itf = int(tun.sw_if_index)
+    rs = [rule()]
+    await vpp.call("acl_add_replace", acl_index=NO_INDEX, tag="t", count=1, r=rs)
+
+    async def pol(is_add: bool, paths: list[Any]) -> int:
+        r = await vpp.call("abf_policy_add_del", _check=False, is_add=is_add, policy={
+            "policy_id": 7, "acl_index": 0, "n_paths": len(paths), "paths": paths})
+        return int(r.retval)
+
+    retvals.append(await pol(True, [path(itf, "10.100.0.5")]))
+    if hazard == "a path added twice":
+        retvals.append(await pol(True, [path(itf, "10.100.0.5")]))
+    else:
+        await vpp.call("ipip_del_tunnel", sw_if_index=itf)
+    retvals.append(await pol(True, [path(NO_INDEX, "0.0.0.0", 2)]))  # the next change
+
+
+@pytest.mark.parametrize("hazard", ["a path added twice", "a path through a deleted tunnel"])
+async def test_the_abf_changes_that_crash_real_vpp_are_refused_by_vppsim(
+        real_vpp_process: RealVpp, sim_socket: Path, hazard: str) -> None:
+    """The two changes the PolicyManager never makes: on real VPP 26.06 the policy's
+    next change after them kills VPP (SIGSEGV); vppsim refuses that change instead, so
+    a test that makes one fails rather than passing on a double that survives it."""
+    before = [0, 0] if hazard == "a path added twice" else [0]  # the hazard is accepted
+    real, retvals = await connect(real_vpp_process.socket_path), []
+    try:
+        with pytest.raises(VppError):
+            await _hazard_then_change(real, hazard, retvals)
+        await until(lambda: not real_vpp_process.running, timeout=10)
+        assert retvals == before  # VPP died on the next change, not before it
+    finally:
+        await real.close()
+    sim, retvals = await connect(sim_socket), []
+    try:
+        await _hazard_then_change(sim, hazard, retvals)
+        assert retvals == [*before, -1]  # UNSPECIFIED: vppsim logs "real VPP would crash"
+        assert (await sim.call("show_version")).retval == 0
+    finally:
+        await sim.close()
