@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,9 @@ from vppsim_rawclient import RawClient
 
 from agent.lab.vppsim.server import VppSim
 from agent.lab.vppsim.state import swap32, swap64
+from agent.vpp.client import VppClient
+from agent.vpp.errors import VppError
+from agent.vpp.readers import read_sas
 
 TUN = {
     "instance": 0xFFFFFFFF,
@@ -395,12 +400,9 @@ async def test_sync_addresses_typed(sim: VppSim) -> None:
     assert sim.state.addresses[1] == [ipaddress.ip_interface("192.168.1.10/24")]
 
 
-async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survives(
-        sim: VppSim) -> None:
-    from agent.vpp.client import VppClient
-    from agent.vpp.errors import VppError
-    from agent.vpp.readers import read_sas
-
+@contextlib.asynccontextmanager
+async def half_open_sa(sim: VppSim) -> AsyncIterator[VppClient]:
+    """A client of `sim` with one profile and a scanner's half-open SA (no profile)."""
     client = VppClient(str(sim.socket_path), backoff_min=0.01, backoff_max=0.05)
     await client.start()
     try:
@@ -408,41 +410,38 @@ async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survi
         await client.call("ikev2_profile_add_del", name="peer-1", is_add=True)
         sim.state.add_half_open(ipaddress.ip_address("198.51.100.9"),
                                 ipaddress.ip_address("192.168.1.10"))
+        yield client
+    finally:
+        await client.close()
+
+
+async def crashes(sim: VppSim, client: VppClient, name: str, **fields: Any) -> None:
+    """`name` kills vppsim as it kills VPP 26.06 (SIGSEGV): a restarted, empty VPP."""
+    generation = client.generation
+    with pytest.raises(VppError):
+        await client.call(name, **fields)
+    await wait_for(lambda: client.generation > generation)
+    assert not sim.state.profiles and not sim.state.sas
+
+
+async def test_a_half_open_sa_crashes_v2_v3_dumps_as_vpp_does_and_read_sas_survives(
+        sim: VppSim) -> None:
+    async with half_open_sa(sim) as client:
         v1 = await client.dump("ikev2_sa_dump")
         assert [(s.sa.profile_index, s.sa.i_id.data_len) for s in v1] == [(0, 0)]
         # the agent's read (v1 and the child dump only) survives and shows it half-open
         assert [(sa.state, sa.i_id[0]) for sa in await read_sas(client)] == [("SA_INIT", 0)]
         assert "peer-1" in sim.state.profiles
-        generation = client.generation
-        with pytest.raises(VppError):  # VPP 26.06 dies on this (SIGSEGV); so does vppsim
-            await client.dump("ikev2_sa_v3_dump")
-        await wait_for(lambda: client.generation > generation)
-        assert not sim.state.profiles and not sim.state.sas  # a restarted, empty VPP
-    finally:
-        await client.close()
+        await crashes(sim, client, "ikev2_sa_v3_dump")
 
 
 async def test_a_half_open_sa_crashes_show_ikev2_sa_details_but_not_the_plain_listing(
         sim: VppSim) -> None:
     """As VPP 26.06 (tests/vppsim/test_differential.py checks it on real VPP): the
     listing computes profile ~0's address, the details read its name."""
-    from agent.vpp.client import VppClient
-    from agent.vpp.errors import VppError
-
-    client = VppClient(str(sim.socket_path), backoff_min=0.01, backoff_max=0.05)
-    await client.start()
-    try:
-        await client.wait_connected(5)
-        await client.call("ikev2_profile_add_del", name="peer-1", is_add=True)
-        sim.state.add_half_open(ipaddress.ip_address("198.51.100.9"),
-                                ipaddress.ip_address("192.168.1.10"))
+    async with half_open_sa(sim) as client:
         generation = client.generation
         listing = await client.call("cli_inband", cmd="show ikev2 sa")
         assert "iip 198.51.100.9 " in str(listing.reply)
         assert client.generation == generation and "peer-1" in sim.state.profiles
-        with pytest.raises(VppError):
-            await client.call("cli_inband", cmd="show ikev2 sa detailsx")
-        await wait_for(lambda: client.generation > generation)
-        assert not sim.state.profiles and not sim.state.sas  # a restarted, empty VPP
-    finally:
-        await client.close()
+        await crashes(sim, client, "cli_inband", cmd="show ikev2 sa detailsx")
