@@ -686,7 +686,7 @@ class PeerManager:
     def _policy(self, spec: PeerSpec) -> Policy:
         return Policy(role=spec.role, dst=str(spec.dst), sa_init_timeout=self.sa_init_timeout,
                       backoff_min=self.reinit_backoff_min, backoff_max=self.reinit_backoff_max,
-                      pending_grace=min(2.5, self.sa_init_timeout))
+                      pending_grace=min(2.5, self.sa_init_timeout), ike_ecp=spec.ike.ecp)
 
     async def supervise_once(self) -> None:
         """One supervision step for every tunnel: read, decide (pure), act."""

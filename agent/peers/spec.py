@@ -58,6 +58,9 @@ class TrafficSelector:
         )
 
 
+ECP_DH_GROUPS = frozenset({19, 20, 21, 25})  # IANA: ecp-256, -384, -521, -192
+
+
 @dataclass(frozen=True)
 class IkeTransforms:
     crypto_alg: int  # IANA ENCR
@@ -65,6 +68,10 @@ class IkeTransforms:
     integ_alg: int  # IANA INTEG, 0 with an AEAD cipher
     prf_alg: int  # IANA PRF
     dh_group: int  # IANA DH
+
+    @property
+    def ecp(self) -> bool:
+        return self.dh_group in ECP_DH_GROUPS
 
 
 @dataclass(frozen=True)

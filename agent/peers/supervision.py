@@ -66,6 +66,10 @@ FAILED_REASONS: Mapping[str, str] = {
     NO_CHILD: "IKE SA without a child SA: the peer deleted it and VPP does not re-create it",
 }
 
+ECP_REASON = ("IKE_AUTH unanswered with an ECP IKE group: VPP 26.06 derives the shared secret "
+              "from the point's x and y, RFC 5903 peers from x alone, so the peer cannot read "
+              "our IKE_AUTH; use a MODP group such as modp-2048")
+
 
 @dataclass(frozen=True)
 class SaView:
@@ -89,6 +93,7 @@ class Policy:
     # drops an SA still waiting for its IKE_AUTH answer at its next manager tick
     # (every 2 s) and initiates afresh.
     pending_grace: float = 2.5
+    ike_ecp: bool = False  # an ECP IKE group: VPP 26.06's keys are not a standard peer's
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,19 @@ def step(sas: list[SaView], rec: Record, now: float, policy: Policy,
             return Step(_restarting(down, now, policy), Action.RESTART)
         return Step(down)
 
+    if sas and policy.role == "initiator" and rec.initiated_at is not None \
+            and now - rec.initiated_at >= policy.sa_init_timeout:
+        # Answered but never authenticated: VPP drops an SA still waiting for its
+        # IKE_AUTH at its next manager tick and initiates afresh, so no one SA stays
+        # long enough for `_failed`; the negotiation as a whole has stalled.
+        down = _down(base, ECP_REASON if policy.ike_ecp else (
+            f"IKE_AUTH unanswered for {policy.sa_init_timeout:g} s although the peer "
+            "answers IKE_SA_INIT: the peer drops our IKE_AUTH (UDP 4500 filtered on the "
+            "way, or it cannot decrypt it)"))
+        if _may_restart(rec, now):
+            return Step(_restarting(down, now, policy), Action.RESTART)
+        return Step(down)
+
     if sas:  # answered, IKE_AUTH in flight (or the peer initiating towards us)
         progress = "IKE_SA_INIT answered, IKE_AUTH in progress"
         if base.status is Status.DOWN and rec.restarts:
@@ -228,8 +246,9 @@ def _failed(sas: list[SaView], seen: Mapping[int, float], now: float,
         if sa.state == PENDING:
             # Still without a child after VPP's own IKE_AUTH retry would have replaced
             # it, and no authentication failure logged: the peer authenticated us but
-            # refused the child SA (VPP keeps such an SA as NO_PROPOSAL_CHOSEN).
-            return FAILED_REASONS["NO_PROPOSAL_CHOSEN"]
+            # refused the child SA (VPP keeps such an SA as NO_PROPOSAL_CHOSEN). With an
+            # ECP group the likelier cause: the peer could not read the IKE_AUTH at all.
+            return ECP_REASON if policy.ike_ecp else FAILED_REASONS["NO_PROPOSAL_CHOSEN"]
     return None
 
 

@@ -6,6 +6,7 @@ import itertools
 from ipaddress import IPv4Address
 
 from agent.peers.supervision import (
+    ECP_REASON,
     Action,
     Endpoints,
     Policy,
@@ -187,3 +188,23 @@ def test_a_retry_keeps_naming_the_failure_while_it_is_in_progress() -> None:
     s = step([SaView(3, 4, "SA_INIT")], rec, 2.0, POLICY)
     assert s.record.status is Status.DOWN
     assert s.record.reason.startswith("AUTH_FAILED") and "IKE_AUTH in progress" in s.record.reason
+
+
+def test_an_ike_auth_that_never_completes_fails_the_negotiation_as_a_whole() -> None:
+    """VPP re-initiates every 2 s while the peer drops its IKE_AUTH: each SA is fresh,
+    the negotiation is not. After `sa_init_timeout` it is down, and restarted."""
+    rec = initiated(Record(), 0.0)
+    for t in range(0, 30, 2):  # a new SA_INIT SA at every manager tick
+        s = step([SaView(ispi=100 + t, rspi=200 + t, state="SA_INIT")], rec, float(t), POLICY)
+        assert s.action is Action.NONE and "IKE_AUTH in progress" in s.record.reason
+        rec = s.record
+    s = step([SaView(ispi=130, rspi=230, state="SA_INIT")], rec, 30.0, POLICY)
+    assert s.action is Action.RESTART and s.record.status is Status.DOWN
+    assert s.record.reason.startswith("IKE_AUTH unanswered for 30 s"), s.record.reason
+    ecp = Policy(role="initiator", dst="203.0.113.10", ike_ecp=True)
+    s = step([SaView(ispi=130, rspi=230, state="SA_INIT")], rec, 30.0, ecp)
+    assert s.action is Action.RESTART and s.record.reason == ECP_REASON
+    # one SA left waiting past VPP's own retry: the ECP reason too, not the ESP one
+    pending = [SaView(ispi=7, rspi=8, state="SA_INIT")]
+    first = step(pending, initiated(Record(), 0.0), 1.0, ecp)
+    assert step(pending, first.record, 3.6, ecp).record.reason == ECP_REASON

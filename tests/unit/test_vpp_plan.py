@@ -145,6 +145,16 @@ def test_ike_lifetime_gap_is_a_warning_on_stock_vpp() -> None:
     assert len(plan.warnings) == 1 and "IKE SA lifetime" in plan.warnings[0]
 
 
+@pytest.mark.parametrize("group", [19, 20, 21, 25])
+def test_an_ecp_ike_group_is_warned_about_with_the_reason(group: int) -> None:
+    """VPP 26.06's ECP secret is x||y, a standard peer's x: the tunnel cannot come up
+    with one (tests/lab/test_strongswan_lab.py shows it on real VPP)."""
+    spec = example_spec(ike=replace(example_spec().ike, dh_group=group))
+    warnings = plan_add(spec, FACTS).warnings
+    assert any("ECP group" in w and "RFC 5903" in w and "modp-2048" in w for w in warnings)
+    assert not any("ECP" in w for w in plan_add(example_spec(), FACTS).warnings)
+
+
 def test_remove_is_the_exact_inverse_and_each_step_recreates_its_part() -> None:
     spec = example_spec()
     removal = plan_remove(spec, FACTS).ops

@@ -7,8 +7,10 @@ cursor-style services end with their _reply.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +35,13 @@ from agent.lab.vppsim.state import (
 )
 
 Reply = tuple[str, dict[str, Any]]
+
+# VPP 26.06 derives an ECP shared secret from the point's x and y (ikev2_complete_dh in
+# src/plugins/ikev2/ikev2_crypto.c), a standard peer from x alone (RFC 5903): the keys
+# differ and the peer cannot read VPP's IKE_AUTH (checked on real VPP by the lab's
+# interop matrix). IANA groups ecp-256, -384, -521, -192.
+ECP_GROUPS = frozenset({19, 20, 21, 25})
+VPP_MANAGER_TICK = 2.0  # s: VPP drops an SA still waiting for its IKE_AUTH answer
 
 
 Handler = Callable[[Any], list[Reply]]
@@ -508,8 +517,25 @@ class Handlers:
         if self.state.first_address(p.responder_sw_if_index, version) is None:
             raise ApiError(UNSPECIFIED, "IP address of the responder interface not set")
         sa = self.state.new_sa(p)
-        self.ike.initiate(p, sa)
+        if (p.ike or {}).get("dh_group") in ECP_GROUPS:
+            self._unreadable_ike_auth(sa)
+        else:
+            self.ike.initiate(p, sa)
         return self.ok("ikev2_initiate_sa_init_reply")
+
+    def _unreadable_ike_auth(self, sa: IkeSa) -> None:
+        """An ECP initiation as VPP 26.06 makes it: the peer answers IKE_SA_INIT, drops
+        the IKE_AUTH it cannot read, and VPP starts afresh at its next manager tick
+        until the profile goes."""
+        sa.rspi = secrets.randbits(64) | 1
+
+        def again() -> None:
+            if self.state.sas.get(sa.index) is not sa:
+                return  # its profile was deleted (or VPP restarted) meanwhile
+            self.state.remove_sa(sa.index)
+            self._unreadable_ike_auth(self.state.new_sa(self.state.profile(sa.profile)))
+
+        asyncio.get_running_loop().call_later(VPP_MANAGER_TICK, again)
 
     def on_ikev2_initiate_del_ike_sa(self, m: Any) -> list[Reply]:
         sa = self.state.find_sa_by_request_spi(m.ispi)

@@ -247,6 +247,15 @@ def _same_id(have: tuple[int, str], want: Identity) -> bool:
     return have[1].encode().rstrip(b"\0") == shown
 
 
+# VPP 26.06 takes an ECP shared secret as the point's x and y (ikev2_complete_dh in
+# src/plugins/ikev2/ikev2_crypto.c); RFC 5903 (section 9 as corrected) and standard
+# peers take x alone. The keys then differ, and the peer drops VPP's IKE_AUTH.
+ECP_GAP = ("its IKE DH group is an ECP group: VPP 26.06 derives the shared secret from the "
+           "point's x and y, RFC 5903 peers from x alone, so a standard peer cannot read "
+           "VPP's IKE_AUTH and the tunnel does not come up (seen with strongSwan 5.9.8); use "
+           "a MODP group such as modp-2048")
+
+
 class ProfileKind(Kind):
     name = "ikev2-profile"
 
@@ -272,6 +281,8 @@ class ProfileKind(Kind):
                 "ikev2_set_pfs (stock VPP rekeys child SAs without a key exchange, so PFS "
                 "would silently be off); set pfs to false or use a VPP build with PFS support"
             )
+        if spec.ike.ecp:
+            warnings.append(Gap(tid, ECP_GAP))
         if "ikev2_set_ike_lifetime" not in facts.optional_messages:
             warnings.append(Gap(
                 tid, "VPP cannot set the IKE SA lifetime "
