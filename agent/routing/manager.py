@@ -21,7 +21,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -44,33 +44,44 @@ class Vtysh:
     binary: str = "vtysh"
     vty_socket: str | None = None
     timeout: float = 30.0
+    # what vtysh said on stderr so far: each text is logged once, not at every poll
+    _said: set[str] = field(default_factory=set, compare=False, repr=False)
 
     def _argv(self, *args: str) -> list[str]:
         extra = ["--vty_socket", self.vty_socket] if self.vty_socket else []
         return [self.binary, *extra, *args]
 
-    async def run(self, *args: str) -> tuple[int, str]:
-        """(exit code, stdout+stderr); a vtysh that hangs is killed at the deadline."""
+    async def run(self, *args: str) -> tuple[int, str, str]:
+        """(exit code, stdout, stderr); a vtysh that hangs is killed at the deadline.
+        Apart: vtysh writes warnings (an unreadable vtysh.conf) to stderr, and a JSON
+        answer on stdout must stay parseable."""
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self._argv(*args), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         except OSError as e:
             raise RoutingError(f"cannot run {self.binary} ({e.strerror}): is frr installed?"
                                ) from None
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.timeout)
+            out, err = await asyncio.wait_for(proc.communicate(), self.timeout)
         except TimeoutError:
             proc.kill()
             await proc.wait()
             raise RoutingError(f"vtysh {' '.join(args[:2])}: no answer within "
                                f"{self.timeout:g} s") from None
-        return proc.returncode or 0, out.decode(errors="replace")
+        return (proc.returncode or 0, out.decode(errors="replace"),
+                err.decode(errors="replace"))
 
     async def show(self, command: str) -> str:
-        rc, out = await self.run("-c", command)
+        """The answer on stdout; what vtysh said on stderr is logged (once per text)."""
+        rc, out, err = await self.run("-c", command)
         if rc != 0:
-            raise RoutingError(f"vtysh -c {command!r} failed ({rc}): {mask(out.strip())[:300]}")
+            said = mask((err.strip() + " " + out.strip()).strip())
+            raise RoutingError(f"vtysh -c {command!r} failed ({rc}): {said[:300]}")
+        text = mask(err.strip())
+        if text and text not in self._said:
+            self._said.add(text)
+            log.warning("vtysh said: %s", text[:300])
         return out
 
     async def running_config(self) -> str:
@@ -83,7 +94,8 @@ class Vtysh:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
                 f.write(script)
-            return await self.run("-f", path)
+            rc, out, err = await self.run("-f", path)
+            return rc, "\n".join(t for t in (out, err) if t)
 
 
 class RoutingManager:

@@ -116,3 +116,24 @@ async def test_without_routing_frr_is_not_needed_and_a_missing_vtysh_is_named() 
     with pytest.raises(RoutingError, match="is frr installed"):
         await m.apply(model("10"))
     assert m.model == RoutingModel()
+
+
+async def test_vtyshs_warnings_stay_out_of_the_answer_and_are_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Without read access to /etc/frr, vtysh still answers but first warns on stderr;
+    mixed into stdout, the warning made every JSON answer unreadable."""
+    script = tmp_path / "vtysh"
+    script.write_text("#!/bin/sh\n"
+                      "echo \"% Can't open configuration file /etc/frr/vtysh.conf due to "
+                      "'Permission denied'.\" >&2\n"
+                      "echo '{\"peer7\": {\"flags\": \"<UP,POINTOPOINT,RUNNING>\"}}'\n")
+    script.chmod(0o755)
+    vtysh = Vtysh(binary=str(script))
+    with caplog.at_level("WARNING", logger="agent.routing.manager"):
+        for _ in range(3):
+            assert json.loads(await vtysh.show("show interface json")) == {
+                "peer7": {"flags": "<UP,POINTOPOINT,RUNNING>"}}
+    said = [r.getMessage() for r in caplog.records if "vtysh said" in r.getMessage()]
+    assert len(said) == 1 and "vtysh.conf" in said[0]
+    rc, out = await vtysh.load("router ospf\n")
+    assert rc == 0 and "vtysh.conf" in out and "peer7" in out  # both, for error texts
