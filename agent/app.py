@@ -156,6 +156,11 @@ class Agent:
         self.extra_tasks: list[Callable[[], Coroutine[Any, Any, Any]]] = []
         self._ready = asyncio.Event()
 
+    @property
+    def started(self) -> asyncio.Event:
+        """Set once VPP is connected and the stored state is loaded (systemd's READY)."""
+        return self._ready
+
     @contextlib.contextmanager
     def _job_scope(self) -> Iterator[None]:
         """While a job runs, is answered and journaled: no cyclic collection, and the

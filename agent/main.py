@@ -82,12 +82,24 @@ async def _run(cfg: AgentConfig) -> int:
         metrics_registry,
         run_metrics_server,
     )
-    from agent.daemon.systemd import Notifier, watchdog_interval, watchdog_loop
+    from agent.daemon.systemd import (
+        Notifier,
+        start_keepalive,
+        watchdog_interval,
+        watchdog_loop,
+    )
 
     notifier = Notifier.from_env()
     jobs = JobMetrics()
     agent = Agent(cfg, job_metrics=jobs.observe)
     agent.extra_tasks.append(lambda: watchdog_loop(notifier, watchdog_interval()))
+
+    def waiting_for() -> str:
+        link = "up" if agent.link.connected else "down"
+        return (f"waiting for VPP at {cfg.vpp.api_socket} "
+                f"({agent.vpp.last_error or 'not connected yet'}); controller link {link}")
+
+    agent.extra_tasks.append(lambda: start_keepalive(notifier, agent.started, waiting_for))
     if cfg.metrics.listen:
         registry = metrics_registry(AgentMetricsSource(
             agent.manager, agent.monitor, agent.vpp, jobs, agent.policies,

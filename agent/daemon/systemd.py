@@ -14,9 +14,10 @@ and systemd restarts the service, which is exactly the failure worth catching.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
@@ -153,3 +154,20 @@ async def watchdog_loop(notifier: Notifier, interval: float | None) -> None:
     while True:
         notifier.watchdog()
         await asyncio.sleep(interval)
+
+
+async def start_keepalive(notifier: Notifier, ready: asyncio.Event,
+                          status: Callable[[], str], every: float = 20.0) -> None:
+    """Until `ready` is set, extend systemd's start timeout and say what start-up waits
+    for (a VPP that is not up yet). The agent meanwhile talks to the controller, so
+    its Command and Logs tabs stay usable; without this, TimeoutStartSec would kill
+    and restart it every two minutes while VPP is down. A stuck event loop stops the
+    extensions, and systemd's timeout then applies again."""
+    if not notifier.enabled:
+        return
+    while not ready.is_set():
+        notifier.extend_timeout(every * 3)
+        notifier.status(status())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every):
+                await ready.wait()

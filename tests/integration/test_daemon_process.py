@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agent.lab.controller_double import ControllerDouble
 from agent.lab.vppsim.server import VppSim
+from tests.conftest import WAN
 
 ROOT = Path(__file__).resolve().parents[2]
 MACHINE = "3f1c0000-0000-4000-8000-0000000da3e0"
@@ -35,14 +36,11 @@ async def datagrams_until(sock: socket.socket, wanted: str, got: list[str],
         got.append(data.decode())
 
 
-async def test_daemon_notifies_ready_pings_watchdog_serves_metrics_and_stops_cleanly(
-        sim: VppSim, short_dir: Path) -> None:
-    ctl = ControllerDouble(machine_id=MACHINE, stats_interval=None)
-    await ctl.start()
+def write_config(short_dir: Path, ctl: ControllerDouble, api_socket: Path,
+                 port: int) -> Path:
     token = short_dir / "device.token"
     token.write_text("daemon-token")
     token.chmod(0o600)
-    port = free_port()
     config = short_dir / "agent.toml"
     config.write_text(f"""
 [controller]
@@ -51,7 +49,7 @@ machine_id = "{MACHINE}"
 token_file = "{token}"
 allow_insecure = true
 [vpp]
-api_socket = "{sim.socket_path}"
+api_socket = "{api_socket}"
 [state]
 dir = "{short_dir / 'state'}"
 [admin]
@@ -59,9 +57,23 @@ socket = "{short_dir / 'admin.sock'}"
 [metrics]
 listen = "127.0.0.1:{port}"
 """)
+    return config
+
+
+def notify_socket(short_dir: Path) -> socket.socket:
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(short_dir / "notify"))
     notify.setblocking(False)
+    return notify
+
+
+async def test_daemon_notifies_ready_pings_watchdog_serves_metrics_and_stops_cleanly(
+        sim: VppSim, short_dir: Path) -> None:
+    ctl = ControllerDouble(machine_id=MACHINE, stats_interval=None)
+    await ctl.start()
+    port = free_port()
+    config = write_config(short_dir, ctl, sim.socket_path, port)
+    notify = notify_socket(short_dir)
     env = {**os.environ, "NOTIFY_SOCKET": str(short_dir / "notify"),
            "WATCHDOG_USEC": "600000"}
     proc = await asyncio.create_subprocess_exec(
@@ -92,3 +104,40 @@ listen = "127.0.0.1:{port}"
         notify.close()
         await ctl.stop()
     assert not (short_dir / "admin.sock").exists()
+
+
+async def test_while_vpp_is_down_start_up_is_extended_and_the_controller_link_is_up(
+        short_dir: Path) -> None:
+    """A VPP that is not up at boot must not get the agent killed by TimeoutStartSec
+    (and its controller link dropped) every two minutes: the agent extends its start
+    and says what it waits for; READY follows once VPP answers."""
+    ctl = ControllerDouble(machine_id=MACHINE, stats_interval=None)
+    await ctl.start()
+    api_socket = short_dir / "vpp-api.sock"
+    config = write_config(short_dir, ctl, api_socket, free_port())
+    notify = notify_socket(short_dir)
+    env = {**os.environ, "NOTIFY_SOCKET": str(short_dir / "notify")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent.main", "run", "--config", str(config),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL)
+    got: list[str] = []
+    sim: VppSim | None = None
+    try:
+        await datagrams_until(notify, "EXTEND_TIMEOUT_USEC=", got, 20)
+        await datagrams_until(notify, f"STATUS=waiting for VPP at {api_socket}", got, 5)
+        await ctl.wait_connected(10)  # the controller's tabs work meanwhile
+        assert not any("READY=1" in d for d in got)
+        sim = VppSim(api_socket, interfaces=[WAN])
+        await sim.start()
+        await datagrams_until(notify, "READY=1", got, 30)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        notify.close()
+        await ctl.stop()
+        if sim is not None:
+            await sim.stop()

@@ -15,7 +15,13 @@ import pytest
 import structlog
 import structlog.testing
 
-from agent.daemon.systemd import Notifier, notify_address, watchdog_interval, watchdog_loop
+from agent.daemon.systemd import (
+    Notifier,
+    notify_address,
+    start_keepalive,
+    watchdog_interval,
+    watchdog_loop,
+)
 
 
 class FakeSystemd:
@@ -221,3 +227,23 @@ async def test_blocked_loop_stops_the_pings(fake_path: tuple[FakeSystemd, str]) 
             await task
     assert set(fake.messages()) == {"WATCHDOG=1"}
     assert before >= 5
+
+
+async def test_start_keepalive_extends_and_says_why_until_ready(
+        fake_path: tuple[FakeSystemd, str]) -> None:
+    fake, path = fake_path
+    ready = asyncio.Event()
+    task = asyncio.create_task(start_keepalive(Notifier(path), ready,
+                                               lambda: "waiting for VPP", every=0.02))
+    deadline = time.monotonic() + 2
+    while len(fake.messages()) < 4:  # two rounds: extend, status, extend, status
+        assert time.monotonic() < deadline, fake.messages()
+        await asyncio.sleep(0.01)
+    ready.set()
+    await asyncio.wait_for(task, 1)  # returns once ready
+    await asyncio.sleep(0.05)  # the receiving thread has read what was sent before
+    sent = fake.messages()
+    assert sent[:4] == ["EXTEND_TIMEOUT_USEC=60000", "STATUS=waiting for VPP"] * 2
+    await asyncio.sleep(0.1)  # five rounds' worth of time
+    assert fake.messages() == sent  # nothing once ready
+    await asyncio.wait_for(start_keepalive(Notifier(None), asyncio.Event(), str), 1)
