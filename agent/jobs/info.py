@@ -5,7 +5,7 @@ unknown keys and then saves the versions with a mongoose schema that is stricter
 (protocol reference 9.2); any failure disconnects the device. Registration
 (section 2.2) validates the interface entries with the interface schema. The
 builders here produce values that pass both; they are pure except
-`detect_frr_version`, which runs ``vtysh --version`` once at start.
+`detect_frr_version`, which asks vtysh once at start.
 """
 
 from __future__ import annotations
@@ -47,25 +47,31 @@ def normalize_plain_version(raw: str) -> str | None:
 
 
 def parse_vtysh_version(text: str) -> str | None:
-    """The FRR version from ``vtysh --version`` output (``vtysh 8.4.4 ...``)."""
+    """The FRR version in vtysh's ``--version`` (``vtysh 8.4.4 ...``) or ``--help``
+    (``Integrated shell for FRR (version 8.4.4).``) output."""
     for line in text.splitlines():
-        m = re.search(r"\b(?:vtysh|FRRouting)\b\s+v?([0-9][^\s(]*)", line)
+        m = re.search(r"\b(?:vtysh|FRRouting)\b\s+v?([0-9][^\s(]*)", line) \
+            or re.search(r"\(version\s+v?([0-9][^\s)]*)\)", line)
         if m:
             return normalize_plain_version(m.group(1))
     return None
 
 
 def detect_frr_version(fallback: str) -> str:
-    """FRR's version from ``vtysh --version`` when FRR is installed, else `fallback`."""
+    """FRR's version from vtysh when FRR is installed, else `fallback`. Debian 12's
+    vtysh (8.4.4) has no ``--version`` but names its version in ``--help``."""
     vtysh = shutil.which("vtysh")
     if vtysh is None:
         return fallback
-    try:
-        done = subprocess.run([vtysh, "--version"], capture_output=True, text=True, timeout=5,
-                              check=False)
-    except (OSError, subprocess.SubprocessError):
-        return fallback
-    return parse_vtysh_version(done.stdout) or fallback
+    for option in ("--version", "--help"):
+        try:
+            done = subprocess.run([vtysh, option], capture_output=True, text=True,
+                                  timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return fallback
+        if found := parse_vtysh_version(done.stdout + done.stderr):
+            return found
+    return fallback
 
 
 def distro_facts(os_release: Path = Path("/etc/os-release")) -> dict[str, str]:
