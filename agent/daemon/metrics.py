@@ -453,6 +453,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host, sep, port_text = listen.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ValueError(f"{listen!r} must be host:port, e.g. 127.0.0.1:9465 or [::1]:9465")
+    if int(port_text) < 1024:
+        # the service has no CAP_NET_BIND_SERVICE: the bind would fail at every start
+        raise ValueError(f"{listen!r}: the port must be 1024 or above (the service may not "
+                         "bind privileged ports), e.g. 127.0.0.1:9465")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     try:

@@ -219,7 +219,7 @@ def test_each_agent_has_its_own_registry() -> None:
 @pytest.mark.parametrize(
     ("listen", "expected"),
     [("127.0.0.1:9465", ("127.0.0.1", 9465)), ("[::1]:9100", ("::1", 9100)),
-     ("127.1.2.3:1", ("127.1.2.3", 1))],
+     ("127.1.2.3:1024", ("127.1.2.3", 1024))],
 )
 def test_listen_loopback(listen: str, expected: tuple[str, int]) -> None:
     assert parse_listen(listen) == expected
@@ -230,7 +230,7 @@ def test_listen_loopback(listen: str, expected: tuple[str, int]) -> None:
     [("0.0.0.0:9465", "loopback only"), ("[::]:9465", "loopback only"),
      ("192.0.2.1:9465", "loopback only"), ("localhost:9465", "not a name"),
      ("127.0.0.1", "host:port"), ("127.0.0.1:0", "host:port"), ("127.0.0.1:70000", "host:port"),
-     (":9465", "host:port")],
+     (":9465", "host:port"), ("127.0.0.1:80", "1024 or above")],
 )
 def test_listen_refused(listen: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
