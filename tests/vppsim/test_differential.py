@@ -419,3 +419,36 @@ def test_a_scanners_half_open_sa_does_not_make_the_agent_kill_vpp() -> None:
                         await asyncio.sleep(0.05)
 
         asyncio.run(scenario())
+
+
+async def _initiate_unknown(socket: Path, profiles: int) -> int | None:
+    """ikev2_initiate_sa_init of a profile VPP does not have: its retval, None if the
+    connection went (VPP died)."""
+    async with client(socket) as c:
+        for n in range(profiles):
+            await c.call("ikev2_profile_add_del", name=f"other-{n}", is_add=True)
+        try:
+            reply = await c.call("ikev2_initiate_sa_init", name="nope", _check=False)
+        except VppError:
+            return None
+        return int(reply.retval)
+
+
+@pytest.mark.parametrize("profiles", [0, 1])
+async def test_initiating_a_profile_vpp_lacks_as_real_vpp_26_06(
+        short_dir: Path, profiles: int) -> None:
+    """Refused (-1) while VPP has other profiles; with none at all VPP dies (SIGSEGV),
+    which is why the agent initiates only what its last reconcile programmed."""
+    with real_vpp() as vpp:
+        real = await _initiate_unknown(vpp.socket_path, profiles)
+        if real is None:
+            async with asyncio.timeout(10):
+                while vpp.running:
+                    await asyncio.sleep(0.05)
+    sim = VppSim(short_dir / "sim.sock", interfaces=[(WAN, WAN_ADDR)])
+    await sim.start()
+    try:
+        got = await _initiate_unknown(sim.socket_path, profiles)
+    finally:
+        await sim.stop()
+    assert real == got == (None if profiles == 0 else -1), (real, got)

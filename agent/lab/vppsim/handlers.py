@@ -508,6 +508,9 @@ class Handlers:
 
     # -- ikev2 actions --------------------------------------------------------
     def on_ikev2_initiate_sa_init(self, m: Any) -> list[Reply]:
+        if not self.state.profiles:
+            # VPP 26.06 looks the name up in a hash made with the first profile
+            raise VppCrash("ikev2_initiate_sa_init while VPP has no profile at all")
         p = self.state.profile(m.name)
         if p.responder_sw_if_index == NO_INDEX or p.responder_addr is None:
             raise ApiError(UNSPECIFIED, f"responder not set for profile {p.name}")
