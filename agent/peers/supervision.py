@@ -66,6 +66,8 @@ FAILED_REASONS: Mapping[str, str] = {
     NO_CHILD: "IKE SA without a child SA: the peer deleted it and VPP does not re-create it",
 }
 
+ADMIN_DOWN_REASON = ("tunnel interface admin-down: its child SA is being removed (or the "
+                     "tunnel was set down by hand)")
 ECP_REASON = ("IKE_AUTH unanswered with an ECP IKE group: VPP 26.06 derives the shared secret "
               "from the point's x and y, RFC 5903 peers from x alone, so the peer cannot read "
               "our IKE_AUTH; use a MODP group such as modp-2048")
@@ -159,8 +161,13 @@ def step(sas: list[SaView], rec: Record, now: float, policy: Policy,
     base = replace(base, child_sas=0, child_spis=(),
                    ike_state=sas[0].state if sas else None)
     if up:  # child SA listed but the tunnel is admin-down: VPP is removing the child
-        return Step(_down(base, "tunnel interface admin-down: its child SA is being "
-                                "removed (or the tunnel was set down by hand)"))
+        down = _down(base, ADMIN_DOWN_REASON)
+        if rec.reason == ADMIN_DOWN_REASON and policy.role == "initiator" \
+                and _may_restart(rec, now):
+            # still so one poll later: set down by hand. Only a new child SA brings it
+            # up with its protection (the agent never sets a tunnel up itself).
+            return Step(_restarting(down, now, policy), Action.RESTART)
+        return Step(down)
 
     failed = _failed(sas, seen, now, policy)
     if failed is not None:

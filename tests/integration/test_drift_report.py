@@ -55,9 +55,9 @@ async def test_repaired_drift_makes_fleximanage_sync_the_device(
         await until(lambda: len(ctl.stats_replies) >= 3 and ctl.sync_state == "synced")
         assert ctl.sync_jobs == []
 
-        # vppctl sets the tunnel admin-down behind the agent's back
+        # vppctl deletes the tunnel's IKE profile behind the agent's back
         sw = (await read_observed(agent.vpp)).tunnels[7].sw_if_index
-        await agent.vpp.call("sw_interface_set_flags", sw_if_index=sw, flags=0)
+        await agent.vpp.call("ikev2_profile_add_del", name="peer-7", is_add=False)
         await until(lambda: agent.manager.drift_repairs >= 1, 10)
         # repaired by the agent, and told: flexiManage sees the hash differ and sends
         # its automatic sync-device, whose reply brings the device back to synced
@@ -70,7 +70,7 @@ async def test_repaired_drift_makes_fleximanage_sync_the_device(
         await until(lambda: ctl.sync_state == "synced", 10)
         obs = await read_observed(agent.vpp)
         assert obs.tunnels[7].sw_if_index == sw  # repaired in place, not re-created
-        assert obs.interfaces[sw].admin_up
+        assert "peer-7" in obs.profiles
         assert agent.dispatcher.cfg_hash() == ""
         stats_before = len(ctl.stats_replies)
         await until(lambda: len(ctl.stats_replies) >= stats_before + 3)

@@ -117,7 +117,7 @@ async def test_rollback_at_every_failure_point(sim: VppSim, agent: Agent) -> Non
     steps = sim.write_count - writes_before
     await agent.manager.apply([RemovePeer(7)])
     assert sim.snapshot() == before
-    assert steps == 19
+    assert steps == 18
     for k in range(steps):
         sim.inject_failure(after=k)
         with pytest.raises(JobError, match="restored to its previous state"):
@@ -339,7 +339,7 @@ async def test_agent_sigkilled_mid_apply_leaks_nothing(
     await until(lambda: sim.write_count - base >= kill_after_writes, timeout=10)
     proc.kill()
     await proc.wait()
-    assert sim.write_count - base < 40 * 19, "the job finished before the kill"
+    assert sim.write_count - base < 40 * 18, "the job finished before the kill"
     second = Agent(sim.socket_path, state)
     await second.start()
     try:

@@ -10,17 +10,28 @@ benchmark run and lab test would stall on the console.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import uuid
+from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from agent.lab.realvpp import RealVpp, conf_from_rendered, has_vhost_net
+from agent.lab.topology import run_in_netns
+from agent.peers.spec import PeerSpec
 from agent.vpp.client import VppClient
+from agent.vpp.executor import Executor
 from agent.vpp.kinds.base import read_interfaces
 from agent.vpp.kinds.lcp import lcp_op
+from agent.vpp.ops import VppFacts
+from agent.vpp.plan import plan_add_ops
 from tests.real_vpp import require_real_vpp
+from tests.spec_factory import example_spec
 
 # VPP 26.06's API errors: what linux-cp answers without the tap plugin, and what the
 # tap driver answers when it cannot open /dev/vhost-net
@@ -92,3 +103,78 @@ def test_the_rendered_conf_loads_the_tap_driver_that_linux_cp_needs() -> None:
         assert retval == 0, log
     else:  # these machines: the tap driver ran, and only vhost-net was missing
         assert retval == SYSCALL_ERROR_1 and "/dev/vhost-net" in log, log
+
+
+def _ipip_seen_at_the_peer(vpp: RealVpp, ns: str, send: Callable[[], None]) -> list[bytes]:
+    """IPIP packets that reach the peer's side of the WAN while `send` runs."""
+    seen: list[bytes] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        def go() -> None:
+            with socket.socket(socket.AF_INET, socket.SOCK_RAW, 4) as s:  # IPPROTO_IPIP
+                s.settimeout(3)
+                listening.set()
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        seen.append(s.recv(4096))
+        run_in_netns(ns, go)
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    listening.wait(5)
+    send()
+    thread.join()
+    return seen
+
+
+async def _apply_the_agents_plan(socket_path: Path, spec: PeerSpec) -> None:
+    client = VppClient(str(socket_path), call_timeout=10)
+    await client.start()
+    try:
+        await client.wait_connected(10)
+        wan = [i.sw_if_index for i in (await read_interfaces(client)).values()
+               if i.name == "host-wan0"]
+        # no linux-cp here (no vhost-net); the lab runs the agent so too
+        await Executor(client).apply([plan_add_ops(spec, VppFacts(wan[0], has_lcp=False))], {})
+    finally:
+        await client.close()
+
+
+def test_a_new_tunnel_sends_nothing_in_clear_before_its_sa_exists() -> None:
+    """An ipip tunnel that is up without IPsec protection sends what is routed into it
+    as cleartext IPIP (VPP 26.06; checked here by setting it up by hand). The agent's
+    plan leaves the tunnel down: VPP's IKE sets it up with its first child SA. Here
+    the peer never answers IKE, and traffic to the tunnel's routes must not leave."""
+    require_real_vpp()
+    ns = f"clr-{uuid.uuid4().hex[:6]}"
+    run = Path(tempfile.mkdtemp(prefix="vc-", dir="/tmp"))
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    for cmd in (["ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p"],
+                ["ip", "link", "set", "wan0", "up"], ["ip", "link", "set", "wan0p", "up"],
+                ["ip", "addr", "add", "192.168.1.20/24", "dev", "wan0p"]):
+        subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+    vpp = RealVpp(ns, run, startup_cli=[
+        "create host-interface name wan0", "set interface state host-wan0 up",
+        "set interface ip address host-wan0 192.168.1.10/24"])
+    # the peer: the WAN's other end, where nothing answers IKE; its monitor IP routed in
+    spec = example_spec(dst=IPv4Address("192.168.1.20"),
+                        monitor_ips=(IPv4Address("198.51.100.99"),))
+    try:
+        vpp.start()
+        asyncio.run(_apply_the_agents_plan(vpp.socket_path, spec))
+
+        def ping() -> None:
+            vpp.ctl("ping", "198.51.100.99", "repeat", "3")
+
+        assert _ipip_seen_at_the_peer(vpp, ns, ping) == []
+        assert "ipip7" in vpp.ctl("show", "interface") and " down " in next(
+            ln for ln in vpp.ctl("show", "interface", "ipip7").splitlines() if "ipip7" in ln)
+        vpp.ctl("set", "interface", "state", "ipip7", "up")  # what the agent used to do
+        leaked = _ipip_seen_at_the_peer(vpp, ns, ping)
+        # outer IPIP (protocol 4) around the inner ICMP (protocol 1), all in clear
+        assert leaked and all(p[9] == 4 and p[20 + 9] == 1 for p in leaked)
+    finally:
+        vpp.stop()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(run, ignore_errors=True)

@@ -208,3 +208,13 @@ def test_an_ike_auth_that_never_completes_fails_the_negotiation_as_a_whole() -> 
     pending = [SaView(ispi=7, rspi=8, state="SA_INIT")]
     first = step(pending, initiated(Record(), 0.0), 1.0, ecp)
     assert step(pending, first.record, 3.6, ecp).record.reason == ECP_REASON
+
+
+def test_a_tunnel_left_admin_down_under_its_sa_is_renegotiated_not_set_up() -> None:
+    """VPP sets the tunnel down while it removes a child SA (one poll). Still down at
+    the next poll, someone set it down by hand: a new negotiation, whose child SA
+    brings it up with its protection, is the only safe way back up."""
+    first = step([UP_SA], initiated(Record(), 0.0), 1.0, POLICY, admin_up=False)
+    assert first.action is Action.NONE and first.record.status is Status.DOWN
+    second = step([UP_SA], first.record, 3.0, POLICY, admin_up=False)
+    assert second.action is Action.RESTART and second.record.reason == first.record.reason

@@ -113,10 +113,10 @@ async def test_success_resolves_refs_in_order(transport: str) -> None:
 
 
 @TRANSPORTS
-@pytest.mark.parametrize("fail_at", range(19))
+@pytest.mark.parametrize("fail_at", range(18))
 async def test_failure_at_every_step_is_rolled_back(fail_at: int, transport: str) -> None:
     ops = plan_add_ops(numbered_spec(3), VppFacts(1))
-    assert len(ops) == 19
+    assert len(ops) == 18
     vpp = FakeVpp(fail_at)
     executor = Executor(via(transport, vpp))
     with pytest.raises(ApplyError) as info:
@@ -272,7 +272,7 @@ def test_a_deferred_chain_is_made_once_on_first_use_and_is_true_unmade() -> None
     events: list[str] = []
     chain = _deferred(3, events)
     assert chain and not chain.made and events == []
-    assert chain[0].message == "ipip_add_tunnel" and len(chain) == 19
+    assert chain[0].message == "ipip_add_tunnel" and len(chain) == 18
     assert [op.message for op in chain] == [op.message for op in chain.ops()]
     assert events == ["make 3"] and chain.made
 
@@ -287,7 +287,7 @@ async def test_chains_beyond_those_in_flight_are_made_while_vpp_initiates() -> N
     chains = [_deferred(i, events) for i in range(1, n + 1)]
     vpp = Recording(FakeVpp(), events)
     await Executor(vpp).apply(chains, {})
-    assert len(vpp.fake.calls) == 19 * n
+    assert len(vpp.fake.calls) == 18 * n
     for i in range(MAX_CHAINS_IN_FLIGHT + 1, n + 1):
         made, started = events.index(f"make {i}"), events.index(f"start {i}")
         assert made < started and events[made - 1] == "initiated", events[made - 2:made + 1]

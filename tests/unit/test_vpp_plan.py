@@ -33,7 +33,7 @@ def test_example_becomes_the_expected_ordered_operations() -> None:
     assert [op.message for op in plan.ops] == [
         "ipip_add_tunnel",
         "sw_interface_set_mtu",
-        "sw_interface_set_flags",  # up before the address: cheaper for VPP
+        # no admin-up: VPP's IKE sets the tunnel up with its child SA (and protection)
         "sw_interface_add_del_address",
         "mss_clamp_enable_disable",
         "lcp_itf_pair_add_del_v2",
@@ -58,25 +58,25 @@ def test_example_becomes_the_expected_ordered_operations() -> None:
     assert tunnel.args["tunnel"]["dst"] == IPv4Address("203.0.113.10")
     assert tunnel.produces == "tun:7"
     assert plan.ops[1].args["mtu"] == [1500, 0, 0, 0]
-    assert str(plan.ops[3].args["prefix"]) == "10.100.0.16/31"
-    assert plan.ops[4].args["ipv4_mss"] == 1310
-    local_id, remote_id = plan.ops[8].args, plan.ops[9].args
+    assert str(plan.ops[2].args["prefix"]) == "10.100.0.16/31"
+    assert plan.ops[3].args["ipv4_mss"] == 1310
+    local_id, remote_id = plan.ops[7].args, plan.ops[8].args
     assert (local_id["is_local"], local_id["id_type"], local_id["data"]) == (
         True, 1, bytes([198, 51, 100, 7]))
     assert local_id["data_len"] == 4
     assert (remote_id["is_local"], remote_id["id_type"], remote_id["data"]) == (
         False, 2, b"gw.cloud.example")
-    assert plan.ops[12].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256,
+    assert plan.ops[11].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256,
                                       "integ_alg": 12, "prf_alg": 5, "dh_group": 14}
-    assert plan.ops[13].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256, "integ_alg": 12}
+    assert plan.ops[12].args["tr"] == {"crypto_alg": 12, "crypto_key_size": 256, "integ_alg": 12}
     # VPP rekeys at lifetime + random(jitter) and retries every handover: both before 3600 s
-    lt = plan.ops[14].args
+    lt = plan.ops[13].args
     assert (lt["lifetime"], lt["lifetime_jitter"], lt["handover"]) == (3240, 300, 60)
     assert lt["lifetime"] + lt["lifetime_jitter"] + lt["handover"] <= 3600
-    assert plan.ops[15].args["sw_if_index"] == Ref("tun:7")
-    assert plan.ops[16].args["responder"] == {"sw_if_index": 1,
+    assert plan.ops[14].args["sw_if_index"] == Ref("tun:7")
+    assert plan.ops[15].args["responder"] == {"sw_if_index": 1,
                                               "addr": IPv4Address("203.0.113.10")}
-    route = plan.ops[18].args["route"]
+    route = plan.ops[17].args["route"]
     assert route["prefix"] == IPv4Network("8.8.8.8/32")
     assert route["paths"][0]["sw_if_index"] == Ref("tun:7")
     assert by  # every op has a human description naming the tunnel
@@ -85,7 +85,7 @@ def test_example_becomes_the_expected_ordered_operations() -> None:
 
 def test_psk_travels_as_secret_and_never_in_reprs() -> None:
     plan = plan_add(example_spec(), FACTS)
-    auth = plan.ops[7]
+    auth = plan.ops[6]
     assert isinstance(auth.args["data"], Secret)
     assert auth.args["data_len"] == len(TEST_PSK)
     assert TEST_PSK not in repr(plan)
@@ -164,7 +164,6 @@ def test_remove_is_the_exact_inverse_and_each_step_recreates_its_part() -> None:
         "lcp_itf_pair_add_del_v2",
         "mss_clamp_enable_disable",
         "sw_interface_add_del_address",
-        "sw_interface_set_flags",
         "ipip_del_tunnel",
     ]
     assert removal[0].args["is_add"] is False
