@@ -58,13 +58,17 @@ from agent.peers.spec import PeerSpec  # noqa: E402
 from agent.peers.store import PeerStore  # noqa: E402
 from agent.vpp.client import VppClient  # noqa: E402
 from agent.vpp.kinds.profile import profile_name  # noqa: E402
+from agent.vpp.ops import VppFacts  # noqa: E402
+from agent.vpp.plan import plan_add_ops  # noqa: E402
 from tests.fixtures import example_request  # noqa: E402
 from tests.spec_factory import numbered_spec  # noqa: E402
 from tests.vpp_leaks import differences  # noqa: E402
 
 WAN = ("GigabitEthernet0/3/0", "192.168.1.10/24")
 MACHINE = "3f1c0000-0000-4000-8000-00000000fa17"
-STEPS_PER_PEER = 19  # VPP writes of one add (plan_add_ops of the test spec)
+# VPP writes of one add: the plan's own length for the test spec (vppsim's facts: its
+# WAN is interface 1, it has linux-cp and the MSS clamp)
+STEPS_PER_PEER = len(plan_add_ops(numbered_spec(1), VppFacts(1)))
 CONVERGE_LIMIT = 10.0
 TRIAL_DEADLINE = 120.0  # seconds for one whole trial (set-up, fault, convergence, clean-up)
 
