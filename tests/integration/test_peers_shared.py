@@ -216,3 +216,21 @@ async def test_a_tunnel_set_admin_down_is_never_set_up_by_the_agent(
     await agent.vpp.call("sw_interface_set_flags", sw_if_index=sw, flags=0)
     result = await agent.manager.check_drift()
     assert result.writes == 0 and not sim.state.interfaces[sw].admin_up
+
+
+async def test_a_monitor_ip_that_is_the_peers_tunnel_address_is_left_to_vpps_route(
+        sim: VppSim, agent: Agent) -> None:
+    """The peer's end of the /31 is a natural monitor IP. VPP's connected route sends it
+    into the tunnel already, and the agent leaves VPP's routes in that subnet out of
+    what it reconciles: a /32 of its own there looked missing at every drift check."""
+    base = numbered_spec(1)
+    peer_end = base.addr.network.broadcast_address
+    spec = replace(base, monitor_ips=(peer_end, IPv4Address("198.51.100.99")))
+    await agent.manager.apply([AddPeer(spec)])
+    sw = await _sw(agent, 1)
+    obs = await read_observed(agent.vpp)
+    assert obs.routes[sw] == {IPv4Network("198.51.100.99/32")}
+    result = await agent.manager.check_drift()
+    assert result.writes == 0 and agent.manager.drift_repairs == 0
+    await agent.manager.apply([RemovePeer(1)])
+    assert not [key for key in sim.state.routes if key[1] == IPv4Network(f"{peer_end}/32")]

@@ -37,13 +37,20 @@ def _key(n: IPv4Network) -> tuple[int, int]:
 
 
 def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IPv4Network]:
-    """Prefixes routed into the tunnel: monitor /32s, plus the remote selector if policy-based."""
+    """Prefixes routed into the tunnel: monitor /32s, plus the remote selector if policy-based.
+    Not those inside the tunnel's own subnet (a monitor IP that is the peer's tunnel
+    address): VPP's connected route already sends them there, and `routes_via_tunnels`
+    leaves VPP's routes in that subnet out, so an added one would look missing at
+    every reconcile and be left behind by a removal."""
+    own = spec.addr.network
     prefixes: dict[IPv4Network, None] = {}
     for ip in (*spec.monitor_ips, *extra):
-        prefixes[IPv4Network((int(ip), 32))] = None  # no text to format and parse
+        if ip not in own:
+            prefixes[IPv4Network((int(ip), 32))] = None  # no text to format and parse
     if not spec.route_based:
         for net in covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr):
-            prefixes[net] = None
+            if not net.subnet_of(own):
+                prefixes[net] = None
     return sorted(prefixes, key=_key)
 
 
