@@ -24,7 +24,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,13 @@ from agent.lab.realvpp import RealVpp
 from agent.lab.vppsim.server import VppSim
 from agent.vpp.client import VppClient
 from agent.vpp.errors import VppError
+from agent.vpp.executor import ApplyError, Executor
+from agent.vpp.kinds.base import read_interfaces
+from agent.vpp.ops import VppFacts
+from agent.vpp.plan import plan_add_ops
 from agent.vpp.readers import cli_crash_refusal, read_sas, read_summary
 from tests.real_vpp import require_real_vpp
+from tests.spec_factory import example_spec
 
 
 @pytest.fixture(autouse=True)
@@ -452,3 +457,43 @@ async def test_initiating_a_profile_vpp_lacks_as_real_vpp_26_06(
     finally:
         await sim.stop()
     assert real == got == (None if profiles == 0 else -1), (real, got)
+
+
+async def _initiate_without_a_wan_address(socket: Path) -> bool:
+    """Whether the agent's plan for one peer applies while the WAN has no address (put
+    back afterwards)."""
+    async with client(socket) as c:
+        wan = next(i.sw_if_index for i in (await read_interfaces(c)).values() if i.name == WAN)
+        prefix = IPv4Interface(WAN_ADDR)
+        await c.call("sw_interface_add_del_address", sw_if_index=wan, is_add=False,
+                     del_all=False, prefix=prefix)
+        ops = plan_add_ops(example_spec(dst=IPv4Address("192.168.1.20")),
+                           VppFacts(wan, has_lcp=False))
+        try:
+            await Executor(c).apply([ops], {})
+            applied = True
+        except ApplyError:
+            applied = False
+        await c.call("sw_interface_add_del_address", sw_if_index=wan, is_add=True,
+                     del_all=False, prefix=prefix)
+        return applied
+
+
+async def test_an_initiation_waits_for_the_wan_address_as_real_vpp_26_06(
+        short_dir: Path) -> None:
+    """VPP takes ikev2_initiate_sa_init while the WAN interface has no address and sends
+    the IKE_SA_INIT once it has one; vppsim used to refuse it (-1), so its tests showed
+    rollbacks a device would not."""
+    with real_vpp() as vpp:
+        real = await _initiate_without_a_wan_address(vpp.socket_path)
+    sim = VppSim(short_dir / "sim.sock", interfaces=[(WAN, WAN_ADDR)])
+    await sim.start()
+    try:
+        got = await _initiate_without_a_wan_address(sim.socket_path)
+        # with the address back, vppsim's model peer gets the IKE_SA_INIT and answers
+        async with asyncio.timeout(10):
+            while not any(sa.rspi for sa in sim.state.sas.values()):
+                await asyncio.sleep(0.05)
+    finally:
+        await sim.stop()
+    assert real and got

@@ -29,6 +29,7 @@ from agent.lab.vppsim.state import (
     ApiError,
     ChildSa,
     IkeSa,
+    Profile,
     Route,
     SimState,
     VppCrash,
@@ -516,15 +517,34 @@ class Handlers:
             raise ApiError(UNSPECIFIED, f"responder not set for profile {p.name}")
         if p.responder_addr.is_unspecified:
             raise ApiError(UNSPECIFIED, "responder hostname resolution is not modelled")
-        version = p.responder_addr.version
-        if self.state.first_address(p.responder_sw_if_index, version) is None:
-            raise ApiError(UNSPECIFIED, "IP address of the responder interface not set")
+        if self.state.first_address(p.responder_sw_if_index,
+                                    p.responder_addr.version) is None:
+            # VPP 26.06 accepts it and sends the IKE_SA_INIT at the first manager tick
+            # that finds an address on the interface (ikev2_process_pending_sa_init)
+            self._initiate_when_addressed(p)
+        else:
+            self._negotiate(p)
+        return self.ok("ikev2_initiate_sa_init_reply")
+
+    def _negotiate(self, p: Profile) -> None:
         sa = self.state.new_sa(p)
         if (p.ike or {}).get("dh_group") in ECP_GROUPS:
             self._unreadable_ike_auth(sa)
         else:
             self.ike.initiate(p, sa)
-        return self.ok("ikev2_initiate_sa_init_reply")
+
+    def _initiate_when_addressed(self, p: Profile) -> None:
+        def again() -> None:
+            if self.state.profiles.get(p.name) is not p:
+                return  # deleted (VPP drops its pending initiations) or VPP restarted
+            assert p.responder_addr is not None
+            if self.state.first_address(p.responder_sw_if_index,
+                                        p.responder_addr.version) is None:
+                asyncio.get_running_loop().call_later(VPP_MANAGER_TICK, again)
+            else:
+                self._negotiate(p)
+
+        asyncio.get_running_loop().call_later(VPP_MANAGER_TICK, again)
 
     def _unreadable_ike_auth(self, sa: IkeSa) -> None:
         """An ECP initiation as VPP 26.06 makes it: the peer answers IKE_SA_INIT, drops
