@@ -169,24 +169,11 @@ def step(sas: list[SaView], rec: Record, now: float, policy: Policy,
             return Step(_restarting(down, now, policy), Action.RESTART)
         return Step(down)
 
-    failed = _failed(sas, seen, now, policy)
+    failed = _failed(sas, seen, now, policy) or _stalled(sas, rec, now, policy)
     if failed is not None:
         down = _down(base, failed)
         if policy.role != "initiator":
             return Step(down)
-        if _may_restart(rec, now):
-            return Step(_restarting(down, now, policy), Action.RESTART)
-        return Step(down)
-
-    if sas and policy.role == "initiator" and rec.initiated_at is not None \
-            and now - rec.initiated_at >= policy.sa_init_timeout:
-        # Answered but never authenticated: VPP drops an SA still waiting for its
-        # IKE_AUTH at its next manager tick and initiates afresh, so no one SA stays
-        # long enough for `_failed`; the negotiation as a whole has stalled.
-        down = _down(base, ECP_REASON if policy.ike_ecp else (
-            f"IKE_AUTH unanswered for {policy.sa_init_timeout:g} s although the peer "
-            "answers IKE_SA_INIT: the peer drops our IKE_AUTH (UDP 4500 filtered on the "
-            "way, or it cannot decrypt it)"))
         if _may_restart(rec, now):
             return Step(_restarting(down, now, policy), Action.RESTART)
         return Step(down)
@@ -237,6 +224,20 @@ def _down(rec: Record, reason: str) -> Record:
 def _restarting(rec: Record, now: float, policy: Policy) -> Record:
     return replace(rec, backoff=_next_backoff(rec, policy), restarted_at=now, initiated_at=now,
                    lost_at=None, first_seen={}, restarts=rec.restarts + 1, was_up=False)
+
+
+def _stalled(sas: list[SaView], rec: Record, now: float, policy: Policy) -> str | None:
+    """The reason when our negotiation is answered but never authenticated: VPP drops an
+    SA still waiting for its IKE_AUTH at its next manager tick and initiates afresh, so
+    no one SA stays long enough for `_failed`; the negotiation as a whole has stalled."""
+    if not sas or policy.role != "initiator" or rec.initiated_at is None \
+            or now - rec.initiated_at < policy.sa_init_timeout:
+        return None
+    if policy.ike_ecp:
+        return ECP_REASON
+    return (f"IKE_AUTH unanswered for {policy.sa_init_timeout:g} s although the peer "
+            "answers IKE_SA_INIT: the peer drops our IKE_AUTH (UDP 4500 filtered on the "
+            "way, or it cannot decrypt it)")
 
 
 def _failed(sas: list[SaView], seen: Mapping[int, float], now: float,
