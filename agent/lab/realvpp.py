@@ -38,7 +38,6 @@ ENABLE_HINT = ("real VPP 26.06 is not installed: run scripts/bootstrap.sh with "
 # what the agent needs, plus af_packet for the lab's veths
 LAB_PLUGINS = ("af_packet_plugin.so", "ikev2_plugin.so", "ping_plugin.so",
                "mss_clamp_plugin.so")
-LCP_PLUGINS = LINUX_CP_PLUGINS  # the tap driver too (see there)
 
 
 def cache_prefix() -> Path:
@@ -83,7 +82,7 @@ def lab_startup_conf(run: Path, prefix_tag: str, *, linux_cp: bool,
                      main_heap: str = "512M") -> str:
     """A startup.conf for the lab: no hugepages, sockets under `run`, own api-segment;
     `plugins` (e.g. "acl_plugin.so") are enabled besides the lab's own."""
-    every = [*LAB_PLUGINS, *(LCP_PLUGINS if linux_cp else ()), *plugins]
+    every = [*LAB_PLUGINS, *(LINUX_CP_PLUGINS if linux_cp else ()), *plugins]
     enabled = "\n".join(f"  plugin {p} {{ enable }}" for p in every)
     cli = f"  startup-config {startup_cli}\n" if startup_cli else ""
     lcp = "linux-cp {\n  lcp-sync\n  lcp-auto-subint\n}\n" if linux_cp else ""

@@ -34,14 +34,14 @@ from agent.lab.vppsim.state import (
     SimState,
     VppCrash,
 )
+from agent.peers.spec import ECP_DH_GROUPS
 
 Reply = tuple[str, dict[str, Any]]
 
-# VPP 26.06 derives an ECP shared secret from the point's x and y (ikev2_complete_dh in
-# src/plugins/ikev2/ikev2_crypto.c), a standard peer from x alone (RFC 5903): the keys
-# differ and the peer cannot read VPP's IKE_AUTH (checked on real VPP by the lab's
-# interop matrix). IANA groups ecp-256, -384, -521, -192.
-ECP_GROUPS = frozenset({19, 20, 21, 25})
+# VPP 26.06 derives an ECP shared secret (ECP_DH_GROUPS) from the point's x and y
+# (ikev2_complete_dh in src/plugins/ikev2/ikev2_crypto.c), a standard peer from x alone
+# (RFC 5903): the keys differ and the peer cannot read VPP's IKE_AUTH (checked on real
+# VPP by the lab's interop matrix).
 VPP_MANAGER_TICK = 2.0  # s: VPP drops an SA still waiting for its IKE_AUTH answer
 
 
@@ -528,7 +528,7 @@ class Handlers:
 
     def _negotiate(self, p: Profile) -> None:
         sa = self.state.new_sa(p)
-        if (p.ike or {}).get("dh_group") in ECP_GROUPS:
+        if (p.ike or {}).get("dh_group") in ECP_DH_GROUPS:
             self._unreadable_ike_auth(sa)
         else:
             self.ike.initiate(p, sa)
