@@ -659,14 +659,22 @@ class PeerManager:
         failed or stalled negotiations with capped backoff, retry failed reconciles."""
         next_drift_check = time.monotonic() + self.drift_check_interval
         while True:
+            woken = False
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.sa_poll_interval):
                     await self._wake.wait()
+                woken = True
                 # an event: let its burst (a job toggling many tunnels) settle first
                 await asyncio.sleep(min(0.2, self.sa_poll_interval))
             self._wake.clear()
-            if not self.vpp.connected or self._lock.locked():
-                continue  # a job or reconcile is changing VPP: look when it is done
+            if self._lock.locked():
+                if not woken:
+                    continue  # a job or reconcile is changing VPP: look when it is done
+                # an event during it (an SA lost or installed) is not left to the timer
+                async with self._lock:
+                    pass
+            if not self.vpp.connected:
+                continue
             try:
                 if not self.in_sync or self._unplaced:
                     # also while a peer's WAN is missing: after a VPP restart the agent

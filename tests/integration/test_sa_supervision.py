@@ -123,3 +123,23 @@ async def test_a_big_job_pauses_interface_events_and_reads_admin_state_after(
     assert sim.message_counts["sw_interface_dump"] == 1
     await manager.supervise_once()  # the admin state is pushed again: SAs only
     assert sim.message_counts["sw_interface_dump"] == 1
+
+
+async def test_an_sa_event_during_a_job_is_looked_at_when_the_job_ends(
+        sim: VppSim, manager: PeerManager) -> None:
+    """Supervision skips its poll while a job holds VPP; an interface event that woke it
+    meanwhile (here: the peer restarted, VPP removed the child SA) is acted on as soon
+    as the job ends, not at the next timed poll."""
+    manager.sa_poll_interval = 60.0  # the timer cannot be what finds it
+    await manager.on_vpp_connect(ConnectInfo(1, TableCheck({}, frozenset())))
+    await manager.apply([AddPeer(example_spec())])
+    await supervise_until(manager, 7, "up")
+    async with asyncio.TaskGroup() as tg:
+        supervising = tg.create_task(manager.supervise_forever())
+        async with manager._lock:  # what a job holds while it changes VPP
+            sim.ike.peer_restart("peer-7")
+            await until(lambda: manager._wake.is_set())
+            await until(lambda: not manager._wake.is_set())  # woken, found VPP busy
+            assert manager.states[7].status == "up"
+        await until(lambda: manager.states[7].status != "up", 5)
+        supervising.cancel()
