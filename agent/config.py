@@ -271,7 +271,8 @@ class SecurityConfig(_Section):
 class MonitorConfig(_Section):
     interval: float = Field(default=1.0, gt=0, description="probe interval per target, seconds")
     timeout: float = Field(default=1.0, gt=0, description="a probe unanswered this long is lost")
-    window: int = Field(default=30, ge=1, description="probes per health window (rtt, drop rate)")
+    window: int = Field(default=30, ge=1, description="rounds per health window (rtt, drop "
+                        "rate): a round is one probe of every target, lost when none answered")
     bind: Literal["device", "source"] = Field(
         default="device",
         description="probes leave through the tunnel's Linux interface (device) or from its "
@@ -280,8 +281,10 @@ class MonitorConfig(_Section):
     stats_period: float = Field(
         default=10.0, gt=0, description="seconds per get-device-stats history entry"
     )
-    down_after: int = Field(default=3, ge=1, description="losses in a row that mark a tunnel down")
-    up_after: int = Field(default=3, ge=1, description="consecutive replies that mark it up again")
+    down_after: int = Field(default=3, ge=1, description="losses in a row, by every target, "
+                            "that mark a tunnel down")
+    up_after: int = Field(default=3, ge=1, description="consecutive replies from one target "
+                          "that mark it up again")
 
 
 class PeersConfig(_Section):

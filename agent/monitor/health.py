@@ -7,23 +7,26 @@ Decisions (the controller turns every status change into a user-visible
 "Tunnel N state changed" notification, so flapping is the thing to avoid):
 
 * A tunnel starts ``down`` and must prove it is up: with monitoring targets it
-  needs ``up_after`` consecutive probe replies (default 3) while its SA is up;
-  without targets it is up as soon as its SA is up.
-* It goes down after ``down_after`` consecutive lost probes (default 3, i.e. 3 s
-  at the 1 s default interval, quick enough for failover and immune to a single
-  lost packet), or at once when the IKE/child SA goes down (with its reason).
-  After an SA outage the success run starts again from zero.
-* Several targets per tunnel: every probe result, from whichever target, is one
-  sample of the tunnel's single window, in arrival order. The tunnel is a path;
-  one target that never answers (a filtered host) costs drop rate and alerts but
-  cannot make the tunnel flap as long as another target answers, because losses
-  interleaved with replies never add up to ``down_after`` consecutive ones.
-  Jitter compares each RTT with the previous RTT *of the same target*, so the
-  RTT difference between two targets is not mistaken for jitter.
+  needs ``up_after`` consecutive replies (default 3) from one of them while its SA
+  is up; without targets it is up as soon as its SA is up.
+* It goes down once every target has lost its last ``down_after`` probes (default
+  3, i.e. 3 s at the 1 s default interval, quick enough for failover and immune to
+  a single lost packet), or at once when the IKE/child SA goes down (with its
+  reason). After an SA outage the success runs start again from zero.
+* Several targets per tunnel: the tunnel is a path, and it works when any target
+  answers. This is flexiAgent's rule too (`fwtunnel_stats.py`: one fping round over
+  all of a peer's hosts, a success when any of them answered). So a monitor IP that
+  never answers (a filtered host) neither keeps the tunnel from coming up nor takes
+  it down while another target answers.
+* The drop rate counts rounds, as flexiAgent does: each target keeps its last
+  ``window`` results, the k-th latest result of every target is one round, and a
+  round is lost when no target that has a k-th result answered in it. The RTT is the
+  mean over every reply in those windows, 0.0 when there is none (what the
+  controller expects with no target). Jitter compares each RTT with the previous RTT
+  *of the same target*, so the RTT difference between two targets is not mistaken
+  for jitter.
 * Adding targets to a tunnel that is up keeps it up until the probes say
   otherwise; removing the last target hands the status back to the SA.
-* ``rtt_ms`` is the mean over the window's successful probes, 0.0 when there is
-  none (what the controller expects with no target).
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ class Status(enum.StrEnum):
 
 @dataclass(frozen=True)
 class HealthConfig:
-    window: int = 30  # probes kept for rtt mean and drop rate
+    window: int = 30  # rounds kept for rtt mean and drop rate
     ewma_alpha: float = 0.125  # RFC 6298 SRTT gain
-    down_after: int = 3  # consecutive losses that take the tunnel down
-    up_after: int = 3  # consecutive replies that bring it back up
+    down_after: int = 3  # consecutive losses of every target that take the tunnel down
+    up_after: int = 3  # consecutive replies of one target that bring it back up
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -64,13 +67,13 @@ class HealthSnapshot:
     """What the stats reply, peerctl and the alert evaluator read."""
 
     status: Status
-    rtt_ms: float  # mean of successful probes in the window, 0.0 if none
+    rtt_ms: float  # mean of the successful probes in the window, 0.0 if none
     jitter_ms: float  # RFC 3550 style estimator, per-target differences
-    drop_rate: float  # percent of the window's probes that were lost
+    drop_rate: float  # percent of the window's rounds in which no target answered
     ewma_ms: float | None  # smoothed RTT over all replies so far, None before the first
-    samples: int  # probes in the window
-    consecutive_ok: int
-    consecutive_lost: int
+    samples: int  # rounds in the window
+    consecutive_ok: int  # the longest current run of replies of one target
+    consecutive_lost: int  # probes every target has lost in a row
     since: float  # monotonic time of the last status change (or creation)
     reason: str  # why the status is what it is; "" when up
     sa_up: bool
@@ -78,6 +81,18 @@ class HealthSnapshot:
     # False while a probed tunnel has neither been up nor lost down_after probes in a row
     # since monitoring began (a restarted agent's first seconds): its "down" is no verdict
     settled: bool = True
+
+
+class _TargetRuns:
+    """One target's recent results and current runs."""
+
+    __slots__ = ("last_rtt", "lost_run", "ok_run", "results")
+
+    def __init__(self, window: int) -> None:
+        self.results: deque[float | None] = deque(maxlen=window)
+        self.ok_run = 0
+        self.lost_run = 0
+        self.last_rtt: float | None = None
 
 
 class TunnelHealth:
@@ -93,15 +108,12 @@ class TunnelHealth:
         targets: Iterable[Hashable] = (),
     ) -> None:
         self.config = config or HealthConfig()
-        self._window: deque[float | None] = deque(maxlen=self.config.window)
+        self._runs: dict[Hashable, _TargetRuns] = {}
         self._rtt_sum = 0.0
         self._rtt_count = 0
         self._ewma: float | None = None
         self._jitter = 0.0
-        self._last_rtt: dict[Hashable, float] = {}
         self._targets: set[Hashable] = set(targets)
-        self._ok_run = 0
-        self._lost_run = 0
         self._sa_up = sa_up
         self._sa_reason = "" if sa_up else sa_reason
         self._status = Status.DOWN
@@ -121,19 +133,24 @@ class TunnelHealth:
     def remove_target(self, target: Hashable, now: float) -> None:
         """Forget a target; the last one gone hands the status back to the SA."""
         self._targets.discard(target)
-        self._last_rtt.pop(target, None)
+        runs = self._runs.pop(target, None)
+        if runs is not None:
+            for rtt in runs.results:
+                if rtt is not None:
+                    self._rtt_sum -= rtt
+                    self._rtt_count -= 1
         if not self._targets:
             self._reset_window()
             self._set_status(Status.UP if self._sa_up else Status.DOWN, now)
 
     def set_sa(self, up: bool, now: float, reason: str = "") -> None:
         """Record the IKE/child SA state; down wins immediately, up needs proof."""
-        if up and not self._sa_up:
-            self._ok_run = 0  # replies from before the SA came up prove nothing
+        if (up and not self._sa_up) or not up:
+            for runs in self._runs.values():  # replies from before the SA came up prove nothing
+                runs.ok_run = 0
         self._sa_up = up
         self._sa_reason = "" if up else (reason or "IKE SA down")
         if not up:
-            self._ok_run = 0
             self._set_status(Status.DOWN, now)
         elif not self._targets:
             self._set_status(Status.UP, now)
@@ -141,39 +158,42 @@ class TunnelHealth:
             self._reason = self._down_reason()
 
     def record(self, target: Hashable, rtt_ms: float | None, now: float) -> None:
-        """One probe result: its RTT in ms, or None when lost."""
+        """One probe result of one target: its RTT in ms, or None when lost."""
         if rtt_ms is not None and rtt_ms < 0:
             raise ValueError(f"rtt_ms must be >= 0, got {rtt_ms}")
-        if len(self._window) == self._window.maxlen:
-            evicted = self._window[0]
+        runs = self._runs.get(target)
+        if runs is None:
+            runs = self._runs[target] = _TargetRuns(self.config.window)
+        if len(runs.results) == runs.results.maxlen:
+            evicted = runs.results[0]
             if evicted is not None:
                 self._rtt_sum -= evicted
                 self._rtt_count -= 1
-        self._window.append(rtt_ms)
+        runs.results.append(rtt_ms)
         if rtt_ms is None:
-            self._lost_run += 1
-            self._ok_run = 0
+            runs.lost_run += 1
+            runs.ok_run = 0
         else:
             self._rtt_sum += rtt_ms
             self._rtt_count += 1
-            self._ok_run += 1
-            self._lost_run = 0
+            runs.ok_run += 1
+            runs.lost_run = 0
             self._ewma = (
                 rtt_ms
                 if self._ewma is None
                 else self._ewma + self.config.ewma_alpha * (rtt_ms - self._ewma)
             )
-            previous = self._last_rtt.get(target)
-            if previous is not None:
-                self._jitter += (abs(rtt_ms - previous) - self._jitter) / 16.0
-            self._last_rtt[target] = rtt_ms
-        if self._lost_run >= self.config.down_after:
+            if runs.last_rtt is not None:
+                self._jitter += (abs(rtt_ms - runs.last_rtt) - self._jitter) / 16.0
+            runs.last_rtt = rtt_ms
+        lost_run = self._lost_run()
+        if lost_run >= self.config.down_after:
             self._settled = True
         if not self._sa_up:
             return  # the SA decides; probes cannot bring a tunnel without SA up
-        if self._status is Status.UP and self._lost_run >= self.config.down_after:
+        if self._status is Status.UP and lost_run >= self.config.down_after:
             self._set_status(Status.DOWN, now)
-        elif self._status is Status.DOWN and self._ok_run >= self.config.up_after:
+        elif self._status is Status.DOWN and self._ok_run() >= self.config.up_after:
             self._set_status(Status.UP, now)
         elif self._status is Status.DOWN:
             self._reason = self._down_reason()
@@ -185,17 +205,16 @@ class TunnelHealth:
         return self._status
 
     def snapshot(self) -> HealthSnapshot:
-        samples = len(self._window)
-        lost = samples - self._rtt_count
+        rounds, lost = self._rounds()
         return HealthSnapshot(
             status=self._status,
             rtt_ms=self._rtt_sum / self._rtt_count if self._rtt_count else 0.0,
             jitter_ms=self._jitter,
-            drop_rate=100.0 * lost / samples if samples else 0.0,
+            drop_rate=100.0 * lost / rounds if rounds else 0.0,
             ewma_ms=self._ewma,
-            samples=samples,
-            consecutive_ok=self._ok_run,
-            consecutive_lost=self._lost_run,
+            samples=rounds,
+            consecutive_ok=self._ok_run(),
+            consecutive_lost=self._lost_run(),
             since=self._since,
             reason=self._reason,
             sa_up=self._sa_up,
@@ -205,23 +224,40 @@ class TunnelHealth:
 
     # -- internals ------------------------------------------------------------
 
+    def _ok_run(self) -> int:
+        return max((r.ok_run for r in self._runs.values()), default=0)
+
+    def _lost_run(self) -> int:
+        """Probes lost in a row by every target that has reported (0 before any has)."""
+        return min((r.lost_run for r in self._runs.values() if r.results), default=0)
+
+    def _rounds(self) -> tuple[int, int]:
+        """(rounds in the window, rounds in which no target answered)."""
+        windows = [r.results for r in self._runs.values() if r.results]
+        if len(windows) == 1:  # the common case: one target, one result per round
+            only = windows[0]
+            return len(only), sum(1 for rtt in only if rtt is None)
+        rounds = max((len(w) for w in windows), default=0)
+        lost = sum(1 for k in range(1, rounds + 1)
+                   if all(w[-k] is None for w in windows if len(w) >= k))
+        return rounds, lost
+
     def _reset_window(self) -> None:
-        self._window.clear()
+        self._runs.clear()
         self._rtt_sum = 0.0
         self._rtt_count = 0
-        self._ok_run = 0
-        self._lost_run = 0
         self._jitter = 0.0
-        self._last_rtt.clear()
 
     def _down_reason(self) -> str:
         if not self._sa_up:
             return self._sa_reason
-        if self._lost_run >= self.config.down_after:
-            return f"{self._lost_run} consecutive probes lost"
+        lost_run = self._lost_run()
+        if lost_run >= self.config.down_after:
+            every = " by every target" if len(self._runs) > 1 else ""
+            return f"{lost_run} consecutive probes lost{every}"
         return (
             f"waiting for {self.config.up_after} consecutive probe replies"
-            f" ({self._ok_run} so far)"
+            f" ({self._ok_run()} so far)"
         )
 
     def _set_status(self, status: Status, now: float) -> None:

@@ -192,7 +192,9 @@ def test_monitoring_a_peer_through_its_tunnel_interface(topo: Topo, short_dir: P
 
     down = out["down"]
     assert down["consecutive_lost"] >= 3
-    assert down["reason"] == f"{down['consecutive_lost']} consecutive probes lost"
+    # two targets (the IP and the URL's address): both lost their last probes
+    assert down["reason"] == (f"{down['consecutive_lost']} consecutive probes lost by "
+                              "every target")
     assert all(t["last_error"] == "no reply within 0.25 s" for t in down["targets"])
     d7 = out["down_stats"]["tunnel_stats"]["7"]
     assert d7["status"] == "down" and d7["drop_rate"] > 0

@@ -63,17 +63,19 @@ def test_drop_rate_matches_injected_loss(lab: tuple[Lab, str, str]) -> None:
     per_target = 50
     total = per_target * len(targets)
 
-    async def scenario() -> tuple[list[ProbeResult], TunnelHealth]:
+    async def scenario() -> tuple[list[ProbeResult], dict[str, TunnelHealth]]:
         results: list[ProbeResult] = []
         counts: Counter[str] = Counter()
-        health = TunnelHealth(0.0, HealthConfig(window=total), sa_up=True, targets=targets)
+        # one tunnel per target: a tunnel's drop rate counts rounds no target answered
+        health = {t: TunnelHealth(0.0, HealthConfig(window=per_target), sa_up=True,
+                                  targets=[t]) for t in targets}
         # timeout < interval: a target's probe is settled before its next one leaves,
         # so after its last result nothing of it is in flight
         engine = ProbeEngine(interval=0.05, timeout=0.03)
 
         def on_result(r: ProbeResult) -> None:
             results.append(r)
-            health.record(r.key, r.rtt_ms, r.sent_at)
+            health[str(r.key)].record(r.key, r.rtt_ms, r.sent_at)
             counts[str(r.key)] += 1
             if counts[str(r.key)] == per_target:
                 engine.remove_target(r.key)
@@ -96,9 +98,11 @@ def test_drop_rate_matches_injected_loss(lab: tuple[Lab, str, str]) -> None:
     sigma = math.sqrt(p * (1 - p) / total)  # binomial: 1000 probes -> 1.26 %
     rate = len(lost) / total
     assert abs(rate - p) < 4 * sigma, f"drop rate {rate:.3f} vs 0.20 +- {4 * sigma:.3f}"
-    snap = health.snapshot()
-    assert snap.samples == total
-    assert snap.drop_rate == pytest.approx(100.0 * len(lost) / total)
+    for target, h in health.items():
+        snap = h.snapshot()
+        assert snap.samples == per_target
+        lost_here = sum(1 for r in lost if str(r.key) == target)
+        assert snap.drop_rate == pytest.approx(100.0 * lost_here / per_target)
 
 
 def test_rtt_agrees_with_iputils_ping(lab: tuple[Lab, str, str]) -> None:

@@ -162,7 +162,7 @@ def test_target_changes() -> None:
     assert (s.status, s.since, s.samples, s.targets) == (Status.UP, 4.0, 0, 0)
 
 
-def test_multiple_targets_share_window_jitter_per_target() -> None:
+def test_multiple_targets_are_rounds_and_jitter_is_per_target() -> None:
     h = TunnelHealth(now=0.0, sa_up=True, targets=["a", "b"])
     t = 0.0
     # a answers at 10 ms, b at 50 ms, interleaved: no jitter within a target
@@ -171,16 +171,76 @@ def test_multiple_targets_share_window_jitter_per_target() -> None:
         h.record("a", 10.0, t)
         h.record("b", 50.0, t)
     s = h.snapshot()
-    assert (s.samples, s.rtt_ms, s.jitter_ms, s.status) == (6, 30.0, 0.0, Status.UP)
-    # b dies: interleaved losses are never 3 in a row, the tunnel stays up
+    assert (s.samples, s.rtt_ms, s.jitter_ms, s.status) == (3, 30.0, 0.0, Status.UP)
+    # b dies: a still answers every round, so no round is lost and the tunnel stays up
     for _ in range(10):
         t += 1
         h.record("a", 10.0, t)
         h.record("b", None, t)
     s = h.snapshot()
-    assert s.status is Status.UP
-    assert s.drop_rate == pytest.approx(100.0 * 10 / 26)  # window 30 not full yet: 26 samples
-    assert s.samples == 26
+    assert (s.status, s.samples, s.drop_rate, s.consecutive_lost) == (Status.UP, 13, 0.0, 0)
+    assert s.rtt_ms == pytest.approx((13 * 10.0 + 3 * 50.0) / 16)
+
+
+def test_a_silent_target_does_not_keep_the_tunnel_down() -> None:
+    """flexiAgent counts a round as a success when any of the peer's hosts answered: a
+    monitor IP that never answers must not hold a working tunnel down."""
+    h = TunnelHealth(now=0.0, sa_up=True, targets=["a", "b"])
+    for t in (1.0, 2.0):
+        h.record("a", 10.0, t)
+        h.record("b", None, t)
+    assert h.status is Status.DOWN
+    assert h.snapshot().reason == "waiting for 3 consecutive probe replies (2 so far)"
+    h.record("b", None, 3.0)  # b's result of round 3 arrives first
+    h.record("a", 10.0, 3.0)
+    s = h.snapshot()
+    assert (s.status, s.since, s.drop_rate, s.settled) == (Status.UP, 3.0, 0.0, True)
+
+
+def test_three_silent_targets_of_four_do_not_take_it_down() -> None:
+    h = TunnelHealth(now=0.0, sa_up=True, targets=["a", "b", "c", "d"])
+    for t in range(1, 11):
+        for target in ("b", "c", "d"):
+            h.record(target, None, float(t))
+        h.record("a", 20.0, float(t))
+        assert h.status is Status.UP or t < 3
+    assert h.snapshot().drop_rate == 0.0
+
+
+def test_down_when_every_target_lost_its_last_probes() -> None:
+    h = TunnelHealth(now=0.0, sa_up=True, targets=["a", "b"])
+    for t in (1.0, 2.0, 3.0):
+        h.record("a", 10.0, t)
+        h.record("b", None, t)
+    assert h.status is Status.UP
+    for t in (4.0, 5.0):
+        h.record("a", None, t)
+        h.record("b", None, t)
+    assert h.status is Status.UP  # a lost only two in a row
+    h.record("b", 12.0, 6.0)  # b answers once: a path still works
+    h.record("a", None, 6.0)
+    assert h.status is Status.UP
+    for t in (7.0, 8.0):
+        h.record("a", None, t)
+        h.record("b", None, t)
+    assert h.status is Status.UP  # b's run is two
+    h.record("a", None, 9.0)
+    h.record("b", None, 9.0)
+    s = h.snapshot()
+    assert (s.status, s.since, s.consecutive_lost) == (Status.DOWN, 9.0, 3)
+    assert s.reason == "3 consecutive probes lost by every target"
+    # rounds 4, 5, 7, 8, 9 lost (in round 6 b answered): 5 of 9
+    assert s.drop_rate == pytest.approx(100.0 * 5 / 9)
+
+
+def test_removing_a_target_takes_its_window_with_it() -> None:
+    h = TunnelHealth(now=0.0, sa_up=True, targets=["a", "b"])
+    for t in (1.0, 2.0, 3.0):
+        h.record("a", 10.0, t)
+        h.record("b", 30.0, t)
+    h.remove_target("b", 4.0)
+    s = h.snapshot()
+    assert (s.status, s.rtt_ms, s.samples, s.targets) == (Status.UP, 10.0, 3, 1)
 
 
 def test_rejects_bad_input() -> None:
