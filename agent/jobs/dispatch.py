@@ -88,7 +88,7 @@ from agent.peers.spec import PeerSpec
 from agent.policy.model import PolicyError
 from agent.routing.manager import RoutingError
 from agent.routing.model import RoutingModel, RoutingModelError
-from agent.vpp.counters import Counters, delta
+from agent.vpp.counters import Counters, delta, entry_spans, spread
 from agent.vpp.errors import VppError
 from agent.vpp.executor import ApplyError
 from agent.vpp.readers import WanFacts
@@ -143,6 +143,7 @@ class JobDispatcher:
         facts: FactsProvider = _no_facts,
         counters: CountersProvider = _no_counters,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         observe: JobObserver | None = None,
         routing: Routing | None = None,
         policies: Policies | None = None,
@@ -165,9 +166,12 @@ class JobDispatcher:
         self._facts = facts
         self._counters = counters
         self._clock = clock
+        self._wall_clock = wall_clock  # the stats entries' `utc`
         self._interfaces_read_at: float | None = None
         self._interfaces_refresh: asyncio.Task[list[dict[str, Any]]] | None = None
-        self._last_counters: tuple[float, dict[str, Counters], dict[int, Counters]] | None = None
+        # (monotonic, utc) of the last counter reading, and its totals
+        self._last_counters: tuple[float, float, dict[str, Counters],
+                                   dict[int, Counters]] | None = None
         self._last_interfaces: list[dict[str, Any]] = []
         self._last_facts: list[WanFacts] = []  # what `_last_interfaces` was made from
         self._distro = distro_facts()  # flexiManage stores it on every connect
@@ -697,32 +701,53 @@ class JobDispatcher:
             # flexiManage re-reads get-device-info when this changes (DHCP, link, MTU...)
             interfaces = await self._recent_interfaces()
             entries[-1]["reconfig"] = reconfig_hash(interfaces) if interfaces else ""
-            await self._add_counters(entries[-1], self._last_facts)
+            await self._add_counters(entries, self._last_facts)
             if self.routing is not None:  # flexiagent's 3-minute reading; {} without BGP
                 entries[-1]["bgp"] = await self.routing.stats_bgp()
         return entries
 
-    async def _add_counters(self, entry: dict[str, Any], wans: Sequence[WanFacts]) -> None:
+    async def _add_counters(self, entries: list[dict[str, Any]],
+                            wans: Sequence[WanFacts]) -> None:
         """rx/tx counted since the previous reply, per interface dev_id (of `wans`, the
         facts the reply's `reconfig` was made from: one reading per reply) and per peer
-        tunnel, in the newest entry, whose `period` becomes the time they cover (the
-        controller divides the counters by it)."""
+        tunnel, shared out over the reply's entries by the time each covers, with
+        `period` set to it (the controller divides the counters by it).
+
+        flexiManage stores the first entry of each 5-minute bucket and sums every
+        entry's bytes into the month's traffic: counters in the newest entry alone left
+        most buckets without throughput, and the same counters in every entry would
+        count them twice. Shared out, each entry's rate is the reply's average and the
+        totals are exact."""
         try:
             by_dev, by_tunnel = await self._counters(wans)
         except Exception as e:  # VPP or its stats segment away: no counters, not zeros
             log.debug("interface counters unavailable", error=str(e))
             return
-        now = self._clock()
+        now, wall = self._clock(), self._wall_clock()
         previous = self._last_counters
-        self._last_counters = (now, by_dev, by_tunnel)
+        self._last_counters = (now, wall, by_dev, by_tunnel)
         if previous is None or now <= previous[0]:
             return  # the first reading is the baseline
-        entry["period"] = round(now - previous[0], 3)
-        entry["stats"] = {dev: c.wire() for dev, c in delta(previous[1], by_dev).items()}
-        tunnel_stats = entry.setdefault("tunnel_stats", {})
-        for tid, c in delta(previous[2], by_tunnel).items():
-            if str(tid) in tunnel_stats:
-                tunnel_stats[str(tid)].update(c.wire())
+        period = now - previous[0]
+        spans = entry_spans([e.get("utc") for e in entries], previous[1], wall)
+        whole = sum(spans)
+        for entry, span in zip(entries, spans, strict=True):
+            if span > 0:
+                entry["period"] = round(period * span / whole, 3)
+                entry["stats"] = {}
+        for dev, c in delta(previous[2], by_dev).items():
+            for entry, part, span in zip(entries, spread(c, spans), spans, strict=True):
+                if span:
+                    entry["stats"][dev] = part.wire()
+        for tid, c in delta(previous[3], by_tunnel).items():
+            key = str(tid)
+            weights = [s if key in e.get("tunnel_stats", {}) else 0.0
+                       for e, s in zip(entries, spans, strict=True)]
+            if not any(weights):
+                continue
+            for entry, part, w in zip(entries, spread(c, weights), weights, strict=True):
+                if w:
+                    entry["tunnel_stats"][key].update(part.wire())
 
     def cfg_hash(self) -> str:
         if getattr(self.manager, "awaiting_sync", False):

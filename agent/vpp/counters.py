@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+_FIELDS = ("rx_bytes", "rx_pkts", "tx_bytes", "tx_pkts")
+
 
 @dataclass(frozen=True)
 class Counters:
@@ -42,6 +44,36 @@ def combine(rx: Sequence[Sequence[Sequence[int]]],
         tb = sum(row[sw][1] for row in tx if sw < len(row))
         out[sw] = Counters(rb, rp, tb, tp)
     return out
+
+
+def spread(total: Counters, weights: Sequence[float]) -> list[Counters]:
+    """`total` shared out in proportion to `weights` (>= 0, summing to > 0), in whole
+    units that add up to `total` exactly; a weight of 0 gets nothing (pure)."""
+    whole = sum(weights)
+    last = max(i for i, w in enumerate(weights) if w > 0)
+    cumulative, out = 0.0, []
+    before = Counters(0, 0, 0, 0)
+    for i, w in enumerate(weights):
+        cumulative += w
+        # the last weighted entry takes what float rounding left: the parts add up exactly
+        upto = total if i >= last else Counters(
+            *(int(getattr(total, f) * cumulative / whole) for f in _FIELDS))
+        out.append(Counters(*(getattr(upto, f) - getattr(before, f) for f in _FIELDS)))
+        before = upto
+    return out
+
+
+def entry_spans(utcs: Sequence[float | None], since: float, now: float) -> list[float]:
+    """How long each of a stats reply's entries covers, in seconds (pure): from the end
+    of the one before it (`since` for the first) to its `utc`, the last one to `now`.
+    A clock that went backwards gives 0; with no usable times every entry counts 1."""
+    ends = [u if isinstance(u, int | float) else now for u in utcs[:-1]] + [now]
+    spans, start = [], since
+    for end in ends:
+        span = end - start
+        spans.append(span if span >= 0.001 else 0.0)
+        start = max(start, end)
+    return spans if sum(spans) > 0 else [1.0] * len(utcs)
 
 
 def delta(previous: Mapping[Any, Counters], current: Mapping[Any, Counters]) -> dict[Any,

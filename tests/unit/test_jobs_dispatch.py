@@ -319,6 +319,69 @@ async def test_stats_carry_interface_and_tunnel_counters_over_the_time_they_cove
     assert handed == [[wan], [wan]]  # the reply's one reading of the WAN facts
 
 
+async def test_counters_are_shared_out_over_every_entry_of_a_reply(tmp_path: Path) -> None:
+    """flexiManage stores the first entry of each 5-minute bucket (its throughput
+    graphs) and sums every entry's bytes into the month's traffic: each entry carries
+    its share of the reply's counters, by the time it covers, and the shares add up."""
+    from agent.vpp.counters import Counters
+
+    mono, wall = [100.0], [1000.0]
+    totals = [Counters(1000, 10, 2000, 20)]
+    wan = WanFacts("pci:0000:00:03.00", "GigabitEthernet0/3/0", "", 1500, True, None, "", 1)
+
+    async def facts() -> list[WanFacts]:
+        return [wan]
+
+    async def counters(wans: Sequence[WanFacts]
+                       ) -> tuple[dict[str, Counters], dict[int, Counters]]:
+        return {wan.dev_id: totals[0]}, {7: totals[0], 8: totals[0]}
+
+    utcs = [[999.0], [1010.0, 1020.0, 1028.0]]
+
+    async def stats() -> list[dict[str, Any]]:
+        out = []
+        for i, utc in enumerate(utcs.pop(0)):
+            entry = (await no_stats())[0]
+            entry["utc"] = utc
+            entry["tunnel_stats"] = {"7": {"status": "up", "rtt": 1.0, "drop_rate": 0.0}}
+            if i:  # tunnel 8 added after the first entry
+                entry["tunnel_stats"]["8"] = {"status": "up", "rtt": 2.0, "drop_rate": 0.0}
+            out.append(entry)
+        return out
+
+    d = JobDispatcher(FakeManager(), ValidationPolicy(), stats=stats,  # type: ignore[arg-type]
+                      config=ConfigStore(tmp_path / "s"), counters=counters, facts=facts,
+                      clock=lambda: mono[0], wall_clock=lambda: wall[0])
+    await d.device_stats()  # the baseline reading
+    mono[0], wall[0] = 130.0, 1030.0
+    totals[0] = Counters(1000 + 3001, 10 + 30, 2000 + 600, 20 + 6)
+    entries = await d.device_stats()
+    assert [e["period"] for e in entries] == [10.0, 10.0, 10.0]
+    assert validate_stats(entries) == []
+    wan_parts = [e["stats"][wan.dev_id] for e in entries]
+    assert wan_parts[0] == {"rx_bytes": 1000, "rx_pkts": 10, "tx_bytes": 200, "tx_pkts": 2}
+    for field, total in (("rx_bytes", 3001), ("rx_pkts", 30), ("tx_bytes", 600),
+                         ("tx_pkts", 6)):
+        assert sum(p[field] for p in wan_parts) == total  # the month's bytes stay exact
+        assert sum(e["tunnel_stats"]["7"][field] for e in entries) == total
+        assert sum(e["tunnel_stats"]["8"][field] for e in entries[1:]) == total
+    assert entries[0]["tunnel_stats"]["7"]["rx_bytes"] == 1000
+    assert "8" not in entries[0]["tunnel_stats"]
+    assert entries[1]["tunnel_stats"]["8"]["rx_bytes"] == 1500  # 8's share: its 2 entries
+
+
+def test_spread_and_entry_spans_are_exact() -> None:
+    from agent.vpp.counters import Counters, entry_spans, spread
+
+    assert spread(Counters(10, 1, 7, 0), [1.0, 1.0, 1.0]) == [
+        Counters(3, 0, 2, 0), Counters(3, 0, 2, 0), Counters(4, 1, 3, 0)]
+    assert spread(Counters(10, 3, 0, 0), [1.0, 1.0, 0.0]) == [
+        Counters(5, 1, 0, 0), Counters(5, 2, 0, 0), Counters(0, 0, 0, 0)]
+    assert entry_spans([1010.0, 1020.0, 1028.0], 1000.0, 1030.0) == [10.0, 10.0, 10.0]
+    assert entry_spans([990.0, 1020.0], 1000.0, 1030.0) == [0.0, 30.0]  # an older entry
+    assert entry_spans([5.0, 6.0], 1000.0, 1000.0) == [1.0, 1.0]  # no usable times
+
+
 def test_stats_segment_counters_are_summed_over_threads_and_survive_resets() -> None:
     from agent.vpp.counters import Counters, combine, delta
 
