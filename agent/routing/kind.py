@@ -98,6 +98,11 @@ class FrrConfig:
                     f"FRR did not take {len(rest.commands())} line(s): "
                     f"{'; '.join(rest.describe()[:5])} (vtysh exit {rc}"
                     + (f": {said[:400]})" if said else ")"))
+            if any(cmd.startswith("ospf router-id") for _, cmd in plan.commands()):
+                # FRR keeps the old id while an area has a full neighbour and only prints
+                # that this is needed (ospfd/ospf_vty.c); flexiagent restarts FRR for it
+                log.info("frr: clear ip ospf process (the OSPF router-id changed)")
+                await vtysh.show("clear ip ospf process")
         if names != tuple(desired):
             own(tuple(desired))
         return plan
