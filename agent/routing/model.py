@@ -164,7 +164,7 @@ def bgp_settings(params: Mapping[str, Any]) -> BgpSettings:
         neighbors.append(BgpNeighbor(
             ip=_address(f"{w}.ip", n.get("ip")),
             remote_asn=_int(f"{w}.remoteAsn", n.get("remoteAsn"), 1, 0xFFFFFFFF),
-            password=Secret(str(n.get("password") or "")),
+            password=_password(f"{w}.password", n.get("password")),
             inbound_filter=_name(f"{w}.inboundFilter", n.get("inboundFilter") or ""),
             outbound_filter=_name(f"{w}.outboundFilter", n.get("outboundFilter") or ""),
             keepalive_interval=None if keepalive in (None, "")
@@ -216,7 +216,10 @@ def routing_filter(params: Mapping[str, Any]) -> RoutingFilter:
     if not any(r.route.prefixlen == 0 for r in rules):
         raise RoutingModelError(f"add-routing-filter {name}.rules: the 0.0.0.0/0 rule "
                                 "(the default action) is missing")
-    return RoutingFilter(name=name, description=str(params.get("description") or ""),
+    # FRR joins the description's words with single spaces (lib/routemap_cli.c); so does
+    # the agent, or the read-back would never match (and no newline reaches vtysh -f)
+    description = " ".join(str(params.get("description") or "").split())
+    return RoutingFilter(name=name, description=description,
                          rules=tuple(rules))
 
 
@@ -281,6 +284,15 @@ def _network(where: str, value: object) -> IPv4Network:
         return IPv4Network(str(value), strict=False)
     except ValueError:
         raise RoutingModelError(f"{where}: {value!r} is not an IPv4 prefix") from None
+
+
+def _password(where: str, value: object) -> Secret:
+    """FRR's `neighbor ... password WORD`: one word; the text itself is never shown."""
+    text = str(value or "")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise RoutingModelError(f"{where}: contains blanks or control characters "
+                                "(FRR takes one word)")
+    return Secret(text)
 
 
 def _name(where: str, value: object) -> str:

@@ -145,7 +145,7 @@ def _bgp(bgp: BgpSettings) -> Iterator[Path]:
     if bgp.best_path_multipath_relax:
         yield (head, "bgp bestpath as-path multipath-relax")
     for n in bgp.neighbors:
-        yield from ((head, line) for line in _neighbor(n))
+        yield from ((head, line) for line in _neighbor(n, bgp.local_asn))
     af = (head, AF_IPV4)
     yield af
     for net in bgp.networks:
@@ -164,12 +164,12 @@ def _bgp(bgp: BgpSettings) -> Iterator[Path]:
             yield (*af, f"no neighbor {n.ip} send-community{word}")
 
 
-def _neighbor(n: BgpNeighbor) -> Iterator[str]:
+def _neighbor(n: BgpNeighbor, local_asn: int) -> Iterator[str]:
     yield f"neighbor {n.ip} remote-as {n.remote_asn}"
     if len(n.password):
         yield f"neighbor {n.ip} password {n.password.reveal()}"
     yield f"neighbor {n.ip} disable-connected-check"
-    if n.multi_hop > 1:
+    if n.multi_hop > 1 and n.remote_asn != local_asn:  # FRR ignores it for iBGP
         yield f"neighbor {n.ip} ebgp-multihop {n.multi_hop}"
     if n.keepalive_interval is not None and n.hold_interval is not None:
         yield f"neighbor {n.ip} timers {n.keepalive_interval} {n.hold_interval}"

@@ -132,6 +132,19 @@ async def test_every_send_community_and_multihop_form_converges(
             assert (await manager.apply(model)).empty, (kind, hop)
 
 
+async def test_an_ibgp_neighbour_with_multihop_and_a_spaced_description_converge(
+        topo: Topo, manager: RoutingManager) -> None:
+    """FRR ignores ebgp-multihop for an iBGP neighbour (it is never printed) and prints
+    a route-map description with single spaces: neither may fail the read-back."""
+    ibgp = {**BGP["neighbors"][0], "remoteAsn": "65001", "multiHop": 3}  # type: ignore[index]
+    spaced = {**FILTER, "description": "  what we  take\tfrom the peer "}
+    model = from_params(bgp={**BGP, "neighbors": [ibgp]}, filters=[spaced])
+    await manager.apply(model)
+    config = topo.dev.running_config().splitlines()
+    assert " description what we take from the peer" in config
+    assert (await manager.apply(model)).empty
+
+
 async def test_removing_the_peer_leaves_no_trace(topo: Topo, manager: RoutingManager) -> None:
     before = _strip(topo.dev.running_config())
     await manager.apply(full_model())
@@ -265,6 +278,24 @@ async def test_ospf_adjacency_full_and_routes_learned(topo: Topo, manager: Routi
     assert status == {"tunnel_id": 7, "interface": "peer7", "protocol": "ospf",
                       "neighbor": "10.100.0.17", "state": "Full/-", "learned": 1,
                       "advertised": 1}
+
+
+async def test_a_new_ospf_router_id_takes_effect_while_adjacent(
+        topo: Topo, manager: RoutingManager) -> None:
+    """FRR keeps the old router-id while an area has a full neighbour (it only prints
+    "use clear ip ospf process"), though its running-config shows the new one."""
+    _peer_ospf(topo)
+    await manager.apply(ospf_model())
+
+    def full() -> bool:
+        nbrs = _vtysh_json(topo.dev, "show ip ospf neighbor json").get("neighbors", {})
+        return any(n.get("state", n.get("nbrState", "")).startswith("Full")
+                   for entries in nbrs.values() for n in entries)
+
+    await until(full, timeout=60)
+    peer = peer_routing(7, {"addr": "10.100.0.16/31", "routing": "ospf", "ospf-cost": "100"})
+    await manager.apply(from_params(peers=[peer], ospf={"routerId": "192.0.2.99"}))
+    assert _vtysh_json(topo.dev, "show ip ospf json")["routerId"] == "192.0.2.99"
 
 
 async def test_bgp_established_prefixes_both_ways_and_status(

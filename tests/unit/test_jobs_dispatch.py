@@ -360,11 +360,11 @@ async def test_counters_are_shared_out_over_every_entry_of_a_reply(tmp_path: Pat
     assert validate_stats(entries) == []
     wan_parts = [e["stats"][wan.dev_id] for e in entries]
     assert wan_parts[0] == {"rx_bytes": 1000, "rx_pkts": 10, "tx_bytes": 200, "tx_pkts": 2}
-    for field, total in (("rx_bytes", 3001), ("rx_pkts", 30), ("tx_bytes", 600),
-                         ("tx_pkts", 6)):
-        assert sum(p[field] for p in wan_parts) == total  # the month's bytes stay exact
-        assert sum(e["tunnel_stats"]["7"][field] for e in entries) == total
-        assert sum(e["tunnel_stats"]["8"][field] for e in entries[1:]) == total
+    for name, total in (("rx_bytes", 3001), ("rx_pkts", 30), ("tx_bytes", 600),
+                        ("tx_pkts", 6)):
+        assert sum(p[name] for p in wan_parts) == total  # the month's bytes stay exact
+        assert sum(e["tunnel_stats"]["7"][name] for e in entries) == total
+        assert sum(e["tunnel_stats"]["8"][name] for e in entries[1:]) == total
     assert entries[0]["tunnel_stats"]["7"]["rx_bytes"] == 1000
     assert "8" not in entries[0]["tunnel_stats"]
     assert entries[1]["tunnel_stats"]["8"]["rx_bytes"] == 1500  # 8's share: its 2 entries

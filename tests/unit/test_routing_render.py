@@ -150,10 +150,16 @@ def test_empty_model_renders_nothing() -> None:
         {"route": "10.0.0.0/8", "action": "allow", "priority": 1}]}), "0.0.0.0/0"),
     (lambda: peer_routing(3, {"addr": "10.100.0.6/31", "routing": "rip"}), "routing"),
     (lambda: peer_routing(3, {"addr": "10.100.0.6/31", "ospf-area": "backbone"}), "ospf-area"),
+    # FRR takes one word; a newline would add lines to the vtysh -f file
+    (lambda: bgp_settings({**BGP, "neighbors": [
+        {"ip": "10.0.0.1", "remoteAsn": "1", "password": "two words"}]}), "password"),
+    (lambda: bgp_settings({**BGP, "neighbors": [
+        {"ip": "10.0.0.1", "remoteAsn": "1", "password": "pw\nrouter ospf"}]}), "password"),
 ])
 def test_bad_params_are_refused_naming_the_field(make: object, field: str) -> None:
-    with pytest.raises(RoutingModelError, match=field):
+    with pytest.raises(RoutingModelError, match=field) as refused:
         make()  # type: ignore[operator]
+    assert "words" not in str(refused.value) and "router ospf" not in str(refused.value)
 
 
 RUNNING = f"""Building configuration...
