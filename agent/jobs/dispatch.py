@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import structlog
@@ -79,10 +80,11 @@ from agent.jobs.validation import (
     normalize_modify_tunnel,
     normalize_remove_tunnel,
     pasted_psk_problems,
+    peer_static_routes,
     rejection,
     render,
 )
-from agent.peers.changes import AddPeer, Change, RemovePeer
+from agent.peers.changes import AddPeer, Change, ModifyTargets, RemovePeer
 from agent.peers.manager import JobError, JobResult, PeerManager
 from agent.peers.spec import PeerSpec
 from agent.policy.model import PolicyError
@@ -367,7 +369,46 @@ class JobDispatcher:
                     problems += e.prefixed(f"{key}.")
         if problems:
             raise rejection(problems, job_params)
-        return specs
+        return self._with_routes(specs, items, job_params)
+
+    @staticmethod
+    def _with_routes(specs: Sequence[PeerSpec], items: Items, job_params: Any
+                     ) -> list[PeerSpec]:
+        """`specs` carrying the recorded static routes through each of them."""
+        routes, problems = peer_static_routes(items, specs)
+        if problems:
+            raise rejection(problems, job_params)
+        return [replace(s, static_routes=routes.get(s.tunnel_id, ())) for s in specs]
+
+    def _routed(self, changes: Sequence[Change], items: Items, job_params: Any
+                ) -> list[Change]:
+        """`changes` with the static routes the job's recorded configuration routes
+        through each peer: an added tunnel carries its own, and a tunnel whose routes
+        the job changed (add-route / remove-route alone) gets them as a targets change."""
+        view: dict[int, PeerSpec] = dict(self.manager.desired)
+        for ch in changes:
+            if isinstance(ch, AddPeer):
+                view[ch.spec.tunnel_id] = ch.spec
+            elif isinstance(ch, RemovePeer):
+                view.pop(ch.tunnel_id, None)
+            elif ch.tunnel_id in view:
+                view[ch.tunnel_id] = ch.applied_to(view[ch.tunnel_id])
+        routes, problems = peer_static_routes(items, view.values())
+        if problems:
+            raise rejection(problems, job_params)
+        out: list[Change] = []
+        added: set[int] = set()
+        for ch in changes:
+            if isinstance(ch, AddPeer):
+                tid = ch.spec.tunnel_id
+                added.add(tid)
+                ch = AddPeer(replace(ch.spec, static_routes=routes.get(tid, ())))
+            out.append(ch)
+        for tid, spec in sorted(view.items()):
+            want = routes.get(tid, ())
+            if tid not in added and spec.static_routes != want:
+                out.append(ModifyTargets(tid, static_routes=want))
+        return out
 
     async def _apply(self, requests: Sequence[ConfigRequest], job_params: Any,
                      sign: Mapping[str, Any] | None = None
@@ -384,6 +425,7 @@ class JobDispatcher:
         # validates in every state; CPU-heavy for big jobs, so off the event loop
         changes = await asyncio.to_thread(self._peer_changes, requests, job_params)
         items = apply_requests(self.items, requests)
+        changes = self._routed(changes, items, job_params)
         prep = CommitPrep(self.items, items, self.signature, sign)
         step = policy_step(requests)
         touched = touches_routing(requests)
@@ -411,6 +453,7 @@ class JobDispatcher:
         list says (nothing written when they hold it already), the recorded part replaced."""
         requests, specs = await asyncio.to_thread(self._sync_requests, params)
         items = apply_requests({}, application_order(requests))
+        specs = self._with_routes(specs, items, params)
         step = policy_step_sync(items)
         if self.router_state == "stopped":
             return await self._transact(items, self.router_state, policy=step, converge=True,

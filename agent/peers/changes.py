@@ -8,7 +8,7 @@ frozen data; the manager decides whether a change can be made.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 
 from agent.peers.spec import PeerSpec
 
@@ -29,23 +29,27 @@ class RemovePeer:
 
 @dataclass(frozen=True)
 class ModifyTargets:
-    """New monitoring targets for an existing tunnel; the tunnel itself is untouched.
-    None: the controller left the list out, the stored one is kept."""
+    """New monitoring targets or static routes for an existing tunnel; the tunnel itself
+    is untouched. None: not part of the change, the stored one is kept."""
 
     tunnel_id: int
     monitor_ips: tuple[IPv4Address, ...] | None = None
     monitor_urls: tuple[str, ...] | None = None
+    static_routes: tuple[IPv4Network, ...] | None = None
 
     @property
     def empty(self) -> bool:
         """Nothing to change (a modify-tunnel with alert thresholds only)."""
-        return self.monitor_ips is None and self.monitor_urls is None
+        return self.monitor_ips is None and self.monitor_urls is None \
+            and self.static_routes is None
 
     def applied_to(self, spec: PeerSpec) -> PeerSpec:
         return replace(
             spec,
             monitor_ips=spec.monitor_ips if self.monitor_ips is None else self.monitor_ips,
-            monitor_urls=spec.monitor_urls if self.monitor_urls is None else self.monitor_urls)
+            monitor_urls=spec.monitor_urls if self.monitor_urls is None else self.monitor_urls,
+            static_routes=(spec.static_routes if self.static_routes is None
+                           else self.static_routes))
 
 
 Change = AddPeer | RemovePeer | ModifyTargets

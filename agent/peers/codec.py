@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
-from agent.iptext import interface_text, ip_text
+from agent.iptext import interface_text, ip_text, network_text
 from agent.peers.spec import (
     EspTransforms,
     Identity,
@@ -60,6 +60,7 @@ def spec_to_dict(spec: PeerSpec) -> dict[str, Any]:
         "monitor_ips": [ip_text(i) for i in spec.monitor_ips],
         "monitor_urls": list(spec.monitor_urls),
         "udp_encap": spec.udp_encap,
+        "static_routes": [network_text(n) for n in spec.static_routes],
     }
 
 
@@ -90,6 +91,7 @@ def spec_from_dict(d: dict[str, Any]) -> PeerSpec:
         monitor_ips=tuple(IPv4Address(i) for i in d["monitor_ips"]),
         monitor_urls=tuple(d["monitor_urls"]),
         udp_encap=bool(d["udp_encap"]),
+        static_routes=tuple(IPv4Network(n) for n in d.get("static_routes", ())),
     )
 
 

@@ -1,7 +1,8 @@
 """Routes that would break the device: refused before VPP is touched. Pure code.
 
 A route into a tunnel wins over the device's own paths for its prefix, so a
-monitor IP or a policy-based remote selector must not cover the tunnel's own
+monitor IP, a static route via the peer or a policy-based remote selector must
+not cover the tunnel's own
 peer address (its IKE/ESP would be sent into itself), another tunnel's peer
 address (that tunnel's IKE/ESP would be diverted), the device's WAN addresses,
 its WAN subnet (the gateway and every neighbour there), its WAN gateway when it
@@ -50,14 +51,13 @@ class PeerIndex:
     def __init__(self, peers: Mapping[int, PeerSpec]) -> None:
         self.by_dst: dict[IPv4Address, list[int]] = {}
         self.by_monitor: dict[IPv4Address, list[int]] = {}
-        self.spans: list[tuple[int, IPv4Address, IPv4Address]] = []
+        # (tunnel id, first, last address, what routes it) of every range routed in
+        self.spans: list[tuple[int, IPv4Address, IPv4Address, str]] = []
         for tid, spec in sorted(peers.items()):
             self.by_dst.setdefault(spec.dst, []).append(tid)
             for ip in spec.monitor_ips:
                 self.by_monitor.setdefault(ip, []).append(tid)
-            span = _range(spec)
-            if span is not None:
-                self.spans.append((tid, *span))
+            self.spans += [(tid, lo, hi, what) for _, what, lo, hi in _ranges(spec)]
         self._dsts = sorted(self.by_dst)
 
     def dsts_within(self, start: IPv4Address, end: IPv4Address) -> list[tuple[int, IPv4Address]]:
@@ -98,16 +98,23 @@ _GATEWAY_HARM = ("the default route would resolve into the tunnel and cut the de
                  "IKE/ESP of every tunnel included")
 
 
-def _range(spec: PeerSpec) -> tuple[IPv4Address, IPv4Address] | None:
-    if spec.route_based:
-        return None
-    return spec.remote_ts.start_addr, spec.remote_ts.end_addr
+def _ranges(spec: PeerSpec) -> list[tuple[str, str, IPv4Address, IPv4Address]]:
+    """(how the job named it, what it is, first, last address) of each range routed into
+    the tunnel besides the monitor /32s: static routes via the peer, a policy-based
+    remote selector."""
+    out = [(f"add-route {n} via {spec.peer_inner_addr}", f"the static route {n}",
+            n.network_address, n.broadcast_address) for n in spec.static_routes]
+    if not spec.route_based:
+        out.append((f"ikev2.remote-ts {spec.remote_ts.start_addr}-{spec.remote_ts.end_addr}",
+                    "the remote selector", spec.remote_ts.start_addr, spec.remote_ts.end_addr))
+    return out
 
 
 def route_problems(spec: PeerSpec, peers: PeerIndex,
                    wan: Iterable[IPv4Interface],
                    gateways: Iterable[IPv4Address] = ()) -> list[str]:
-    """Every reason to refuse `spec`'s routes (monitor IPs, remote selector) given the
+    """Every reason to refuse `spec`'s routes (monitor IPs, static routes, remote selector)
+    given the
     other desired `peers`, the WAN interface addresses `wan` (with their subnets) and
     the next hops of the default routes (`gateways`)."""
     tid = spec.tunnel_id
@@ -118,43 +125,49 @@ def route_problems(spec: PeerSpec, peers: PeerIndex,
         why = target_problem(ip, spec, peers, wan, gateways)
         if why is not None:
             out.append(f"tunnel {tid}: peer.ips {ip} is {why}")
-    span = _range(spec)
-    if span is not None:
-        start, end = span
-        shown = f"ikev2.remote-ts {start}-{end}"
-        if start <= spec.dst <= end:
-            out.append(f"tunnel {tid}: {shown} covers the tunnel's own peer address "
-                       f"{spec.dst}: its IKE/ESP would be routed into itself")
-        for other_id, other_dst in peers.dsts_within(start, end):
-            if other_id != tid:
-                out.append(f"tunnel {tid}: {shown} covers the peer address {other_dst} of "
-                           f"tunnel {other_id}: that tunnel's IKE/ESP would be diverted")
-        nets = covering_prefixes(start, end)
-        for iface in [*wan, IPv4Interface(f"{spec.src}/32")]:
-            if any(n.overlaps(iface.network) for n in nets):
-                out.append(f"tunnel {tid}: {shown} overlaps the WAN subnet {iface.network} "
-                           "of this device")
-                break
-        for gw in gateways:
-            if start <= gw <= end and not any(gw in iface.network for iface in wan):
-                out.append(f"tunnel {tid}: {shown} covers the WAN gateway {gw} (next hop of "
-                           f"the default route, outside the WAN subnet): {_GATEWAY_HARM}")
-        special = [s for s in _NEVER_ROUTED if any(n.overlaps(s) for n in nets)]
-        if special:
-            out.append(f"tunnel {tid}: {shown} covers {special[0]}, which must never be "
-                       "routed into a tunnel")
+    for shown, _, start, end in _ranges(spec):
+        out += _range_problems(spec, shown, start, end, peers, wan, gateways)
     # the other direction: an existing peer's routes must not swallow this peer's dst
     swallowing: dict[int, str] = {}
     for other_id in peers.by_monitor.get(spec.dst, ()):
         swallowing.setdefault(other_id, f"tunnel {tid}: dst {spec.dst} is a monitor IP of "
                               f"tunnel {other_id}, routed into that tunnel")
     inside: dict[int, str] = {}
-    for other_id, lo, hi in peers.spans:
-        if lo <= spec.dst <= hi:
-            inside[other_id] = (f"tunnel {tid}: dst {spec.dst} is inside the remote selector "
-                                f"of tunnel {other_id}, routed into that tunnel")
+    for other_id, lo, hi, what in peers.spans:
+        if lo <= spec.dst <= hi and other_id not in inside:
+            inside[other_id] = (f"tunnel {tid}: dst {spec.dst} is inside {what} of "
+                                f"tunnel {other_id}, routed into that tunnel")
     for other_id in sorted(swallowing.keys() | inside.keys()):
         if other_id == tid:
             continue
         out += [m for m in (swallowing.get(other_id), inside.get(other_id)) if m is not None]
+    return out
+
+
+def _range_problems(spec: PeerSpec, shown: str, start: IPv4Address, end: IPv4Address,
+                    peers: PeerIndex, wan: list[IPv4Interface],
+                    gateways: list[IPv4Address]) -> list[str]:
+    tid = spec.tunnel_id
+    out = []
+    if start <= spec.dst <= end:
+        out.append(f"tunnel {tid}: {shown} covers the tunnel's own peer address "
+                   f"{spec.dst}: its IKE/ESP would be routed into itself")
+    for other_id, other_dst in peers.dsts_within(start, end):
+        if other_id != tid:
+            out.append(f"tunnel {tid}: {shown} covers the peer address {other_dst} of "
+                       f"tunnel {other_id}: that tunnel's IKE/ESP would be diverted")
+    nets = covering_prefixes(start, end)
+    for iface in [*wan, IPv4Interface(f"{spec.src}/32")]:
+        if any(n.overlaps(iface.network) for n in nets):
+            out.append(f"tunnel {tid}: {shown} overlaps the WAN subnet {iface.network} "
+                       "of this device")
+            break
+    for gw in gateways:
+        if start <= gw <= end and not any(gw in iface.network for iface in wan):
+            out.append(f"tunnel {tid}: {shown} covers the WAN gateway {gw} (next hop of "
+                       f"the default route, outside the WAN subnet): {_GATEWAY_HARM}")
+    special = [s for s in _NEVER_ROUTED if any(n.overlaps(s) for n in nets)]
+    if special:
+        out.append(f"tunnel {tid}: {shown} covers {special[0]}, which must never be "
+                   "routed into a tunnel")
     return out

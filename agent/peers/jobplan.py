@@ -212,4 +212,5 @@ def collapse(gaps: Sequence[Gap]) -> list[str]:
 
 
 def only_targets_differ(a: PeerSpec, b: PeerSpec) -> bool:
-    return replace(a, monitor_ips=b.monitor_ips, monitor_urls=b.monitor_urls) == b
+    return replace(a, monitor_ips=b.monitor_ips, monitor_urls=b.monitor_urls,
+                   static_routes=b.static_routes) == b

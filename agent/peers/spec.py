@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import functools
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from agent.secret import Secret
 
@@ -109,6 +109,8 @@ class PeerSpec:
     monitor_ips: tuple[IPv4Address, ...] = ()
     monitor_urls: tuple[str, ...] = ()
     udp_encap: bool = False
+    # the controller's static routes (`add-route`) whose `via` is in this tunnel's /31
+    static_routes: tuple[IPv4Network, ...] = ()
 
     @property
     def route_based(self) -> bool:

@@ -288,3 +288,69 @@ async def test_jobs_while_vpp_is_away_fail_with_a_clear_reason(
         await sim.start()
         await until(lambda: rig.agent.manager.in_sync)
         ok(await rig.ctl.send_job("add-tunnel", example_request()["params"]))
+
+
+def route(addr: str, via: str) -> dict[str, Any]:
+    return {"addr": addr, "via": via, "redistributeViaOSPF": False,
+            "redistributeViaBGP": False, "onLink": False}
+
+
+async def test_static_routes_through_a_peer_are_programmed_with_it(
+        sim: VppSim, short_dir: Path) -> None:
+    """flexiManage routes a prefix through a peer with `add-route` via the peer's end of
+    the /31: the prefix becomes a VPP path via the tunnel, removed with the route or
+    the tunnel; a route via another next hop is recorded only; a route that would
+    swallow the peer's own address is refused before VPP is touched."""
+    request = example_request()
+    via = "10.100.0.17"  # the peer's end of 10.100.0.16/31
+
+    async def via_tunnel() -> set[IPv4Network]:
+        obs = await read_observed(rig.agent.vpp)
+        return obs.routes.get(obs.tunnels[7].sw_if_index, set()) if 7 in obs.tunnels \
+            else set()
+
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        ok(await rig.ctl.send_job("aggregated", {"requests": [
+            {"entity": "agent", "message": "add-route", "params": route("10.50.0.0/16", via)},
+            {"entity": "agent", "message": "add-route",
+             "params": route("10.77.0.0/16", "192.168.1.254")},
+            {"entity": "agent", "message": "add-tunnel", "params": request["params"]},
+        ]}, jobid=3001))
+        assert await via_tunnel() == {IPv4Network("8.8.8.8/32"), IPv4Network("10.50.0.0/16")}
+
+        ok(await rig.ctl.send_job("add-route", route("172.16.0.0/12", via), jobid=3002))
+        assert IPv4Network("172.16.0.0/12") in await via_tunnel()
+
+        writes = sim.write_count
+        reply = await rig.ctl.send_job("add-route", route("0.0.0.0/0", via), jobid=3003)
+        assert reply["msg"]["ok"] == 0
+        assert "add-route 0.0.0.0/0 via 10.100.0.17 covers the tunnel's own peer address " \
+               "203.0.113.10" in reply["msg"]["message"]
+        assert sim.write_count == writes
+
+        ok(await rig.ctl.send_job("remove-route", route("172.16.0.0/12", via), jobid=3004))
+        assert await via_tunnel() == {IPv4Network("8.8.8.8/32"), IPv4Network("10.50.0.0/16")}
+        cfg_hash = rig.agent.dispatcher.cfg_hash()  # behind the controller's: 3003 failed
+
+    writes = sim.write_count
+    async with running_agent(sim, short_dir) as rig:  # the agent restarted: nothing to do
+        await until(lambda: rig.agent.manager.in_sync)
+        assert sim.write_count == writes and rig.agent.dispatcher.cfg_hash() == cfg_hash
+        assert IPv4Network("10.50.0.0/16") in await via_tunnel()
+        sim.state.routes.clear()  # behind the agent's back (vppctl): the drift check repairs
+        await rig.agent.manager.check_drift()
+        assert IPv4Network("10.50.0.0/16") in await via_tunnel()
+
+        # sync-device moves the routes and leaves the tunnel itself alone
+        tunnel_sw = (await read_observed(rig.agent.vpp)).tunnels[7].sw_if_index
+        ok(await rig.ctl.send_job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": request["params"]},
+            {"entity": "agent", "message": "add-route", "params": route("10.60.0.0/16", via)},
+        ]}, jobid=3005))
+        assert await via_tunnel() == {IPv4Network("8.8.8.8/32"), IPv4Network("10.60.0.0/16")}
+        assert (await read_observed(rig.agent.vpp)).tunnels[7].sw_if_index == tunnel_sw
+
+        ok(await rig.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=3006))
+        assert await via_tunnel() == set()
+        assert [r for r in sim.snapshot()["routes"] if r[1] == "10.60.0.0/16"] == []

@@ -59,6 +59,7 @@ from agent.jobs.validation.problems import (
     rejection,
     render,
 )
+from agent.jobs.validation.routes import peer_static_routes
 from agent.jobs.validation.tunnel import (
     Shared,
     normalize_add_tunnel,
@@ -73,5 +74,5 @@ __all__ = [
     "TUNNEL_ID_MAX", "TUNNEL_ID_MIN", "VPP_ID_MAX", "JobNotSupported", "JobRejected",
     "Problem", "Shared", "ValidationPolicy", "dns_name_problem", "normalize_add_tunnel",
     "normalize_modify_tunnel", "normalize_remove_tunnel", "notification_problems",
-    "pasted_psk_problems", "rejection", "render",
+    "pasted_psk_problems", "peer_static_routes", "rejection", "render",
 ]

@@ -1,4 +1,5 @@
-"""Routes into the tunnel: the monitor's /32s, and the remote selector's prefixes
+"""Routes into the tunnel: the monitor's /32s, the controller's static routes via the
+peer (`add-route` with `via` in the tunnel's /31), and the remote selector's prefixes
 when the tunnel is policy-based.
 
 Multipath add/remove: tunnels that route the same prefix (two peers monitoring
@@ -37,7 +38,8 @@ def _key(n: IPv4Network) -> tuple[int, int]:
 
 
 def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IPv4Network]:
-    """Prefixes routed into the tunnel: monitor /32s, plus the remote selector if policy-based.
+    """Prefixes routed into the tunnel: monitor /32s, static routes via the peer, plus the
+    remote selector if policy-based.
     Not those inside the tunnel's own subnet (a monitor IP that is the peer's tunnel
     address): VPP's connected route already sends them there, and `routes_via_tunnels`
     leaves VPP's routes in that subnet out, so an added one would look missing at
@@ -47,10 +49,12 @@ def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IP
     for ip in (*spec.monitor_ips, *extra):
         if ip not in own:
             prefixes[IPv4Network((int(ip), 32))] = None  # no text to format and parse
+    nets = list(spec.static_routes)
     if not spec.route_based:
-        for net in covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr):
-            if not net.subnet_of(own):
-                prefixes[net] = None
+        nets += covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr)
+    for net in nets:
+        if not net.subnet_of(own):
+            prefixes[net] = None
     return sorted(prefixes, key=_key)
 
 
