@@ -113,10 +113,9 @@ def _ranges(spec: PeerSpec) -> list[tuple[str, str, IPv4Address, IPv4Address]]:
 def route_problems(spec: PeerSpec, peers: PeerIndex,
                    wan: Iterable[IPv4Interface],
                    gateways: Iterable[IPv4Address] = ()) -> list[str]:
-    """Every reason to refuse `spec`'s routes (monitor IPs, static routes, remote selector)
-    given the
-    other desired `peers`, the WAN interface addresses `wan` (with their subnets) and
-    the next hops of the default routes (`gateways`)."""
+    """Every reason to refuse `spec`'s routes (monitor IPs, static routes, remote
+    selector) given the other desired `peers`, the WAN interface addresses `wan` (with
+    their subnets) and the next hops of the default routes (`gateways`)."""
     tid = spec.tunnel_id
     wan = list(wan)
     gateways = sorted(set(gateways))
