@@ -223,6 +223,7 @@ class Agent:
                 for make in self.extra_tasks:
                     tg.create_task(make())
                 await self._ready.wait()
+                await self.dispatcher.adopt_recorded_routes()
                 log.info("agent ready", peers=len(self.manager.desired),
                          vpp=self.vpp_version, controller=self.link.url)
                 if on_ready is not None:

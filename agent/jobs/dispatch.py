@@ -633,6 +633,24 @@ class JobDispatcher:
         if not plan.empty:
             log.info("FRR reconciled", lines=len(plan.commands()))
 
+    async def adopt_recorded_routes(self) -> None:
+        """Program the recorded static routes through peers that the peer store lacks: a
+        store written before 2026-11-30 recorded them without programming them. Through
+        the job path (route guard included); problems are logged, VPP is left as it is."""
+        async with self._lock:
+            if self.router_state == "stopped":
+                return
+            try:
+                changes = self._routed([], self.items, None)
+                if changes:
+                    await self.manager.apply(changes)
+                    log.info("recorded static routes through peers programmed",
+                             tunnels=[c.tunnel_id for c in changes
+                                      if isinstance(c, ModifyTargets)])
+            except (JobError, JobRejected, VppError) as e:
+                log.warning("recorded static routes through peers not programmed",
+                            error=str(e))
+
     async def routing_forever(self, period: float = 30.0) -> None:
         """`reconcile_routing` now and every `period` seconds until cancelled."""
         while True:

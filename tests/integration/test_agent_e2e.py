@@ -354,3 +354,39 @@ async def test_static_routes_through_a_peer_are_programmed_with_it(
         ok(await rig.ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=3006))
         assert await via_tunnel() == set()
         assert [r for r in sim.snapshot()["routes"] if r[1] == "10.60.0.0/16"] == []
+
+
+async def test_routes_recorded_by_an_older_agent_are_programmed_at_start(
+        sim: VppSim, short_dir: Path) -> None:
+    """A peer store written before static routes were programmed has tunnels without
+    them while the recorded configuration holds the routes: the agent programs them
+    at start, through the route guard, and changes nothing on the next start."""
+    import sqlite3
+
+    request = example_request()
+    via = "10.100.0.17"
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("aggregated", {"requests": [
+            {"entity": "agent", "message": "add-route", "params": route("10.50.0.0/16", via)},
+            {"entity": "agent", "message": "add-tunnel", "params": request["params"]},
+        ]}, jobid=4001))
+    # what the older agent left: the route recorded, neither in its store nor in VPP
+    db = sqlite3.connect(short_dir / "state" / "peers.sqlite")
+    with db:
+        for tid, text in db.execute("SELECT tunnel_id, spec FROM peers").fetchall():
+            row = json.loads(text)
+            del row["static_routes"]
+            db.execute("UPDATE peers SET spec = ? WHERE tunnel_id = ?", (json.dumps(row), tid))
+    db.close()
+    for key in [k for k, r in sim.state.routes.items() if str(r.prefix) == "10.50.0.0/16"]:
+        del sim.state.routes[key]
+
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: 7 in rig.agent.manager.desired
+                    and rig.agent.manager.desired[7].static_routes != ())
+        obs = await read_observed(rig.agent.vpp)
+        assert IPv4Network("10.50.0.0/16") in obs.routes[obs.tunnels[7].sw_if_index]
+    writes = sim.write_count
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        assert sim.write_count == writes
