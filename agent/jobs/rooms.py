@@ -73,6 +73,7 @@ def routing_model(items: Items, router_state: str) -> RoutingModel:
     peers = []
     filters = []
     routes = []
+    interfaces = []
     for key, (_, params) in sorted(items.items()):
         if not isinstance(params, Mapping):
             continue
@@ -82,8 +83,11 @@ def routing_model(items: Items, router_state: str) -> RoutingModel:
             filters.append(params)
         elif key.startswith("route:") and _redistributed(params):
             routes.append(params)
+        elif key.startswith("interface:"):
+            interfaces.append(params)
     return from_params(peers=peers, ospf=_params(items, "ospf"),
-                       bgp=_params(items, "routing-bgp"), filters=filters, routes=routes)
+                       bgp=_params(items, "routing-bgp"), filters=filters, routes=routes,
+                       interfaces=interfaces)
 
 
 def touches_routing(requests: Sequence[ConfigRequest]) -> bool:
@@ -92,7 +96,7 @@ def touches_routing(requests: Sequence[ConfigRequest]) -> bool:
     for r in requests:
         if r.item in ROUTING_ITEMS or r.message in ROUTER_MESSAGES:
             return True
-        if r.item in ("tunnel", "route"):  # a remove names only the key: compare models
+        if r.item in ("tunnel", "route", "interface"):  # a remove names only the key
             return True
     return False
 

@@ -97,8 +97,18 @@ class StaticRoute:
 
 
 @dataclass(frozen=True)
+class OspfNetwork:
+    """An interface (`add-interface` with `routing: ['OSPF']`) whose subnet OSPF
+    advertises, as flexiagent's `network <subnet> area <area>`."""
+
+    network: IPv4Network
+    area: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
 class RoutingModel:
     peers: tuple[PeerRouting, ...] = ()
+    ospf_networks: tuple[OspfNetwork, ...] = ()
     ospf: OspfSettings | None = None
     bgp: BgpSettings | None = None
     filters: tuple[RoutingFilter, ...] = ()
@@ -140,6 +150,28 @@ def ospf_area(where: str, value: object) -> str:
         return str(IPv4Address(text))
     except ValueError:
         raise RoutingModelError(f"{where}: {text!r} is not an OSPF area id") from None
+
+
+def ospf_network(params: Mapping[str, Any]) -> OspfNetwork | None:
+    """The OSPF network of an `add-interface` with `routing` holding "OSPF" and a static
+    address; None otherwise (a DHCP address is not known when the job comes)."""
+    routing = params.get("routing") or ()
+    if isinstance(routing, str):
+        routing = [routing]
+    if not any(str(r).upper() == "OSPF" for r in routing):
+        return None
+    where = f"add-interface {params.get('dev_id')}"
+    addr = params.get("addr")
+    if addr in (None, ""):
+        return None
+    try:
+        network = IPv4Interface(str(addr)).network
+    except ValueError:
+        raise RoutingModelError(f"{where}.addr: {addr!r} is not an IPv4 address/prefix") \
+            from None
+    ospf = params.get("ospf")
+    area = ospf.get("area") if isinstance(ospf, Mapping) else None
+    return OspfNetwork(network, ospf_area(f"{where}.ospf.area", area))
 
 
 def ospf_settings(params: Mapping[str, Any]) -> OspfSettings:
@@ -236,10 +268,14 @@ def from_params(*, peers: Iterable[PeerRouting] = (),
                 ospf: Mapping[str, Any] | None = None,
                 bgp: Mapping[str, Any] | None = None,
                 filters: Iterable[Mapping[str, Any]] = (),
-                routes: Iterable[Mapping[str, Any]] = ()) -> RoutingModel:
+                routes: Iterable[Mapping[str, Any]] = (),
+                interfaces: Iterable[Mapping[str, Any]] = ()) -> RoutingModel:
     """The whole desired routing from the recorded params of each message kind."""
+    networks = {n: None for i in interfaces if (n := ospf_network(i)) is not None}
     return RoutingModel(
         peers=tuple(sorted(peers, key=lambda p: p.tunnel_id)),
+        ospf_networks=tuple(sorted(networks, key=lambda n: (int(n.network.network_address),
+                                                             n.network.prefixlen, n.area))),
         ospf=None if ospf is None else ospf_settings(ospf),
         bgp=None if bgp is None else bgp_settings(bgp),
         filters=tuple(routing_filter(f) for f in filters),

@@ -48,7 +48,7 @@ def render(model: RoutingModel) -> tuple[Path, ...]:
 
 def _render(model: RoutingModel) -> Iterator[Path]:
     ospf_peers = [p for p in model.peers if p.routing == "ospf"]
-    uses_ospf = model.ospf is not None or bool(ospf_peers)
+    uses_ospf = model.ospf is not None or bool(ospf_peers) or bool(model.ospf_networks)
     uses_bgp = model.bgp is not None
 
     yield from _access_lists(model, uses_ospf, uses_bgp)
@@ -77,8 +77,11 @@ def _render(model: RoutingModel) -> Iterator[Path]:
         yield (head, f"redistribute static route-map {LAN_NAT_RM}")
         if model.ospf is not None and model.ospf.redistribute_bgp:
             yield (head, "redistribute bgp")
-        for p in ospf_peers:
-            yield (head, f"network {p.addr.network} area {p.ospf_area}")
+        networks = {f"network {p.addr.network} area {p.ospf_area}": None for p in ospf_peers}
+        networks.update((f"network {n.network} area {n.area}", None)
+                        for n in model.ospf_networks)
+        for line in networks:
+            yield (head, line)
 
     if model.bgp is not None:
         yield from _bgp(model.bgp)

@@ -145,6 +145,20 @@ async def test_an_ibgp_neighbour_with_multihop_and_a_spaced_description_converge
     assert (await manager.apply(model)).empty
 
 
+async def test_interfaces_with_ospf_routing_converge(
+        topo: Topo, manager: RoutingManager) -> None:
+    """The `network` lines of LAN interfaces with OSPF routing, as FRR prints them."""
+    lan = {"dev_id": "pci:0000:00:04.00", "addr": "192.168.10.1/24", "routing": ["OSPF"],
+           "ospf": {"area": "7"}}
+    model = ospf_model(interfaces=[lan])
+    await manager.apply(model)
+    config = topo.dev.running_config().splitlines()
+    assert " network 192.168.10.0/24 area 0.0.0.7" in config
+    assert (await manager.apply(model)).empty
+    await manager.apply(ospf_model())  # the interface unassigned: its line goes
+    assert " network 192.168.10.0/24 area 0.0.0.7" not in topo.dev.running_config()
+
+
 async def test_removing_the_peer_leaves_no_trace(topo: Topo, manager: RoutingManager) -> None:
     before = _strip(topo.dev.running_config())
     await manager.apply(full_model())

@@ -56,6 +56,20 @@ def test_ospf_peer_renders_the_reference_commands() -> None:
     assert out.index("interface peer7") < out.index("interface peer7 / ip ospf cost 100")
 
 
+def test_interfaces_with_ospf_routing_are_advertised_as_flexiagent_does() -> None:
+    lan = {"dev_id": "pci:0000:00:04.00", "addr": "192.168.10.1/24", "routing": ["OSPF"],
+           "ospf": {"area": "7", "helloInterval": 10}}
+    dhcp = {"dev_id": "pci:0000:00:05.00", "dhcp": "yes", "routing": ["OSPF"]}
+    wan = {"dev_id": "pci:0000:00:03.00", "addr": "192.0.2.10/24", "routing": ["NONE"]}
+    out = lines(render(from_params(peers=[peer7()], interfaces=[lan, dhcp, wan])))
+    assert [x for x in out if " / network " in x] == [
+        "router ospf / network 10.100.0.16/31 area 0.0.0.0",
+        "router ospf / network 192.168.10.0/24 area 0.0.0.7"]
+    # alone, without a peer or add-ospf, it still makes OSPF run
+    assert "router ospf / network 192.168.10.0/24 area 0.0.0.7" in lines(
+        render(from_params(interfaces=[lan])))
+
+
 def test_peer_area_and_address_are_canonical() -> None:
     p = peer_routing(9, {"addr": "10.100.0.19/31", "ospf-area": "5"})
     assert p.routing == "ospf" and p.ospf_cost is None and p.ospf_area == "0.0.0.5"
@@ -150,6 +164,8 @@ def test_empty_model_renders_nothing() -> None:
         {"route": "10.0.0.0/8", "action": "allow", "priority": 1}]}), "0.0.0.0/0"),
     (lambda: peer_routing(3, {"addr": "10.100.0.6/31", "routing": "rip"}), "routing"),
     (lambda: peer_routing(3, {"addr": "10.100.0.6/31", "ospf-area": "backbone"}), "ospf-area"),
+    (lambda: from_params(interfaces=[{"dev_id": "x", "addr": "lan", "routing": ["OSPF"]}]),
+     "add-interface x.addr"),
     # FRR takes one word; a newline would add lines to the vtysh -f file
     (lambda: bgp_settings({**BGP, "neighbors": [
         {"ip": "10.0.0.1", "remoteAsn": "1", "password": "two words"}]}), "password"),
