@@ -815,6 +815,27 @@ def test_a_static_route_through_the_peer_carries_traffic(lab: Lab, workdir: Path
     run_lab(lab, workdir, settings, scenario)
 
 
+def test_a_long_fqdn_id_comes_up_and_a_restart_rewrites_nothing(
+        lab: Lab, workdir: Path) -> None:
+    """Cloudflare gives each tunnel an 86-byte FQDN ID; VPP takes up to 1024 bytes but
+    dumps 63, which reconcile must not mistake for a changed profile."""
+    long_id = f"{'0123456789abcdef' * 2}.{'fedcba9876543210' * 2}.ipsec.cloudflare.com"
+    settings = PeerSettings(remote_id=long_id)
+
+    async def scenario(r: Rig) -> None:
+        params = add_tunnel_params(lab, settings)
+        params["ikev2"]["local-device-id-type"] = "fqdn"
+        params["ikev2"]["local-device-id"] = long_id
+        ok(await r.ctl.send_job("add-tunnel", params, jobid=97))
+        await until(lambda: r.agent.manager.states[7].status == "up", 15)
+        agent = await r.restart_agent()
+        assert agent.manager.executor.writes == 0
+        await agent.manager.check_drift()
+        assert agent.manager.executor.writes == 0
+
+    run_lab(lab, workdir, settings, scenario)
+
+
 def test_real_vpp_runs_the_rendered_startup_conf_and_the_agent_on_it(
         lab: Lab, workdir: Path) -> None:
     if not lab.vpp_wan:

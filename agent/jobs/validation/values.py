@@ -11,7 +11,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv6Address
 from agent.iptext import parse_ipv4
 from agent.jobs import vocab
 from agent.jobs.models import SelectorParams
-from agent.jobs.validation.policy import DNS_ALLOWED, HOST_ALLOWED, UNICAST_ALLOWED
+from agent.jobs.validation.policy import HOST_ALLOWED, UNICAST_ALLOWED
 from agent.jobs.validation.problems import Problems, render
 from agent.peers.spec import FULL_END, FULL_START, Identity, IdType, TrafficSelector
 
@@ -106,9 +106,12 @@ def identity(p: Problems, fld: str, type_fld: str, type_name: str, value: str) -
             return None
         return Identity(id_type, str(addr))
     if id_type is IdType.FQDN:
-        why = dns_name_problem(value)
-        if why:
-            p.add(fld, value, f"not a valid fqdn identity ({why})", DNS_ALLOWED)
+        # an ID_FQDN is an opaque string to IKE (RFC 7296 3.5): VPP and flexiagent take it
+        # as given and flexiManage checks only for spaces, so neither DNS syntax nor an
+        # address-like text is refused (a refusal here would loop sync-device)
+        if not value or not all("!" <= c <= "~" for c in value):
+            p.add(fld, value, "not a usable fqdn identity (empty, or blanks, control or "
+                  "non-ASCII characters)", FQDN_ID_ALLOWED)
             return None
         return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
     local, at, domain = value.rpartition("@")
@@ -126,16 +129,16 @@ def identity(p: Problems, fld: str, type_fld: str, type_name: str, value: str) -
     return Identity(id_type, value) if _vpp_id_fits(p, fld, value) else None
 
 
-VPP_ID_MAX = 63  # bytes of an IKE identity VPP's dumps keep (string data[64])
+FQDN_ID_ALLOWED = "printable ASCII without blanks, e.g. vpn.example.com"
+# VPP 26.06 takes IDs of up to 1024 bytes (IKEV2_MAX_DATA_LEN, ikev2_api.c); its dumps
+# show 63 of them, which reconcile allows for (ProfileKind's ID comparison)
+VPP_ID_MAX = 1024
 
 
 def _vpp_id_fits(p: Problems, fld: str, value: str) -> bool:
-    """VPP negotiates longer IDs but dumps only 63 bytes of them: reconcile would never
-    see the configured ID and re-create the profile forever."""
     size = len(value.encode("utf-8"))
     if size > VPP_ID_MAX:
-        p.add(fld, value, f"{size} bytes, longer than VPP keeps in its profile and SA dumps",
-              f"at most {VPP_ID_MAX} bytes")
+        p.add(fld, value, f"{size} bytes, longer than VPP takes", f"at most {VPP_ID_MAX} bytes")
         return False
     return True
 
