@@ -47,13 +47,16 @@ def routes_from_ip_json(routes: Any) -> list[dict[str, Any]]:
         if dest is None:
             continue
         metric = r.get("metric", 0)
+        # iproute2 prints no protocol for boot (flexiagent names it) and no dev for a
+        # blackhole; flexiManage's schema wants strings
         base = {"destination": dest, "metric": int(metric) if isinstance(metric, int) else 0,
-                "protocol": str(r.get("protocol", ""))}
+                "protocol": str(r.get("protocol", "boot"))}
         hops = r.get("nexthops") if isinstance(r.get("nexthops"), list) else None
         for hop in hops or [r]:
             if not isinstance(hop, dict):
                 continue
             out.append({"destination": base["destination"], "gateway": hop.get("gateway"),
-                        "metric": base["metric"], "interface": hop.get("dev", r.get("dev")),
+                        "metric": base["metric"],
+                        "interface": hop.get("dev", r.get("dev")) or "",
                         "protocol": base["protocol"]})
     return out

@@ -79,8 +79,11 @@ IP_JSON = [
     {"dst": "10.0.0.0/8", "protocol": "zebra", "metric": 20, "flags": [],
      "nexthops": [{"gateway": "10.100.0.17", "dev": "peer7", "weight": 1, "flags": []},
                   {"gateway": "10.100.0.19", "dev": "peer8", "weight": 1, "flags": []}]},
+    # iproute2 6.1 prints no protocol for boot (`ip route add`, ifupdown, dhclient)
+    # and no dev for a blackhole
     {"dst": "172.16.0.0/12", "gateway": "10.1.1.1", "dev": "eth1", "table": "100",
-     "protocol": "boot", "flags": []},
+     "flags": []},
+    {"type": "blackhole", "dst": "10.98.0.0/16", "flags": []},
     {"type": "local", "dst": "192.168.1.10", "table": "local", "dev": "eth0",
      "protocol": "kernel", "scope": "host", "prefsrc": "192.168.1.10", "flags": []},
     {"type": "broadcast", "dst": "192.168.1.255", "table": "local", "dev": "eth0",
@@ -102,6 +105,8 @@ def test_routes_have_flexiagent_shape_without_the_local_table() -> None:
          "interface": "peer8", "protocol": "zebra"},
         {"destination": "172.16.0.0/12", "gateway": "10.1.1.1", "metric": 0,
          "interface": "eth1", "protocol": "boot"},
+        {"destination": "10.98.0.0/16", "gateway": None, "metric": 0, "interface": "",
+         "protocol": "boot"},
     ]
     assert routes_from_ip_json({"not": "a list"}) == []
     assert routes_from_ip_json([{"dst": "fe80::/64"}, "junk"]) == []
