@@ -164,7 +164,12 @@ class RemoteService:
             return await self.packet_traces(params)
         if message == GET_BGP_STATUS:
             # `{}` without FRR or BGP: flexiagent's "not running"
-            return Outcome(True, await self._bgp_status() if self._bgp_status else {})
+            if self._bgp_status is None:
+                return Outcome(True, {})
+            try:
+                return Outcome(True, await self._bgp_status())
+            except Exception as e:  # FRR down or refusing: ok:0, as flexiagent answers
+                return Outcome(False, f"failed to get BGP status: {e}")
         return Outcome(False, f"{message} is not a remote diagnostics message")
 
     def _mask(self, text: str, secrets: Iterable[str] | None = None) -> str:

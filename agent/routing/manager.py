@@ -160,14 +160,12 @@ class RoutingManager:
         self._save_owned()
 
     async def bgp_status(self) -> dict[str, Any]:
-        """The controller's `bgp` object; `{}` without BGP configured or when FRR is down."""
+        """The controller's `bgp` object; `{}` without BGP configured. RoutingError when
+        FRR does not answer: flexiagent's get-bgp-status then answers ok:0, and the
+        controller keeps the status it has instead of showing no peers."""
         if self._model is None or self._model.bgp is None:
             return {}
-        try:
-            return bgp_status(await self._vtysh.show("show bgp summary json"))
-        except RoutingError as e:
-            log.warning("bgp status: %s", e)
-            return {}
+        return bgp_status(await self._vtysh.show("show bgp summary json"))
 
     async def peer_status(self) -> list[dict[str, Any]]:
         """Per peer: protocol, far end, adjacency/session state, routes learned and
@@ -205,7 +203,12 @@ class RoutingManager:
             return {}
         now = time.monotonic()
         if self._bgp_cache is None or now - self._bgp_cache[0] >= max_age:
-            self._bgp_cache = (now, await self.bgp_status())
+            try:
+                status = await self.bgp_status()
+            except RoutingError as e:  # {}: the controller keeps what it stored
+                log.warning("bgp status: %s", e)
+                status = {}
+            self._bgp_cache = (now, status)
         return dict(self._bgp_cache[1])
 
     def _load_owned(self) -> tuple[Path, ...]:

@@ -181,6 +181,19 @@ async def test_packet_traces_and_bgp() -> None:
     assert (await service().answer("get-bgp-status", None)).message == {}
 
 
+async def test_bgp_status_when_frr_does_not_answer_is_a_failure_not_an_empty_page() -> None:
+    """flexiagent answers ok:0; `{}` would make flexiManage replace the BGP page's
+    stored status with no peers."""
+    async def frr_down() -> dict[str, Any]:
+        raise RuntimeError("vtysh -c 'show bgp summary json' failed (1): FRR is not running")
+
+    remote = RemoteService(RemoteConfig(), vpp_cli=FakeVpp(), config=lambda: [],
+                           secrets=lambda: [PSK], bgp_status=frr_down)
+    out = await remote.answer("get-bgp-status", None)
+    assert (out.ok, out.message) == (False, "failed to get BGP status: vtysh -c 'show bgp "
+                                            "summary json' failed (1): FRR is not running")
+
+
 @pytest.mark.parametrize("packets", [0, -1, "x"])
 async def test_packet_trace_params(packets: object) -> None:
     out = await service().answer("get-device-packet-traces", {"packets": packets})
