@@ -259,7 +259,7 @@ class SecurityConfig(_Section):
     allow_weak_crypto: bool = Field(
         default=False,
         description="accept weak transforms VPP implements (sha1-96, modp-768/1024/1536, "
-        "ecp-192, the RFC 5114 groups 22 and 23, IKE null); DES, 3DES and MD5 are always "
+        "ecp-192, the RFC 5114 groups 22 and 23); DES, 3DES and MD5 are always "
         "refused (VPP has none)",
     )
     psk_min_length: int = Field(

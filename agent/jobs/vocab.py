@@ -64,7 +64,9 @@ _CIPHER_LIST: tuple[Cipher, ...] = (
     Cipher("chacha20-poly1305", 28, (256,), 0, aead=True, ike=True, esp=True, weak=False),
     # IKE with NULL encryption is forbidden by RFC 7296 and only reachable with the
     # weak-crypto policy; ESP NULL (integrity only, with GMAC) is a legitimate choice.
-    Cipher("null", 11, (), 0, aead=False, ike=True, esp=True, weak=False),
+    # RFC 7296 3.3.2: not allowed for IKE; VPP 26.06 would also divide by its block
+    # size of 0 when padding an IKE_AUTH (ikev2_payload_chain_add_padding)
+    Cipher("null", 11, (), 0, aead=False, ike=False, esp=True, weak=False),
     # Named so exports and messages can say what they are; VPP 26.06 has no DES.
     Cipher("3des", 3, (), 192, aead=False, ike=True, esp=True, weak=True, vpp=False),
     Cipher("des", 2, (), 64, aead=False, ike=True, esp=True, weak=True, vpp=False),
@@ -186,8 +188,6 @@ def cipher_names(*, ike: bool, allow_weak: bool) -> list[str]:
         if (c.ike if ike else c.esp)
         and c.vpp
         and (allow_weak or not c.weak)
-        # IKE NULL encryption is only offered to a weak-crypto policy.
-        and not (ike and c.name == "null" and not allow_weak)
     ]
 
 

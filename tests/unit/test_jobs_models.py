@@ -324,9 +324,11 @@ def test_weak_policy_lists_weak_choices_as_allowed() -> None:
     assert "modp-768, modp-1024, modp-1536" in rejection(params, WEAK_OK).allowed
 
 
-def test_ike_null_encryption_with_weak_policy() -> None:
-    spec = transforms({"crypto-alg": "null"}, {}, policy=WEAK_OK)
-    assert (spec.ike.crypto_alg, spec.ike.crypto_key_size, spec.ike.integ_alg) == (11, 0, 12)
+def test_ike_null_encryption_is_refused_even_with_weak_policy() -> None:
+    """RFC 7296 does not allow ENCR_NULL for IKE, and VPP 26.06 would divide by its
+    block size of 0 when padding an IKE_AUTH."""
+    with pytest.raises(JobRejected, match="null is for ESP only, not IKE"):
+        transforms({"crypto-alg": "null"}, {}, policy=WEAK_OK)
 
 
 def test_lifetime_bounds_come_from_the_policy() -> None:

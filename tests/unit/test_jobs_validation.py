@@ -301,7 +301,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "ike-null",
         {"ikev2/ike/crypto-alg": "null"},
-        f"ikev2.ike.crypto-alg: 'null': {WEAK}; allowed: {IKE_CIPHERS}",
+        f"ikev2.ike.crypto-alg: 'null': null is for ESP only, not IKE; allowed: {IKE_CIPHERS}",
     ),
     (
         "ike-key-size",

@@ -58,8 +58,7 @@ def _cipher(
     if ike and not cipher.ike:
         p.add(name_fld, t.crypto_alg, f"{cipher.name} is for ESP only, not IKE", allowed)
         return None
-    weak = cipher.weak or (ike and cipher.name == "null")
-    if weak:
+    if cipher.weak:
         if not weak_ok:
             p.add(
                 name_fld,
