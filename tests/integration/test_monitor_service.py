@@ -207,3 +207,61 @@ def test_monitoring_a_peer_through_its_tunnel_interface(topo: Topo, short_dir: P
     # every echo request that reached the responder came in over the tunnel's link
     counters = topo.lab.nft_counters(topo.rsp)
     assert counters["seen"] == counters["from_tunnel"] > 0
+
+
+SILENT_IP = IPv4Address("198.51.100.78")  # routed into the tunnel, answered by nobody
+
+
+def test_a_monitor_ip_that_never_answers_does_not_hold_the_tunnel_down(
+        topo: Topo, short_dir: Path) -> None:
+    """flexiAgent's rule: a round succeeds when any target answers. A silent monitor IP
+    next to one that answers leaves the tunnel up with no drop (it used to keep it
+    down for good: replies and losses alternated and never made three in a row)."""
+    spec = example_spec(monitor_ips=(MONITOR_IP, SILENT_IP), monitor_urls=())
+
+    async def scenario() -> dict[str, Any]:
+        sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+        await sim.start()
+        vpp = VppClient(str(sim.socket_path), call_timeout=2.0)
+        store = PeerStore(short_dir / "state")
+        manager = PeerManager(vpp, store, {}, sa_poll_interval=0.05, sa_init_timeout=5.0)
+        manager.load()
+        vpp.add_connect_listener(manager.on_vpp_connect)
+        service = MonitorService(
+            manager, ProbeEngine(interval=0.05, timeout=0.25),
+            functools.partial(NameResolver, resolve=lab_resolve, refresh=0.5, retry=0.2),
+            health_config=HealthConfig(window=20, down_after=3, up_after=3),
+            stats_period=0.1)
+        try:
+            await vpp.start()
+            await vpp.wait_connected(5)
+            await until(lambda: manager.in_sync, 5, "initial reconcile")
+            async with asyncio.TaskGroup() as tg:
+                running = tg.create_task(service.run())
+                supervising = tg.create_task(manager.supervise_forever())
+                await manager.apply([AddPeer(spec)])
+
+                def snap() -> dict[str, Any]:
+                    s = service.snapshot(7)
+                    assert s is not None
+                    return s
+
+                await until(lambda: snap()["status"] == "up"
+                            and sum(t["lost"] for t in snap()["targets"]) >= 10, 5,
+                            "tunnel 7 up while the silent target lost 10 probes")
+                out = {"snap": snap(), "stats": (await service.device_stats())[-1]}
+                service.stop()
+                supervising.cancel()
+                await running
+        finally:
+            service.stop()
+            await vpp.close()
+            store.close()
+            await sim.stop()
+        return out
+
+    out = run_in_netns(topo.dev, lambda: asyncio.run(scenario()))
+    lost = {t["address"]: t["lost"] for t in out["snap"]["targets"]}
+    assert lost[str(SILENT_IP)] >= 10 and out["snap"]["status"] == "up"
+    t7 = out["stats"]["tunnel_stats"]["7"]
+    assert t7["status"] == "up" and t7["drop_rate"] == 0.0
