@@ -24,6 +24,7 @@ from agent.daemon.gctune import collector_paused
 from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher, JobObserver
 from agent.jobs.info import detect_frr_version
+from agent.jobs.rooms import wan_dia_labels
 from agent.jobs.validation import ValidationPolicy
 from agent.link.journal import Journal
 from agent.link.session import LinkSession
@@ -107,6 +108,7 @@ class Agent:
             lan_interfaces=pol.lan_interfaces, wan_interfaces=pol.wan_interfaces,
             state_file=state_dir / "multilink-policy.json", period=pol.period,
             hysteresis=Hysteresis(pol.hysteresis_rtt_ms, pol.hysteresis_drop_pct),
+            dia_labels=lambda: wan_dia_labels(self.dispatcher.items),
         )
         self.monitor.status_listeners.append(lambda _tid, _status: self.policies.notify())
         self.config_store = ConfigStore(state_dir)

@@ -90,6 +90,21 @@ def routing_model(items: Items, router_state: str) -> RoutingModel:
                        interfaces=interfaces)
 
 
+def wan_dia_labels(items: Items) -> frozenset[str]:
+    """The path labels of the recorded WAN interfaces (flexiManage sends a WAN's DIA
+    labels as `add-interface` `multilink.labels`)."""
+    out: set[str] = set()
+    for key, (_, params) in items.items():
+        if not key.startswith("interface:") or not isinstance(params, Mapping) \
+                or str(params.get("type", "")).upper() != "WAN":
+            continue
+        multilink = params.get("multilink")
+        labels = multilink.get("labels") if isinstance(multilink, Mapping) else None
+        if isinstance(labels, list):
+            out.update(str(label) for label in labels if label)
+    return frozenset(out)
+
+
 def touches_routing(requests: Sequence[ConfigRequest]) -> bool:
     """Whether FRR may have something to do for these requests (the job path then
     compares the models; other jobs leave FRR to the periodic reconcile)."""

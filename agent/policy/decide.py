@@ -151,8 +151,15 @@ def choose_in_group(group: Group, cands: list[Link], health: Mapping[str, LinkHe
 
 def decide(rule: Rule, links_by_label: Mapping[str, Sequence[Link]],
            health: Mapping[str, LinkHealth], previous: Choice | None = None,
-           hysteresis: Hysteresis | None = None) -> Choice:
-    """The rule's paths now; `previous` is its last choice (for link-quality hysteresis)."""
+           hysteresis: Hysteresis | None = None,
+           dia_labels: frozenset[str] = frozenset()) -> Choice:
+    """The rule's paths now; `previous` is its last choice (for link-quality hysteresis).
+
+    `dia_labels` are the labels of the device's WAN interfaces (direct internet
+    access): the agent does not steer to a WAN, so a group reached with one of them
+    and no usable tunnel leaves the traffic to the routing table, which sends it out
+    of a WAN as flexiagent's DIA link would, instead of to a later group or to the
+    fallback (with `drop`, a blackhole)."""
     hyst = hysteresis or Hysteresis()
     skipped: list[str] = []
     chosen: list[tuple[int, list[Link], str]] = []
@@ -160,6 +167,11 @@ def decide(rule: Rule, links_by_label: Mapping[str, Sequence[Link]],
         links = group_links(group, links_by_label)
         cands = [lk for lk in links if usable(lk, health)]
         labels = ",".join(group.labels)
+        dia = sorted(set(group.labels) & dia_labels)
+        if not cands and dia and not chosen:
+            return Choice(Kind.FIB, reason="; ".join(
+                [*skipped, f"group {i} [{labels}]: {','.join(dia)} is a WAN (DIA) label: "
+                           "left to the routing table"]))
         if not cands:
             detail = "; ".join(_why_unusable(lk, health) for lk in links) or "no link carries them"
             skipped.append(f"group {i} [{labels}]: {detail}")
@@ -185,6 +197,8 @@ def decide(rule: Rule, links_by_label: Mapping[str, Sequence[Link]],
 
 def decide_all(rules: Sequence[Rule], links_by_label: Mapping[str, Sequence[Link]],
                health: Mapping[str, LinkHealth], previous: Mapping[str, Choice],
-               hysteresis: Hysteresis | None = None) -> dict[str, Choice]:
-    return {r.id: decide(r, links_by_label, health, previous.get(r.id), hysteresis)
+               hysteresis: Hysteresis | None = None,
+               dia_labels: frozenset[str] = frozenset()) -> dict[str, Choice]:
+    return {r.id: decide(r, links_by_label, health, previous.get(r.id), hysteresis,
+                         dia_labels)
             for r in rules}

@@ -98,7 +98,9 @@ class PolicyManager:
                  lan_interfaces: Sequence[str] = (), wan_interfaces: Sequence[str] = (),
                  state_file: Path | None = None, period: float = 1.0,
                  hysteresis: Hysteresis | None = None,
+                 dia_labels: Callable[[], frozenset[str]] = frozenset,
                  clock: Callable[[], float] = time.time) -> None:
+        """`dia_labels`: the path labels of the device's WAN interfaces, as recorded."""
         if period <= 0:
             raise ValueError(f"policy evaluation period must be > 0 s, got {period}")
         self.vpp = vpp
@@ -110,6 +112,7 @@ class PolicyManager:
         self.state_file = state_file
         self.period = period
         self.hysteresis = hysteresis or Hysteresis()
+        self._dia_labels = dia_labels
         self._clock = clock
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -333,7 +336,8 @@ class PolicyManager:
     async def _decide(self, policy: Policy, links: Mapping[str, Sequence[Link]],
                       previous: Mapping[str, Choice]) -> dict[str, Choice]:
         health = self._link_health(links, await self._carrying(links))
-        return decide_all(policy.rules, links, health, previous, self.hysteresis)
+        return decide_all(policy.rules, links, health, previous, self.hysteresis,
+                          self._dia_labels())
 
     async def _carrying(self, links: Mapping[str, Sequence[Link]]) -> set[str]:
         """The links VPP forwards rule traffic through now: those of the last choices, or,

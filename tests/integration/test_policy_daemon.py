@@ -83,6 +83,21 @@ async def test_daemon_runs_policies_for_controller_peers(short_dir: Path) -> Non
         row = json.loads(out)["rules"][0]
         assert rc == 0 and row["chosen"] == "drop" and "peer 7 down" in row["why"]
 
+        # the same rule with the WAN's DIA label first (recorded from add-interface): the
+        # traffic is left to the routing table, not dropped
+        ok(await ctl.send_job("add-interface", {
+            "dev_id": "pci:0000:00:03.00", "type": "WAN", "addr": WAN[1],
+            "multilink": {"labels": ["dia1"]}, "routing": ["NONE"]}, jobid=3003))
+        await agent.policies.apply({"id": "pol1", "rules": [{
+            "id": "r1", "priority": 10,
+            "classification": {"prefix": {"ip": "172.16.0.0/16"}},
+            "action": {"links": [{"pathlabels": ["dia1"], "order": "priority"},
+                                 {"pathlabels": ["lblA"], "order": "priority"}],
+                       "order": "priority", "fallback": "drop"}}]})
+        await until(lambda: agent.policies.status()["rules"][0]["kind"] == "fib", 10)
+        assert "dia1 is a WAN (DIA) label" in agent.policies.status()["rules"][0]["why"]
+        assert acl_abf.snapshot()["abf_attachments"] == []
+
         ok(await ctl.send_job("remove-tunnel", {"tunnel-id": 7}, jobid=3002))
         await agent.policies.evaluate()
         assert agent.policies.reprogram_failures == 0

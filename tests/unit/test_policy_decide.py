@@ -110,3 +110,22 @@ def test_same_forwarding_ignores_the_reason_and_order() -> None:
     assert not x.same_forwarding(Choice(Kind.PATHS, (A,), 1))
     assert not Choice(Kind.DROP).same_forwarding(Choice(Kind.FIB))
     assert not x.same_forwarding(None)
+
+
+def test_a_wan_dia_label_leaves_the_traffic_to_the_routing_table() -> None:
+    """The agent does not steer to a WAN: a DIA group reached before any usable tunnel
+    leaves the traffic to the FIB (out of the WAN, as flexiagent's DIA link), never to
+    a later tunnel group nor to the drop fallback."""
+    all_up = health(peer_1=UP, peer_2=UP, peer_3=UP)
+    dia_first = rule([(["WAN1"], "priority"), (["B"], "priority")], fallback="drop")
+    c = decide(dia_first, LINKS, all_up, dia_labels=frozenset({"WAN1"}))
+    assert c.kind is Kind.FIB and c.links == ()
+    assert c.reason == "group 1 [WAN1]: WAN1 is a WAN (DIA) label: left to the routing table"
+    # without knowing the label it went into the tunnel of the second group
+    assert decide(dia_first, LINKS, all_up).links == (B,)
+    # a tunnel group first is still used while it is up; the DIA group backs it up
+    tunnel_first = rule([(["B"], "priority"), (["WAN1"], "priority")], fallback="drop")
+    assert decide(tunnel_first, LINKS, all_up, dia_labels=frozenset({"WAN1"})).links == (B,)
+    c = decide(tunnel_first, LINKS, health(peer_1=UP, peer_2=UP, peer_3=DOWN),
+               dia_labels=frozenset({"WAN1"}))
+    assert c.kind is Kind.FIB and c.reason.startswith("group 1 [B]: peer 3 down")
