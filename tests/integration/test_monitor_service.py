@@ -11,9 +11,10 @@ them into the tunnel on a real device. vppsim runs in-process on a Unix socket.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -95,85 +96,104 @@ async def lab_resolve(name: str) -> list[IPv4Address]:
     raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
 
+@dataclass
+class Monitored:
+    manager: PeerManager
+    service: MonitorService
+    engine: ProbeEngine
+    vpp: VppClient
+
+
+@contextlib.asynccontextmanager
+async def monitored(short_dir: Path) -> AsyncIterator[Monitored]:
+    """vppsim, a PeerManager in sync with it and the monitor service over real probes,
+    running (the manager's supervision too) until the block ends."""
+    sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
+    await sim.start()
+    vpp = VppClient(str(sim.socket_path), call_timeout=2.0, backoff_min=0.05, backoff_max=0.2)
+    store = PeerStore(short_dir / "state")
+    manager = PeerManager(vpp, store, {}, sa_poll_interval=0.05, sa_init_timeout=5.0,
+                          reinit_backoff_min=0.05)
+    manager.load()
+    vpp.add_connect_listener(manager.on_vpp_connect)
+    engine = ProbeEngine(interval=0.05, timeout=0.25)
+    service = MonitorService(
+        manager, engine,
+        functools.partial(NameResolver, resolve=lab_resolve, refresh=0.5, retry=0.2),
+        health_config=HealthConfig(window=20, down_after=3, up_after=3),
+        stats_period=0.1)
+    try:
+        await vpp.start()
+        await vpp.wait_connected(5)
+        await until(lambda: manager.in_sync, 5, "initial reconcile")
+        running = asyncio.create_task(service.run())
+        supervising = asyncio.create_task(manager.supervise_forever())
+        try:
+            yield Monitored(manager, service, engine, vpp)
+        finally:
+            service.stop()
+            supervising.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervising
+            await running
+    finally:
+        service.stop()
+        await vpp.close()
+        store.close()
+        await sim.stop()
+
+
 def test_monitoring_a_peer_through_its_tunnel_interface(topo: Topo, short_dir: Path) -> None:
     spec = example_spec(monitor_ips=(MONITOR_IP,),
                         monitor_urls=("mon.lab.test", "missing.lab.test"))
 
     async def scenario() -> dict[str, Any]:
         out: dict[str, Any] = {}
-        sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
-        await sim.start()
-        vpp = VppClient(str(sim.socket_path), call_timeout=2.0, backoff_min=0.05,
-                        backoff_max=0.2)
-        store = PeerStore(short_dir / "state")
-        manager = PeerManager(vpp, store, {}, sa_poll_interval=0.05, sa_init_timeout=5.0,
-                              reinit_backoff_min=0.05)
-        manager.load()
-        vpp.add_connect_listener(manager.on_vpp_connect)
-        engine = ProbeEngine(interval=0.05, timeout=0.25)
-        service = MonitorService(
-            manager, engine,
-            functools.partial(NameResolver, resolve=lab_resolve, refresh=0.5, retry=0.2),
-            health_config=HealthConfig(window=20, down_after=3, up_after=3),
-            stats_period=0.1)
-        try:
-            await vpp.start()
-            await vpp.wait_connected(5)
-            await until(lambda: manager.in_sync, 5, "initial reconcile")
-            async with asyncio.TaskGroup() as tg:
-                running = tg.create_task(service.run())
-                supervising = tg.create_task(manager.supervise_forever())
-                await manager.apply([AddPeer(spec)])
+        async with monitored(short_dir) as m:
+            manager, service, engine, vpp = m.manager, m.service, m.engine, m.vpp
+            await manager.apply([AddPeer(spec)])
 
-                def snap() -> dict[str, Any]:
-                    s = service.snapshot(7)
-                    assert s is not None
-                    return s
+            def snap() -> dict[str, Any]:
+                s = service.snapshot(7)
+                assert s is not None
+                return s
 
-                await until(lambda: snap()["status"] == "up"
-                            and all(t["replies"] > 0 for t in snap()["targets"]),
-                            5, "tunnel 7 up on probe replies from both targets")
-                out["up"] = snap()
+            await until(lambda: snap()["status"] == "up"
+                        and all(t["replies"] > 0 for t in snap()["targets"]),
+                        5, "tunnel 7 up on probe replies from both targets")
+            out["up"] = snap()
 
-                async def entry_where(cond: Callable[[dict[str, Any]], bool],
-                                      what: str) -> dict[str, Any]:
-                    """The first stats entry (polled like the controller does) matching cond."""
-                    deadline = asyncio.get_running_loop().time() + 5
-                    while True:
-                        for entry in await service.device_stats():
-                            if cond(entry):
-                                return entry
-                        if asyncio.get_running_loop().time() > deadline:
-                            raise AssertionError(f"no stats entry with {what}")
-                        await asyncio.sleep(0.02)
+            async def entry_where(cond: Callable[[dict[str, Any]], bool],
+                                  what: str) -> dict[str, Any]:
+                """The first stats entry (polled like the controller does) matching cond."""
+                deadline = asyncio.get_running_loop().time() + 5
+                while True:
+                    for entry in await service.device_stats():
+                        if cond(entry):
+                            return entry
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise AssertionError(f"no stats entry with {what}")
+                    await asyncio.sleep(0.02)
 
-                out["up_stats"] = await entry_where(
-                    lambda e: e["tunnel_stats"]["7"]["status"] == "up", "tunnel 7 up")
-                await until(lambda: manager.dynamic_routes.get(7) == (URL_ADDR,), 5,
-                            "route for the resolved address")
-                obs = await read_observed(vpp)
-                out["routes"] = obs.routes[obs.tunnels[7].sw_if_index]
+            out["up_stats"] = await entry_where(
+                lambda e: e["tunnel_stats"]["7"]["status"] == "up", "tunnel 7 up")
+            await until(lambda: manager.dynamic_routes.get(7) == (URL_ADDR,), 5,
+                        "route for the resolved address")
+            obs = await read_observed(vpp)
+            out["routes"] = obs.routes[obs.tunnels[7].sw_if_index]
 
-                await asyncio.to_thread(topo.lab.nft, topo.rsp, DROP)
-                await until(lambda: snap()["status"] == "down", 5, "tunnel 7 down")
-                out["down"] = snap()
-                out["down_stats"] = await entry_where(
-                    lambda e: e["tunnel_stats"]["7"]["status"] == "down", "tunnel 7 down")
+            await asyncio.to_thread(topo.lab.nft, topo.rsp, DROP)
+            await until(lambda: snap()["status"] == "down", 5, "tunnel 7 down")
+            out["down"] = snap()
+            out["down_stats"] = await entry_where(
+                lambda e: e["tunnel_stats"]["7"]["status"] == "down", "tunnel 7 down")
 
-                await manager.apply([RemovePeer(7)])
-                await asyncio.sleep(0)  # the monitor follows on the loop's next turn
-                out["targets_after_remove"] = engine.targets()
-                out["sockets_after_remove"] = engine.stats.sockets
-                out["snapshot_after_remove"] = service.snapshot(7)
-                out["stats_after_remove"] = (await service.device_stats())[-1]
-                service.stop()
-                supervising.cancel()
-                await running
-        finally:
-            service.stop()
-            await vpp.close()
-            store.close()
-            await sim.stop()
+            await manager.apply([RemovePeer(7)])
+            await asyncio.sleep(0)  # the monitor follows on the loop's next turn
+            out["targets_after_remove"] = engine.targets()
+            out["sockets_after_remove"] = engine.stats.sockets
+            out["snapshot_after_remove"] = service.snapshot(7)
+            out["stats_after_remove"] = (await service.device_stats())[-1]
         return out
 
     out = run_in_netns(topo.dev, lambda: asyncio.run(scenario()))
@@ -220,45 +240,18 @@ def test_a_monitor_ip_that_never_answers_does_not_hold_the_tunnel_down(
     spec = example_spec(monitor_ips=(MONITOR_IP, SILENT_IP), monitor_urls=())
 
     async def scenario() -> dict[str, Any]:
-        sim = VppSim(short_dir / "api.sock", interfaces=[WAN])
-        await sim.start()
-        vpp = VppClient(str(sim.socket_path), call_timeout=2.0)
-        store = PeerStore(short_dir / "state")
-        manager = PeerManager(vpp, store, {}, sa_poll_interval=0.05, sa_init_timeout=5.0)
-        manager.load()
-        vpp.add_connect_listener(manager.on_vpp_connect)
-        service = MonitorService(
-            manager, ProbeEngine(interval=0.05, timeout=0.25),
-            functools.partial(NameResolver, resolve=lab_resolve, refresh=0.5, retry=0.2),
-            health_config=HealthConfig(window=20, down_after=3, up_after=3),
-            stats_period=0.1)
-        try:
-            await vpp.start()
-            await vpp.wait_connected(5)
-            await until(lambda: manager.in_sync, 5, "initial reconcile")
-            async with asyncio.TaskGroup() as tg:
-                running = tg.create_task(service.run())
-                supervising = tg.create_task(manager.supervise_forever())
-                await manager.apply([AddPeer(spec)])
+        async with monitored(short_dir) as m:
+            await m.manager.apply([AddPeer(spec)])
 
-                def snap() -> dict[str, Any]:
-                    s = service.snapshot(7)
-                    assert s is not None
-                    return s
+            def snap() -> dict[str, Any]:
+                s = m.service.snapshot(7)
+                assert s is not None
+                return s
 
-                await until(lambda: snap()["status"] == "up"
-                            and sum(t["lost"] for t in snap()["targets"]) >= 10, 5,
-                            "tunnel 7 up while the silent target lost 10 probes")
-                out = {"snap": snap(), "stats": (await service.device_stats())[-1]}
-                service.stop()
-                supervising.cancel()
-                await running
-        finally:
-            service.stop()
-            await vpp.close()
-            store.close()
-            await sim.stop()
-        return out
+            await until(lambda: snap()["status"] == "up"
+                        and sum(t["lost"] for t in snap()["targets"]) >= 10, 5,
+                        "tunnel 7 up while the silent target lost 10 probes")
+            return {"snap": snap(), "stats": (await m.service.device_stats())[-1]}
 
     out = run_in_netns(topo.dev, lambda: asyncio.run(scenario()))
     lost = {t["address"]: t["lost"] for t in out["snap"]["targets"]}
