@@ -378,7 +378,8 @@ class JobDispatcher:
         routes, problems = peer_static_routes(items, specs)
         if problems:
             raise rejection(problems, job_params)
-        return [replace(s, static_routes=routes.get(s.tunnel_id, ())) for s in specs]
+        return [s if s.static_routes == (want := routes.get(s.tunnel_id, ()))
+                else replace(s, static_routes=want) for s in specs]
 
     def _routed(self, changes: Sequence[Change], items: Items, job_params: Any
                 ) -> list[Change]:
@@ -402,7 +403,8 @@ class JobDispatcher:
             if isinstance(ch, AddPeer):
                 tid = ch.spec.tunnel_id
                 added.add(tid)
-                ch = AddPeer(replace(ch.spec, static_routes=routes.get(tid, ())))
+                if ch.spec.static_routes != (want := routes.get(tid, ())):
+                    ch = AddPeer(replace(ch.spec, static_routes=want))  # 1000s: only if needed
             out.append(ch)
         for tid, spec in sorted(view.items()):
             want = routes.get(tid, ())
