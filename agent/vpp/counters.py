@@ -28,8 +28,10 @@ class Counters:
     tx_pkts: int
 
     def wire(self) -> dict[str, int]:
-        return {"rx_bytes": self.rx_bytes, "rx_pkts": self.rx_pkts,
-                "tx_bytes": self.tx_bytes, "tx_pkts": self.tx_pkts}
+        return {f: getattr(self, f) for f in _FIELDS}
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(*(getattr(self, f) - getattr(other, f) for f in _FIELDS))
 
 
 def combine(rx: Sequence[Sequence[Sequence[int]]],
@@ -58,7 +60,7 @@ def spread(total: Counters, weights: Sequence[float]) -> list[Counters]:
         # the last weighted entry takes what float rounding left: the parts add up exactly
         upto = total if i >= last else Counters(
             *(int(getattr(total, f) * cumulative / whole) for f in _FIELDS))
-        out.append(Counters(*(getattr(upto, f) - getattr(before, f) for f in _FIELDS)))
+        out.append(upto - before)
         before = upto
     return out
 
@@ -83,12 +85,10 @@ def delta(previous: Mapping[Any, Counters], current: Mapping[Any, Counters]) -> 
     out = {}
     for key, now in current.items():
         before = previous.get(key)
-        if before is None or any(getattr(now, f) < getattr(before, f) for f in
-                                 ("rx_bytes", "rx_pkts", "tx_bytes", "tx_pkts")):
+        if before is None or any(getattr(now, f) < getattr(before, f) for f in _FIELDS):
             out[key] = now if before is not None else Counters(0, 0, 0, 0)
             continue
-        out[key] = Counters(now.rx_bytes - before.rx_bytes, now.rx_pkts - before.rx_pkts,
-                            now.tx_bytes - before.tx_bytes, now.tx_pkts - before.tx_pkts)
+        out[key] = now - before
     return out
 
 
