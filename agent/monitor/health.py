@@ -145,7 +145,7 @@ class TunnelHealth:
 
     def set_sa(self, up: bool, now: float, reason: str = "") -> None:
         """Record the IKE/child SA state; down wins immediately, up needs proof."""
-        if (up and not self._sa_up) or not up:
+        if not up or not self._sa_up:
             for runs in self._runs.values():  # replies from before the SA came up prove nothing
                 runs.ok_run = 0
         self._sa_up = up

@@ -2,14 +2,14 @@
 
 A route into a tunnel wins over the device's own paths for its prefix, so a
 monitor IP, a static route via the peer or a policy-based remote selector must
-not cover the tunnel's own
-peer address (its IKE/ESP would be sent into itself), another tunnel's peer
-address (that tunnel's IKE/ESP would be diverted), the device's WAN addresses,
-its WAN subnet (the gateway and every neighbour there), its WAN gateway when it
-lies outside that subnet (an on-link gateway of a /32 or cloud address: a route
-into a tunnel would take the default route's next hop, cutting the device off),
-or addresses that are no host at all. A DNS answer for a monitor URL gets the same scrutiny: it must
-not be able to do what a refused monitor IP cannot.
+not cover the tunnel's own peer address (its IKE/ESP would be sent into itself),
+another tunnel's peer address (that tunnel's IKE/ESP would be diverted), the
+device's WAN addresses, its WAN subnet (the gateway and every neighbour there),
+its WAN gateway when it lies outside that subnet (an on-link gateway of a /32 or
+cloud address: a route into a tunnel would take the default route's next hop,
+cutting the device off), or addresses that are no host at all. A DNS answer for
+a monitor URL gets the same scrutiny: it must not be able to do what a refused
+monitor IP cannot.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ def route_problems(spec: PeerSpec, peers: PeerIndex,
 def _range_problems(spec: PeerSpec, shown: str, start: IPv4Address, end: IPv4Address,
                     peers: PeerIndex, wan: list[IPv4Interface],
                     gateways: list[IPv4Address]) -> list[str]:
+    """Why routing start..end (a static route, a remote selector) into `spec`'s tunnel
+    would break the device; `shown` names it as the job did."""
     tid = spec.tunnel_id
     out = []
     if start <= spec.dst <= end:

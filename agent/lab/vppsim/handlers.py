@@ -38,10 +38,6 @@ from agent.peers.spec import ECP_DH_GROUPS
 
 Reply = tuple[str, dict[str, Any]]
 
-# VPP 26.06 derives an ECP shared secret (ECP_DH_GROUPS) from the point's x and y
-# (ikev2_complete_dh in src/plugins/ikev2/ikev2_crypto.c), a standard peer from x alone
-# (RFC 5903): the keys differ and the peer cannot read VPP's IKE_AUTH (checked on real
-# VPP by the lab's interop matrix).
 VPP_MANAGER_TICK = 2.0  # s: VPP drops an SA still waiting for its IKE_AUTH answer
 
 
@@ -527,6 +523,10 @@ class Handlers:
         return self.ok("ikev2_initiate_sa_init_reply")
 
     def _negotiate(self, p: Profile) -> None:
+        # VPP 26.06 derives an ECP shared secret (ECP_DH_GROUPS) from the point's x and y
+        # (ikev2_complete_dh in src/plugins/ikev2/ikev2_crypto.c), a standard peer from x
+        # alone (RFC 5903): the keys differ and the peer cannot read VPP's IKE_AUTH
+        # (checked on real VPP by the lab's interop matrix).
         sa = self.state.new_sa(p)
         if (p.ike or {}).get("dh_group") in ECP_DH_GROUPS:
             self._unreadable_ike_auth(sa)
