@@ -330,16 +330,23 @@ async def test_agent_sigkilled_mid_apply_leaks_nothing(
     await first.manager.apply([AddPeer(numbered_spec(n)) for n in (1, 2)])
     await first.close()
     root = Path(__file__).resolve().parents[2]
+    base = sim.write_count
+    # VPP hangs after the job's kill_after_writes-th write (the worker's start-up
+    # reconcile writes nothing), so the kill falls mid-job however fast the job runs
+    sim.hang_after(kill_after_writes)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.integration.apply_worker", str(sim.socket_path),
         str(state), "10", "40", cwd=root, stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     assert (await asyncio.wait_for(proc.stdout.readline(), 10)).strip() == b"ready"
-    base = sim.write_count
-    await until(lambda: sim.write_count - base >= kill_after_writes, timeout=10)
+    await until(lambda: sim.hung, timeout=10)
     proc.kill()
     await proc.wait()
-    assert sim.write_count - base < 40 * 18, "the job finished before the kill"
+    assert b"committed" not in await proc.stdout.read(), "the job finished before the kill"
+    # as VPP does, what the dead agent had already sent is still applied
+    sim.resume()
+    await until(lambda: not sim.connections)
+    assert sim.write_count - base >= kill_after_writes
     second = Agent(sim.socket_path, state)
     await second.start()
     try:

@@ -315,6 +315,21 @@ async def test_inject_failure_changes_nothing(sim: VppSim, raw: RawClient) -> No
     assert sim.message_counts["ipip_add_tunnel"] == 2
 
 
+async def test_a_hang_holds_requests_unanswered_until_resumed(
+        sim: VppSim, raw: RawClient) -> None:
+    sim.hang_after(1)
+    raw.send("ipip_add_tunnel", context=1, tunnel=TUN)
+    raw.send("ipip_add_tunnel", context=2, tunnel=TUN | {"dst": "203.0.113.2"})
+    assert (await raw.recv()).context == 1  # the write that hangs VPP is answered
+    await wait_for(lambda: sim.hung)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(raw.recv(), 0.3)
+    assert len(sim.snapshot()["tunnels"]) == 1
+    sim.resume()
+    assert (await raw.recv()).context == 2  # served in order once VPP recovers
+    assert len(sim.snapshot()["tunnels"]) == 2
+
+
 async def test_restart_loses_state(sim: VppSim, raw: RawClient) -> None:
     assert (await call(raw, "ipip_add_tunnel", tunnel=TUN)).retval == 0
     assert (await call(raw, "ikev2_profile_add_del", name="p", is_add=True)).retval == 0

@@ -62,7 +62,7 @@ class Connection(asyncio.Protocol):
         out: list[bytes] = []
         pos = 0
         size = len(buf)
-        while size - pos >= 16 and not self.closing:
+        while size - pos >= 16 and not self.closing and not self.sim.hung:
             length = HEADER.unpack_from(buf, pos)[1]
             end = pos + 16 + length
             if end > size:
@@ -76,6 +76,8 @@ class Connection(asyncio.Protocol):
         del buf[:pos]
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
+        if self.sim.hung and self.transport is not None:
+            self.transport.pause_reading()  # what follows waits in the socket, unread
         if self.closing and self.transport is not None:
             self.transport.close()
 
@@ -115,6 +117,8 @@ class VppSim:
         self._next_client = _FIRST_CLIENT_INDEX
         self._injections: list[_Injection] = []
         self._disconnect_after: int | None = None
+        self._hang_after: int | None = None
+        self.hung = False
         self.abort_pending = False
         self._pending_events: list[tuple[int, int, bool]] = []
         self._ids = {name: md.msg_id for name, md in self.catalog.by_name.items()}
@@ -177,6 +181,22 @@ class VppSim:
         before its reply is sent: VPP keeps its state, the client loses the socket (an
         API socket reset, a stalled VPP that recovers)."""
         self._disconnect_after = after
+
+    def hang_after(self, writes: int) -> None:
+        """Apply `writes` more state-changing requests, answer them, then stop reading
+        every API socket (a hung VPP) until `resume()`: a test can kill a client at an
+        exact point of its job, however fast the job runs."""
+        if writes < 1:
+            raise ValueError("hang_after needs at least one write")
+        self._hang_after = writes
+
+    def resume(self) -> None:
+        """End a hang: requests still waiting in live sockets are served in order."""
+        self.hung = False
+        for conn in list(self.connections):
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+                conn.data_received(b"")
 
     def snapshot(self) -> dict[str, Any]:
         return self.state.snapshot()
@@ -283,6 +303,11 @@ class VppSim:
                     self.abort_pending = True
                     return
                 self._disconnect_after -= 1
+            if self._hang_after is not None:
+                self._hang_after -= 1
+                if self._hang_after == 0:
+                    self._hang_after = None
+                    self.hung = True
         out.extend(packed)
 
     def _pack(self, name: str, fields: dict[str, Any]) -> bytes:
