@@ -7,7 +7,7 @@ from ipaddress import IPv4Network
 
 from agent.lab.vppsim.server import VppSim
 from agent.peers.spec import PeerSpec
-from agent.vpp.plan import host_if_name, route_prefixes
+from agent.vpp.plan import host_if_name, route_paths
 
 
 def differences(sim: VppSim, desired: Mapping[int, PeerSpec],
@@ -32,7 +32,7 @@ def differences(sim: VppSim, desired: Mapping[int, PeerSpec],
         if sw is None:
             continue
         extra = (dynamic or {}).get(t, ())
-        want_routes |= {(p, sw) for p in route_prefixes(spec, extra)}
+        want_routes |= {(p, sw) for p, _ in route_paths(spec, extra)}
         addrs = {str(a) for a in st.addresses.get(sw, [])}
         if addrs != {str(spec.addr)}:
             out.append(f"ipip{t} addresses {sorted(addrs)}")

@@ -636,9 +636,10 @@ class JobDispatcher:
             log.info("FRR reconciled", lines=len(plan.commands()))
 
     async def adopt_recorded_routes(self) -> None:
-        """Program the recorded static routes through peers that the peer store lacks: a
-        store written before 2026-11-30 recorded them without programming them. Through
-        the job path (route guard included); problems are logged, VPP is left as it is."""
+        """Program the recorded static routes through peers as the peer store lacks them:
+        a store written before 2026-11-30 recorded them without programming them, and
+        one written before metrics were programmed holds no preferences. Through the job path
+        (route guard included); problems are logged, VPP is left as it is."""
         async with self._lock:
             if self.router_state == "stopped":
                 return

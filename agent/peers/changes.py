@@ -8,9 +8,9 @@ frozen data; the manager decides whether a change can be made.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import PeerSpec, StaticRoute
 
 
 class JobError(Exception):
@@ -35,7 +35,7 @@ class ModifyTargets:
     tunnel_id: int
     monitor_ips: tuple[IPv4Address, ...] | None = None
     monitor_urls: tuple[str, ...] | None = None
-    static_routes: tuple[IPv4Network, ...] | None = None
+    static_routes: tuple[StaticRoute, ...] | None = None
 
     @property
     def empty(self) -> bool:

@@ -15,6 +15,7 @@ from agent.peers.spec import (
     IdType,
     IkeTransforms,
     PeerSpec,
+    StaticRoute,
     TrafficSelector,
 )
 from agent.secret import Secret
@@ -60,7 +61,10 @@ def spec_to_dict(spec: PeerSpec) -> dict[str, Any]:
         "monitor_ips": [ip_text(i) for i in spec.monitor_ips],
         "monitor_urls": list(spec.monitor_urls),
         "udp_encap": spec.udp_encap,
-        "static_routes": [network_text(n) for n in spec.static_routes],
+        # a preference-0 route keeps the form stored before metrics were programmed
+        "static_routes": [network_text(r.net) if r.preference == 0
+                          else [network_text(r.net), r.preference]
+                          for r in spec.static_routes],
     }
 
 
@@ -91,8 +95,14 @@ def spec_from_dict(d: dict[str, Any]) -> PeerSpec:
         monitor_ips=tuple(IPv4Address(i) for i in d["monitor_ips"]),
         monitor_urls=tuple(d["monitor_urls"]),
         udp_encap=bool(d["udp_encap"]),
-        static_routes=tuple(IPv4Network(n) for n in d.get("static_routes", ())),
+        static_routes=tuple(_static_route_back(r) for r in d.get("static_routes", ())),
     )
+
+
+def _static_route_back(r: str | list[Any]) -> StaticRoute:
+    if isinstance(r, str):
+        return StaticRoute(IPv4Network(r))
+    return StaticRoute(IPv4Network(r[0]), int(r[1]))
 
 
 def canonical_json(spec: PeerSpec) -> str:

@@ -103,7 +103,7 @@ def _ranges(spec: PeerSpec) -> list[tuple[str, str, IPv4Address, IPv4Address]]:
     the tunnel besides the monitor /32s: static routes via the peer, a policy-based
     remote selector."""
     out = [(f"add-route {n} via {spec.peer_inner_addr}", f"the static route {n}",
-            n.network_address, n.broadcast_address) for n in spec.static_routes]
+            n.network_address, n.broadcast_address) for n, _ in spec.static_routes]
     if not spec.route_based:
         out.append((f"ikev2.remote-ts {spec.remote_ts.start_addr}-{spec.remote_ts.end_addr}",
                     "the remote selector", spec.remote_ts.start_addr, spec.remote_ts.end_addr))

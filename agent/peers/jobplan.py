@@ -23,7 +23,7 @@ from agent.vpp.plan import (
     plan_add_ops,
     plan_remove,
     plan_routes,
-    route_prefixes,
+    route_paths,
 )
 
 GLOBAL = -1  # the chain key of VPP-global steps (liveness) in `JobPlan.removals`
@@ -129,8 +129,8 @@ def plan_job(
             continue
         extra_before = tuple(dynamic_routes.get(tid, ()))
         if before is not None and after is not None and only_targets_differ(before, after):
-            ops = plan_routes(tid, route_prefixes(before, extra_before),
-                              route_prefixes(after, extra_before)).ops
+            ops = plan_routes(tid, route_paths(before, extra_before),
+                              route_paths(after, extra_before)).ops
             removals[tid] = [op for op in ops if not op.args["is_add"]]
             adds[tid] = [op for op in ops if op.args["is_add"]]
         else:

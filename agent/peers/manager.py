@@ -56,7 +56,7 @@ from agent.vpp.plan import (
     VppFacts,
     liveness_op,
     plan_routes,
-    route_prefixes,
+    route_paths,
 )
 from agent.vpp.readers import (
     DevIdError,
@@ -544,7 +544,7 @@ class PeerManager:
             old = self.dynamic_routes.get(tunnel_id, ())
             if new == old:
                 return
-            plan = plan_routes(tunnel_id, route_prefixes(spec, old), route_prefixes(spec, new))
+            plan = plan_routes(tunnel_id, route_paths(spec, old), route_paths(spec, new))
             refs = dict(self._refs)
             await self.executor.apply([list(plan.ops)], refs)
             self.dynamic_routes[tunnel_id] = new

@@ -12,6 +12,7 @@ import enum
 import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import NamedTuple
 
 from agent.secret import Secret
 
@@ -31,6 +32,16 @@ class IdType(enum.IntEnum):
         """The type's name as flexiManage, VPP's CLI and strongSwan's ID prefixes spell
         it: ip4-addr, fqdn, rfc822."""
         return self.name.lower().replace("_", "-")
+
+
+class StaticRoute(NamedTuple):
+    """A controller static route through the peer. `preference` is its VPP path
+    preference (0 is best): the rank of the route's metric among the metrics of every
+    tunnel routing the same prefix, so a lower metric is the primary and a higher one
+    the backup VPP uses while the primary's tunnel is down."""
+
+    net: IPv4Network
+    preference: int = 0
 
 
 @dataclass(frozen=True)
@@ -110,7 +121,7 @@ class PeerSpec:
     monitor_urls: tuple[str, ...] = ()
     udp_encap: bool = False
     # the controller's static routes (`add-route`) whose `via` is in this tunnel's /31
-    static_routes: tuple[IPv4Network, ...] = ()
+    static_routes: tuple[StaticRoute, ...] = ()
 
     @property
     def route_based(self) -> bool:

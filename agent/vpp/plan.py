@@ -9,20 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address
 
 from agent.peers.spec import PeerSpec
 from agent.vpp import kinds
 from agent.vpp.kinds.lcp import host_if_name
 from agent.vpp.kinds.profile import child_sa_lifetime, delete_profile_op, profile_ops
-from agent.vpp.kinds.route import covering_prefixes, route_changes, route_prefixes
+from agent.vpp.kinds.route import RoutePath, covering_prefixes, route_changes, route_paths
 from agent.vpp.ops import CapabilityError, Op, Ref, VppFacts, resolve
 
 __all__ = [
     "LIVENESS_PERIOD", "LIVENESS_RETRIES", "CapabilityError", "Op", "Plan", "Ref", "VppFacts",
     "check_capabilities", "child_sa_lifetime", "covering_prefixes", "delete_profile_op",
     "host_if_name", "inverse", "liveness_op", "plan_add", "plan_add_ops", "plan_remove",
-    "plan_routes", "profile_ops", "resolve", "route_prefixes",
+    "plan_routes", "profile_ops", "resolve", "route_paths",
 ]
 
 LIVENESS_PERIOD = 10
@@ -80,9 +80,9 @@ def plan_remove(spec: PeerSpec, facts: VppFacts,
 
 
 def plan_routes(
-    tunnel_id: int, before: Iterable[IPv4Network], after: Iterable[IPv4Network]
+    tunnel_id: int, before: Iterable[RoutePath], after: Iterable[RoutePath]
 ) -> Plan:
-    """Only the route changes between two sets of prefixes through one tunnel."""
+    """Only the route changes between two sets of paths through one tunnel."""
     return Plan(tuple(route_changes(tunnel_id, before, after)))
 
 

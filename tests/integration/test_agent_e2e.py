@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import io
 import json
+import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -26,7 +27,7 @@ from agent.lab.vppsim.server import VppSim
 from agent.logsetup import configure_logging
 from agent.vpp.readers import read_observed
 from tests.agent_task import running
-from tests.fixtures import example_request
+from tests.fixtures import example_request, numbered_add_tunnel
 from tests.waiting import until
 
 MACHINE = "3f1c0000-0000-4000-8000-00000000e2e0"
@@ -356,13 +357,77 @@ async def test_static_routes_through_a_peer_are_programmed_with_it(
         assert [r for r in sim.snapshot()["routes"] if r[1] == "10.60.0.0/16"] == []
 
 
+def rewrite_stored_specs(state: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    """Change every stored peer spec as an older agent would have written it."""
+    db = sqlite3.connect(state / "peers.sqlite")
+    with db:
+        for tid, text in db.execute("SELECT tunnel_id, spec FROM peers").fetchall():
+            row = json.loads(text)
+            change(row)
+            db.execute("UPDATE peers SET spec = ? WHERE tunnel_id = ?", (json.dumps(row), tid))
+    db.close()
+
+
+async def test_a_static_routes_metric_orders_the_peers_routing_one_prefix(
+        sim: VppSim, short_dir: Path) -> None:
+    """One prefix via two peers: the lower metric's path has VPP preference 0 (primary),
+    the other 1 (backup). A new metric swaps them, a preference changed behind the
+    agent's back is repaired, and a restart writes nothing."""
+    net = IPv4Network("10.50.0.0/16")
+    via = {1: "10.100.0.3", 2: "10.100.0.5"}  # the peers' ends of the tunnels' /31s
+
+    def metric_route(tid: int, metric: str) -> dict[str, Any]:
+        return route(str(net), via[tid]) | {"metric": metric}
+
+    async def preferences() -> dict[int, int]:
+        obs = await read_observed(rig.agent.vpp)
+        return {tid: obs.route_preferences[obs.tunnels[tid].sw_if_index][net]
+                for tid in (1, 2) if net in obs.route_preferences.get(
+                    obs.tunnels[tid].sw_if_index, {})}
+
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        ok(await rig.ctl.send_job("aggregated", {"requests": [
+            *({"entity": "agent", "message": "add-tunnel",
+               "params": numbered_add_tunnel(n, "Metric")} for n in (1, 2)),
+            {"entity": "agent", "message": "add-route", "params": metric_route(1, "10")},
+            {"entity": "agent", "message": "add-route", "params": metric_route(2, "20")},
+        ]}, jobid=5001))
+        assert await preferences() == {1: 0, 2: 1}
+
+        ok(await rig.ctl.send_job("aggregated", {"requests": [
+            {"entity": "agent", "message": "remove-route", "params": metric_route(1, "10")},
+            {"entity": "agent", "message": "add-route", "params": metric_route(1, "30")},
+        ]}, jobid=5002))
+        assert await preferences() == {1: 1, 2: 0}
+
+        (entry,) = [r for r in sim.state.routes.values() if r.prefix == net]
+        for path in entry.paths:  # behind the agent's back (vppctl)
+            path["preference"] = 7
+        await rig.agent.manager.check_drift()
+        assert await preferences() == {1: 1, 2: 0}
+
+    writes = sim.write_count
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.in_sync)
+        assert sim.write_count == writes
+        assert await preferences() == {1: 1, 2: 0}
+
+    # a store written before metrics were programmed: every route at preference 0
+    def without_preferences(row: dict[str, Any]) -> None:
+        row["static_routes"] = [r if isinstance(r, str) else r[0] for r in row["static_routes"]]
+
+    rewrite_stored_specs(short_dir / "state", without_preferences)
+    async with running_agent(sim, short_dir) as rig:
+        await until(lambda: rig.agent.manager.desired[1].static_routes[0].preference == 1)
+        assert await preferences() == {1: 1, 2: 0}
+
+
 async def test_routes_recorded_by_an_older_agent_are_programmed_at_start(
         sim: VppSim, short_dir: Path) -> None:
     """A peer store written before static routes were programmed has tunnels without
     them while the recorded configuration holds the routes: the agent programs them
     at start, through the route guard, and changes nothing on the next start."""
-    import sqlite3
-
     request = example_request()
     via = "10.100.0.17"
     async with running_agent(sim, short_dir) as rig:
@@ -371,13 +436,7 @@ async def test_routes_recorded_by_an_older_agent_are_programmed_at_start(
             {"entity": "agent", "message": "add-tunnel", "params": request["params"]},
         ]}, jobid=4001))
     # what the older agent left: the route recorded, neither in its store nor in VPP
-    db = sqlite3.connect(short_dir / "state" / "peers.sqlite")
-    with db:
-        for tid, text in db.execute("SELECT tunnel_id, spec FROM peers").fetchall():
-            row = json.loads(text)
-            del row["static_routes"]
-            db.execute("UPDATE peers SET spec = ? WHERE tunnel_id = ?", (json.dumps(row), tid))
-    db.close()
+    rewrite_stored_specs(short_dir / "state", lambda row: row.pop("static_routes"))
     for key in [k for k, r in sim.state.routes.items() if str(r.prefix) == "10.50.0.0/16"]:
         del sim.state.routes[key]
 

@@ -1,4 +1,5 @@
-"""Multilink policies on real VPP 26.06's ABF over plain IPIP tunnels: what needs no IKE.
+"""Steering over two plain IPIP tunnels on real VPP 26.06, what needs no IKE: multilink
+policies (ABF) and static routes' primary and backup (FIB path preferences).
 
     lan ns: eth0 10.0.0.2/24 --veth-- dev ns: VPP host-lan0 10.0.0.1/24
     dev ns: VPP host-wan0 192.0.2.10/24 --veth-- net ns: 192.0.2.1 (ip_forward)
@@ -26,10 +27,14 @@ from typing import Any
 
 import pytest
 
+from agent.jobs.validation import peer_static_routes
 from agent.lab.realvpp import RealVpp
 from agent.peers.spec import PeerSpec
 from agent.policy.manager import PolicyManager
 from agent.vpp.client import VppClient
+from agent.vpp.kinds.route import route_op, route_paths
+from agent.vpp.kinds.tunnel import ref_name
+from agent.vpp.ops import resolve
 from tests.real_vpp import require_real_vpp
 from tests.spec_factory import example_spec
 from tests.waiting import until
@@ -237,11 +242,41 @@ async def test_load_balancing_spreads_flows_over_both_peers(rig: Rig) -> None:
                                           "order": "load-balancing"}]
     await rig.manager.apply(lb)
     assert rig.manager.status()["rules"][0]["chosen"] == "peer 1, peer 2"
+    d = await sixteen_flows(rig)  # VPP's flow hash spreads them
+    assert d["pa"] > 0 and d["pb"] > 0 and d["pa"] + d["pb"] == 16 and d["net"] == 0, d
+
+
+async def sixteen_flows(rig: Rig) -> dict[str, int]:
+    """Where one ping to each of 16 destinations (flows) of 172.16/16 went."""
     before = rig.topo.counts()
     lan = rig.topo.names["lan"]
-    for i in range(1, 17):  # 16 flows (destinations): VPP's flow hash spreads them
+    for i in range(1, 17):
         await asyncio.to_thread(nsx, lan, "ping", "-n", "-q", "-c", "1", "-W", "0.2",
                                 f"172.16.0.{i}", check=False)
     after = rig.topo.counts()
-    d = {k: after[k] - before[k] for k in after}
-    assert d["pa"] > 0 and d["pb"] > 0 and d["pa"] + d["pb"] == 16 and d["net"] == 0, d
+    return {k: after[k] - before[k] for k in after}
+
+
+async def test_a_static_routes_metric_makes_a_backup_that_carries_traffic_while_the_primary_is_down(
+        rig: Rig) -> None:
+    """add-route of one prefix via both peers, metrics 10 and 20: the agent's paths send
+    it all through peer A; with A's tunnel down (VPP's IKE sets it down when the SA
+    goes) it all goes through peer B, and back to A when A is up again."""
+    items = {f"route:172.16.0.0/16:{via}::{metric}": ("add-route", {
+        "addr": "172.16.0.0/16", "via": via, "metric": metric})
+        for via, metric in (("10.100.0.1", "10"), ("10.100.0.3", 20))}
+    routes, problems = peer_static_routes(items, rig.peers.values())
+    assert problems == []
+    sw = {int(d.tunnel.instance): int(d.tunnel.sw_if_index)
+          for d in await rig.vpp.dump("ipip_tunnel_dump", sw_if_index=0xFFFFFFFF)}
+    for tid, spec in rig.peers.items():
+        spec = replace(spec, static_routes=routes[tid], monitor_ips=())
+        for net, preference in route_paths(spec):
+            op = route_op(tid, net, True, preference)
+            await rig.vpp.call(op.message, **resolve(op.args, {ref_name(tid): sw[tid]}))
+    # 16 flows: paths of equal preference would spread them over both peers
+    assert await sixteen_flows(rig) == {"pa": 16, "pb": 0, "net": 0}
+    await rig.vpp.call("sw_interface_set_flags", sw_if_index=sw[1], flags=0)
+    assert await sixteen_flows(rig) == {"pa": 0, "pb": 16, "net": 0}
+    await rig.vpp.call("sw_interface_set_flags", sw_if_index=sw[1], flags=1)
+    assert await sixteen_flows(rig) == {"pa": 16, "pb": 0, "net": 0}

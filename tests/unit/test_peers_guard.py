@@ -9,7 +9,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import pytest
 
 from agent.peers.guard import PeerIndex, route_problems
-from agent.peers.spec import TrafficSelector
+from agent.peers.spec import StaticRoute, TrafficSelector
 from tests.spec_factory import numbered_spec
 
 WAN = [IPv4Interface("192.168.1.10/24")]
@@ -41,13 +41,13 @@ def ts(start: str, end: str) -> TrafficSelector:
     ("remote_ts", ts("127.0.0.0", "127.0.0.255"),
      "tunnel 1: ikev2.remote-ts 127.0.0.0-127.0.0.255 covers 127.0.0.0/8, which must never "
      "be routed into a tunnel"),
-    ("static_routes", (IPv4Network("203.0.113.0/24"),),
+    ("static_routes", (StaticRoute(IPv4Network("203.0.113.0/24")),),
      "tunnel 1: add-route 203.0.113.0/24 via 10.100.0.19 covers the tunnel's own peer "
      "address 203.0.113.1: its IKE/ESP would be routed into itself"),
-    ("static_routes", (IPv4Network("192.168.0.0/16"),),
+    ("static_routes", (StaticRoute(IPv4Network("192.168.0.0/16")),),
      "tunnel 1: add-route 192.168.0.0/16 via 10.100.0.19 overlaps the WAN subnet "
      "192.168.1.0/24 of this device"),
-    ("static_routes", (IPv4Network("224.0.0.0/8"),),
+    ("static_routes", (StaticRoute(IPv4Network("224.0.0.0/8")),),
      "tunnel 1: add-route 224.0.0.0/8 via 10.100.0.19 covers 224.0.0.0/4, which must never "
      "be routed into a tunnel"),
 ])
@@ -74,7 +74,7 @@ def test_a_new_peer_whose_address_another_tunnel_routes_is_refused() -> None:
 
 
 def test_a_new_peer_inside_another_tunnels_static_route_is_refused() -> None:
-    old = replace(numbered_spec(1), static_routes=(IPv4Network("198.18.0.0/16"),))
+    old = replace(numbered_spec(1), static_routes=(StaticRoute(IPv4Network("198.18.0.0/16")),))
     new = replace(numbered_spec(2), dst=A("198.18.0.9"))
     assert route_problems(new, PeerIndex({1: old, 2: new}), WAN) == [
         "tunnel 2: dst 198.18.0.9 is inside the static route 198.18.0.0/16 of tunnel 1, "

@@ -112,7 +112,8 @@ class FakeVpp:
             "lcp_itf_pair_get": [ns(phy_sw_if_index=20, host_if_name="peer7")],
             "ip_address_dump": [ns(prefix="10.100.0.16/31")],
             "ip_route_dump": [
-                ns(route=ns(prefix=p, n_paths=1, paths=[ns(sw_if_index=20, type=0)]))
+                ns(route=ns(prefix=p, n_paths=1,
+                            paths=[ns(sw_if_index=20, type=0, preference=0)]))
                 for p in ("10.100.0.16/31", "8.8.8.8/32")],
         }
 

@@ -180,11 +180,21 @@ def test_remove_is_the_exact_inverse_and_each_step_recreates_its_part() -> None:
 
 
 def test_route_changes_touch_only_the_difference() -> None:
-    a, b, c = (IPv4Network(f"10.9.0.{i}/32") for i in (1, 2, 3))
+    a, b, c = ((IPv4Network(f"10.9.0.{i}/32"), 0) for i in (1, 2, 3))
     plan = plan_routes(7, [a, b], [b, c])
     assert [(op.args["is_add"], op.args["route"]["prefix"]) for op in plan.ops] == [
-        (False, a), (True, c)]
+        (False, a[0]), (True, c[0])]
     assert plan_routes(7, [a], [a]).ops == ()
+
+
+def test_a_new_preference_removes_the_path_then_adds_it_and_undo_restores_the_old() -> None:
+    net = IPv4Network("10.50.0.0/16")
+    ops = plan_routes(7, [(net, 0)], [(net, 1)]).ops
+    steps = [(op.args["is_add"], op.args["route"]["paths"][0]["preference"]) for op in ops]
+    assert steps == [(False, 0), (True, 1)]  # VPP's add alone would keep preference 0
+    assert [(u.args["is_add"], u.args["route"]["paths"][0]["preference"])
+            for op in ops for u in op.undo] == [(True, 0), (False, 1)]
+    assert ops[1].what == "tunnel 7: add route 10.50.0.0/16 preference 1"
 
 
 def test_resolve_replaces_refs_and_reports_missing_ones() -> None:

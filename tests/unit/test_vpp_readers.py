@@ -23,13 +23,13 @@ def test_the_sa_state_is_derived_from_v1_and_the_child_dump() -> None:
 
 def test_reconcile_sees_only_routes_a_client_could_have_added() -> None:
     n = IPv4Network
-    dump = [(3, n("10.100.0.16/31"), 0),  # connected: VPP's, from the tunnel address
-            (3, n("10.100.0.17/32"), 0),  # the peer's host route inside it
-            (3, n("10.100.0.16/32"), 1),  # local
-            (3, n("198.51.100.100/32"), 0),  # a monitor route the agent added
-            (4, n("192.0.2.0/24"), 0)]
+    dump = [(3, n("10.100.0.16/31"), 0, 0),  # connected: VPP's, from the tunnel address
+            (3, n("10.100.0.17/32"), 0, 0),  # the peer's host route inside it
+            (3, n("10.100.0.16/32"), 1, 0),  # local
+            (3, n("198.51.100.100/32"), 0, 0),  # a monitor route the agent added
+            (4, n("192.0.2.0/24"), 0, 2)]  # a backup path (preference 2)
     got = routes_via_tunnels(dump, {3: {IPv4Interface("10.100.0.16/31")}})
-    assert got == {3: {n("198.51.100.100/32")}, 4: {n("192.0.2.0/24")}}
+    assert got == {3: {n("198.51.100.100/32"): 0}, 4: {n("192.0.2.0/24"): 2}}
 
 
 class _RefusingLookup:

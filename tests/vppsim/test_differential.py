@@ -88,10 +88,10 @@ def plain(value: Any) -> Any:
     return value
 
 
-def route_via(prefix: str, sw: int) -> dict[str, Any]:
+def route_via(prefix: str, sw: int, preference: int = 0) -> dict[str, Any]:
     """What the agent's plan sends for a route into a tunnel."""
     return {"table_id": 0, "prefix": prefix, "n_paths": 1, "paths": [{
-        "sw_if_index": sw, "table_id": 0, "weight": 1, "preference": 0, "type": 0,
+        "sw_if_index": sw, "table_id": 0, "weight": 1, "preference": preference, "type": 0,
         "flags": 0, "proto": 0, "n_labels": 0, "label_stack": [{}] * 16}]}
 
 
@@ -219,6 +219,25 @@ class Script:
             await self.call(f"{label} twice", "ip_route_add_del", is_add=True,
                             is_multipath=False, route=route)
 
+    async def primary_and_backup(self) -> None:
+        """Two tunnels' paths of one prefix at preferences 0 and 1 (a static route's
+        metric): an add of a path already there keeps its preference, a removal matches
+        the path whatever its preference."""
+        prefix, label = "10.50.0.0/16", "backup"
+        for n, preference in ((1, 0), (3, 1)):
+            await self.call(label, "ip_route_add_del", is_add=True, is_multipath=True,
+                            route=route_via(prefix, self.sw[n], preference))
+        await self.call(f"{label} new preference", "ip_route_add_del", is_add=True,
+                        is_multipath=True, route=route_via(prefix, self.sw[1], 2))
+        await self.dump(label, "ip_route_dump", table={"table_id": 0, "is_ip6": False,
+                                                       "name": ""})
+        await self.call(f"{label} other preference", "ip_route_add_del", is_add=False,
+                        is_multipath=True, route=route_via(prefix, self.sw[3], 0))
+        await self.dump(f"{label} one left", "ip_route_dump",
+                        table={"table_id": 0, "is_ip6": False, "name": ""})
+        await self.call(f"{label} last", "ip_route_add_del", is_add=False, is_multipath=True,
+                        route=route_via(prefix, self.sw[1], 0))
+
     async def remove(self, n: int) -> None:
         label = f"remove {n}"
         sw = self.sw.pop(n)
@@ -253,6 +272,7 @@ class Script:
         for n in (1, 2, 3):
             await self.tunnel(n)
         await self.dumps("three tunnels")
+        await self.primary_and_backup()
         await self.call("initiate", "ikev2_initiate_sa_init", name="peer-2")
         await self.call("initiate", "ikev2_initiate_del_ike_sa", ispi=0x1122334455667788)
         await self.call("initiate", "ikev2_initiate_del_child_sa", ispi=0x11223344)

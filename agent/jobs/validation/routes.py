@@ -5,6 +5,13 @@ tunnel's /31 (it finds such routes by either /31 address to build its jobs).
 A route whose `via` is in a peer tunnel's subnet is programmed into VPP as one path
 via that tunnel, like the monitor /32s; any other route is recorded only (the
 device's other next hops are not this agent's to program).
+
+The route's `metric` orders the tunnels that route one prefix, as the kernel's metric
+orders flexiagent's routes: VPP forwards over the best-preference paths that are up,
+so the lowest metric is the primary and a higher one takes over while the primary's
+tunnel is down (no SA); equal metrics share the traffic. VPP's preference is a u8 and
+the metric is any non-negative integer, so each route gets its metric's rank among
+the metrics of that prefix: the order is kept exactly.
 """
 
 from __future__ import annotations
@@ -14,17 +21,16 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from agent.jobs.validation.problems import Problem, render
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import PeerSpec, StaticRoute
 
 
 def peer_static_routes(items: Mapping[str, tuple[str, Any]], specs: Iterable[PeerSpec]
-                       ) -> tuple[dict[int, tuple[IPv4Network, ...]], list[Problem]]:
+                       ) -> tuple[dict[int, tuple[StaticRoute, ...]], list[Problem]]:
     """Each peer tunnel's static routes from the recorded `route:` items (the dispatcher's
-    `Items`), and the problems
-    of routes through a peer that cannot be programmed (named by their item)."""
+    `Items`), and the problems of routes through a peer that cannot be programmed."""
     tunnel_of: dict[IPv4Network, int] = {s.addr.network: s.tunnel_id for s in specs}
     lengths = sorted({n.prefixlen for n in tunnel_of}, reverse=True)
-    found: dict[int, set[IPv4Network]] = {}
+    metrics: dict[tuple[int, IPv4Network], int] = {}  # a tunnel's best for each prefix
     problems: list[Problem] = []
     for key, (_, params) in sorted(items.items()):
         if not key.startswith("route:") or not isinstance(params, Mapping):
@@ -38,7 +44,7 @@ def peer_static_routes(items: Mapping[str, tuple[str, Any]], specs: Iterable[Pee
                     is not None), None)
         if tid is None:
             continue
-        addr = params.get("addr")
+        addr, metric = params.get("addr"), _metric(params.get("metric"))
         try:
             net = IPv4Network(str(addr))
         except ValueError as e:
@@ -46,6 +52,37 @@ def peer_static_routes(items: Mapping[str, tuple[str, Any]], specs: Iterable[Pee
                                     f"not an IPv4 prefix ({e}), via {via} of peer tunnel {tid}",
                                     "a.b.c.d/m"))
             continue
-        found.setdefault(tid, set()).add(net)
-    return ({tid: tuple(sorted(nets, key=lambda n: (int(n.network_address), n.prefixlen)))
-             for tid, nets in found.items()}, problems)
+        if metric is None:
+            problems.append(Problem("add-route.metric", render(params.get("metric")),
+                                    f"not a metric, route {net} via {via} of peer tunnel {tid}",
+                                    "an integer >= 0, or none (0)"))
+            continue
+        metrics[tid, net] = min(metric, metrics.get((tid, net), metric))
+    ranks: dict[IPv4Network, list[int]] = {}
+    for (_, net), metric in metrics.items():
+        ranks.setdefault(net, []).append(metric)
+    order = {net: sorted(set(ms)) for net, ms in ranks.items()}
+    found: dict[int, list[StaticRoute]] = {}
+    for (tid, net), metric in metrics.items():
+        # more than 256 distinct metrics for one prefix share VPP's last preference
+        found.setdefault(tid, []).append(
+            StaticRoute(net, min(order[net].index(metric), MAX_PREFERENCE)))
+    return ({tid: tuple(sorted(rs, key=lambda r: (int(r.net.network_address), r.net.prefixlen)))
+             for tid, rs in found.items()}, problems)
+
+
+MAX_PREFERENCE = 255  # vl_api_fib_path_t.preference is a u8
+
+
+def _metric(value: object) -> int | None:
+    """flexiManage sends the metric as an integer (sync-device: `parseInt`) or as the
+    route's text (add-route); absent or empty is 0, as flexiagent reads it."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None

@@ -366,6 +366,9 @@ class VppSim:
 
     # -- events ---------------------------------------------------------------
     def _on_interface_change(self, sw_if_index: int, flags: int, deleted: bool) -> None:
+        changed = getattr(self.ike, "state_changed", None)
+        if changed is not None:  # an SA's tunnel going up or down moves backup routes
+            changed()
         if not self._pending_events and self._loop is not None:
             self._loop.call_soon(self._flush_events)
         self._pending_events.append((sw_if_index, flags, deleted))

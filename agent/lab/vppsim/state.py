@@ -222,6 +222,12 @@ class Route:
     paths: list[dict[str, Any]]
 
 
+def _path_identity(path: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells two paths apart in VPP 26.06 (fib_path_cmp_w_route_path): everything
+    but the preference."""
+    return tuple(sorted((k, str(v)) for k, v in path.items() if k != "preference"))
+
+
 InterfaceListener = Callable[[int, int, bool], None]
 
 
@@ -488,13 +494,15 @@ class SimState:
                 raise ApiError(NO_PATHS_IN_ROUTE, "no paths")
             if route is None or not is_multipath:
                 self.routes[key] = Route(table_id, prefix, list(paths))
-            else:
-                route.paths.extend(p for p in paths if p not in route.paths)
+            else:  # a path already there keeps its preference
+                have = {_path_identity(p) for p in route.paths}
+                route.paths.extend(p for p in paths if _path_identity(p) not in have)
             return
         if route is None:
             return  # VPP 26.06 answers 0 to deleting a route that is not there
         if is_multipath and paths:
-            remaining = [p for p in route.paths if p not in paths]
+            gone = {_path_identity(p) for p in paths}
+            remaining = [p for p in route.paths if _path_identity(p) not in gone]
             if remaining:
                 route.paths = remaining
                 return

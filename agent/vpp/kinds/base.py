@@ -48,6 +48,8 @@ class Observed:
     tunnels: dict[int, TunnelInfo] = field(default_factory=dict)  # by instance
     profiles: dict[str, ProfileInfo] = field(default_factory=dict)
     routes: dict[int, set[IPv4Network]] = field(default_factory=dict)  # via sw_if_index
+    # the same routes with their path's preference
+    route_preferences: dict[int, dict[IPv4Network, int]] = field(default_factory=dict)
     mss: dict[int, int] = field(default_factory=dict)
     lcp: dict[int, str] = field(default_factory=dict)
     gateways: set[IPv4Address] = field(default_factory=set)  # default routes' next hops

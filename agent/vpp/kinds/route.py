@@ -37,29 +37,37 @@ def _key(n: IPv4Network) -> tuple[int, int]:
     return int(n.network_address), n.prefixlen
 
 
-def route_prefixes(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[IPv4Network]:
-    """Prefixes routed into the tunnel: monitor /32s, static routes via the peer, plus the
-    remote selector if policy-based.
+RoutePath = tuple[IPv4Network, int]  # (prefix, VPP path preference: 0 is best)
+
+
+def route_paths(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[RoutePath]:
+    """This tunnel's path of each prefix routed into it: monitor /32s and the remote
+    selector if policy-based at preference 0, static routes via the peer at their
+    metric's rank (a prefix in both: the better one).
     Not those inside the tunnel's own subnet (a monitor IP that is the peer's tunnel
     address): VPP's connected route already sends them there, and `routes_via_tunnels`
     leaves VPP's routes in that subnet out, so an added one would look missing at
     every reconcile and be left behind by a removal."""
     own = spec.addr.network
-    prefixes: dict[IPv4Network, None] = {}
+    paths: dict[IPv4Network, int] = {}
     for ip in (*spec.monitor_ips, *extra):
         if ip not in own:
-            prefixes[IPv4Network((int(ip), 32))] = None  # no text to format and parse
-    nets = list(spec.static_routes)
+            paths[IPv4Network((int(ip), 32))] = 0  # no text to format and parse
+    nets = [(r.net, r.preference) for r in spec.static_routes]
     if not spec.route_based:
-        nets += covering_prefixes(spec.remote_ts.start_addr, spec.remote_ts.end_addr)
-    for net in nets:
+        nets += [(n, 0) for n in covering_prefixes(spec.remote_ts.start_addr,
+                                                   spec.remote_ts.end_addr)]
+    for net, preference in nets:
         if not net.subnet_of(own):
-            prefixes[net] = None
-    return sorted(prefixes, key=_key)
+            paths[net] = min(preference, paths.get(net, preference))
+    return sorted(paths.items(), key=lambda p: _key(p[0]))
 
 
-def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
-    """Add or remove this tunnel's path of `prefix` (see the module doc)."""
+def route_op(spec_id: int, prefix: IPv4Network, is_add: bool, preference: int = 0) -> Op:
+    """Add or remove this tunnel's path of `prefix` (see the module doc). VPP tells
+    paths apart without their preference: a removal matches whatever it is, and an
+    add of a path already there keeps the old preference. A removal carries the
+    preference the path had, for its undo."""
     ref = tunnel_ref(spec_id)
 
     def args(add: bool) -> dict[str, Any]:
@@ -71,7 +79,8 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
                 "prefix": prefix,
                 "n_paths": 1,
                 "paths": [
-                    {"sw_if_index": ref, "table_id": 0, "weight": 1, "preference": 0,
+                    {"sw_if_index": ref, "table_id": 0, "weight": 1,
+                     "preference": preference,
                      "type": 0, "flags": 0, "proto": 0, "n_labels": 0,
                      # papi packs this fixed array only when all 16 entries are given
                      "label_stack": [{}] * 16}
@@ -80,33 +89,40 @@ def route_op(spec_id: int, prefix: IPv4Network, is_add: bool) -> Op:
         }
 
     text = network_text(prefix)
-    return add_del("ip_route_add_del", args, is_add, f"add route {text}",
+    shown = f" preference {preference}" if preference else ""
+    return add_del("ip_route_add_del", args, is_add, f"add route {text}{shown}",
                    f"delete route {text}", spec_id)
 
 
-def route_changes(tunnel_id: int, before: Iterable[IPv4Network],
-                  after: Iterable[IPv4Network]) -> list[Op]:
-    """Only the route changes between two sets of prefixes through one tunnel."""
+def route_changes(tunnel_id: int, before: Iterable[RoutePath],
+                  after: Iterable[RoutePath]) -> list[Op]:
+    """Only the path changes between two sets of paths through one tunnel, removals
+    first: a new preference is a removal and an add, since VPP's add keeps the old."""
     old, new = set(before), set(after)
-    ops = [route_op(tunnel_id, p, False) for p in sorted(old - new, key=_key)]
-    ops += [route_op(tunnel_id, p, True) for p in sorted(new - old, key=_key)]
+    ops = [route_op(tunnel_id, p, False, pref) for p, pref in sorted(old - new, key=_path_key)]
+    ops += [route_op(tunnel_id, p, True, pref) for p, pref in sorted(new - old, key=_path_key)]
     return ops
 
 
+def _path_key(path: RoutePath) -> tuple[int, int, int]:
+    return (*_key(path[0]), path[1])
+
+
 def routes_via_tunnels(
-    routes: list[tuple[int, IPv4Network, int]], addresses: Mapping[int, set[IPv4Interface]]
-) -> dict[int, set[IPv4Network]]:
-    """The routes via each tunnel that a client could have added: `ip_route_dump` also
-    lists what VPP derives from the tunnel's own address (the connected network, the
-    peer's host route in it, the local /32 with a local path); those are VPP's, never
-    reconciled away nor re-added by an undo."""
-    out: dict[int, set[IPv4Network]] = {}
-    for via, prefix, path_type in routes:
+    routes: list[tuple[int, IPv4Network, int, int]],
+    addresses: Mapping[int, set[IPv4Interface]],
+) -> dict[int, dict[IPv4Network, int]]:
+    """The routes via each tunnel that a client could have added, with their path's
+    preference: `ip_route_dump` also lists what VPP derives from the tunnel's own
+    address (the connected network, the peer's host route in it, the local /32 with a
+    local path); those are VPP's, never reconciled away nor re-added by an undo."""
+    out: dict[int, dict[IPv4Network, int]] = {}
+    for via, prefix, path_type, preference in routes:
         if path_type != FIB_PATH_TYPE_NORMAL:
             continue
         if any(prefix.subnet_of(a.network) for a in addresses.get(via, ())):
             continue
-        out.setdefault(via, set()).add(prefix)
+        out.setdefault(via, {})[prefix] = preference
     return out
 
 
@@ -138,7 +154,8 @@ class RouteKind(Kind):
 
     def create(self, spec: PeerSpec, facts: VppFacts,
                extra_routes: Sequence[IPv4Address]) -> list[Op]:
-        return [route_op(spec.tunnel_id, p, True) for p in route_prefixes(spec, extra_routes)]
+        return [route_op(spec.tunnel_id, p, True, pref)
+                for p, pref in route_paths(spec, extra_routes)]
 
     async def read(self, vpp: VppClient, obs: Observed) -> Any:
         return await vpp.dump("ip_route_dump", table={"table_id": 0, "is_ip6": False, "name": ""})
@@ -146,34 +163,43 @@ class RouteKind(Kind):
     def absorb(self, raw: Any, obs: Observed) -> None:
         # after the addresses: VPP's own routes from a tunnel's address are told apart
         tunnel_indexes = {t.sw_if_index for t in obs.tunnels.values()}
-        via_tunnels: list[tuple[int, IPv4Network, int]] = []
+        via_tunnels: list[tuple[int, IPv4Network, int, int]] = []
         for r in raw:
             route = r.route
             for path in route.paths[:int(route.n_paths)]:  # shared route: a path per tunnel
                 via = int(path.sw_if_index)
                 if via in tunnel_indexes:
-                    via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type)))
-        obs.routes = routes_via_tunnels(via_tunnels, obs.addresses)
+                    via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type),
+                                        int(path.preference)))
+        paths = routes_via_tunnels(via_tunnels, obs.addresses)
+        obs.routes = {sw: set(p) for sw, p in paths.items()}
+        obs.route_preferences = paths
         obs.gateways = default_next_hops(raw)
 
     def repair(self, spec: PeerSpec, facts: VppFacts, obs: Observed, sw: int,
                extra_routes: Sequence[IPv4Address]) -> tuple[list[Op], str | None]:
         # Routes via the tunnel the agent does not expect are left alone: a routing
         # protocol may have installed them.
-        have = obs.routes.get(sw, set())
-        missing = [p for p in route_prefixes(spec, extra_routes) if p not in have]
-        if not missing:
+        have = obs.route_preferences.get(sw, {})
+        want = route_paths(spec, extra_routes)
+        missing = [(p, pref) for p, pref in want if p not in have]
+        moved = [(p, pref) for p, pref in want if p in have and have[p] != pref]
+        if not missing and not moved:
             return [], None
-        return ([route_op(spec.tunnel_id, p, True) for p in missing],
-                f"{len(missing)} route(s) missing: adding")
+        ops = [route_op(spec.tunnel_id, p, False, have[p]) for p, _ in moved]  # undo: as was
+        ops += [route_op(spec.tunnel_id, p, True, pref) for p, pref in (*moved, *missing)]
+        why = [f"{len(missing)} route(s) missing: adding"] if missing else []
+        why += [f"{len(moved)} route(s) with another preference: re-adding"] if moved else []
+        return ops, "; ".join(why)
 
     def delete(self, tid: int, sw: int | None, obs: Observed) -> list[Op]:
         # The only cleanup steps that keep their undo; the rest is not re-created when
         # a cleanup fails half-way (it is simply tried again).
         if sw is None:
             return []
-        routes = sorted(obs.routes.get(sw, set()), key=lambda n: int(n.network_address))
-        return [route_op(tid, p, False) for p in routes]
+        have = obs.route_preferences.get(sw, {})
+        return [route_op(tid, p, False, have[p])
+                for p in sorted(have, key=lambda n: int(n.network_address))]
 
 
 KIND = RouteKind()

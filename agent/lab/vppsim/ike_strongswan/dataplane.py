@@ -47,6 +47,17 @@ def open_tun(name: str) -> int:
     return fd
 
 
+def _forwarding(paths: list[dict[str, Any]], state: SimState) -> set[int]:
+    """The interfaces VPP forwards a route over: its best-preference paths among those
+    that are up (a path via an admin-down tunnel is unresolved), or all of its paths
+    when none is up (VPP drops then; the TUN of a tunnel without an SA drops too)."""
+    up = [p for p in paths if (itf := state.interfaces.get(p.get("sw_if_index", -1)))
+          is not None and itf.admin_up]
+    chosen = up or paths
+    best = min((int(p.get("preference", 0)) for p in chosen), default=0)
+    return {p["sw_if_index"] for p in chosen if int(p.get("preference", 0)) == best}
+
+
 @dataclass
 class _HostTun:
     name: str
@@ -169,7 +180,7 @@ class DataPlane:
             addrs = {str(a) for a in state.addresses.get(tun_idx, []) if a.version == 4}
             routes = {str(r.prefix) for r in state.routes.values()
                       if r.prefix.version == 4 and r.table_id == 0
-                      and any(p.get("sw_if_index") == tun_idx for p in r.paths)}
+                      and tun_idx in _forwarding(r.paths, state)}
             wanted[tun_idx] = (pair["host_if_name"], addrs, routes)
         for tun_idx in [i for i in self.tuns if i not in wanted
                         or self.tuns[i].name != wanted[i][0]]:
