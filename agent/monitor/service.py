@@ -352,11 +352,15 @@ class MonitorService:
         """`each`: what logs each new tunnel and target (None: nothing)."""
         now = self._clock()
         device, source = self._binding(spec)
+        wanted = self._wanted(spec)
         t = self._tunnels.get(tid)
         rebind: list[IPv4Address] = []
         if t is None:
             sa = self._sa_state(tid)
-            health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1])
+            # with its targets from the start: a tunnel whose SA came up before this
+            # first look (within its job) must still be proven by probe replies
+            health = TunnelHealth(now, self.health_config, sa_up=sa[0], sa_reason=sa[1],
+                                  targets=wanted)
             t = _Tunnel(tid, spec, health, device, source, sa, health.status)
             self._tunnels[tid] = t
             if each is not None:
@@ -368,7 +372,6 @@ class MonitorService:
                 self.engine.remove_target((tid, addr))
             t.device, t.source = device, source
         t.spec = spec
-        wanted = self._wanted(spec)
         for addr in [a for a in t.targets if a not in wanted]:
             self.engine.remove_target((tid, addr))
             del t.targets[addr]

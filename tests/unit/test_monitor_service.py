@@ -436,6 +436,24 @@ def test_probes_bring_the_tunnel_up_and_down_with_hysteresis() -> None:
                                 "last_error": "no reply within 1 s"}]
 
 
+def test_a_tunnel_first_seen_with_its_sa_up_still_needs_probe_replies() -> None:
+    """The SA of a new tunnel can come up before the monitor first looks (on real VPP,
+    within the job): the monitor's targets must still prove the tunnel, not the SA."""
+    r = rig()
+    spec = plain(7, ("198.51.100.1",))
+    r.manager.desired[7] = spec  # the job's tunnel, not yet seen by the monitor
+    r.manager.states[7] = PeerState(7)
+    r.manager.states[7].set(Status("up"), "IKE SA established, child SA installed")
+    r.manager.notify()
+    snap = r.service.snapshot(7)
+    assert snap is not None and snap["sa_up"]
+    assert (snap["status"], snap["reason"]) == (
+        "down", "waiting for 3 consecutive probe replies (0 so far)")
+    for _ in range(3):
+        r.engine.deliver(7, "198.51.100.1", 5.0)
+    assert tstats(r, 7)["status"] == "up"
+
+
 def test_sa_down_takes_a_probed_tunnel_down_at_once() -> None:
     r = rig(plain(7, ("198.51.100.1",)))
     r.manager.sa(7, "up")
