@@ -36,9 +36,9 @@ class IdType(enum.IntEnum):
 
 class StaticRoute(NamedTuple):
     """A controller static route through the peer. `preference` is its VPP path
-    preference (0 is best): the rank of the route's metric among the metrics of every
-    tunnel routing the same prefix, so a lower metric is the primary and a higher one
-    the backup VPP uses while the primary's tunnel is down."""
+    preference (0 is best), from the route's metric (`agent.jobs.validation.routes`):
+    a lower metric is the primary, a higher one the backup VPP uses while the
+    primary's tunnel is down."""
 
     net: IPv4Network
     preference: int = 0

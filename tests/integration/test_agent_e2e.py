@@ -370,9 +370,9 @@ def rewrite_stored_specs(state: Path, change: Callable[[dict[str, Any]], object]
 
 async def test_a_static_routes_metric_orders_the_peers_routing_one_prefix(
         sim: VppSim, short_dir: Path) -> None:
-    """One prefix via two peers: the lower metric's path has VPP preference 0 (primary),
-    the other 1 (backup). A new metric swaps them, a preference changed behind the
-    agent's back is repaired, and a restart writes nothing."""
+    """One prefix via two peers: each path's VPP preference is its route's metric, so
+    the lower one is the primary. A new metric swaps them, a preference changed behind
+    the agent's back is repaired, and a restart writes nothing."""
     net = IPv4Network("10.50.0.0/16")
     via = {1: "10.100.0.3", 2: "10.100.0.5"}  # the peers' ends of the tunnels' /31s
 
@@ -393,25 +393,25 @@ async def test_a_static_routes_metric_orders_the_peers_routing_one_prefix(
             {"entity": "agent", "message": "add-route", "params": metric_route(1, "10")},
             {"entity": "agent", "message": "add-route", "params": metric_route(2, "20")},
         ]}, jobid=5001))
-        assert await preferences() == {1: 0, 2: 1}
+        assert await preferences() == {1: 10, 2: 20}
 
         ok(await rig.ctl.send_job("aggregated", {"requests": [
             {"entity": "agent", "message": "remove-route", "params": metric_route(1, "10")},
             {"entity": "agent", "message": "add-route", "params": metric_route(1, "30")},
         ]}, jobid=5002))
-        assert await preferences() == {1: 1, 2: 0}
+        assert await preferences() == {1: 30, 2: 20}
 
         (entry,) = [r for r in sim.state.routes.values() if r.prefix == net]
         for path in entry.paths:  # behind the agent's back (vppctl)
             path["preference"] = 7
         await rig.agent.manager.check_drift()
-        assert await preferences() == {1: 1, 2: 0}
+        assert await preferences() == {1: 30, 2: 20}
 
     writes = sim.write_count
     async with running_agent(sim, short_dir) as rig:
         await until(lambda: rig.agent.manager.in_sync)
         assert sim.write_count == writes
-        assert await preferences() == {1: 1, 2: 0}
+        assert await preferences() == {1: 30, 2: 20}
 
     # a store written before metrics were programmed: every route at preference 0
     def without_preferences(row: dict[str, Any]) -> None:
@@ -419,8 +419,8 @@ async def test_a_static_routes_metric_orders_the_peers_routing_one_prefix(
 
     rewrite_stored_specs(short_dir / "state", without_preferences)
     async with running_agent(sim, short_dir) as rig:
-        await until(lambda: rig.agent.manager.desired[1].static_routes[0].preference == 1)
-        assert await preferences() == {1: 1, 2: 0}
+        await until(lambda: rig.agent.manager.desired[1].static_routes[0].preference == 30)
+        assert await preferences() == {1: 30, 2: 20}
 
 
 async def test_routes_recorded_by_an_older_agent_are_programmed_at_start(

@@ -34,22 +34,35 @@ def test_routes_enter_the_tunnel_whose_subnet_holds_via() -> None:
                       2: (route("10.60.0.0/16"),)}
 
 
-def test_metrics_of_one_prefix_rank_the_tunnels_primary_first() -> None:
+def test_a_metric_is_the_paths_preference_while_the_prefixs_metrics_fit_a_byte() -> None:
     specs = [numbered_spec(n) for n in (1, 2, 3)]
     via = {n: str(specs[n - 1].peer_inner_addr) for n in (1, 2, 3)}
     items = dict([
-        item("10.50.0.0/16", via[1], 300),  # sync-device: an integer
-        item("10.50.0.0/16", via[2], "1000"),  # add-route: the route's text
-        item("10.50.0.0/16", via[3], 300),  # equal metrics share the traffic
-        item("10.60.0.0/16", via[2], 70000),  # alone: the best, whatever the metric
+        item("10.50.0.0/16", via[1], 10),  # sync-device: an integer
+        item("10.50.0.0/16", via[2], "20"),  # add-route: the route's text
+        item("10.50.0.0/16", via[3], 10),  # equal metrics share the traffic
         item("10.70.0.0/16", via[1], ""),  # empty is 0, as flexiagent reads it
-        item("10.70.0.0/16", via[2], 1),
+        item("10.70.0.0/16", via[2], 255),
     ])
     routes, problems = peer_static_routes(items, specs)
     assert problems == []
-    assert routes == {1: (route("10.50.0.0/16"), route("10.70.0.0/16")),
-                      2: (route("10.50.0.0/16", 1), route("10.60.0.0/16"),
-                          route("10.70.0.0/16", 1)),
+    assert routes == {1: (route("10.50.0.0/16", 10), route("10.70.0.0/16")),
+                      2: (route("10.50.0.0/16", 20), route("10.70.0.0/16", 255)),
+                      3: (route("10.50.0.0/16", 10),)}
+
+
+def test_bigger_metrics_are_ranked_so_their_order_holds() -> None:
+    specs = [numbered_spec(n) for n in (1, 2, 3)]
+    via = {n: str(specs[n - 1].peer_inner_addr) for n in (1, 2, 3)}
+    items = dict([
+        item("10.50.0.0/16", via[1], 300),
+        item("10.50.0.0/16", via[2], 1000),
+        item("10.50.0.0/16", via[3], 20),
+        item("10.60.0.0/16", via[2], 70000),  # alone: the best, whatever the metric
+    ])
+    routes, _ = peer_static_routes(items, specs)
+    assert routes == {1: (route("10.50.0.0/16", 1),),
+                      2: (route("10.50.0.0/16", 2), route("10.60.0.0/16")),
                       3: (route("10.50.0.0/16"),)}
 
 
@@ -59,7 +72,7 @@ def test_one_tunnel_routing_a_prefix_twice_keeps_its_best_metric() -> None:
                   item("10.50.0.0/16", str(one.addr.ip), 5),
                   item("10.50.0.0/16", str(two.peer_inner_addr), 20)])
     routes, _ = peer_static_routes(items, [one, two])
-    assert routes == {1: (route("10.50.0.0/16"),), 2: (route("10.50.0.0/16", 1),)}
+    assert routes == {1: (route("10.50.0.0/16", 5),), 2: (route("10.50.0.0/16", 20),)}
 
 
 def test_a_bad_metric_through_a_peer_is_named() -> None:

@@ -9,9 +9,10 @@ device's other next hops are not this agent's to program).
 The route's `metric` orders the tunnels that route one prefix, as the kernel's metric
 orders flexiagent's routes: VPP forwards over the best-preference paths that are up,
 so the lowest metric is the primary and a higher one takes over while the primary's
-tunnel is down (no SA); equal metrics share the traffic. VPP's preference is a u8 and
-the metric is any non-negative integer, so each route gets its metric's rank among
-the metrics of that prefix: the order is kept exactly.
+tunnel is down (no SA); equal metrics share the traffic. The path's preference is
+the metric itself (what `show ip fib` then shows) while every metric of the prefix
+fits VPP's u8; otherwise each gets its metric's rank among them, so the order is kept
+exactly either way. Only then does one tunnel's metric move other tunnels' paths.
 """
 
 from __future__ import annotations
@@ -58,15 +59,17 @@ def peer_static_routes(items: Mapping[str, tuple[str, Any]], specs: Iterable[Pee
                                     "an integer >= 0, or none (0)"))
             continue
         metrics[tid, net] = min(metric, metrics.get((tid, net), metric))
-    ranks: dict[IPv4Network, list[int]] = {}
+    of_prefix: dict[IPv4Network, set[int]] = {}
     for (_, net), metric in metrics.items():
-        ranks.setdefault(net, []).append(metric)
-    order = {net: sorted(set(ms)) for net, ms in ranks.items()}
+        of_prefix.setdefault(net, set()).add(metric)
+    order = {net: sorted(ms) for net, ms in of_prefix.items()}
     found: dict[int, list[StaticRoute]] = {}
     for (tid, net), metric in metrics.items():
-        # more than 256 distinct metrics for one prefix share VPP's last preference
-        found.setdefault(tid, []).append(
-            StaticRoute(net, min(order[net].index(metric), MAX_PREFERENCE)))
+        if order[net][-1] <= MAX_PREFERENCE:
+            preference = metric
+        else:  # more than 256 distinct metrics for one prefix share the last preference
+            preference = min(order[net].index(metric), MAX_PREFERENCE)
+        found.setdefault(tid, []).append(StaticRoute(net, preference))
     return ({tid: tuple(sorted(rs, key=lambda r: (int(r.net.network_address), r.net.prefixlen)))
              for tid, rs in found.items()}, problems)
 
