@@ -125,14 +125,17 @@ def peer_routing(tunnel_id: int, peer: Mapping[str, Any], interface: str | None 
     routing = str(peer.get("routing") or "ospf")
     if routing not in ("ospf", "bgp"):
         raise RoutingModelError(f"{where}.routing: {routing!r} is not ospf or bgp")
-    cost = peer.get("ospf-cost")
+    # flexiManage sends its OSPF fields for BGP peers too; flexiagent reads them only
+    # for OSPF (fwtranslate_add_tunnel.py), so a BGP peer's are no reason to fail
+    ospf = routing == "ospf"
+    cost = peer.get("ospf-cost") if ospf else None
     return PeerRouting(
         tunnel_id=tunnel_id,
         interface=interface or f"peer{tunnel_id}",
         addr=_interface(f"{where}.addr", peer.get("addr")),
         routing=routing,
         ospf_cost=None if cost in (None, "") else _int(f"{where}.ospf-cost", cost, 1, 65535),
-        ospf_area=ospf_area(f"{where}.ospf-area", peer.get("ospf-area")),
+        ospf_area=ospf_area(f"{where}.ospf-area", peer.get("ospf-area") if ospf else None),
     )
 
 

@@ -151,6 +151,16 @@ def test_static_routes_enter_the_redistribution_access_lists_in_a_stable_order()
     assert not any("fw-redist-bgp-acl" in line and "10.8.0.0" in line for line in out)
 
 
+def test_a_bgp_peers_ospf_fields_are_not_read_as_flexiagent_reads_them() -> None:
+    """flexiManage sends ospf-cost/ospf-area for every peer (a string, only checked > 0):
+    a BGP peer's are neither refused nor rendered."""
+    peer = peer_routing(3, {"addr": "10.100.0.6/31", "routing": "bgp", "ospf-cost": "10.5",
+                            "ospf-area": "backbone"})
+    assert (peer.routing, peer.ospf_cost, peer.ospf_area) == ("bgp", None, "0.0.0.0")
+    with pytest.raises(RoutingModelError, match="ospf-cost"):
+        peer_routing(3, {"addr": "10.100.0.6/31", "routing": "ospf", "ospf-cost": "10.5"})
+
+
 def test_empty_model_renders_nothing() -> None:
     assert render(from_params()) == ()
 
