@@ -37,7 +37,9 @@ ENV_PREFIX = "PEERING_AGENT_"
 _VERSION_RE = re.compile(r"^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})$")
 _VPP_VERSION_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?(-[a-z0-9]{1,10})?$", re.I)
 _PLAIN_VERSION_RE = re.compile(r"^[0-9]{1,3}\.[0-9]{1,3}(\.[0-9]{1,3})?$")
-_MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# flexiManage 1309daf2 (backend/models/validators.js validateMachineID) registers only
+# these; anything else is refused at registration (HTTP 408)
+MACHINE_ID_RE = re.compile(r"^[A-Fa-f0-9-]{1,50}$")
 
 
 class ConfigError(Exception):
@@ -155,9 +157,9 @@ class ControllerConfig(_Section):
     @field_validator("machine_id")
     @classmethod
     def _machine_id(cls, v: str) -> str:
-        if v and not _MACHINE_ID_RE.match(v):
+        if v and not MACHINE_ID_RE.match(v):
             raise PydanticCustomError(
-                "machine_id", "must be 1-128 characters of letters, digits, '.', '_' or '-'"
+                "machine_id", "must be 1-50 hex digits or '-' (what flexiManage registers)"
             )
         return v
 

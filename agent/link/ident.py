@@ -7,16 +7,14 @@ URL that may be logged is `redacted_websocket_url`.
 
 from __future__ import annotations
 
-import re
 import ssl
 from pathlib import Path
 from urllib.parse import quote
 
-from agent.config import ControllerConfig
+from agent.config import MACHINE_ID_RE, ControllerConfig
 from agent.secret import Secret
 
 MACHINE_ID_FILE = Path("/etc/machine-id")
-_MACHINE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class LinkSetupError(Exception):
@@ -34,8 +32,9 @@ def resolve_machine_id(cfg: ControllerConfig, machine_id_file: Path = MACHINE_ID
             f"controller.machine_id is empty and {machine_id_file} is unreadable "
             f"({exc.strerror}): set controller.machine_id"
         ) from None
-    if not _MACHINE_ID_RE.match(value):
-        raise LinkSetupError(f"{machine_id_file} does not hold a usable machine id")
+    if not MACHINE_ID_RE.match(value):
+        raise LinkSetupError(f"{machine_id_file} does not hold a machine id flexiManage "
+                             "registers (1-50 hex digits or '-'): set controller.machine_id")
     return value
 
 

@@ -69,7 +69,7 @@ def make_cfg(port: int, tmp_path: Path) -> AgentConfig:
         controller=ControllerConfig(
             url=f"ws://127.0.0.1:{port}",
             allow_insecure=True,
-            machine_id="m-0001",
+            machine_id="ab-0001",
             token_file=tmp_path / "etc" / "device.token",
             register_timeout=5,
         ),
@@ -100,7 +100,7 @@ async def test_success_posts_the_form_and_stores_the_token_0600(
     assert path == "/api/connect/register"
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert headers["User-Agent"] == "fwagent/6.3.0"
-    assert form["token"] == ORG_TOKEN and form["machine_id"] == "m-0001"
+    assert form["token"] == ORG_TOKEN and form["machine_id"] == "ab-0001"
     assert form["fwagent_version"] == "6.3.0" and form["device_version"] == "6.3.0"
     assert form["router_version"] == "26.06" and form["machine_name"] == "edge-1"
     assert form["ip_list"] == "192.0.2.10"

@@ -23,7 +23,7 @@ from agent.link.session import LinkSession
 from tests.agent_task import task_running
 from tests.waiting import until
 
-MACHINE = "m-0001"
+MACHINE = "ab-0001"
 ADD = {"tunnel-id": 7, "peer": {"ips": ["8.8.8.8"]}, "ikev2": {"psk": "S3cr3tPSK"}}
 
 

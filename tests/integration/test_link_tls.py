@@ -86,7 +86,7 @@ async def test_wss_verifies_the_controller_certificate(tmp_path: Path) -> None:
     token = tmp_path / "device.token"
     token.write_text("t0k3n")
     async with ControllerDouble(
-        machine_id="m1",
+        machine_id="ab01",
         device_token="t0k3n",
         ssl_context=server_ctx,
         stats_interval=None,
@@ -94,7 +94,7 @@ async def test_wss_verifies_the_controller_certificate(tmp_path: Path) -> None:
     ) as ctl:
         common = dict(
             url=f"wss://localhost:{ctl.port}",
-            machine_id="m1",
+            machine_id="ab01",
             token_file=token,
             backoff_min=0.05,
             backoff_max=0.1,

@@ -103,7 +103,10 @@ def test_plain_ws_needs_allow_insecure(tmp_path: Path) -> None:
         ("[controller]\nca_file = '/nonexistent/ca.pem'\n", {}, "controller.ca_file: file not"),
         ("[metrics]\nlisten = 'nope'\n", {}, "metrics.listen: invalid value 'nope' must be"),
         ("[logging]\nlevel = 'chatty'\n", {}, "logging.level: Input should be"),
-        ("[controller]\nmachine_id = 'a/b'\n", {}, "controller.machine_id: must be 1-128"),
+        ("[controller]\nmachine_id = 'a/b'\n", {}, "controller.machine_id: must be 1-50 hex"),
+        # what flexiManage's validateMachineID refuses at registration (HTTP 408)
+        ("[controller]\nmachine_id = 'edge_01.lab'\n", {}, "controller.machine_id: must be"),
+        (f"[controller]\nmachine_id = '{'a' * 51}'\n", {}, "controller.machine_id: must be"),
         ("[bogus]\nx = 1\n", {}, "bogus: unknown setting"),
         (
             "",
