@@ -101,7 +101,8 @@ def interface_entry(f: WanFacts) -> dict[str, Any]:
         "IPv6Mask": "",
         "dhcp": "no",
         "gateway": f.gateway,
-        "metric": "0" if f.gateway else "",
+        # flexiManage refuses to assign WANs of equal metrics, so each WAN's own
+        "metric": str(f.metric) if f.gateway else "",
         "link": "up" if f.link_up else "down",
         "public_ip": "",
         "public_port": "",

@@ -286,6 +286,9 @@ class WanFacts:
     addr: IPv4Interface | None  # first IPv4 address
     gateway: str  # next hop of a default route through it, "" when none
     sw_if_index: int = -1
+    # the preference of that default route's path: what linux-cp makes of the kernel
+    # route's metric on a flexiEdge, and so the WAN's metric for the controller
+    metric: int = 0
 
 
 _ETH_NAME = re.compile(r"^[A-Za-z0-9]*Ethernet([0-9a-f]+)/([0-9a-f]+)/([0-9a-f]+)$")
@@ -313,8 +316,11 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
         if dev_id is not None and name not in mapped:
             configured.setdefault(dev_id, name)
     gateways: dict[int, str] = {}
-    for sw, nh in path_next_hops(await read_default_paths(vpp)):
-        gateways.setdefault(sw, nh)
+    metrics: dict[int, int] = {}
+    paths = await read_default_paths(vpp)
+    for path, (sw, nh) in zip(paths, path_next_hops(paths), strict=True):
+        if sw not in metrics or int(path.preference) < metrics[sw]:
+            gateways[sw], metrics[sw] = nh, int(path.preference)
     out = []
     for dev_id in sorted(configured):
         d = by_name.get(configured[dev_id])
@@ -327,7 +333,7 @@ async def read_wan_facts(vpp: VppClient, configured: Mapping[str, str]) -> list[
         out.append(WanFacts(dev_id=dev_id, name=str(d.interface_name), mac=mac,
                             mtu=int(d.mtu[0]) or int(d.link_mtu), link_up=bool(int(d.flags) & 2),
                             addr=addrs[0] if addrs else None, gateway=gateways.get(sw, ""),
-                            sw_if_index=sw))
+                            sw_if_index=sw, metric=metrics.get(sw, 0)))
     return out
 
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 
+from agent.jobs.info import interface_entry
 from agent.lab.vppsim.server import VppSim
 from agent.peers.changes import AddPeer, ModifyTargets
 from agent.peers.manager import JobError
 from agent.peers.spec import TrafficSelector
+from agent.vpp.client import VppClient
 from agent.vpp.readers import read_gateways, read_interfaces, read_observed, read_wan_facts
+from tests.conftest import WAN
 from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
 
@@ -71,3 +75,32 @@ async def test_the_wan_facts_and_the_guard_read_the_default_routes_next_hop(
     facts = await read_wan_facts(agent.vpp, {})
     assert [(f.name, f.gateway) for f in facts] == [("GigabitEthernet0/3/0", str(GW))]
     assert await read_gateways(agent.vpp) == {GW}
+
+
+async def test_each_wans_metric_is_its_default_route_paths_preference(short_dir: Path) -> None:
+    """Two WANs, default route paths at preference 0 and 100 (a flexiEdge's kernel
+    metrics through linux-cp): registration and device info report metrics 0 and 100,
+    which flexiManage needs distinct to let the WANs be assigned."""
+    sim = VppSim(short_dir / "two.sock", interfaces=[
+        WAN, ("GigabitEthernet0/4/0", "192.168.2.10/24")])
+    await sim.start()
+    vpp = VppClient(str(sim.socket_path))
+    await vpp.start()
+    try:
+        await vpp.wait_connected(5)
+        sw = {i.name: i.sw_if_index for i in (await read_interfaces(vpp)).values()}
+        for name, gw, preference in (("GigabitEthernet0/3/0", "192.168.1.1", 0),
+                                     ("GigabitEthernet0/4/0", "192.168.2.1", 100)):
+            await vpp.call("ip_route_add_del", is_add=True, is_multipath=True, route={
+                "table_id": 0, "prefix": IPv4Network("0.0.0.0/0"), "n_paths": 1,
+                "paths": [{"sw_if_index": sw[name], "table_id": 0, "weight": 1,
+                           "preference": preference, "type": 0, "flags": 0, "proto": 0,
+                           "nh": {"address": {"ip4": IPv4Address(gw)}}, "n_labels": 0,
+                           "label_stack": [{}] * 16}]})
+        entries = [interface_entry(f) for f in await read_wan_facts(vpp, {})]
+        assert [(e["name"], e["gateway"], e["metric"]) for e in entries] == [
+            ("GigabitEthernet0/3/0", "192.168.1.1", "0"),
+            ("GigabitEthernet0/4/0", "192.168.2.1", "100")]
+    finally:
+        await vpp.close()
+        await sim.stop()
