@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import structlog
 
@@ -265,10 +265,28 @@ async def register(
     server = server if isinstance(server, str) else ""
     store_token(ctl.token_file, Secret(device_token.strip()))
     log.info("device registered", token_file=str(ctl.token_file), server=server)
-    if server and server.rstrip("/").partition("://")[2] != ctl.url.partition("://")[2]:
+    if server and not same_server(server, ctl.url):
+        # flexiagent connects to this broker; the agent keeps controller.url
         log.warning(
-            "the controller names a different server than controller.url",
+            "the controller names another websocket server than controller.url: "
+            "set controller.url to it if the device does not connect",
             server=server,
             configured=ctl.url,
         )
     return Registration(server=server, token_file=ctl.token_file)
+
+
+def same_server(server: str, url: str) -> bool:
+    """Whether registration's `server` (flexiManage's agent broker, `host:port` without
+    a scheme) is the host and port of `controller.url`."""
+    def host_port(text: str, default_port: int) -> tuple[str, int] | None:
+        try:
+            parts = urlsplit(text if "://" in text else f"//{text}")
+            return (parts.hostname or "").lower(), parts.port or default_port
+        except ValueError:
+            return None
+
+    scheme = url.partition("://")[0]
+    port = 443 if scheme in ("wss", "https") else 80
+    mine = host_port(url, port)
+    return mine is not None and host_port(server.rstrip("/"), port) == mine

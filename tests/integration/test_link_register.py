@@ -16,7 +16,7 @@ import pytest
 
 from agent.config import AgentConfig, ControllerConfig
 from agent.lab.flexi_rules import validate_registration
-from agent.link.register import DeviceFacts, RegistrationError, register
+from agent.link.register import DeviceFacts, RegistrationError, register, same_server
 from agent.secret import Secret
 
 ORG_TOKEN = "eyJorg.S3cr3t.token"
@@ -186,3 +186,17 @@ async def test_answer_without_token_and_unreachable(
         await register(make_cfg(port, tmp_path), Secret(ORG_TOKEN), facts=FACTS)
     with pytest.raises(RegistrationError, match="cannot reach the controller"):
         await register(make_cfg(unused_tcp_port, tmp_path), Secret(ORG_TOKEN), facts=FACTS)
+
+
+@pytest.mark.parametrize(("server", "url", "same"), [
+    ("manage.example.net:443", "wss://manage.example.net", True),  # flexiManage's form
+    ("manage.example.net", "wss://manage.example.net:443", True),
+    ("Manage.Example.net:443/", "wss://manage.example.net/", True),
+    ("broker.other.net:443", "wss://manage.example.net", False),
+    ("manage.example.net:4433", "wss://manage.example.net", False),
+    ("https://x", "ws://127.0.0.1:1234", False),
+    ("host:notaport", "wss://host", False),
+])
+def test_the_registrations_server_is_compared_by_host_and_port(
+        server: str, url: str, same: bool) -> None:
+    assert same_server(server, url) is same
