@@ -46,6 +46,7 @@ from agent.jobs.devcfg import (
     recorded,
 )
 from agent.jobs.info import (
+    cpu_facts,
     device_info_body,
     distro_facts,
     interface_entry,
@@ -177,6 +178,7 @@ class JobDispatcher:
         self._last_interfaces: list[dict[str, Any]] = []
         self._last_facts: list[WanFacts] = []  # what `_last_interfaces` was made from
         self._distro = distro_facts()  # flexiManage stores it on every connect
+        self._cpu_info = cpu_facts()  # and rebuilds cpuInfo from it
         self.items: Items
         self.items, meta = config.load()
         self.signature = meta.get("signature", "")
@@ -733,7 +735,7 @@ class JobDispatcher:
         body = device_info_body(agent_version=self.agent_version,
                                 vpp_version=self.vpp_version(),
                                 frr_version=self.frr_version, interfaces=interfaces,
-                                distro=self._distro)
+                                distro=self._distro, cpu_info=self._cpu_info)
         if not interfaces:
             body["reconfig"] = ""  # never a non-empty reconfig without interfaces (9.4)
         return body

@@ -11,6 +11,7 @@ builders here produce values that pass both; they are pure except
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -84,6 +85,14 @@ def distro_facts(os_release: Path = Path("/etc/os-release")) -> dict[str, str]:
     return {"version": info.get("VERSION_ID", ""), "codename": info.get("VERSION_CODENAME", "")}
 
 
+def cpu_facts() -> dict[str, Any]:
+    """flexiagent's `cpuInfo`, sent at registration and in every get-device-info:
+    flexiManage rebuilds it from each get-device-info, 2 cores when it is missing."""
+    cores = os.cpu_count() or 1
+    return {"hwCores": cores, "grubCores": cores, "vppCores": 1, "configuredVppCores": 1,
+            "powerSaving": False}
+
+
 def interface_name(name: str) -> str:
     """flexiManage allows ``[a-zA-Z0-9_/.]{1,64}``: ``host-eth0`` -> ``host_eth0``."""
     return (_NAME_BAD.sub("_", name) or "if")[:64]
@@ -133,7 +142,8 @@ def reconfig_hash(entries: Iterable[dict[str, Any]]) -> str:
 
 def device_info_body(*, agent_version: str, vpp_version: str, frr_version: str,
                      interfaces: Sequence[dict[str, Any]],
-                     distro: dict[str, str] | None = None) -> dict[str, Any]:
+                     distro: dict[str, str] | None = None,
+                     cpu_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """The get-device-info `message` without `jobs` (the link adds them)."""
     return {
         "device": agent_version,
@@ -147,4 +157,5 @@ def device_info_body(*, agent_version: str, vpp_version: str, frr_version: str,
         "reconfig": reconfig_hash(interfaces),
         "tunnels": [],
         **({"distro": distro} if distro else {}),
+        **({"cpuInfo": cpu_info} if cpu_info else {}),
     }

@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 
 from agent.config import AgentConfig
-from agent.jobs.info import distro_facts, interface_entry
+from agent.jobs.info import cpu_facts, distro_facts, interface_entry
 from agent.link.ident import (
     MACHINE_ID_FILE,
     registration_url,
@@ -125,8 +125,7 @@ def default_facts(cfg: AgentConfig,
         default_route=wan["gateway"] if wan else "",
         default_dev=wan["name"] if wan else "",
         interfaces=entries,
-        cpu_info={"hwCores": os.cpu_count() or 1, "grubCores": os.cpu_count() or 1,
-                  "vppCores": 1, "configuredVppCores": 1, "powerSaving": False},
+        cpu_info=cpu_facts(),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Interface
@@ -264,6 +265,8 @@ async def test_device_info_passes_flexiManage_validation(
     names = [i["name"] for i in info["network"]["interfaces"]]
     assert names == ["GigabitEthernet0/3/0", "host_lan0"]
     assert len(info["reconfig"]) == 32
+    # flexiManage rebuilds cpuInfo from each reply: 2 cores when it is missing
+    assert info["cpuInfo"]["hwCores"] == info["cpuInfo"]["grubCores"] == os.cpu_count()
 
 
 async def test_reconfig_changes_only_with_interface_facts(tmp_path: Path) -> None:
