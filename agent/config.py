@@ -124,7 +124,10 @@ class ControllerConfig(_Section):
         default=5.0, gt=0, description="websocket closing handshake bound, seconds"
     )
     max_frame_size: int = Field(
-        default=8 * 1024 * 1024, ge=1024, description="largest accepted incoming message, bytes"
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="largest accepted incoming message, bytes (a sync-device of 5000 peers "
+        "is about 5.4 MiB)",
     )
     job_timeout: float = Field(
         default=170.0,
