@@ -53,9 +53,10 @@ def _forwarding(paths: list[dict[str, Any]], state: SimState) -> set[int]:
     when none is up (VPP drops then; the TUN of a tunnel without an SA drops too)."""
     up = [p for p in paths if (itf := state.interfaces.get(p.get("sw_if_index", -1)))
           is not None and itf.admin_up]
-    chosen = up or paths
-    best = min((int(p.get("preference", 0)) for p in chosen), default=0)
-    return {p["sw_if_index"] for p in chosen if int(p.get("preference", 0)) == best}
+    if not up:
+        return {p["sw_if_index"] for p in paths}
+    best = min(int(p.get("preference", 0)) for p in up)
+    return {p["sw_if_index"] for p in up if int(p.get("preference", 0)) == best}
 
 
 @dataclass
