@@ -67,7 +67,7 @@ def peer_static_routes(items: Mapping[str, tuple[str, Any]], specs: Iterable[Pee
     for (tid, net), metric in metrics.items():
         if order[net][-1] <= MAX_PREFERENCE:
             preference = metric
-        else:  # more than 256 distinct metrics for one prefix share the last preference
+        else:  # the rank; past 256 distinct metrics, they share the last preference
             preference = min(order[net].index(metric), MAX_PREFERENCE)
         found.setdefault(tid, []).append(StaticRoute(net, preference))
     return ({tid: tuple(sorted(rs, key=lambda r: (int(r.net.network_address), r.net.prefixlen)))

@@ -42,8 +42,8 @@ RoutePath = tuple[IPv4Network, int]  # (prefix, VPP path preference: 0 is best)
 
 def route_paths(spec: PeerSpec, extra: Iterable[IPv4Address] = ()) -> list[RoutePath]:
     """This tunnel's path of each prefix routed into it: monitor /32s and the remote
-    selector if policy-based at preference 0, static routes via the peer at their
-    metric's rank (a prefix in both: the better one).
+    selector if policy-based at preference 0, static routes via the peer at the
+    preference their metric gives (a prefix in both: the better one).
     Not those inside the tunnel's own subnet (a monitor IP that is the peer's tunnel
     address): VPP's connected route already sends them there, and `routes_via_tunnels`
     leaves VPP's routes in that subnet out, so an added one would look missing at
