@@ -25,7 +25,7 @@ A real websockets server that behaves like flexiManage towards one device:
 
 Scripting from tests::
 
-    async with ControllerDouble(machine_id="m1", device_token="t") as ctl:
+    async with ControllerDouble(machine_id="ab01", device_token="t") as ctl:
         await ctl.wait_ready(5)
         reply = await ctl.send_job("add-tunnel", {...})
         stats = await ctl.poll_stats()

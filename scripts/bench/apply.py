@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import realvpp  # noqa: E402
 
 WAN = "GigabitEthernet0/3/0=192.168.1.10/24"
-MACHINE = "3f1c0000-0000-4000-8000-0000000bench"
+MACHINE = "3f1c0000-0000-4000-8000-0000000be0c0"
 DEV_ID = "pci:0000:00:03.00"  # the fixture's WAN dev_id
 T = TypeVar("T")
 
