@@ -208,6 +208,8 @@ class Agent:
     async def run(self, on_ready: ReadyCallback | None = None) -> None:
         """Run until cancelled; `on_ready` once VPP is connected and state is loaded."""
         self.manager.load()
+        if self.manager.awaiting_sync:  # before the controller can ask for the hash
+            await self.dispatcher.report_store_lost()
         self.policies.load()
         self.vpp.add_connect_listener(self._on_vpp_connect)
         await self.admin.start()

@@ -255,6 +255,15 @@ class JobDispatcher:
         await self._commit(items, signature, router, rows)
         return result
 
+    async def report_store_lost(self) -> None:
+        """The peer store was lost: record STORE_LOST_SIGNATURE, which no hash chain
+        reaches, so the controller sends sync-device. Kept across restarts and past the
+        grace time (when the agent has removed its objects from VPP) until a sync-device
+        commits its own hash: until then the device must not look synced."""
+        async with self._lock:
+            if self.signature != STORE_LOST_SIGNATURE:
+                await self._commit(self.items, STORE_LOST_SIGNATURE, self.router_state)
+
     def note_drift(self, changes: Sequence[str]) -> None:
         """The manager repaired drift in VPP: report it to the controller (DRIFT_SIGNATURE)
         once the running job, if any, is done; returns at once (supervision goes on)."""
@@ -816,8 +825,6 @@ class JobDispatcher:
                     entry["tunnel_stats"][key].update(part.wire())
 
     def cfg_hash(self) -> str:
-        if getattr(self.manager, "awaiting_sync", False):
-            return STORE_LOST_SIGNATURE
         return self.signature
 
 

@@ -46,7 +46,7 @@ class Rig:
 
 
 def make_config(ctl: ControllerDouble, sim: VppSim, state: Path,
-                job_timeout: float = 170.0) -> AgentConfig:
+                job_timeout: float = 170.0, recovery_grace: float = 600.0) -> AgentConfig:
     token_file = state.parent / "device.token"
     token_file.write_text(DEVICE_TOKEN)
     token_file.chmod(0o600)
@@ -56,7 +56,7 @@ def make_config(ctl: ControllerDouble, sim: VppSim, state: Path,
                        "ping_interval": 0.5, "silence_timeout": 5.0,
                        "job_timeout": job_timeout},
         "vpp": {"api_socket": str(sim.socket_path), "call_timeout": 2.0},
-        "state": {"dir": str(state)},
+        "state": {"dir": str(state), "recovery_grace": recovery_grace},
         "routing": {"vtysh": ""},  # no FRR here: routing is recorded only
         "admin": {"socket": str(state.parent / "admin.sock")},
         "logging": {"level": "debug"},
@@ -64,14 +64,14 @@ def make_config(ctl: ControllerDouble, sim: VppSim, state: Path,
 
 
 @contextlib.asynccontextmanager
-async def running_agent(sim: VppSim, short_dir: Path,
-                        job_timeout: float = 170.0) -> AsyncIterator[Rig]:
+async def running_agent(sim: VppSim, short_dir: Path, job_timeout: float = 170.0,
+                        recovery_grace: float = 600.0) -> AsyncIterator[Rig]:
     logs = io.StringIO()
     configure_logging("debug", json=True, stream=logs)
     ctl = ControllerDouble(machine_id=MACHINE, device_token=DEVICE_TOKEN, ping_interval=0.5,
                            stats_interval=None, job_timeout=10.0)
     await ctl.start()
-    agent = Agent(make_config(ctl, sim, short_dir / "state", job_timeout),
+    agent = Agent(make_config(ctl, sim, short_dir / "state", job_timeout, recovery_grace),
                   name_resolver=offline_name_resolver)
     try:
         async with running(agent):

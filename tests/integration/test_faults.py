@@ -26,7 +26,7 @@ from tests.fixtures import example_request
 from tests.integration.test_peers_vpp import Agent
 from tests.spec_factory import numbered_spec
 from tests.vpp_leaks import differences
-from tests.waiting import until
+from tests.waiting import until, until_async
 
 
 def _config(sim: VppSim) -> dict[str, Any]:
@@ -301,3 +301,56 @@ async def test_the_daemon_starts_on_a_corrupt_store_and_asks_for_sync(
         reply = await rig.ctl.request("get-device-info")
         assert reply["msg"]["router-cfg-hash"] == ""  # in sync after sync-device
         assert [s.tunnel_id for s in rig.agent.manager.desired.values()] == [7]
+
+
+async def test_a_lost_store_asks_for_sync_until_one_comes_past_the_grace_and_a_restart(
+        sim: VppSim, short_dir: Path) -> None:
+    """Past the grace time the agent removes its objects from VPP; its hash must still
+    say "sync me" (also after a restart), or flexiManage would show a device without
+    its tunnels as synced and never send the sync-device that restores them."""
+    from tests.integration.test_agent_e2e import ok, running_agent
+
+    params = example_request()["params"]
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("add-tunnel", params))
+        await until(lambda: rig.agent.manager.in_sync)
+    (short_dir / "state" / "peers.sqlite").write_bytes(b"garbage" * 1000)
+    async with running_agent(sim, short_dir, recovery_grace=0.2) as rig:
+        manager = rig.agent.manager
+
+        async def grace_over() -> bool:  # each reconcile looks at the grace time
+            await manager.reconcile()
+            return not manager.awaiting_sync
+
+        await until_async(grace_over)
+        assert await _tunnels(sim) == {}  # no sync within the grace time: removed
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == STORE_LOST_SIGNATURE
+    async with running_agent(sim, short_dir) as rig:  # the store is readable again
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == STORE_LOST_SIGNATURE
+        ok(await rig.ctl.send_job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": params}]}))
+        assert set(await _tunnels(sim)) == {7}
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == ""
+
+
+async def test_a_sync_while_the_router_is_stopped_ends_the_lost_stores_sentinel(
+        sim: VppSim, short_dir: Path) -> None:
+    """flexiManage expects '' after its sync-device; a stopped router syncs the recorded
+    configuration only, and that must end the sentinel too."""
+    from tests.integration.test_agent_e2e import ok, running_agent
+
+    params = example_request()["params"]
+    async with running_agent(sim, short_dir) as rig:
+        ok(await rig.ctl.send_job("add-tunnel", params))
+        ok(await rig.ctl.send_job("stop-router", {}))
+    (short_dir / "state" / "peers.sqlite").write_bytes(b"garbage" * 1000)
+    async with running_agent(sim, short_dir) as rig:
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == STORE_LOST_SIGNATURE
+        ok(await rig.ctl.send_job("sync-device", {"requests": [
+            {"entity": "agent", "message": "add-tunnel", "params": params}]}))
+        reply = await rig.ctl.request("get-device-info")
+        assert reply["msg"]["router-cfg-hash"] == ""
