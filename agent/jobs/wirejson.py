@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from json.encoder import encode_basestring  # C-accelerated, leaves non-ASCII as is
 from typing import Any
@@ -56,7 +57,15 @@ def canonical(value: Any, known: Mapping[int, str] | None = None) -> str:
     stored items are the same requests' params."""
     parts: list[str] = []
     _write(value, parts, known or None)
-    return "".join(parts)
+    text = "".join(parts)
+    if not text.isascii() and _SURROGATE.search(text):
+        # a lone surrogate (JSON's "\ud800" parses to one): JSON.stringify escapes it,
+        # and UTF-8 has no bytes for it
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _write(value: Any, out: list[str], known: Mapping[int, str] | None) -> None:

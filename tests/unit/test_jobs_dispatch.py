@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from agent.jobs.cfgstore import ConfigStore
 from agent.jobs.dispatch import JobDispatcher
 from agent.jobs.signature import advance
 from agent.jobs.validation import ValidationPolicy
+from agent.jobs.wirejson import loads
 from agent.lab.flexi_rules import validate_device_info, validate_stats
 from agent.peers.changes import AddPeer, Change, ModifyTargets, RemovePeer
 from agent.peers.manager import JobError, JobResult
@@ -112,6 +114,18 @@ OSPF = {"custom": [], "redistributeBgp": False}
 NOTIFICATIONS = {"org": "o1", "rules": {
     "Link/Tunnel round trip time": {"warningThreshold": 300, "criticalThreshold": 600,
                                     "thresholdUnit": "ms", "type": "tunnel"}}}
+
+
+async def test_a_lone_surrogate_in_a_job_is_hashed_and_recorded(tmp_path: Path) -> None:
+    """JSON's "\\ud800" parses to a lone surrogate, which UTF-8 cannot hold: the job
+    still runs, its hash is the controller's, and a restart reads the item back."""
+    msg = loads(json.dumps(job("add-route", {**ROUTE, "via": "192.168.1.254",
+                                             "note": "\ud800"}), ensure_ascii=True))
+    d, _ = make(tmp_path)
+    assert (await run(d, msg)).ok
+    assert d.cfg_hash() == advance("", msg)
+    again, _ = make(tmp_path)
+    assert again.cfg_hash() == d.cfg_hash() and again.items == d.items
 
 
 async def test_chain_advances_on_signed_ok_jobs_only(tmp_path: Path) -> None:

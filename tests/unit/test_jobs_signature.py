@@ -68,6 +68,15 @@ def test_canonical_writes_locally_made_floats_like_javascript() -> None:
         '{"a":2.5,"b":1,"c":1e-7,"d":1e+21}'
 
 
+def test_a_lone_surrogate_is_hashed_as_json_stringify_writes_it() -> None:
+    # Node: JSON.stringify({d: "a\ud800b", e: "\ud83d\ude00"}) escapes the lone one only
+    msg = loads('{"entity":"agent","message":"add-route","params":'
+                '{"d":"a\\ud800b","e":"\\ud83d\\ude00"}}')
+    text = '{"entity":"agent","message":"add-route","params":{"d":"a\\ud800b","e":"\U0001f600"}}'
+    assert canonical(msg) == text
+    assert advance("", msg) == hashlib.sha1(text.encode()).hexdigest()
+
+
 def test_msg_without_params_or_entity_is_hashed_as_received() -> None:
     msg = {"message": "modify-vxlan-config", "params": {"port": "4790"}}
     assert advance("x", msg) == controller_hash("x", msg)
