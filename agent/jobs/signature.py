@@ -1,4 +1,6 @@
-"""The configuration hash chain (`router-cfg-hash`), flexiagent's algorithm (pure).
+"""The configuration hash chain (`router-cfg-hash`), byte for byte as flexiManage
+computes it (pure). flexiagent's own `json.dumps` escapes non-ASCII text, so it
+departs from flexiManage on such input; the agent follows the controller.
 
 flexiManage advances its copy when it queues a job:
 ``sha1(previous + json-stable-stringify(task))``; the device advances its copy
