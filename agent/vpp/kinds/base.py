@@ -47,13 +47,17 @@ class Observed:
     addresses: dict[int, set[IPv4Interface]] = field(default_factory=dict)
     tunnels: dict[int, TunnelInfo] = field(default_factory=dict)  # by instance
     profiles: dict[str, ProfileInfo] = field(default_factory=dict)
-    routes: dict[int, set[IPv4Network]] = field(default_factory=dict)  # via sw_if_index
-    # the same routes with their path's preference
+    # via sw_if_index: each route's path preference
     route_preferences: dict[int, dict[IPv4Network, int]] = field(default_factory=dict)
     mss: dict[int, int] = field(default_factory=dict)
     lcp: dict[int, str] = field(default_factory=dict)
     gateways: set[IPv4Address] = field(default_factory=set)  # default routes' next hops
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def routes(self) -> dict[int, set[IPv4Network]]:
+        """The prefixes routed via each sw_if_index."""
+        return {sw: set(paths) for sw, paths in self.route_preferences.items()}
 
     def index_of(self, name: str) -> int | None:
         for info in self.interfaces.values():

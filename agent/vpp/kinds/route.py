@@ -171,9 +171,7 @@ class RouteKind(Kind):
                 if via in tunnel_indexes:
                     via_tunnels.append((via, IPv4Network(str(route.prefix)), int(path.type),
                                         int(path.preference)))
-        paths = routes_via_tunnels(via_tunnels, obs.addresses)
-        obs.routes = {sw: set(p) for sw, p in paths.items()}
-        obs.route_preferences = paths
+        obs.route_preferences = routes_via_tunnels(via_tunnels, obs.addresses)
         obs.gateways = default_next_hops(raw)
 
     def repair(self, spec: PeerSpec, facts: VppFacts, obs: Observed, sw: int,
