@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NoReturn
 
@@ -87,7 +87,7 @@ from agent.jobs.validation import (
 )
 from agent.peers.changes import AddPeer, Change, ModifyTargets, RemovePeer
 from agent.peers.manager import JobError, JobResult, PeerManager
-from agent.peers.spec import PeerSpec
+from agent.peers.spec import PeerSpec, StaticRoute
 from agent.policy.model import PolicyError
 from agent.routing.manager import RoutingError
 from agent.routing.model import RoutingModel, RoutingModelError
@@ -383,12 +383,20 @@ class JobDispatcher:
         return self._with_routes(specs, items, job_params)
 
     @staticmethod
-    def _with_routes(specs: Sequence[PeerSpec], items: Items, job_params: Any
-                     ) -> list[PeerSpec]:
-        """`specs` carrying the recorded static routes through each of them."""
+    def _static_routes(items: Items, specs: Iterable[PeerSpec], job_params: Any
+                       ) -> dict[int, tuple[StaticRoute, ...]]:
+        """The recorded static routes through each of `specs`; the job is refused for one
+        through a peer that cannot be programmed."""
         routes, problems = peer_static_routes(items, specs)
         if problems:
             raise rejection(problems, job_params)
+        return routes
+
+    @classmethod
+    def _with_routes(cls, specs: Sequence[PeerSpec], items: Items, job_params: Any
+                     ) -> list[PeerSpec]:
+        """`specs` carrying the recorded static routes through each of them."""
+        routes = cls._static_routes(items, specs, job_params)
         return [s if s.static_routes == (want := routes.get(s.tunnel_id, ()))
                 else replace(s, static_routes=want) for s in specs]
 
@@ -405,9 +413,7 @@ class JobDispatcher:
                 view.pop(ch.tunnel_id, None)
             elif ch.tunnel_id in view:
                 view[ch.tunnel_id] = ch.applied_to(view[ch.tunnel_id])
-        routes, problems = peer_static_routes(items, view.values())
-        if problems:
-            raise rejection(problems, job_params)
+        routes = self._static_routes(items, view.values(), job_params)
         out: list[Change] = []
         added: set[int] = set()
         for ch in changes:
