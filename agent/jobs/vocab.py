@@ -62,10 +62,9 @@ _CIPHER_LIST: tuple[Cipher, ...] = (
     Cipher("aes-ctr", 13, (128, 192, 256), 0, aead=False, ike=False, esp=True, weak=False),
     Cipher("aes-gcm-16", 20, (128, 192, 256), 0, aead=True, ike=True, esp=True, weak=False),
     Cipher("chacha20-poly1305", 28, (256,), 0, aead=True, ike=True, esp=True, weak=False),
-    # IKE with NULL encryption is forbidden by RFC 7296 and only reachable with the
-    # weak-crypto policy; ESP NULL (integrity only, with GMAC) is a legitimate choice.
-    # RFC 7296 3.3.2: not allowed for IKE; VPP 26.06 would also divide by its block
-    # size of 0 when padding an IKE_AUTH (ikev2_payload_chain_add_padding)
+    # ESP NULL (integrity only, with GMAC) is a legitimate choice. IKE NULL is not
+    # (RFC 7296 3.3.2), whatever the weak-crypto policy: VPP 26.06 would also divide by
+    # its block size of 0 when padding an IKE_AUTH (ikev2_payload_chain_add_padding)
     Cipher("null", 11, (), 0, aead=False, ike=False, esp=True, weak=False),
     # Named so exports and messages can say what they are; VPP 26.06 has no DES.
     Cipher("3des", 3, (), 192, aead=False, ike=True, esp=True, weak=True, vpp=False),
